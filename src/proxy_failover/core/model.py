@@ -1,0 +1,394 @@
+"""Plain values of the failover domain: configuration, instances, events, redundancy, snapshots.
+
+Everything here is a frozen dataclass or an enum so the core can reason about state without I/O.
+Times are timezone-aware UTC ``datetime`` values; durations are seconds (float) unless named ``_ms``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class FailoverStrategy(enum.StrEnum):
+    PRIORITY = "priority"
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONNECTIONS = "least_connections"
+
+
+class LoadBalancingAlgorithm(enum.StrEnum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONNECTIONS = "least_connections"
+    WEIGHTED = "weighted"
+
+
+class HealthCheckType(enum.StrEnum):
+    HTTP = "http"
+    HTTPS = "https"
+    TCP = "tcp"
+
+
+class HealthStatus(enum.StrEnum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class AdminState(enum.StrEnum):
+    ENABLED = "enabled"
+    DRAIN = "drain"
+    MAINTENANCE = "maintenance"
+
+
+class EventType(enum.StrEnum):
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    SWITCHOVER = "switchover"
+    RECOVERY = "recovery"
+
+
+class EventStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (EventStatus.PENDING, EventStatus.IN_PROGRESS)
+
+
+class RedundancyLevel(enum.StrEnum):
+    NONE = "none"
+    SINGLE = "single"
+    DUAL = "dual"
+    MULTI = "multi"
+
+
+class ReasonCode(enum.StrEnum):
+    """Why evaluate answered as it did (SPEC §5)."""
+
+    NO_ACTIVE_INSTANCE = "no_active_instance"
+    ACTIVE_UNHEALTHY = "active_unhealthy"
+    ACTIVE_UNAVAILABLE = "active_unavailable"
+    ACTIVE_UNKNOWN = "active_unknown"
+    FAILBACK = "failback"
+    ACTIVE_HEALTHY = "active_healthy"
+    NO_INSTANCES = "no_instances"
+    NO_HEALTHY_TARGET = "no_healthy_target"
+
+
+#: Event types that move the active role; at most one of them may be in progress per proxy.
+SWITCHING_EVENT_TYPES = frozenset({EventType.FAILOVER, EventType.FAILBACK, EventType.SWITCHOVER})
+
+#: Transitions (failover events) left open longer than this are closed as failed by the engine.
+STALE_EVENT_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """How the engine probes an instance: protocol, HTTP path and accepted status codes."""
+
+    type: HealthCheckType = HealthCheckType.HTTP
+    path: str = "/health"
+    expected_status: str = "200-399"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    """One proxy's failover configuration with SPEC §3 defaults applied."""
+
+    proxy_id: str
+    user_id: str
+    id: str = ""
+    failover_strategy: FailoverStrategy = FailoverStrategy.PRIORITY
+    health_check_interval_seconds: float = 30.0
+    health_check_timeout_seconds: float = 5.0
+    fast_interval_seconds: float | None = None
+    down_interval_seconds: float | None = None
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+    enable_auto_failover: bool = True
+    enable_auto_recovery: bool = True
+    max_recovery_attempts: int = 3
+    recovery_backoff_seconds: float = 5.0
+    enable_auto_failback: bool = False
+    failback_delay_seconds: float = 60.0
+    enable_load_balancing: bool = False
+    load_balancing_algorithm: LoadBalancingAlgorithm = LoadBalancingAlgorithm.ROUND_ROBIN
+    health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRules:
+    """The thresholds the rise/fall state machine needs, taken from a config."""
+
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+    auto_recovery: bool = True
+
+    @classmethod
+    def of(cls, config: FailoverConfig) -> HealthRules:
+        return cls(config.unhealthy_threshold, config.healthy_threshold, config.enable_auto_recovery)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """The part of an instance the health state machine reads and writes."""
+
+    status: HealthStatus = HealthStatus.UNKNOWN
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A registered proxy instance; ``is_active`` mirrors the redundancy row's active pointer."""
+
+    id: str
+    proxy_id: str
+    user_id: str
+    instance_name: str
+    instance_type: str = "standard"
+    endpoint: str | None = None
+    recovery_url: str | None = None
+    priority: int = 100
+    weight: int = 100
+    admin_state: AdminState = AdminState.ENABLED
+    health_status: HealthStatus = HealthStatus.UNKNOWN
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    last_health_check: datetime | None = None
+    last_error: str | None = None
+    last_latency_ms: float | None = None
+    active_connections: int | None = None
+    is_active: bool = False
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    average_latency_ms: float | None = None
+    error_rate: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: When the status last changed to what it is now (drives failback delay); None if never.
+    status_changed_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def health(self) -> HealthState:
+        return HealthState(self.health_status, self.consecutive_failures, self.consecutive_successes)
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverEvent:
+    """An auditable record of a failover, failback, switchover or recovery."""
+
+    id: str
+    proxy_id: str
+    user_id: str
+    event_type: EventType
+    source_instance_id: str | None
+    target_instance_id: str | None
+    reason: str
+    status: EventStatus
+    triggered_by: str
+    epoch: int
+    created_at: datetime
+    error_message: str | None = None
+    duration_ms: int | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def start_time_ms(self) -> int:
+        return int(self.created_at.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class RedundancyStatus:
+    """The proxy's current redundancy picture and fencing epoch."""
+
+    proxy_id: str
+    total_instances: int = 0
+    healthy_instances: int = 0
+    unhealthy_instances: int = 0
+    active_instance_id: str | None = None
+    backup_instance_ids: tuple[str, ...] = ()
+    last_failover_at: datetime | None = None
+    last_failover_reason: str | None = None
+    redundancy_level: RedundancyLevel = RedundancyLevel.NONE
+    is_degraded: bool = True
+    epoch: int = 0
+    overridden: bool = False
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedundancyAssessment:
+    """What ``core.redundancy.assess`` computes from instances and the active pointer."""
+
+    total_instances: int
+    healthy_instances: int
+    unhealthy_instances: int
+    redundancy_level: RedundancyLevel
+    is_degraded: bool
+    backup_instance_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One probe or externally posted check: success, latency and why it failed."""
+
+    success: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSample:
+    """A metrics sample of one instance (SPEC §3); every field optional."""
+
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    request_rate: float | None = None
+    average_latency_ms: float | None = None
+    error_rate: float | None = None
+    connection_count: int | None = None
+    throughput_mbps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMetricSample:
+    """A metric sample as persisted, with who recorded it and when."""
+
+    id: str
+    instance_id: str
+    proxy_id: str
+    user_id: str
+    sample: MetricSample
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The side-effect-free answer of evaluate (SPEC §5)."""
+
+    proxy_id: str
+    should_failover: bool
+    source_instance_id: str | None
+    target_instance_id: str | None
+    reason: str
+    reason_code: ReasonCode
+    strategy: FailoverStrategy
+    active_instance_id: str | None
+    auto_failover_enabled: bool
+    evaluated_at: datetime
+    #: The kind of switch executing this evaluation would record.
+    event_type: EventType = EventType.FAILOVER
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySnapshot:
+    """One consistent view of a proxy, loaded in one transaction: the input of every decision."""
+
+    config: FailoverConfig
+    instances: tuple[Instance, ...]  # preference order
+    redundancy: RedundancyStatus
+    open_switch_event: FailoverEvent | None = None
+
+    @property
+    def active(self) -> Instance | None:
+        active_id = self.redundancy.active_instance_id
+        return next((i for i in self.instances if i.id == active_id), None)
+
+
+class DecisionAction(enum.StrEnum):
+    NONE = "none"
+    ACTIVATE = "activate"
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's one decision for a proxy on a tick, with the sentence that explains it."""
+
+    action: DecisionAction
+    reason_code: ReasonCode
+    reason: str
+    source_instance_id: str | None = None
+    target_instance_id: str | None = None
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.FAILBACK if self.action is DecisionAction.FAILBACK else EventType.FAILOVER
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The instance a client should use now (``GET /proxy/:id/route``)."""
+
+    proxy_id: str
+    instance_id: str
+    instance_name: str
+    endpoint: str | None
+    is_active: bool
+    epoch: int
+    load_balanced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceExplanation:
+    """Why one instance is, or is not, eligible to be (or stay) active."""
+
+    instance_id: str
+    instance_name: str
+    is_active: bool
+    is_eligible: bool
+    preference_rank: int
+    health_status: HealthStatus
+    admin_state: AdminState
+    consecutive_failures: int
+    consecutive_successes: int
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """``GET /proxy/:id/explain``: the active instance, the thresholds and each instance's standing."""
+
+    proxy_id: str
+    active_instance_id: str | None
+    summary: str
+    strategy: FailoverStrategy
+    unhealthy_threshold: int
+    healthy_threshold: int
+    instances: tuple[InstanceExplanation, ...]
+    evaluation: Evaluation
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySummary:
+    """One entry of ``GET /proxies``."""
+
+    proxy_id: str
+    user_id: str
+    redundancy: RedundancyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A domain notification produced by a use case (SPEC §8 types), for webhooks and streams.
+
+    Use cases hand these to the unit of work so they are persisted in the same transaction as the
+    change that caused them.
+    """
+
+    type: str  # e.g. "failover.completed", "instance.unhealthy", "redundancy.degraded"
+    proxy_id: str
+    epoch: int
+    occurred_at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
