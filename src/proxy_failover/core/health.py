@@ -1,4 +1,8 @@
-"""The rise/fall health state machine of SPEC §4 (HAProxy's rise/fall, per instance)."""
+"""The rise/fall health state machine of SPEC §4 (HAProxy's rise/fall, per instance).
+
+Pure functions over ``HealthState``: the engine, the checks endpoint and the health report all move
+an instance's status through here, so the thresholds are applied in exactly one place.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,21 @@ def observe(state: HealthState, success: bool, rules: HealthRules) -> HealthStat
     success: successes += 1, failures = 0; unhealthy -> healthy once successes >= rise (only when
     ``rules.auto_recovery``); unknown -> healthy on the first success.
     """
-    raise NotImplementedError
+    if success:
+        successes = state.consecutive_successes + 1
+        status = state.status
+        if status is HealthStatus.UNKNOWN or (
+            status is HealthStatus.UNHEALTHY
+            and rules.auto_recovery
+            and successes >= rules.healthy_threshold
+        ):
+            status = HealthStatus.HEALTHY
+        return HealthState(status, 0, successes)
+    failures = state.consecutive_failures + 1
+    status = state.status
+    if status is not HealthStatus.UNHEALTHY and failures >= rules.unhealthy_threshold:
+        status = HealthStatus.UNHEALTHY
+    return HealthState(status, failures, 0)
 
 
 def report(state: HealthState, status: HealthStatus) -> HealthState:
@@ -20,4 +38,8 @@ def report(state: HealthState, status: HealthStatus) -> HealthState:
 
     unhealthy counts as one failure, healthy as one success, unknown resets both counters.
     """
-    raise NotImplementedError
+    if status is HealthStatus.UNHEALTHY:
+        return HealthState(status, state.consecutive_failures + 1, 0)
+    if status is HealthStatus.HEALTHY:
+        return HealthState(status, 0, state.consecutive_successes + 1)
+    return HealthState(HealthStatus.UNKNOWN, 0, 0)

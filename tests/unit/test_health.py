@@ -1,0 +1,92 @@
+"""The rise/fall state machine of SPEC §4: thresholds flip exactly at the Nth consecutive result."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy_failover.core.health import observe, report
+from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
+
+H, U, K = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("start", "success", "rules", "expected"),
+    [
+        # first success of an unknown instance makes it healthy at once
+        (HealthState(K), True, HealthRules(3, 2), HealthState(H, 0, 1)),
+        # failures below the threshold keep the status, counting
+        (HealthState(H, 1, 0), False, HealthRules(3, 2), HealthState(H, 2, 0)),
+        (HealthState(H, 2, 0), False, HealthRules(3, 2), HealthState(U, 3, 0)),
+        (HealthState(K, 2, 0), False, HealthRules(3, 2), HealthState(U, 3, 0)),
+        (HealthState(U, 3, 0), False, HealthRules(3, 2), HealthState(U, 4, 0)),
+        # a success resets failures; an unhealthy one rises only at the healthy threshold
+        (HealthState(H, 2, 0), True, HealthRules(3, 2), HealthState(H, 0, 1)),
+        (HealthState(U, 5, 0), True, HealthRules(3, 2), HealthState(U, 0, 1)),
+        (HealthState(U, 0, 1), True, HealthRules(3, 2), HealthState(H, 0, 2)),
+        # without auto recovery, probes never bring an unhealthy instance back
+        (HealthState(U, 0, 9), True, HealthRules(3, 2, False), HealthState(U, 0, 10)),
+        # a healthy instance with a success just counts
+        (HealthState(H, 0, 4), True, HealthRules(3, 2), HealthState(H, 0, 5)),
+        # threshold 1 flips at the first failure
+        (HealthState(H), False, HealthRules(1, 1), HealthState(U, 1, 0)),
+    ],
+)
+def test_observe_table(
+    start: HealthState, success: bool, rules: HealthRules, expected: HealthState
+) -> None:
+    assert observe(start, success, rules) == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "status", "expected"),
+    [
+        (HealthState(H, 0, 4), U, HealthState(U, 1, 0)),
+        (HealthState(U, 2, 0), U, HealthState(U, 3, 0)),
+        (HealthState(U, 7, 0), H, HealthState(H, 0, 1)),
+        (HealthState(H, 0, 3), H, HealthState(H, 0, 4)),
+        (HealthState(U, 7, 0), K, HealthState(K, 0, 0)),
+        (HealthState(H, 0, 7), K, HealthState(K, 0, 0)),
+    ],
+)
+def test_report_sets_status_at_once(
+    start: HealthState, status: HealthStatus, expected: HealthState
+) -> None:
+    assert report(start, status) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fall=st.integers(1, 10),
+    rise=st.integers(1, 10),
+    start=st.sampled_from([H, K]),
+)
+def test_flips_to_unhealthy_exactly_at_nth_failure_and_back_at_nth_success(
+    fall: int, rise: int, start: HealthStatus
+) -> None:
+    rules = HealthRules(fall, rise, True)
+    state = HealthState(start)
+    for n in range(1, fall + 1):
+        state = observe(state, False, rules)
+        assert state.status is (U if n == fall else start)
+    for n in range(1, rise + 1):
+        state = observe(state, True, rules)
+        assert state.status is (H if n == rise else U)
+
+
+@settings(max_examples=150, deadline=None)
+@given(results=st.lists(st.booleans(), max_size=40), fall=st.integers(1, 5), rise=st.integers(1, 5))
+def test_counters_are_never_both_nonzero_and_track_the_run(
+    results: list[bool], fall: int, rise: int
+) -> None:
+    state = HealthState()
+    for result in results:
+        before = state
+        state = observe(state, result, HealthRules(fall, rise))
+        assert state.consecutive_failures == 0 or state.consecutive_successes == 0
+        if result:
+            assert state.consecutive_successes == before.consecutive_successes + 1
+        else:
+            assert state.consecutive_failures == before.consecutive_failures + 1
