@@ -1,0 +1,170 @@
+"""Webhook rules (SPEC §8): event types, subscription input, payload, signature, retry schedule.
+
+Pure functions over plain values: the store persists what these produce and the delivery adapter
+sends it. ``now`` is always a parameter; nothing here reads the clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy_failover.core.errors import InvalidInput
+from proxy_failover.core.model import Notification
+
+#: Every notification type a subscription may ask for (SPEC §8).
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "failover.started",
+        "failover.completed",
+        "failover.failed",
+        "instance.unhealthy",
+        "instance.healthy",
+        "instance.recovery_failed",
+        "redundancy.degraded",
+        "redundancy.restored",
+    }
+)
+
+#: Delays after the 1st, 2nd, ... failed attempt; after the last one, every ``HOURLY`` seconds.
+RETRY_DELAYS_SECONDS: tuple[float, ...] = (1.0, 5.0, 30.0, 300.0, 3600.0)
+HOURLY_SECONDS = 3600.0
+#: A delivery not delivered this long after its first attempt is dead.
+GIVE_UP_AFTER_SECONDS = 24 * 3600.0
+#: Receivers should reject a signature whose timestamp is further than this from their clock.
+DEFAULT_TOLERANCE_SECONDS = 300
+
+MIN_SECRET_LENGTH = 16
+MAX_SECRET_LENGTH = 512
+MAX_URL_LENGTH = 2048
+
+SIGNATURE_PREFIX = "sha256="
+
+
+def validate_url(url: object) -> str:
+    """An absolute http(s) URL with a host (001); other schemes are refused."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        raise InvalidInput("url must be an http(s) URL of at most 2048 characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput("url must be an absolute http or https URL", details={"url": url})
+    try:
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InvalidInput("url has an invalid port", details={"url": url}) from exc
+    return url
+
+
+def validate_secret(secret: object) -> str:
+    """16 to 512 characters: short secrets make the HMAC guessable (001)."""
+    if not isinstance(secret, str) or not (MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH):
+        raise InvalidInput(
+            f"secret is required: a string of {MIN_SECRET_LENGTH}-{MAX_SECRET_LENGTH} characters"
+        )
+    return secret
+
+
+def validate_events(events: object) -> tuple[str, ...] | None:
+    """``None`` (omitted) means every type; otherwise a non-empty subset of ``EVENT_TYPES`` (001).
+
+    Duplicates are dropped; the result is sorted so equal subscriptions look equal.
+    """
+    if events is None:
+        return None
+    if not isinstance(events, list | tuple) or not events:
+        raise InvalidInput("events must be a non-empty list of event types, or omitted for all")
+    unknown = [e for e in events if not isinstance(e, str) or e not in EVENT_TYPES]
+    if unknown:
+        raise InvalidInput(
+            "unknown event type",
+            details={"unknown": [str(e) for e in unknown], "allowed": sorted(EVENT_TYPES)},
+        )
+    return tuple(sorted(set(events)))
+
+
+def wants(events: Iterable[str] | None, event_type: str) -> bool:
+    """Whether a subscription with these ``events`` (None = all) receives ``event_type``."""
+    return events is None or event_type in events
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with a ``Z`` and millisecond precision, as the API writes times."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: times are timezone-aware UTC")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_payload(event_id: str, notification: Notification) -> dict[str, Any]:
+    """The delivered JSON object ``{id, type, proxyId, occurredAt, epoch, data}``.
+
+    ``id`` identifies the event (the same for every subscription and every retry); the per-
+    subscription delivery id travels in the ``X-PFO-Delivery`` header.
+    """
+    return {
+        "id": event_id,
+        "type": notification.type,
+        "proxyId": notification.proxy_id,
+        "occurredAt": format_timestamp(notification.occurred_at),
+        "epoch": notification.epoch,
+        "data": dict(notification.data),
+    }
+
+
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    """Compact, key-sorted JSON: stored once so every retry posts (and signs) the same bytes."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`` (SPEC §8)."""
+    message = str(timestamp).encode("ascii") + b"." + body
+    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+    return SIGNATURE_PREFIX + digest
+
+
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    now: datetime,
+    tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
+) -> bool:
+    """What a receiver checks: the signature matches and the timestamp is fresh (no replay)."""
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now.timestamp() - ts) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature)
+
+
+def retry_delay(failed_attempts: int) -> float:
+    """Seconds to wait after the n-th failed attempt (1-based): 1, 5, 30, 300, then 3600."""
+    if failed_attempts < 1:
+        raise ValueError("failed_attempts starts at 1")
+    if failed_attempts <= len(RETRY_DELAYS_SECONDS):
+        return RETRY_DELAYS_SECONDS[failed_attempts - 1]
+    return HOURLY_SECONDS
+
+
+def next_attempt_at(
+    first_attempt_at: datetime,
+    failed_attempts: int,
+    now: datetime,
+    time_scale: float = 1.0,
+) -> datetime | None:
+    """When to try again after a failed attempt at ``now``; ``None`` when the delivery is dead.
+
+    A retry is scheduled only while it falls within 24 h of the first attempt. ``time_scale``
+    shrinks every delay and the 24 h horizon alike (tests use 0.001 so the schedule takes seconds).
+    """
+    due = now + timedelta(seconds=retry_delay(failed_attempts) * time_scale)
+    deadline = first_attempt_at + timedelta(seconds=GIVE_UP_AFTER_SECONDS * time_scale)
+    return due if due <= deadline else None
