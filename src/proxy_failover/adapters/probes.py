@@ -1,0 +1,410 @@
+"""Active health probes (SPEC §4): HTTP(S) GET with keep-alive reuse per instance, and TCP connect.
+
+A probe never raises for a network problem: every failure becomes a failed ``CheckResult`` with a
+short reason. The HTTP client is a small HTTP/1.1 implementation on ``asyncio.Protocol`` rather
+than httpx: a health probe needs only a status line and response framing, and at 10,000 probes per
+second the generic client's per-request overhead costs several cores (see docs/engine.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from proxy_failover.core.model import (
+    CheckResult,
+    FailoverConfig,
+    HealthCheckType,
+    Instance,
+)
+from proxy_failover.core.validation import parse_expected_status, status_matches
+
+_USER_AGENT = "proxy-failover-probe/1"
+_MAX_HEAD_BYTES = 64 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class EndpointError(ValueError):
+    """The instance's endpoint cannot be turned into a probe target."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """Everything one probe needs, resolved once from an instance and its proxy's configuration."""
+
+    instance_id: str
+    kind: HealthCheckType
+    host: str
+    port: int
+    path: str  # the HTTP request target; unused for tcp
+    expected: tuple[tuple[int, int], ...]
+    timeout: float
+    host_header: str
+
+    @property
+    def connection_key(self) -> tuple[str, str, int]:
+        """Pooled connections are reused only for the same scheme, host and port."""
+        return (self.kind.value, self.host, self.port)
+
+
+def _split_host_port(hostport: str) -> tuple[str, int | None]:
+    """'host:port', '[v6]:port' or a bare host; raises ``EndpointError`` on a bad port."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise EndpointError(f"invalid endpoint {hostport!r}")
+        host, rest = hostport[1:end], hostport[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif hostport.count(":") == 1:
+        host, port_text = hostport.split(":")
+    else:
+        host, port_text = hostport, ""
+    if not host:
+        raise EndpointError(f"invalid endpoint {hostport!r}")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise EndpointError(f"invalid port in endpoint {hostport!r}")
+    return host, int(port_text)
+
+
+def _join_path(base: str, path: str) -> str:
+    """The check path appended to a URL endpoint's path, with exactly one slash between."""
+    if not base or base == "/":
+        return path if path.startswith("/") else "/" + path
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def build_target(instance: Instance, config: FailoverConfig) -> ProbeTarget:
+    """The probe target of ``instance`` under ``config`` (SPEC §4's URL rules).
+
+    A ``host:port`` endpoint takes the scheme of ``healthCheck.type``; a URL endpoint keeps its own
+    scheme (for http/https checks) and gets ``healthCheck.path`` appended to its path; ``tcp``
+    connects to the endpoint's host and port. Raises ``EndpointError`` when there is no usable
+    endpoint.
+    """
+    endpoint = (instance.endpoint or "").strip()
+    if not endpoint:
+        raise EndpointError("instance has no endpoint")
+    check = config.health_check
+    kind = check.type
+    if "://" in endpoint:
+        url = urlsplit(endpoint)
+        scheme = url.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise EndpointError(f"unsupported endpoint scheme {scheme!r}")
+        host, port = _split_host_port(url.netloc.rpartition("@")[2])
+        port = port or _DEFAULT_PORTS[scheme]
+        if kind is not HealthCheckType.TCP:
+            kind = HealthCheckType(scheme)
+        path = _join_path(url.path, check.path)
+        if url.query:
+            path += "?" + url.query
+    else:
+        host, maybe_port = _split_host_port(endpoint)
+        if maybe_port is None:
+            if kind is HealthCheckType.TCP:
+                raise EndpointError(f"tcp check needs a port in endpoint {endpoint!r}")
+            maybe_port = _DEFAULT_PORTS[kind.value]
+        port = maybe_port
+        path = _join_path("", check.path)
+    default_port = _DEFAULT_PORTS.get(kind.value)
+    bracketed = f"[{host}]" if ":" in host else host
+    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
+    return ProbeTarget(
+        instance_id=instance.id,
+        kind=kind,
+        host=host,
+        port=port,
+        path=path,
+        expected=parse_expected_status(check.expected_status),
+        timeout=config.health_check_timeout_seconds,
+        host_header=host_header,
+    )
+
+
+class _ProtocolError(Exception):
+    """The peer answered something that is not HTTP/1.x."""
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection that runs one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bool]] | None = None
+        self._status = 0
+        self._keep_alive = True
+        self._head_end = -1
+        self._body_length: int | None = None  # None: read until close
+        self._chunked = False
+        self.received_any = False
+        self.is_closed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        self._buffer += data
+        if self._waiter is None or self._waiter.done():
+            return
+        try:
+            self._advance()
+        except _ProtocolError as exc:
+            self._finish_error(exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_closed = True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._head_end >= 0 and self._body_length is None and not self._chunked:
+            waiter.set_result((self._status, False))  # body delimited by close
+        else:
+            waiter.set_exception(exc or ConnectionResetError("connection closed by peer"))
+
+    # --- requests -----------------------------------------------------------------------------
+    async def request(self, payload: bytes) -> tuple[int, bool]:
+        """Send one request; returns (status, reusable) once the whole response has arrived."""
+        assert self.transport is not None
+        self._buffer.clear()
+        self._head_end = -1
+        self._body_length = None
+        self._chunked = False
+        self._keep_alive = True
+        self.received_any = False
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        return await self._waiter
+
+    def close(self) -> None:
+        self.is_closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _finish_error(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        self.close()
+
+    def _advance(self) -> None:
+        buf = self._buffer
+        if self._head_end < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_HEAD_BYTES:
+                    raise _ProtocolError("response head too large")
+                return
+            self._parse_head(bytes(buf[:end]))
+            self._head_end = end + 4
+        body = len(buf) - self._head_end
+        if self._chunked:
+            if not self._chunks_complete(memoryview(buf)[self._head_end :]):
+                return
+        elif self._body_length is None:
+            return  # wait for connection_lost
+        elif body < self._body_length:
+            return
+        elif body > self._body_length:
+            self._keep_alive = False  # unexpected trailing bytes: do not reuse
+        assert self._waiter is not None
+        self._waiter.set_result((self._status, self._keep_alive))
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise _ProtocolError("invalid HTTP status line")
+        self._status = int(parts[1])
+        self._keep_alive = parts[0] != b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            key = name.strip().lower()
+            if key == b"content-length":
+                try:
+                    self._body_length = int(value.strip())
+                except ValueError as exc:
+                    raise _ProtocolError("invalid Content-Length") from exc
+            elif key == b"transfer-encoding":
+                self._chunked = b"chunked" in value.lower()
+            elif key == b"connection":
+                token = value.strip().lower()
+                if token == b"close":
+                    self._keep_alive = False
+                elif token == b"keep-alive":
+                    self._keep_alive = True
+        if 100 <= self._status < 200 or self._status in (204, 304):
+            self._body_length = 0
+            self._chunked = False
+        if self._body_length is None and not self._chunked:
+            self._keep_alive = False
+
+    @staticmethod
+    def _chunks_complete(body: memoryview) -> bool:
+        """True once the chunked body, including its terminating chunk and trailers, is in."""
+        data = body.tobytes()
+        pos = 0
+        while True:
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                return False
+            size_text = data[pos:line_end].split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError as exc:
+                raise _ProtocolError("invalid chunk size") from exc
+            if size == 0:
+                return data.find(b"\r\n\r\n", line_end) >= 0 or data.endswith(b"0\r\n\r\n")
+            pos = line_end + 2 + size + 2
+            if pos > len(data):
+                return False
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, stable reason for a failed probe (kept in ``lastError``)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, _ProtocolError):
+        return f"invalid HTTP response: {exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
+class Prober:
+    """Runs probes with bounded total concurrency and one pooled connection per instance.
+
+    The engine never probes one instance twice at once; if a caller does, the second probe simply
+    opens its own connection. ``forget`` drops an instance's pooled connection (when it is removed,
+    put into maintenance, or its endpoint changes).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 2000,
+        verify_tls: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._pool: dict[str, tuple[tuple[str, str, int], _HttpConnection]] = {}
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+            if not verify_tls:
+                ssl_context.check_hostname = False
+                ssl_context.verify_mode = ssl.CERT_NONE
+        self._ssl = ssl_context
+
+    async def probe(self, target: ProbeTarget) -> CheckResult:
+        """One probe of ``target``; never raises for network errors or timeouts."""
+        async with self._semaphore:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(target.timeout):
+                    if target.kind is HealthCheckType.TCP:
+                        await self._tcp(target)
+                        return CheckResult(True, _elapsed_ms(started))
+                    status = await self._http(target)
+            except TimeoutError:
+                self._discard(target.instance_id)
+                return CheckResult(
+                    False, _elapsed_ms(started), f"timeout after {target.timeout:g}s"
+                )
+            except (OSError, _ProtocolError, ValueError) as exc:
+                self._discard(target.instance_id)
+                return CheckResult(False, _elapsed_ms(started), _describe(exc))
+            latency = _elapsed_ms(started)
+            if status_matches(target.expected, status):
+                return CheckResult(True, latency)
+            return CheckResult(False, latency, f"unexpected HTTP status {status}")
+
+    def forget(self, instance_id: str) -> None:
+        """Close and drop the pooled connection of an instance that is no longer probed."""
+        self._discard(instance_id)
+
+    def pooled_connections(self) -> int:
+        return len(self._pool)
+
+    async def aclose(self) -> None:
+        for _, conn in self._pool.values():
+            conn.close()
+        self._pool.clear()
+        await asyncio.sleep(0)  # let transports run their close callbacks
+
+    # --- internals ----------------------------------------------------------------------------
+    def _discard(self, instance_id: str) -> None:
+        pooled = self._pool.pop(instance_id, None)
+        if pooled is not None:
+            pooled[1].close()
+
+    async def _tcp(self, target: ProbeTarget) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, target.host, target.port)
+        transport.close()
+
+    async def _connect(self, target: ProbeTarget) -> _HttpConnection:
+        loop = asyncio.get_running_loop()
+        use_tls = target.kind is HealthCheckType.HTTPS
+        _, conn = await loop.create_connection(
+            _HttpConnection,
+            target.host,
+            target.port,
+            ssl=self._ssl if use_tls else None,
+            server_hostname=target.host if use_tls else None,
+        )
+        return conn
+
+    async def _http(self, target: ProbeTarget) -> int:
+        payload = (
+            f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"
+            f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+        ).encode("latin-1")
+        pooled = self._pool.pop(target.instance_id, None)
+        conn: _HttpConnection | None = None
+        if pooled is not None:
+            key, candidate = pooled
+            if key == target.connection_key and not candidate.is_closed:
+                conn = candidate
+            else:
+                candidate.close()
+        if conn is not None:
+            try:
+                status, reusable = await conn.request(payload)
+            except (ConnectionResetError, BrokenPipeError):
+                conn.close()
+                if conn.received_any:
+                    raise
+                conn = None  # the server closed an idle keep-alive connection: retry once fresh
+            except BaseException:
+                conn.close()
+                raise
+        if conn is None:
+            conn = await self._connect(target)
+            try:
+                status, reusable = await conn.request(payload)
+            except BaseException:
+                conn.close()
+                raise
+        if reusable and not conn.is_closed:
+            self._pool[target.instance_id] = (target.connection_key, conn)
+        else:
+            conn.close()
+        return status
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

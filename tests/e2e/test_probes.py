@@ -1,0 +1,180 @@
+"""Probes against real sockets: HTTP status rules, keep-alive reuse, framing, timeouts, TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from proxy_failover.adapters.probes import EndpointError, Prober, ProbeTarget, build_target
+from proxy_failover.core.model import (
+    FailoverConfig,
+    HealthCheckSpec,
+    HealthCheckType,
+    Instance,
+)
+from tests.helpers.processes import InstanceProcess
+from tests.helpers.raw_server import RawServer, response
+
+
+def _config(
+    kind: HealthCheckType = HealthCheckType.HTTP,
+    path: str = "/health",
+    expected: str = "200-399",
+    timeout: float = 1.0,
+) -> FailoverConfig:
+    return FailoverConfig(
+        proxy_id="p",
+        user_id="u",
+        health_check_interval_seconds=max(timeout, 1.0),
+        health_check_timeout_seconds=timeout,
+        health_check=HealthCheckSpec(kind, path, expected),
+    )
+
+
+def _target(endpoint: str, **kwargs: object) -> ProbeTarget:
+    instance = Instance(id="i-1", proxy_id="p", user_id="u", instance_name="a", endpoint=endpoint)
+    return build_target(instance, _config(**kwargs))  # type: ignore[arg-type]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def prober() -> AsyncIterator[Prober]:
+    p = Prober(max_concurrency=50)
+    yield p
+    await p.aclose()
+
+
+def test_host_port_endpoint_takes_scheme_of_check_type() -> None:
+    target = _target("10.0.0.5:8443", kind=HealthCheckType.HTTPS, path="/ready")
+    assert (target.kind, target.host, target.port, target.path) == (
+        HealthCheckType.HTTPS,
+        "10.0.0.5",
+        8443,
+        "/ready",
+    )
+    assert target.host_header == "10.0.0.5:8443"
+
+
+def test_url_endpoint_keeps_its_scheme_and_gets_path_appended() -> None:
+    target = _target("https://edge.example:9000/api/v1/", path="/health")
+    assert (target.kind, target.port, target.path, target.host_header) == (
+        HealthCheckType.HTTPS,
+        9000,
+        "/api/v1/health",
+        "edge.example:9000",
+    )
+
+
+def test_tcp_check_uses_host_and_port_of_url_endpoint() -> None:
+    target = _target("http://[::1]:1935/live", kind=HealthCheckType.TCP)
+    assert (target.kind, target.host, target.port) == (HealthCheckType.TCP, "::1", 1935)
+
+
+@pytest.mark.parametrize("endpoint", ["", "host:notaport", "ftp://x:21", "host:70000"])
+def test_unusable_endpoint_is_rejected(endpoint: str) -> None:
+    with pytest.raises(EndpointError):
+        _target(endpoint)
+
+
+async def test_http_probe_succeeds_and_reuses_one_connection(prober: Prober) -> None:
+    async with RawServer() as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        results = [await prober.probe(target) for _ in range(3)]
+    assert all(r.success for r in results)
+    assert all(r.latency_ms is not None and r.latency_ms >= 0 for r in results)
+    assert server.connections == 1
+    assert server.request_lines == ["GET /health HTTP/1.1"] * 3
+
+
+async def test_status_outside_expected_is_a_failure_with_reason(prober: Prober) -> None:
+    async with RawServer(reply=lambda _l: response(503)) as server:
+        result = await prober.probe(_target(f"127.0.0.1:{server.port}"))
+    assert not result.success
+    assert result.error == "unexpected HTTP status 503"
+
+
+async def test_expected_status_list_is_honoured(prober: Prober) -> None:
+    async with RawServer(reply=lambda _l: response(204, b"")) as server:
+        ok = await prober.probe(_target(f"127.0.0.1:{server.port}", expected="200,204"))
+        strict = await prober.probe(_target(f"127.0.0.1:{server.port}", expected="200"))
+    assert ok.success
+    assert not strict.success
+
+
+async def test_connection_refused_is_a_failed_result_not_an_exception(prober: Prober) -> None:
+    result = await prober.probe(_target(f"127.0.0.1:{_free_port()}"))
+    assert not result.success
+    assert result.error == "connection refused"
+
+
+async def test_silent_server_times_out_within_the_timeout(prober: Prober) -> None:
+    async with RawServer(reply=lambda _l: None) as server:
+        result = await prober.probe(_target(f"127.0.0.1:{server.port}", timeout=0.1))
+    assert not result.success
+    assert result.error == "timeout after 0.1s"
+
+
+async def test_server_closing_idle_connection_is_retried_on_a_fresh_one(prober: Prober) -> None:
+    async with RawServer() as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        assert (await prober.probe(target)).success
+        server.drop_connections()
+        await asyncio.sleep(0.05)  # let the FIN reach the client before the next probe
+        assert (await prober.probe(target)).success
+    assert server.connections == 2
+
+
+async def test_chunked_and_close_delimited_responses_are_read(prober: Prober) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    async with RawServer(reply=lambda _l: chunked) as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        assert (await prober.probe(target)).success
+        assert (await prober.probe(target)).success
+    assert server.connections == 1
+    legacy = b"HTTP/1.0 200 OK\r\n\r\nbody until close"
+    async with RawServer(reply=lambda _l: legacy, close_after_reply=True) as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        assert (await prober.probe(target)).success
+        assert (await prober.probe(target)).success
+    assert server.connections == 2
+
+
+async def test_garbage_response_is_a_failure(prober: Prober) -> None:
+    async with RawServer(reply=lambda _l: b"SSH-2.0-OpenSSH\r\n\r\n") as server:
+        result = await prober.probe(_target(f"127.0.0.1:{server.port}"))
+    assert not result.success
+    assert result.error is not None
+    assert result.error.startswith("invalid HTTP response")
+
+
+async def test_tcp_probe_against_bare_socket(prober: Prober) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        up = await prober.probe(_target(f"127.0.0.1:{port}", kind=HealthCheckType.TCP))
+    finally:
+        listener.close()
+    down = await prober.probe(_target(f"127.0.0.1:{port}", kind=HealthCheckType.TCP))
+    assert up.success
+    assert not down.success
+    assert down.error == "connection refused"
+
+
+async def test_probe_of_killed_instance_process_fails(prober: Prober) -> None:
+    with InstanceProcess() as instance:
+        target = _target(instance.endpoint)
+        assert (await prober.probe(target)).success
+        instance.kill()
+        result = await prober.probe(target)
+    assert not result.success
+    assert result.error in {"connection refused", "connection reset"}

@@ -1,0 +1,1 @@
+"""Test helpers: real instance servers run as subprocesses, and small waiting utilities."""
