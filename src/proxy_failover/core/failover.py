@@ -1,33 +1,356 @@
-"""The failover decision (SPEC §5): evaluate for people and execute, decide for the engine."""
+"""The failover decision (SPEC §5): evaluate for people and execute, decide for the engine.
+
+``evaluate`` is the one place that reads a snapshot and says whether the active role should move;
+``decide`` wraps it with the engine's extra gates (auto failover on, first probes done, no manual
+switch racing a failback); ``check_execute`` guards the manual compare-and-swap; ``explain`` turns
+the same facts into sentences per instance. All are pure: ``now`` is an argument.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from proxy_failover.core.model import Decision, EventType, Evaluation, Explanation, ProxySnapshot
+from proxy_failover.core.errors import Conflict, ErrorCode, NotFound
+from proxy_failover.core.model import (
+    AdminState,
+    Decision,
+    DecisionAction,
+    Evaluation,
+    EventType,
+    Explanation,
+    HealthStatus,
+    Instance,
+    InstanceExplanation,
+    ProxySnapshot,
+    ReasonCode,
+)
+from proxy_failover.core.strategies import in_preference_order, is_eligible, select_target
+
+
+def _unavailable_phrase(instance: Instance) -> str:
+    return "in maintenance" if instance.admin_state is AdminState.MAINTENANCE else "draining"
+
+
+def _failback_candidate(
+    snapshot: ProxySnapshot, active: Instance, now: datetime
+) -> Instance | None:
+    """The most preferred instance when failback to it is due now, else None.
+
+    Due means: auto failback is on, that instance is eligible, not the active one, and has been
+    healthy for at least ``failback_delay_seconds`` since ``status_changed_at``. An instance
+    whose ``status_changed_at`` is unknown (None) never counts as settled: no failback to it.
+    """
+    config = snapshot.config
+    if not config.enable_auto_failback:
+        return None
+    first = in_preference_order(snapshot.instances)[0]
+    if first.id == active.id or not is_eligible(first) or first.status_changed_at is None:
+        return None
+    healthy_for = (now - first.status_changed_at).total_seconds()
+    return first if healthy_for >= config.failback_delay_seconds else None
 
 
 def evaluate(snapshot: ProxySnapshot, now: datetime) -> Evaluation:
-    """Side-effect-free answer: should the active role move, from where, to where, and why."""
-    raise NotImplementedError
+    """Side-effect-free answer: should the active role move, from where, to where, and why.
+
+    Checks, in order: no instances; no active instance (activate the strategy's choice); active
+    unhealthy; active drained or in maintenance (``active_unavailable``); active health unknown
+    (never a failover); failback due; otherwise ``active_healthy``. When the active role must move
+    but nothing is eligible the code is ``no_healthy_target`` and ``should_failover`` is False. The
+    answer does not depend on ``enable_auto_failover`` (it only reports it).
+    """
+    config = snapshot.config
+    active = snapshot.active
+    strategy = config.failover_strategy
+
+    def answer(
+        code: ReasonCode,
+        reason: str,
+        target: Instance | None = None,
+        event_type: EventType = EventType.FAILOVER,
+    ) -> Evaluation:
+        return Evaluation(
+            proxy_id=config.proxy_id,
+            should_failover=target is not None,
+            source_instance_id=active.id if active is not None else None,
+            target_instance_id=target.id if target is not None else None,
+            reason=reason,
+            reason_code=code,
+            strategy=strategy,
+            active_instance_id=active.id if active is not None else None,
+            auto_failover_enabled=config.enable_auto_failover,
+            evaluated_at=now,
+            event_type=event_type,
+        )
+
+    if not snapshot.instances:
+        return answer(ReasonCode.NO_INSTANCES, "No instances registered for this proxy")
+    if active is None:
+        target = select_target(snapshot.instances, strategy, None)
+        if target is None:
+            return answer(
+                ReasonCode.NO_HEALTHY_TARGET,
+                "No active instance and no eligible instance to activate "
+                "(none is both healthy and enabled)",
+            )
+        return answer(
+            ReasonCode.NO_ACTIVE_INSTANCE,
+            f"No active instance: activate {target.instance_name} ({strategy.value} strategy)",
+            target,
+        )
+
+    if active.health_status is HealthStatus.UNHEALTHY:
+        code = ReasonCode.ACTIVE_UNHEALTHY
+        problem = (
+            f"Active instance {active.instance_name} unhealthy "
+            f"({active.consecutive_failures} failures)"
+        )
+    elif active.admin_state is not AdminState.ENABLED:
+        code = ReasonCode.ACTIVE_UNAVAILABLE
+        problem = f"Active instance {active.instance_name} {_unavailable_phrase(active)}"
+    elif active.health_status is HealthStatus.UNKNOWN:
+        return answer(
+            ReasonCode.ACTIVE_UNKNOWN,
+            f"Active instance {active.instance_name} health unknown: "
+            "no failover until its health is known",
+        )
+    else:
+        failback = _failback_candidate(snapshot, active, now)
+        if failback is not None:
+            return answer(
+                ReasonCode.FAILBACK,
+                f"Preferred instance {failback.instance_name} healthy for at least "
+                f"{config.failback_delay_seconds:g}s: fail back from {active.instance_name}",
+                failback,
+                EventType.FAILBACK,
+            )
+        return answer(ReasonCode.ACTIVE_HEALTHY, f"Active instance {active.instance_name} healthy")
+
+    target = select_target(snapshot.instances, strategy, active.id)
+    if target is None:
+        return answer(
+            ReasonCode.NO_HEALTHY_TARGET,
+            f"{problem}, but no other instance is eligible (healthy and enabled)",
+        )
+    return answer(code, problem, target)
 
 
-def check_execute(
-    snapshot: ProxySnapshot, source_id: str | None, target_id: str
-) -> EventType:
+def check_execute(snapshot: ProxySnapshot, source_id: str | None, target_id: str) -> EventType:
     """Validate a manual execute (compare-and-swap) in SPEC's order 004, 011, 010, 009.
 
     Returns the event type it records: ``failover`` for an activation or an unhealthy/not-enabled
-    source, ``switchover`` for a healthy enabled source.
+    source, ``switchover`` for a healthy enabled source. A source whose health is ``unknown`` also
+    yields ``failover``: moving away from an instance nobody can vouch for is not a planned
+    switchover. ``source_id`` must equal the current active instance (None when there is none).
     """
-    raise NotImplementedError
+    target = next((i for i in snapshot.instances if i.id == target_id), None)
+    if target is None:
+        raise NotFound(
+            f"Target instance {target_id} not found for proxy {snapshot.config.proxy_id}",
+            ErrorCode.INSTANCE_NOT_FOUND,
+            {"field": "targetInstanceId", "instanceId": target_id},
+        )
+    if not is_eligible(target, source_id):
+        if target.id == source_id:
+            why = "it is the source instance"
+        elif target.health_status is not HealthStatus.HEALTHY:
+            why = f"its health is {target.health_status.value}"
+        else:
+            why = f"its admin state is {target.admin_state.value}"
+        raise Conflict(
+            f"Target instance {target.instance_name} is not eligible: {why}",
+            ErrorCode.TARGET_NOT_ELIGIBLE,
+            {"field": "targetInstanceId", "instanceId": target.id, "reason": why},
+        )
+    active = snapshot.active
+    active_id = active.id if active is not None else None
+    if source_id != active_id:
+        raise Conflict(
+            f"Source instance {source_id} is not the active instance (active: {active_id})",
+            ErrorCode.SOURCE_NOT_ACTIVE,
+            {"field": "sourceInstanceId", "activeInstanceId": active_id},
+        )
+    if snapshot.open_switch_event is not None:
+        raise Conflict(
+            f"A {snapshot.open_switch_event.event_type.value} is already in progress "
+            f"for proxy {snapshot.config.proxy_id}",
+            ErrorCode.FAILOVER_IN_PROGRESS,
+            {"eventId": snapshot.open_switch_event.id},
+        )
+    if (
+        active is None
+        or active.health_status is not HealthStatus.HEALTHY
+        or active.admin_state is not AdminState.ENABLED
+    ):
+        return EventType.FAILOVER
+    return EventType.SWITCHOVER
+
+
+def _activation_wait(snapshot: ProxySnapshot, now: datetime) -> str | None:
+    """Why activation must still wait, or None when it may go ahead.
+
+    Activation waits until every enabled instance with an endpoint has had its first probe (so the
+    best instance, not the first to answer, is chosen), or one health-check interval has passed
+    since the earliest registration. Without any registration time, only the probe rule applies.
+    """
+    unprobed = [
+        i.instance_name
+        for i in in_preference_order(snapshot.instances)
+        if i.admin_state is AdminState.ENABLED and i.endpoint and i.last_health_check is None
+    ]
+    if not unprobed:
+        return None
+    created = [i.created_at for i in snapshot.instances if i.created_at is not None]
+    interval = timedelta(seconds=snapshot.config.health_check_interval_seconds)
+    if created and now - min(created) >= interval:
+        return None
+    return f"waiting for the first probe of {', '.join(unprobed)}"
 
 
 def decide(snapshot: ProxySnapshot, now: datetime) -> Decision:
-    """The engine's one decision: activate, fail over, fail back, or nothing — with its sentence."""
-    raise NotImplementedError
+    """The engine's one decision: activate, fail over, fail back, or nothing — with its sentence.
+
+    NONE whenever ``enable_auto_failover`` is off (the sentence says so), for ``active_unknown`` and
+    ``active_healthy``, when no target exists, while activation waits for first probes, and for a
+    failback while a switch event is open (a failover away from a broken active instance is not
+    held back by an open manual event: the engine supersedes it).
+    """
+    evaluation = evaluate(snapshot, now)
+    code = evaluation.reason_code
+    source = evaluation.source_instance_id
+    target_id = evaluation.target_instance_id
+    names = {i.id: i.instance_name for i in snapshot.instances}
+    target = names.get(target_id or "", "")
+    source_name = names.get(source or "", "")
+
+    def none(reason: str) -> Decision:
+        return Decision(DecisionAction.NONE, code, reason, source, None)
+
+    if not snapshot.config.enable_auto_failover:
+        return none(f"auto failover is off: {evaluation.reason}")
+    if not evaluation.should_failover:
+        return none(evaluation.reason)
+    if code is ReasonCode.NO_ACTIVE_INSTANCE:
+        wait = _activation_wait(snapshot, now)
+        if wait is not None:
+            return none(f"no active instance: {wait} before activating")
+        return Decision(
+            DecisionAction.ACTIVATE,
+            code,
+            f"no active instance: activating {target}",
+            None,
+            target_id,
+        )
+    if code is ReasonCode.FAILBACK:
+        if snapshot.open_switch_event is not None:
+            return none(f"failback to {target} waits: a switch event is in progress")
+        return Decision(
+            DecisionAction.FAILBACK,
+            code,
+            f"preferred {target} healthy for {snapshot.config.failback_delay_seconds:g}s: "
+            f"failing back from {source_name}",
+            source,
+            target_id,
+        )
+    active = snapshot.active
+    assert active is not None  # should_failover without activation or failback implies an active
+    if code is ReasonCode.ACTIVE_UNHEALTHY:
+        why = f"unhealthy ({active.consecutive_failures} failures)"
+    else:
+        why = _unavailable_phrase(active)
+    return Decision(
+        DecisionAction.FAILOVER,
+        code,
+        f"active {source_name} {why}: failing over to {target}",
+        source,
+        target_id,
+    )
+
+
+def _instance_reasons(
+    snapshot: ProxySnapshot, instance: Instance, backup_rank: int | None, next_target: str | None
+) -> tuple[str, ...]:
+    config = snapshot.config
+    reasons: list[str] = []
+    if instance.id == snapshot.redundancy.active_instance_id:
+        reasons.append("active")
+    if instance.health_status is HealthStatus.UNHEALTHY:
+        reasons.append(
+            f"unhealthy ({instance.consecutive_failures} consecutive failures, "
+            f"threshold {config.unhealthy_threshold})"
+        )
+        if not config.enable_auto_recovery:
+            reasons.append("auto recovery off: only a reported healthy status brings it back")
+        elif instance.consecutive_successes:
+            reasons.append(
+                f"recovering ({instance.consecutive_successes} of "
+                f"{config.healthy_threshold} consecutive successes)"
+            )
+    elif instance.health_status is HealthStatus.UNKNOWN:
+        reasons.append("health unknown (no check result yet)")
+    else:
+        reasons.append(f"healthy ({instance.consecutive_successes} consecutive successes)")
+        if instance.consecutive_failures:
+            reasons.append(
+                f"failing ({instance.consecutive_failures} of "
+                f"{config.unhealthy_threshold} failures before unhealthy)"
+            )
+    if instance.admin_state is not AdminState.ENABLED:
+        reasons.append(_unavailable_phrase(instance))
+    if backup_rank is not None:
+        reasons.append(f"eligible backup (rank {backup_rank})")
+    if instance.id == next_target:
+        reasons.append(f"next failover target ({config.failover_strategy.value} strategy)")
+    if not is_eligible(instance):
+        reasons.append("not eligible")
+    return tuple(reasons)
 
 
 def explain(snapshot: ProxySnapshot, now: datetime) -> Explanation:
-    """Why the active instance is active and why each other one is or is not eligible."""
-    raise NotImplementedError
+    """Why the active instance is active and why each other one is or is not eligible.
+
+    Instances come in preference order with a 1-based ``preference_rank``; backups (eligible,
+    not active) get a 1-based backup rank in the same order; the strategy's next target (should
+    the active instance fail now) is named.
+    """
+    evaluation = evaluate(snapshot, now)
+    active_id = snapshot.active.id if snapshot.active is not None else None
+    next_target = select_target(snapshot.instances, snapshot.config.failover_strategy, active_id)
+    explained: list[InstanceExplanation] = []
+    backup_rank = 0
+    for rank, instance in enumerate(in_preference_order(snapshot.instances), start=1):
+        is_backup = is_eligible(instance, active_id)
+        backup_rank += is_backup
+        explained.append(
+            InstanceExplanation(
+                instance_id=instance.id,
+                instance_name=instance.instance_name,
+                is_active=instance.id == active_id,
+                is_eligible=is_eligible(instance),
+                preference_rank=rank,
+                health_status=instance.health_status,
+                admin_state=instance.admin_state,
+                consecutive_failures=instance.consecutive_failures,
+                consecutive_successes=instance.consecutive_successes,
+                reasons=_instance_reasons(
+                    snapshot,
+                    instance,
+                    backup_rank if is_backup else None,
+                    next_target.id if next_target is not None else None,
+                ),
+            )
+        )
+    if snapshot.active is not None:
+        summary = f"{snapshot.active.instance_name} is active. {evaluation.reason}"
+    else:
+        summary = evaluation.reason
+    return Explanation(
+        proxy_id=snapshot.config.proxy_id,
+        active_instance_id=active_id,
+        summary=summary,
+        strategy=snapshot.config.failover_strategy,
+        unhealthy_threshold=snapshot.config.unhealthy_threshold,
+        healthy_threshold=snapshot.config.healthy_threshold,
+        instances=tuple(explained),
+        evaluation=evaluation,
+    )
