@@ -6,10 +6,12 @@ sends it. ``now`` is always a parameter; nothing here reads the clock or does I/
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +46,98 @@ MAX_SECRET_LENGTH = 512
 MAX_URL_LENGTH = 2048
 
 SIGNATURE_PREFIX = "sha256="
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its (next) attempt
+    DELIVERED = "delivered"  # a 2xx answer was received
+    DEAD = "dead"  # retries spent (24 h after the first attempt)
+    CANCELLED = "cancelled"  # its subscription was removed before it was delivered
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A proxy's webhook subscription as shown to callers: never carries the secret."""
+
+    id: str
+    proxy_id: str
+    user_id: str
+    url: str
+    events: tuple[str, ...] | None  # None = every event type
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One POST of a delivery: its answer (or error) and how long it took."""
+
+    attempt: int
+    attempted_at: datetime
+    success: bool
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event queued for one subscription, with every attempt made so far."""
+
+    id: str
+    subscription_id: str
+    proxy_id: str
+    event_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+    attempt_log: tuple[DeliveryAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """What a delivery worker needs to make one attempt (includes the secret: never expose)."""
+
+    id: str
+    subscription_id: str
+    proxy_id: str
+    event_type: str
+    url: str
+    secret: str
+    body: str
+    attempts: int  # made before this one
+    first_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    """A notification as logged, with its position in the log (the SSE event id)."""
+
+    seq: int
+    id: str
+    type: str
+    body: str  # the encoded payload
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what to which target, with what result, and when."""
+
+    occurred_at: datetime
+    actor: str  # a user id, or "system" for automatic actions
+    action: str  # "POST /proxy/failover/execute", "failover.completed", ...
+    result: str  # "success", or the error code
+    proxy_id: str | None = None
+    target: str | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
 
 
 def validate_url(url: object) -> str:
