@@ -1,0 +1,115 @@
+"""Composition root: the one place that turns settings into connected, running parts.
+
+``open_service(url)`` gives the library alone; ``build(settings)`` gives a whole ``Runtime`` for the
+entry points (API, CLI): store, service and the slots the engine and the notifier fill in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from proxy_failover.service import (
+    DEFAULT_CACHE_TTL_SECONDS,
+    ChangeListener,
+    LoggerLike,
+    ProxyFailoverService,
+)
+from proxy_failover.store import NotificationWriter, Store
+
+if TYPE_CHECKING:
+    from proxy_failover.config import Settings
+
+
+# --- open_service: the library alone (store + service) ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    url: str | None = None,
+    *,
+    logger: LoggerLike | None = None,
+    clock: Callable[[], datetime] | None = None,
+    on_change: ChangeListener | None = None,
+    notification_writers: Sequence[NotificationWriter] = (),
+    cache_ttl_seconds: float = DEFAULT_CACHE_TTL_SECONDS,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    migrate: bool = True,
+) -> AsyncIterator[ProxyFailoverService]:
+    """A ready ``ProxyFailoverService`` on ``url`` (default: SQLite ``./proxy-failover.db``).
+
+    Accepts ``sqlite:///``, ``postgresql://`` and ``postgres://`` URLs too (mapped to aiosqlite /
+    asyncpg). Applies pending migrations first; starts no background work. The connection pool
+    is closed when the block ends.
+    """
+    store = Store(
+        url,
+        notification_writers=notification_writers,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+    )
+    try:
+        if migrate:
+            await store.migrate()
+        yield ProxyFailoverService(
+            store,
+            logger or logging.getLogger("proxy_failover"),
+            clock=clock,
+            on_change=on_change,
+            cache_ttl_seconds=cache_ttl_seconds,
+        )
+    finally:
+        await store.close()
+
+
+# --- runtime for the entry points (API / CLI) ---------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """Everything a running process holds; ``aclose`` releases it in reverse order of creation."""
+
+    settings: Settings
+    service: ProxyFailoverService
+    store: Any = None
+    engine: Any = None
+    notifier: Any = None
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    async def ping(self) -> None:
+        """Raise (``StorageUnavailable``) unless the database answers a trivial read."""
+        await self.service.get_redundancy_status("readyz-probe")
+
+
+async def build(settings: Settings) -> Runtime:
+    """Open the database (migrated) and wire the service; background parts are added later."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        service = await stack.enter_async_context(open_service(settings.database_url))
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Runtime(
+        settings=settings,
+        service=service,
+        store=getattr(service, "store", None),
+        _stack=stack,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Runtime]:
+    """``build`` as a context manager: the runtime is closed however the block ends."""
+    runtime = await build(settings)
+    try:
+        yield runtime
+    finally:
+        await runtime.aclose()

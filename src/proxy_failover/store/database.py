@@ -1,0 +1,225 @@
+"""Engines for SQLite and PostgreSQL, driver errors mapped to the error vocabulary, migrations.
+
+SQLite: WAL, foreign keys on, a busy timeout, and write transactions opened with
+``BEGIN IMMEDIATE`` so the write lock is taken up front (the compare-and-swap then holds across
+processes and no deferred transaction ever fails to upgrade its lock). PostgreSQL (asyncpg): write
+units of work lock the proxy's redundancy row with ``SELECT ... FOR UPDATE`` (see ``repository``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from proxy_failover.core.errors import (
+    Conflict,
+    ErrorCode,
+    FailoverError,
+    StorageUnavailable,
+)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./proxy-failover.db"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: Execution option naming the BEGIN flavour SQLite uses for a connection's transactions.
+SQLITE_BEGIN_OPTION = "pfo_sqlite_begin"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Key of a PostgreSQL advisory lock taken while migrating, so replicas starting together agree.
+_MIGRATION_LOCK_KEY = 0x5046_4F4D  # "PFOM"
+
+
+def normalize_url(url: str | None) -> URL:
+    """Map ``postgresql://``, ``postgres://`` and ``sqlite:///`` URLs to the async drivers."""
+    text = url or DEFAULT_DATABASE_URL
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text[len("postgres://") :]
+    parsed = make_url(text)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise FailoverError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db",
+        ErrorCode.INVALID_INPUT,
+    )
+
+
+def create_engine(
+    url: str | URL | None, *, pool_size: int = 5, max_overflow: int = 10
+) -> AsyncEngine:
+    """An async engine with this project's SQLite pragmas and transaction hooks installed."""
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            raise FailoverError(
+                "in-memory SQLite is not supported (each connection would see its own database); "
+                "use a file",
+                ErrorCode.INVALID_INPUT,
+            )
+        engine = create_async_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        _install_sqlite_hooks(engine)
+        return engine
+    return create_async_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        connect_args={"timeout": 10},
+    )
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (the driver's implicit BEGIN is always DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        flavour = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {flavour}")
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+# --- error mapping ---------------------------------------------------------------------------
+
+_UNAVAILABLE_HINTS = (
+    "database is locked",
+    "unable to open database",
+    "disk i/o error",
+    "connection",
+    "could not connect",
+    "server closed",
+    "terminating",
+    "timeout",
+    "too many clients",
+    "cannot connect now",
+    "the database system is",
+)
+
+
+def map_database_error(error: BaseException) -> FailoverError | None:
+    """The error-vocabulary equivalent of a driver/SQLAlchemy error, or None to re-raise as is."""
+    if isinstance(error, FailoverError):
+        return None
+    if isinstance(error, exc.IntegrityError):
+        text = str(error.orig).lower()
+        if "instance_name" in text:
+            return Conflict(
+                "an instance with this name already exists for the proxy",
+                ErrorCode.DUPLICATE_INSTANCE_NAME,
+            )
+        if "one_open_switch" in text or "proxy_failover_events.proxy_id" in text:
+            return Conflict(
+                "a failover is already in progress for this proxy",
+                ErrorCode.FAILOVER_IN_PROGRESS,
+            )
+        return None
+    if isinstance(error, exc.DBAPIError):
+        text = str(error.orig).lower()
+        if error.connection_invalidated or isinstance(
+            error, exc.OperationalError | exc.InterfaceError
+        ):
+            return StorageUnavailable(f"storage unavailable: {_first_line(error.orig)}")
+        if any(hint in text for hint in _UNAVAILABLE_HINTS):
+            return StorageUnavailable(f"storage unavailable: {_first_line(error.orig)}")
+        return None
+    if isinstance(error, exc.TimeoutError):  # pool exhausted
+        return StorageUnavailable("storage unavailable: connection pool timeout")
+    if isinstance(error, OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError):
+        return StorageUnavailable(f"storage unavailable: {error}")
+    if type(error).__module__.startswith("asyncpg") and (
+        "Connection" in type(error).__name__ or "CannotConnect" in type(error).__name__
+    ):
+        return StorageUnavailable(f"storage unavailable: {error}")
+    return None
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+@contextlib.asynccontextmanager
+async def mapped_errors() -> AsyncIterator[None]:
+    """Re-raise database errors as ``FailoverError`` subclasses (018 outage, 005/009 integrity)."""
+    try:
+        yield
+    except Exception as error:
+        mapped = map_database_error(error)
+        if mapped is None:
+            raise
+        raise mapped from error
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+        )
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply every pending migration in one transaction (SQLite: under its write lock)."""
+    writer = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    async with mapped_errors(), writer.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+async def migrate(url: str | None) -> None:
+    """Bring the database at ``url`` to the latest schema (``proxy-failover migrate``)."""
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    """The Alembic revision the database is at (None before the first migration)."""
+
+    def _read(sync_conn: sa.Connection) -> str | None:
+        from alembic.migration import MigrationContext
+
+        return MigrationContext.configure(sync_conn).get_current_revision()
+
+    return await conn.run_sync(_read)

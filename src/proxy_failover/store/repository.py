@@ -1,0 +1,538 @@
+"""The store: read transactions, write units of work locked per proxy, rows <-> core values.
+
+A write unit of work for a proxy starts by locking that proxy (``SELECT ... FOR UPDATE`` on its
+redundancy row on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite takes the database write lock up front),
+so every read inside it is current and every compare-and-swap holds across processes and replicas.
+Nothing here returns ORM/Core rows: callers get the frozen dataclasses of ``core.model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from proxy_failover.core.model import (
+    SWITCHING_EVENT_TYPES,
+    AdminState,
+    EventStatus,
+    EventType,
+    FailoverConfig,
+    FailoverEvent,
+    FailoverStrategy,
+    HealthCheckSpec,
+    HealthCheckType,
+    HealthStatus,
+    Instance,
+    LoadBalancingAlgorithm,
+    MetricSample,
+    Notification,
+    ProxySummary,
+    RedundancyLevel,
+    RedundancyStatus,
+    StoredMetricSample,
+)
+from proxy_failover.store import database
+from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
+
+#: Called inside a write transaction, just before commit, with the notifications it produced — so
+#: a durable outbox (webhook deliveries, audit) is written atomically with the change.
+NotificationWriter = Callable[[AsyncSession, Sequence[Notification]], Awaitable[None]]
+
+_OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.IN_PROGRESS.value)
+_SWITCH_TYPES = tuple(sorted(t.value for t in SWITCHING_EVENT_TYPES))
+
+
+def is_uuid(value: object) -> bool:
+    """Ids are server-made UUID strings; anything else simply finds nothing."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- row <-> value conversion ----------------------------------------------------------------
+
+
+def _config_values(config: FailoverConfig) -> dict[str, Any]:
+    return {
+        "id": config.id,
+        "proxy_id": config.proxy_id,
+        "user_id": config.user_id,
+        "failover_strategy": config.failover_strategy.value,
+        "health_check_interval_seconds": config.health_check_interval_seconds,
+        "health_check_timeout_seconds": config.health_check_timeout_seconds,
+        "fast_interval_seconds": config.fast_interval_seconds,
+        "down_interval_seconds": config.down_interval_seconds,
+        "unhealthy_threshold": config.unhealthy_threshold,
+        "healthy_threshold": config.healthy_threshold,
+        "enable_auto_failover": config.enable_auto_failover,
+        "enable_auto_recovery": config.enable_auto_recovery,
+        "max_recovery_attempts": config.max_recovery_attempts,
+        "recovery_backoff_seconds": config.recovery_backoff_seconds,
+        "enable_auto_failback": config.enable_auto_failback,
+        "failback_delay_seconds": config.failback_delay_seconds,
+        "enable_load_balancing": config.enable_load_balancing,
+        "load_balancing_algorithm": config.load_balancing_algorithm.value,
+        "health_check": {
+            "type": config.health_check.type.value,
+            "path": config.health_check.path,
+            "expected_status": config.health_check.expected_status,
+        },
+        "created_at": config.created_at,
+        "updated_at": config.updated_at,
+    }
+
+
+def _config_from(row: sa.RowMapping) -> FailoverConfig:
+    check = dict(row["health_check"] or {})
+    return FailoverConfig(
+        id=row["id"],
+        proxy_id=row["proxy_id"],
+        user_id=row["user_id"],
+        failover_strategy=FailoverStrategy(row["failover_strategy"]),
+        health_check_interval_seconds=row["health_check_interval_seconds"],
+        health_check_timeout_seconds=row["health_check_timeout_seconds"],
+        fast_interval_seconds=row["fast_interval_seconds"],
+        down_interval_seconds=row["down_interval_seconds"],
+        unhealthy_threshold=row["unhealthy_threshold"],
+        healthy_threshold=row["healthy_threshold"],
+        enable_auto_failover=row["enable_auto_failover"],
+        enable_auto_recovery=row["enable_auto_recovery"],
+        max_recovery_attempts=row["max_recovery_attempts"],
+        recovery_backoff_seconds=row["recovery_backoff_seconds"],
+        enable_auto_failback=row["enable_auto_failback"],
+        failback_delay_seconds=row["failback_delay_seconds"],
+        enable_load_balancing=row["enable_load_balancing"],
+        load_balancing_algorithm=LoadBalancingAlgorithm(row["load_balancing_algorithm"]),
+        health_check=HealthCheckSpec(
+            type=HealthCheckType(check.get("type", HealthCheckType.HTTP.value)),
+            path=check.get("path", "/health"),
+            expected_status=check.get("expected_status", "200-399"),
+        ),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+_INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Instance))
+
+
+def _instance_values(instance: Instance) -> dict[str, Any]:
+    values = {name: getattr(instance, name) for name in _INSTANCE_FIELDS}
+    values["admin_state"] = instance.admin_state.value
+    values["health_status"] = instance.health_status.value
+    values["metadata"] = dict(instance.metadata)
+    return values
+
+
+def _instance_from(row: sa.RowMapping) -> Instance:
+    values = {name: row[name] for name in _INSTANCE_FIELDS}
+    values["admin_state"] = AdminState(row["admin_state"])
+    values["health_status"] = HealthStatus(row["health_status"])
+    values["metadata"] = dict(row["metadata"] or {})
+    return Instance(**values)
+
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(FailoverEvent))
+
+
+def _event_values(event: FailoverEvent) -> dict[str, Any]:
+    values = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    values["event_type"] = event.event_type.value
+    values["status"] = event.status.value
+    return values
+
+
+def _event_from(row: sa.RowMapping) -> FailoverEvent:
+    values = {name: row[name] for name in _EVENT_FIELDS}
+    values["event_type"] = EventType(row["event_type"])
+    values["status"] = EventStatus(row["status"])
+    return FailoverEvent(**values)
+
+
+def _redundancy_values(status: RedundancyStatus) -> dict[str, Any]:
+    return {
+        "proxy_id": status.proxy_id,
+        "total_instances": status.total_instances,
+        "healthy_instances": status.healthy_instances,
+        "unhealthy_instances": status.unhealthy_instances,
+        "active_instance_id": status.active_instance_id,
+        "backup_instance_ids": list(status.backup_instance_ids),
+        "last_failover_at": status.last_failover_at,
+        "last_failover_reason": status.last_failover_reason,
+        "redundancy_level": status.redundancy_level.value,
+        "is_degraded": status.is_degraded,
+        "epoch": status.epoch,
+        "overridden": status.overridden,
+        "updated_at": status.updated_at,
+    }
+
+
+def _redundancy_from(row: sa.RowMapping) -> RedundancyStatus:
+    return RedundancyStatus(
+        proxy_id=row["proxy_id"],
+        total_instances=row["total_instances"],
+        healthy_instances=row["healthy_instances"],
+        unhealthy_instances=row["unhealthy_instances"],
+        active_instance_id=row["active_instance_id"],
+        backup_instance_ids=tuple(row["backup_instance_ids"] or ()),
+        last_failover_at=row["last_failover_at"],
+        last_failover_reason=row["last_failover_reason"],
+        redundancy_level=RedundancyLevel(row["redundancy_level"]),
+        is_degraded=row["is_degraded"],
+        epoch=row["epoch"],
+        overridden=row["overridden"],
+        updated_at=row["updated_at"],
+    )
+
+
+_SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(MetricSample))
+
+
+def _metric_from(row: sa.RowMapping) -> StoredMetricSample:
+    return StoredMetricSample(
+        id=row["id"],
+        instance_id=row["instance_id"],
+        proxy_id=row["proxy_id"],
+        user_id=row["user_id"],
+        sample=MetricSample(**{name: row[name] for name in _SAMPLE_FIELDS}),
+        recorded_at=row["recorded_at"],
+    )
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+class Reader:
+    """Queries over one session/transaction; every result is a core value."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _one(self, statement: sa.Select[Any]) -> sa.RowMapping | None:
+        row: sa.RowMapping | None = (await self.session.execute(statement)).mappings().first()
+        return row
+
+    async def _all(self, statement: sa.Select[Any]) -> Sequence[sa.RowMapping]:
+        rows: Sequence[sa.RowMapping] = (await self.session.execute(statement)).mappings().all()
+        return rows
+
+    async def get_config(self, proxy_id: str) -> FailoverConfig | None:
+        row = await self._one(
+            sa.select(configurations).where(configurations.c.proxy_id == proxy_id)
+        )
+        return None if row is None else _config_from(row)
+
+    async def get_redundancy(self, proxy_id: str) -> RedundancyStatus | None:
+        row = await self._one(sa.select(redundancy).where(redundancy.c.proxy_id == proxy_id))
+        return None if row is None else _redundancy_from(row)
+
+    async def list_instances(self, proxy_id: str) -> list[Instance]:
+        """The proxy's instances in preference order (priority, weight desc, registration, id)."""
+        rows = await self._all(
+            sa.select(instances)
+            .where(instances.c.proxy_id == proxy_id)
+            .order_by(
+                instances.c.priority,
+                instances.c.weight.desc(),
+                instances.c.created_at,
+                instances.c.id,
+            )
+        )
+        return [_instance_from(row) for row in rows]
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        if not is_uuid(instance_id):
+            return None
+        row = await self._one(sa.select(instances).where(instances.c.id == instance_id))
+        return None if row is None else _instance_from(row)
+
+    async def get_event(self, event_id: str) -> FailoverEvent | None:
+        if not is_uuid(event_id):
+            return None
+        row = await self._one(sa.select(events).where(events.c.id == event_id))
+        return None if row is None else _event_from(row)
+
+    async def open_switch_event(self, proxy_id: str) -> FailoverEvent | None:
+        """The proxy's pending/in-progress failover, failback or switchover (at most one)."""
+        row = await self._one(
+            sa.select(events)
+            .where(
+                events.c.proxy_id == proxy_id,
+                events.c.status.in_(_OPEN_STATUSES),
+                events.c.event_type.in_(_SWITCH_TYPES),
+            )
+            .order_by(events.c.created_at.desc())
+            .limit(1)
+        )
+        return None if row is None else _event_from(row)
+
+    async def open_recovery_event(self, instance_id: str) -> FailoverEvent | None:
+        row = await self._one(
+            sa.select(events)
+            .where(
+                events.c.target_instance_id == instance_id,
+                events.c.event_type == EventType.RECOVERY.value,
+                events.c.status.in_(_OPEN_STATUSES),
+            )
+            .order_by(events.c.created_at.desc())
+            .limit(1)
+        )
+        return None if row is None else _event_from(row)
+
+    async def list_events(
+        self,
+        proxy_id: str,
+        limit: int,
+        *,
+        status: EventStatus | None = None,
+        event_type: EventType | None = None,
+        before: datetime | None = None,
+    ) -> list[FailoverEvent]:
+        """Newest first by start time."""
+        statement = sa.select(events).where(events.c.proxy_id == proxy_id)
+        if status is not None:
+            statement = statement.where(events.c.status == status.value)
+        if event_type is not None:
+            statement = statement.where(events.c.event_type == event_type.value)
+        if before is not None:
+            statement = statement.where(events.c.created_at < before)
+        statement = statement.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(limit)
+        return [_event_from(row) for row in await self._all(statement)]
+
+    async def stale_switch_events(self, started_before: datetime) -> list[FailoverEvent]:
+        rows = await self._all(
+            sa.select(events)
+            .where(
+                events.c.status.in_(_OPEN_STATUSES),
+                events.c.event_type.in_(_SWITCH_TYPES),
+                events.c.created_at < started_before,
+            )
+            .order_by(events.c.created_at)
+        )
+        return [_event_from(row) for row in rows]
+
+    async def list_proxy_ids(self) -> list[str]:
+        rows = await self.session.execute(
+            sa.select(configurations.c.proxy_id).order_by(configurations.c.proxy_id)
+        )
+        return list(rows.scalars().all())
+
+    async def list_proxies(self, user_id: str | None) -> list[ProxySummary]:
+        statement = (
+            sa.select(configurations.c.user_id.label("owner_id"), redundancy)
+            .join(redundancy, redundancy.c.proxy_id == configurations.c.proxy_id)
+            .order_by(configurations.c.proxy_id)
+        )
+        if user_id is not None:
+            statement = statement.where(configurations.c.user_id == user_id)
+        return [
+            ProxySummary(row["proxy_id"], row["owner_id"], _redundancy_from(row))
+            for row in await self._all(statement)
+        ]
+
+    async def list_metrics(self, instance_id: str, limit: int) -> list[StoredMetricSample]:
+        rows = await self._all(
+            sa.select(metrics)
+            .where(metrics.c.instance_id == instance_id)
+            .order_by(metrics.c.recorded_at.desc(), metrics.c.id.desc())
+            .limit(limit)
+        )
+        return [_metric_from(row) for row in rows]
+
+
+# --- writes ----------------------------------------------------------------------------------
+
+
+class UnitOfWork(Reader):
+    """One write transaction. Call ``lock_proxy`` first; collect notifications with ``notify``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        super().__init__(session)
+        self.notifications: list[Notification] = []
+
+    def notify(self, *notifications: Notification) -> None:
+        self.notifications.extend(notifications)
+
+    async def lock_proxy(self, proxy_id: str) -> RedundancyStatus | None:
+        """Lock the proxy's redundancy row (serialises writers per proxy); None if no proxy."""
+        row = await self._one(
+            sa.select(redundancy).where(redundancy.c.proxy_id == proxy_id).with_for_update()
+        )
+        return None if row is None else _redundancy_from(row)
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def create_proxy(self, config: FailoverConfig, status: RedundancyStatus) -> bool:
+        """Insert the config and redundancy rows unless another writer already did (then False)."""
+        values = _config_values(config)
+        inserted = await self.session.execute(
+            self._insert(configurations)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["proxy_id"])
+        )
+        if not getattr(inserted, "rowcount", 0):
+            return False
+        await self.session.execute(
+            sa.insert(redundancy).values(
+                id=new_id(),
+                user_id=config.user_id,
+                created_at=config.created_at,
+                **_redundancy_values(status),
+            )
+        )
+        return True
+
+    async def save_config(self, config: FailoverConfig) -> None:
+        values = _config_values(config)
+        for key in ("id", "proxy_id", "user_id", "created_at"):
+            values.pop(key)
+        await self.session.execute(
+            sa.update(configurations)
+            .where(configurations.c.proxy_id == config.proxy_id)
+            .values(**values)
+        )
+
+    async def insert_instance(self, instance: Instance) -> None:
+        await self.session.execute(sa.insert(instances).values(**_instance_values(instance)))
+
+    async def save_instance(self, instance: Instance) -> None:
+        values = _instance_values(instance)
+        for key in ("id", "proxy_id", "user_id", "created_at"):
+            values.pop(key)
+        await self.session.execute(
+            sa.update(instances).where(instances.c.id == instance.id).values(**values)
+        )
+
+    async def delete_instance(self, instance_id: str) -> None:
+        await self.session.execute(sa.delete(metrics).where(metrics.c.instance_id == instance_id))
+        await self.session.execute(sa.delete(instances).where(instances.c.id == instance_id))
+
+    async def mark_active(self, proxy_id: str, active_instance_id: str | None) -> None:
+        """Keep the ``is_active`` mirror in step with the redundancy row's pointer."""
+        await self.session.execute(
+            sa.update(instances)
+            .where(
+                instances.c.proxy_id == proxy_id,
+                instances.c.is_active.is_(True),
+                instances.c.id != (active_instance_id or ""),
+            )
+            .values(is_active=False)
+        )
+        if active_instance_id is not None:
+            await self.session.execute(
+                sa.update(instances)
+                .where(instances.c.id == active_instance_id)
+                .values(is_active=True)
+            )
+
+    async def save_redundancy(self, status: RedundancyStatus) -> None:
+        values = _redundancy_values(status)
+        values.pop("proxy_id")
+        await self.session.execute(
+            sa.update(redundancy).where(redundancy.c.proxy_id == status.proxy_id).values(**values)
+        )
+
+    async def insert_event(self, event: FailoverEvent) -> None:
+        await self.session.execute(sa.insert(events).values(**_event_values(event)))
+
+    async def save_event(self, event: FailoverEvent) -> None:
+        values = _event_values(event)
+        values.pop("id")
+        await self.session.execute(
+            sa.update(events).where(events.c.id == event.id).values(**values)
+        )
+
+    async def insert_metric(self, sample: StoredMetricSample) -> None:
+        values: dict[str, Any] = {name: getattr(sample.sample, name) for name in _SAMPLE_FIELDS}
+        await self.session.execute(
+            sa.insert(metrics).values(
+                id=sample.id,
+                instance_id=sample.instance_id,
+                proxy_id=sample.proxy_id,
+                user_id=sample.user_id,
+                recorded_at=sample.recorded_at,
+                **values,
+            )
+        )
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class Store:
+    """Owns the engine; hands out read transactions and per-proxy write units of work.
+
+    ``notification_writers`` run inside every write transaction that produced notifications, just
+    before commit (e.g. a webhook outbox); an exception there rolls the whole change back.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        notification_writers: Sequence[NotificationWriter] = (),
+        pool_size: int = 5,
+        max_overflow: int = 10,
+    ) -> None:
+        self.url = database.normalize_url(url)
+        self.engine: AsyncEngine = database.create_engine(
+            self.url, pool_size=pool_size, max_overflow=max_overflow
+        )
+        self.notification_writers: list[NotificationWriter] = list(notification_writers)
+        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        write_engine = self.engine.execution_options(**{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+
+    @property
+    def dialect_name(self) -> str:
+        return self.engine.dialect.name
+
+    async def migrate(self) -> None:
+        """Apply pending Alembic migrations (idempotent; safe when replicas start together)."""
+        await database.upgrade(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise ``StorageUnavailable`` unless the database answers (readiness)."""
+        async with self.read() as reader:
+            await reader.session.execute(sa.text("SELECT 1"))
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[Reader]:
+        """A read-only transaction: one consistent view (SQLite WAL snapshot / PG statement)."""
+        async with database.mapped_errors(), self._read_sessions() as session, session.begin():
+            yield Reader(session)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[UnitOfWork]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success, else rolls back.
+
+        The caller locks the proxy it changes with ``UnitOfWork.lock_proxy`` as its first step.
+        """
+        async with database.mapped_errors(), self._write_sessions() as session, session.begin():
+            unit = UnitOfWork(session)
+            yield unit
+            if unit.notifications:
+                for writer in self.notification_writers:
+                    await writer(session, tuple(unit.notifications))

@@ -1,0 +1,210 @@
+"""The database schema as SQLAlchemy Core tables: the seed's four tables plus metric samples.
+
+Column names are the snake_case of SPEC §3. Migrations (``store/migrations``) must create exactly
+this; a test compares them with Alembic's autogenerate on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+#: Deterministic constraint/index names, identical on SQLite and PostgreSQL (Alembic needs names).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out: SQLite stores naive UTC text, PostgreSQL ``timestamptz``."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _id() -> sa.Column[str]:
+    return sa.Column("id", sa.String(36), primary_key=True)
+
+
+def _timestamps() -> list[sa.Column[datetime]]:
+    return [
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+configurations = sa.Table(
+    "proxy_failover_configurations",
+    metadata,
+    _id(),
+    sa.Column("proxy_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    sa.Column("failover_strategy", sa.String(32), nullable=False),
+    sa.Column("health_check_interval_seconds", sa.Float(), nullable=False),
+    sa.Column("health_check_timeout_seconds", sa.Float(), nullable=False),
+    sa.Column("fast_interval_seconds", sa.Float(), nullable=True),
+    sa.Column("down_interval_seconds", sa.Float(), nullable=True),
+    sa.Column("unhealthy_threshold", sa.Integer(), nullable=False),
+    sa.Column("healthy_threshold", sa.Integer(), nullable=False),
+    sa.Column("enable_auto_failover", sa.Boolean(), nullable=False),
+    sa.Column("enable_auto_recovery", sa.Boolean(), nullable=False),
+    sa.Column("max_recovery_attempts", sa.Integer(), nullable=False),
+    sa.Column("recovery_backoff_seconds", sa.Float(), nullable=False),
+    sa.Column("enable_auto_failback", sa.Boolean(), nullable=False),
+    sa.Column("failback_delay_seconds", sa.Float(), nullable=False),
+    sa.Column("enable_load_balancing", sa.Boolean(), nullable=False),
+    sa.Column("load_balancing_algorithm", sa.String(32), nullable=False),
+    sa.Column("health_check", sa.JSON(), nullable=False),
+    *_timestamps(),
+)
+
+instances = sa.Table(
+    "proxy_instances",
+    metadata,
+    _id(),
+    sa.Column(
+        "proxy_id",
+        sa.String(128),
+        sa.ForeignKey("proxy_failover_configurations.proxy_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    sa.Column("instance_name", sa.String(255), nullable=False),
+    sa.Column("instance_type", sa.String(64), nullable=False),
+    sa.Column("endpoint", sa.String(2048), nullable=True),
+    sa.Column("recovery_url", sa.String(2048), nullable=True),
+    sa.Column("priority", sa.Integer(), nullable=False),
+    sa.Column("weight", sa.Integer(), nullable=False),
+    sa.Column("admin_state", sa.String(16), nullable=False),
+    sa.Column("health_status", sa.String(16), nullable=False, index=True),
+    sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+    sa.Column("consecutive_successes", sa.Integer(), nullable=False),
+    sa.Column("last_health_check", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_latency_ms", sa.Float(), nullable=True),
+    sa.Column("active_connections", sa.Integer(), nullable=True),
+    # Mirror of proxy_redundancy_status.active_instance_id (the source of truth), kept in sync in
+    # the same transaction as every move of the pointer.
+    sa.Column("is_active", sa.Boolean(), nullable=False),
+    sa.Column("total_requests", sa.BigInteger(), nullable=False),
+    sa.Column("successful_requests", sa.BigInteger(), nullable=False),
+    sa.Column("failed_requests", sa.BigInteger(), nullable=False),
+    sa.Column("average_latency_ms", sa.Float(), nullable=True),
+    sa.Column("error_rate", sa.Float(), nullable=True),
+    sa.Column("metadata", sa.JSON(), nullable=False),
+    sa.Column("status_changed_at", UTCDateTime(), nullable=True),
+    *_timestamps(),
+    sa.UniqueConstraint("proxy_id", "instance_name"),
+)
+
+#: Open (pending/in_progress) switching events; the partial unique index below allows one per proxy.
+_OPEN_SWITCH = (
+    "status IN ('pending', 'in_progress') AND event_type IN ('failover', 'failback', 'switchover')"
+)
+
+events = sa.Table(
+    "proxy_failover_events",
+    metadata,
+    _id(),
+    sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
+    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    sa.Column("event_type", sa.String(16), nullable=False),
+    sa.Column("source_instance_id", sa.String(36), nullable=True),
+    sa.Column("target_instance_id", sa.String(36), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("triggered_by", sa.String(255), nullable=False),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("duration_ms", sa.BigInteger(), nullable=True),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_proxy_failover_events_proxy_id_created_at", "proxy_id", "created_at"),
+    # The database's own guarantee of "at most one switching event in progress per proxy".
+    sa.Index(
+        "uq_proxy_failover_events_one_open_switch",
+        "proxy_id",
+        unique=True,
+        sqlite_where=sa.text(_OPEN_SWITCH),
+        postgresql_where=sa.text(_OPEN_SWITCH),
+    ),
+)
+
+redundancy = sa.Table(
+    "proxy_redundancy_status",
+    metadata,
+    _id(),
+    sa.Column(
+        "proxy_id",
+        sa.String(128),
+        sa.ForeignKey("proxy_failover_configurations.proxy_id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    sa.Column("total_instances", sa.Integer(), nullable=False),
+    sa.Column("healthy_instances", sa.Integer(), nullable=False),
+    sa.Column("unhealthy_instances", sa.Integer(), nullable=False),
+    sa.Column("active_instance_id", sa.String(36), nullable=True),
+    sa.Column("backup_instance_ids", sa.JSON(), nullable=False),
+    sa.Column("last_failover_at", UTCDateTime(), nullable=True),
+    sa.Column("last_failover_reason", sa.Text(), nullable=True),
+    sa.Column("redundancy_level", sa.String(16), nullable=False),
+    sa.Column("is_degraded", sa.Boolean(), nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("overridden", sa.Boolean(), nullable=False),
+    *_timestamps(),
+)
+
+metrics = sa.Table(
+    "proxy_instance_metrics",
+    metadata,
+    _id(),
+    sa.Column(
+        "instance_id",
+        sa.String(36),
+        sa.ForeignKey("proxy_instances.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
+    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    sa.Column("cpu_percent", sa.Float(), nullable=True),
+    sa.Column("memory_percent", sa.Float(), nullable=True),
+    sa.Column("request_rate", sa.Float(), nullable=True),
+    sa.Column("average_latency_ms", sa.Float(), nullable=True),
+    sa.Column("error_rate", sa.Float(), nullable=True),
+    sa.Column("connection_count", sa.Integer(), nullable=True),
+    sa.Column("throughput_mbps", sa.Float(), nullable=True),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_proxy_instance_metrics_instance_id_recorded_at", "instance_id", "recorded_at"),
+)
+
+# The notification tables (event log, webhook subscriptions/deliveries/attempts, audit log) live
+# with their repository; importing it here puts them in ``metadata`` for Alembic and tests.
+from proxy_failover.store import outbox as _outbox  # noqa: E402, F401
