@@ -12,7 +12,10 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from proxy_failover.core.model import (
     CheckResult,
@@ -308,6 +311,26 @@ class Prober:
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
         self._ssl = ssl_context
+        self._http_client: httpx.AsyncClient | None = None
+
+    def prepare(self, instance: Instance, config: FailoverConfig) -> ProbeTarget:
+        """The engine's hook: resolve the target once per instance/config change."""
+        return build_target(instance, config)
+
+    async def request_recovery(
+        self, url: str, payload: dict[str, Any], timeout_s: float
+    ) -> CheckResult:
+        """POST a recovery request (SPEC §5); any 2xx is success, nothing raises."""
+        if self._http_client is None:
+            self._http_client = httpx.AsyncClient(verify=self._ssl)
+        started = time.perf_counter()
+        try:
+            response = await self._http_client.post(url, json=payload, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            return CheckResult(False, _elapsed_ms(started), f"{type(exc).__name__}: {exc}")
+        if response.is_success:
+            return CheckResult(True, _elapsed_ms(started))
+        return CheckResult(False, _elapsed_ms(started), f"HTTP status {response.status_code}")
 
     async def probe(self, target: ProbeTarget) -> CheckResult:
         """One probe of ``target``; never raises for network errors or timeouts."""
@@ -343,6 +366,9 @@ class Prober:
         for _, conn in self._pool.values():
             conn.close()
         self._pool.clear()
+        if self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
         await asyncio.sleep(0)  # let transports run their close callbacks
 
     # --- internals ----------------------------------------------------------------------------

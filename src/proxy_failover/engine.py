@@ -1,0 +1,660 @@
+"""The health and failover engine: probes instances on schedule and applies one decision per proxy.
+
+Each evaluation loads one consistent snapshot of a proxy, lets ``core.failover.decide`` make exactly
+one decision and hands it to ``service.apply_decision`` (one transaction); whatever failed is left
+to the next tick. ``tick(now)`` is the whole step and is driven by a fake clock in tests; ``run()``
+only loops it, sleeping until the next probe or evaluation is due or a change wakes a proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from proxy_failover.core.errors import FailoverError, NotFound
+from proxy_failover.core.failover import decide
+from proxy_failover.core.model import (
+    AdminState,
+    CheckResult,
+    Decision,
+    DecisionAction,
+    EventStatus,
+    EventType,
+    FailoverConfig,
+    FailoverEvent,
+    HealthStatus,
+    Instance,
+    Notification,
+    ProxySnapshot,
+)
+
+log = logging.getLogger("proxy_failover.engine")
+
+Clock = Callable[[], datetime]
+
+#: Set while the engine writes (probe results, its own decisions), so the service's change callback
+#: for those commits does not wake the proxy again (the engine wakes it itself when health moved).
+_engine_writing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pfo_engine_engine_writing", default=False
+)
+
+#: Every proxy is evaluated at least this often (SPEC §4), more often when its interval is shorter.
+MAX_EVALUATION_PERIOD = 1.0
+#: How often stale in-progress switch events are looked for (they only matter after 300 s).
+STALE_CHECK_PERIOD = 5.0
+#: How often the set of proxies is re-read, in case a change callback was missed.
+DISCOVERY_PERIOD = 1.0
+#: The first probe of a newly seen instance starts within this many seconds (spread, not a burst).
+FIRST_PROBE_SPREAD = 1.0
+JITTER = 0.10
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProbeAdapter(Protocol):
+    """The outbound probe edge (``adapters.probes.Prober``), injected for testability."""
+
+    def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
+        """An opaque probe target; raises ``ValueError`` when the instance cannot be probed."""
+
+    async def probe(self, target: Any) -> CheckResult: ...
+
+    def forget(self, instance_id: str) -> None: ...
+
+    async def request_recovery(
+        self, url: str, payload: dict[str, Any], timeout_s: float
+    ) -> CheckResult: ...
+
+
+class EngineService(Protocol):
+    """The service methods the engine uses (``ProxyFailoverService`` provides them)."""
+
+    async def list_proxy_ids(self) -> list[str]: ...
+    async def load_snapshot(self, proxy_id: str) -> ProxySnapshot: ...
+    async def record_check_result(self, instance_id: str, result: CheckResult) -> Instance: ...
+    async def apply_decision(
+        self, proxy_id: str, decision: Decision, detected_at: datetime
+    ) -> FailoverEvent | None: ...
+    async def close_stale_events(self) -> list[FailoverEvent]: ...
+    async def open_recovery_event(self, instance_id: str, reason: str) -> FailoverEvent | None: ...
+    async def close_recovery_event(
+        self, event_id: str, status: EventStatus, error_message: str | None = None
+    ) -> FailoverEvent: ...
+    async def get_failover_events(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: EventStatus | None = None,
+        event_type: EventType | None = None,
+        before: datetime | None = None,
+    ) -> list[FailoverEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one evaluation (or housekeeping step) of a tick did, for tests, logs and metrics."""
+
+    proxy_id: str
+    decision: Decision | None = None
+    event: FailoverEvent | None = None
+    note: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Probed:
+    """Schedule of one probed instance."""
+
+    instance_id: str
+    proxy_id: str
+    target: Any
+    endpoint: str | None
+    config: FailoverConfig
+    status: HealthStatus
+    failures: int
+    successes: int
+    due: float
+    in_flight: bool = False
+    generation: int = 0  # bumps on reschedule; stale heap entries are skipped
+
+
+@dataclass(slots=True)
+class _Recovery:
+    """An instance's recovery action: its open event and the POSTs made so far."""
+
+    event_id: str
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    posting: bool = False
+
+
+@dataclass(slots=True)
+class _ProxyState:
+    next_evaluation: float = 0.0
+    last_reason_code: str | None = None
+    last_error: str | None = None
+    recoveries: dict[str, _Recovery] = field(default_factory=dict)
+    exhausted: set[str] = field(default_factory=set)  # recovery spent; wait for health to move
+    adopted: bool = False
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for benchmarks and metrics; lags are start-time minus due-time, in seconds."""
+
+    probes_started: int = 0
+    probes_completed: int = 0
+    probe_failures: int = 0
+    evaluations: int = 0
+    decisions_applied: int = 0
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+
+
+def _interval_for(
+    config: FailoverConfig, status: HealthStatus, failures: int, successes: int
+) -> float:
+    """SPEC §4: downinter while unhealthy, fastinter while a transition is pending, else inter."""
+    base = config.health_check_interval_seconds
+    if status is HealthStatus.UNHEALTHY:
+        pending = config.enable_auto_recovery and 0 < successes < config.healthy_threshold
+        if pending:
+            return config.fast_interval_seconds or base
+        return config.down_interval_seconds or base
+    if 0 < failures < config.unhealthy_threshold:
+        return config.fast_interval_seconds or base
+    return base
+
+
+class Engine:
+    """Background health probing, automatic failover/failback, recovery actions.
+
+    ``notify(proxy_id, notifications)`` is the service's change listener: it wakes that proxy's
+    evaluation at once. The engine holds no state that matters across a restart: the database is
+    the truth, and the in-memory schedules are rebuilt from snapshots.
+    """
+
+    def __init__(
+        self,
+        service: EngineService,
+        prober: ProbeAdapter,
+        *,
+        clock: Clock = _utcnow,
+        rng: random.Random | None = None,
+        first_probe_spread: float = FIRST_PROBE_SPREAD,
+        stale_check_period: float = STALE_CHECK_PERIOD,
+        discovery_period: float = DISCOVERY_PERIOD,
+    ) -> None:
+        self._service = service
+        self._prober = prober
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._first_probe_spread = first_probe_spread
+        self._stale_check_period = stale_check_period
+        self._discovery_period = discovery_period
+        self._proxies: dict[str, _ProxyState] = {}
+        self._probed: dict[str, _Probed] = {}
+        self._heap: list[tuple[float, int, str]] = []  # (due, generation, instance id)
+        self._eval_heap: list[tuple[float, str]] = []  # (next evaluation, proxy id)
+        self._woken: dict[str, float] = {}  # proxy id -> when it was woken
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_stale_check = 0.0
+        self._next_discovery = 0.0
+        self.stats = EngineStats()
+
+    # --- wake-ups --------------------------------------------------------------------------------
+    def notify(self, proxy_id: str, notifications: Sequence[Notification] = ()) -> None:
+        """The service's change listener: evaluate ``proxy_id`` at once (not for our own probes)."""
+        if _engine_writing.get():
+            return
+        self._wake_proxy(proxy_id, self._clock().timestamp())
+
+    def _wake_proxy(self, proxy_id: str, at: float) -> None:
+        self._proxies.setdefault(proxy_id, _ProxyState())
+        self._woken.setdefault(proxy_id, at)
+        self._wake.set()
+
+    # --- the step -------------------------------------------------------------------------------
+    async def tick(self, now: datetime) -> list[Outcome]:
+        """Start the probes due by ``now``, then evaluate every woken or due proxy once."""
+        t = now.timestamp()
+        outcomes: list[Outcome] = []
+        if t >= self._next_discovery:
+            self._next_discovery = t + self._discovery_period
+            try:
+                await self._discover(t)
+            except Exception as exc:  # the database may be briefly unavailable: try next tick
+                log.warning("engine: cannot list proxies: %s", exc)
+        # woken proxies first: a reported failure must not wait behind routine work, and a change
+        # (maintenance, new endpoint) must reach the schedule before the next probe starts
+        woken, self._woken = self._woken, {}
+        for proxy_id, woken_at in woken.items():
+            outcomes.extend(await self._evaluate(proxy_id, now, woken_at))
+        self._start_due_probes(t)
+        if t >= self._next_stale_check:
+            self._next_stale_check = t + self._stale_check_period
+            outcomes.extend(await self._close_stale())
+        due: list[str] = []
+        while self._eval_heap and self._eval_heap[0][0] <= t:
+            at, proxy_id = heapq.heappop(self._eval_heap)
+            state = self._proxies.get(proxy_id)
+            if state is not None and state.next_evaluation == at and proxy_id not in woken:
+                due.append(proxy_id)
+        for proxy_id in due:
+            outcomes.extend(await self._evaluate(proxy_id, now, None))
+        if due:
+            self._start_due_probes(self._clock().timestamp())
+        return outcomes
+
+    async def wait_for_probes(self) -> None:
+        """Wait until every probe started so far has finished (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def next_deadline(self) -> float:
+        """The earliest time (epoch seconds) a probe, an evaluation or housekeeping is due."""
+        candidates = [self._next_discovery, self._next_stale_check]
+        while self._heap and self._is_stale_entry(self._heap[0]):
+            heapq.heappop(self._heap)
+        if self._heap:
+            candidates.append(self._heap[0][0])
+        while self._eval_heap:
+            at, proxy_id = self._eval_heap[0]
+            state = self._proxies.get(proxy_id)
+            if state is not None and state.next_evaluation == at:
+                break
+            heapq.heappop(self._eval_heap)
+        if self._eval_heap:
+            candidates.append(self._eval_heap[0][0])
+        if self._woken:
+            candidates.append(0.0)
+        return min(candidates)
+
+    async def run(self) -> None:
+        """Loop ticks until ``stop()``; sleeps until the next deadline or a wake-up."""
+        self._stopping = False
+        log.info("engine: started")
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    await self.tick(self._clock())
+                except Exception:  # never die: the next tick retries
+                    log.exception("engine: tick failed")
+                if self._stopping or self._wake.is_set():
+                    continue
+                delay = self.next_deadline() - self._clock().timestamp()
+                if delay <= 0:
+                    await asyncio.sleep(0)
+                    continue
+                try:
+                    async with asyncio.timeout(min(delay, MAX_EVALUATION_PERIOD)):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await self._shutdown()
+            log.info("engine: stopped")
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish after the current step."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._tasks.clear()
+
+    # --- discovery and housekeeping -------------------------------------------------------------
+    async def _discover(self, t: float) -> None:
+        ids = set(await self._service.list_proxy_ids())
+        for proxy_id in ids - self._proxies.keys():
+            self._proxies[proxy_id] = _ProxyState()
+            self._schedule_evaluation(proxy_id, t)
+        for proxy_id in [p for p in self._proxies if p not in ids]:
+            if proxy_id not in self._woken:  # a just-woken proxy may be newer than the list
+                self._drop_proxy(proxy_id)
+
+    def _schedule_evaluation(self, proxy_id: str, at: float) -> None:
+        self._proxies[proxy_id].next_evaluation = at
+        heapq.heappush(self._eval_heap, (at, proxy_id))
+
+    def _drop_proxy(self, proxy_id: str) -> None:
+        self._proxies.pop(proxy_id, None)
+        for instance_id in [i for i, p in self._probed.items() if p.proxy_id == proxy_id]:
+            self._unschedule(instance_id)
+
+    async def _close_stale(self) -> list[Outcome]:
+        try:
+            closed = await self._service.close_stale_events()
+        except Exception as exc:
+            log.warning("engine: cannot close stale events: %s", exc)
+            return []
+        for event in closed:
+            log.warning(
+                "engine: closed stale %s event %s of %s as failed",
+                event.event_type,
+                event.id,
+                event.proxy_id,
+            )
+        return [Outcome(e.proxy_id, event=e, note="stale event closed") for e in closed]
+
+    # --- evaluation -----------------------------------------------------------------------------
+    async def _evaluate(
+        self, proxy_id: str, now: datetime, woken_at: float | None
+    ) -> list[Outcome]:
+        state = self._proxies.setdefault(proxy_id, _ProxyState())
+        t = now.timestamp()
+        detected_at = min(woken_at, t) if woken_at is not None else t
+        self.stats.evaluations += 1
+        try:
+            snapshot = await self._service.load_snapshot(proxy_id)
+        except NotFound:  # the proxy was deleted
+            self._drop_proxy(proxy_id)
+            return []
+        except Exception as exc:
+            return [self._error(proxy_id, state, exc, t)]
+        outcomes: list[Outcome] = []
+        try:
+            period = min(MAX_EVALUATION_PERIOD, snapshot.config.health_check_interval_seconds)
+            self._schedule_evaluation(proxy_id, t + period)
+            self._sync_probes(snapshot, t)
+            decision = decide(snapshot, now)
+            event: FailoverEvent | None = None
+            if decision.action is not DecisionAction.NONE:
+                token = _engine_writing.set(True)
+                try:
+                    event = await self._service.apply_decision(
+                        proxy_id, decision, datetime.fromtimestamp(detected_at, UTC)
+                    )
+                finally:
+                    _engine_writing.reset(token)
+                self.stats.decisions_applied += 1
+                log.warning("engine: %s: %s", proxy_id, decision.reason)
+            elif decision.reason_code != state.last_reason_code:
+                log.info("engine: %s: %s", proxy_id, decision.reason)
+            state.last_reason_code = decision.reason_code
+            outcomes.append(Outcome(proxy_id, decision, event))
+            outcomes.extend(await self._handle_recoveries(snapshot, state, t))
+        except Exception as exc:
+            outcomes.append(self._error(proxy_id, state, exc, t))
+            return outcomes
+        if state.last_error is not None:
+            log.info("engine: %s: evaluation works again", proxy_id)
+            state.last_error = None
+        return outcomes
+
+    def _error(self, proxy_id: str, state: _ProxyState, exc: Exception, t: float) -> Outcome:
+        """Log a proxy's problem once when it appears or changes; retry at the next period."""
+        text = f"{type(exc).__name__}: {exc}"
+        if text != state.last_error:
+            log.error("engine: %s: evaluation failed: %s", proxy_id, text)
+            state.last_error = text
+        self._schedule_evaluation(proxy_id, t + MAX_EVALUATION_PERIOD)
+        return Outcome(proxy_id, error=text)
+
+    # --- probing --------------------------------------------------------------------------------
+    def _sync_probes(self, snapshot: ProxySnapshot, t: float) -> None:
+        """Make the probe schedule match the snapshot: new, changed and removed instances."""
+        config = snapshot.config
+        wanted: set[str] = set()
+        for instance in snapshot.instances:
+            if not instance.endpoint or instance.admin_state is AdminState.MAINTENANCE:
+                continue
+            wanted.add(instance.id)
+            probed = self._probed.get(instance.id)
+            if (
+                probed is not None
+                and probed.endpoint == instance.endpoint
+                and (probed.config == config)
+            ):
+                if not probed.in_flight:  # the snapshot may carry a reported status
+                    probed.status = instance.health_status
+                    probed.failures = instance.consecutive_failures
+                    probed.successes = instance.consecutive_successes
+                continue
+            try:
+                target = self._prober.prepare(instance, config)
+            except ValueError as exc:
+                if probed is not None:
+                    self._unschedule(instance.id)
+                log.debug("engine: %s not probed: %s", instance.id, exc)
+                continue
+            if probed is None:
+                due = t + self._rng.uniform(
+                    0.0, min(self._first_probe_spread, config.health_check_interval_seconds)
+                )
+                probed = _Probed(
+                    instance.id,
+                    snapshot.config.proxy_id,
+                    target,
+                    instance.endpoint,
+                    config,
+                    instance.health_status,
+                    instance.consecutive_failures,
+                    instance.consecutive_successes,
+                    due,
+                )
+                self._probed[instance.id] = probed
+                self._push(probed)
+            else:
+                if probed.endpoint != instance.endpoint:
+                    self._prober.forget(instance.id)
+                old_interval = probed.config.health_check_interval_seconds
+                probed.target, probed.endpoint, probed.config = target, instance.endpoint, config
+                if config.health_check_interval_seconds < old_interval and not probed.in_flight:
+                    probed.due = min(probed.due, t + self._jittered(config, probed))
+                    self._push(probed)
+        for instance_id in [
+            i for i, p in self._probed.items() if p.proxy_id == config.proxy_id and i not in wanted
+        ]:
+            self._unschedule(instance_id)
+
+    def _unschedule(self, instance_id: str) -> None:
+        probed = self._probed.pop(instance_id, None)
+        if probed is not None:
+            probed.generation += 1
+            self._prober.forget(instance_id)
+
+    def _push(self, probed: _Probed) -> None:
+        probed.generation += 1
+        heapq.heappush(self._heap, (probed.due, probed.generation, probed.instance_id))
+
+    def _is_stale_entry(self, entry: tuple[float, int, str]) -> bool:
+        probed = self._probed.get(entry[2])
+        return probed is None or probed.generation != entry[1] or probed.in_flight
+
+    def _jittered(self, config: FailoverConfig, probed: _Probed) -> float:
+        interval = _interval_for(config, probed.status, probed.failures, probed.successes)
+        return interval * (1.0 + self._rng.uniform(-JITTER, JITTER))
+
+    def _start_due_probes(self, t: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            entry = heapq.heappop(heap)
+            if self._is_stale_entry(entry):
+                continue
+            probed = self._probed[entry[2]]
+            probed.in_flight = True
+            task = asyncio.create_task(self._probe(probed, probed.due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, probed: _Probed, due: float) -> None:
+        """One probe: run it, record it, wake the proxy when health moved, schedule the next."""
+        started = self._clock().timestamp()
+        self.stats.probes_started += 1
+        self.stats.lags.append(started - due)
+        try:
+            result = await self._prober.probe(probed.target)
+            self.stats.probes_completed += 1
+            if not result.success:
+                self.stats.probe_failures += 1
+            token = _engine_writing.set(True)
+            try:
+                instance = await self._service.record_check_result(probed.instance_id, result)
+            finally:
+                _engine_writing.reset(token)
+        except asyncio.CancelledError:
+            raise
+        except NotFound:  # removed meanwhile; the next snapshot confirms it
+            self._unschedule(probed.instance_id)
+            self._wake_proxy(probed.proxy_id, self._clock().timestamp())
+            return
+        except Exception as exc:
+            log.warning("engine: probe of %s failed: %s", probed.instance_id, exc)
+            instance = None
+        finally:
+            probed.in_flight = False
+        if self._probed.get(probed.instance_id) is not probed:
+            return  # unscheduled while in flight
+        if instance is not None:
+            moved = instance.health_status is not probed.status
+            probed.status = instance.health_status
+            probed.failures = instance.consecutive_failures
+            probed.successes = instance.consecutive_successes
+            if moved:
+                log.info(
+                    "engine: %s/%s is %s%s",
+                    probed.proxy_id,
+                    instance.instance_name,
+                    instance.health_status,
+                    f" ({instance.last_error})" if instance.last_error else "",
+                )
+                self._wake_proxy(probed.proxy_id, self._clock().timestamp())
+        now = self._clock().timestamp()
+        probed.due = max(due + self._jittered(probed.config, probed), now)
+        self._push(probed)
+        if probed.due <= now or self._heap[0][0] >= probed.due:
+            self._wake.set()
+
+    # --- recovery actions (SPEC §5) -------------------------------------------------------------
+    async def _handle_recoveries(
+        self, snapshot: ProxySnapshot, state: _ProxyState, t: float
+    ) -> list[Outcome]:
+        config = snapshot.config
+        proxy_id = config.proxy_id
+        outcomes: list[Outcome] = []
+        if not state.adopted:
+            await self._adopt_recoveries(proxy_id, state, t)
+            state.adopted = True
+        by_id = {i.id: i for i in snapshot.instances}
+        for instance_id in list(state.recoveries):
+            instance = by_id.get(instance_id)
+            if instance is None or instance.admin_state is AdminState.MAINTENANCE:
+                why = "instance removed" if instance is None else "instance put into maintenance"
+                outcomes.append(
+                    await self._close_recovery(state, instance_id, False, why, proxy_id)
+                )
+        for instance in snapshot.instances:
+            if instance.health_status is not HealthStatus.UNHEALTHY:
+                state.exhausted.discard(instance.id)
+            recovery = state.recoveries.get(instance.id)
+            if recovery is not None:
+                if instance.health_status is HealthStatus.HEALTHY:
+                    outcomes.append(
+                        await self._close_recovery(state, instance.id, True, None, proxy_id)
+                    )
+                elif recovery.attempts < config.max_recovery_attempts and instance.recovery_url:
+                    if t >= recovery.next_attempt_at and not recovery.posting:
+                        outcomes.append(self._post_recovery(instance, recovery, config, t))
+                elif t >= recovery.next_attempt_at and not recovery.posting:
+                    message = (
+                        f"instance still unhealthy after {recovery.attempts} recovery attempts"
+                    )
+                    outcomes.append(
+                        await self._close_recovery(state, instance.id, False, message, proxy_id)
+                    )
+                    state.exhausted.add(instance.id)
+                continue
+            if (
+                instance.recovery_url
+                and instance.health_status is HealthStatus.UNHEALTHY
+                and instance.admin_state is not AdminState.MAINTENANCE
+                and config.enable_auto_recovery
+                and config.max_recovery_attempts > 0
+                and instance.id not in state.exhausted
+            ):
+                reason = f"Instance {instance.instance_name} unhealthy: calling its recovery URL"
+                event = await self._service.open_recovery_event(instance.id, reason)
+                if event is None:
+                    continue
+                recovery = _Recovery(event.id, next_attempt_at=t)
+                state.recoveries[instance.id] = recovery
+                log.warning("engine: %s: %s", proxy_id, reason)
+                outcomes.append(Outcome(proxy_id, event=event, note="recovery started"))
+                outcomes.append(self._post_recovery(instance, recovery, config, t))
+        return outcomes
+
+    async def _adopt_recoveries(self, proxy_id: str, state: _ProxyState, t: float) -> None:
+        """After a restart, carry on the recovery events a previous engine left in progress."""
+        events = await self._service.get_failover_events(
+            proxy_id, 1000, status=EventStatus.IN_PROGRESS, event_type=EventType.RECOVERY
+        )
+        for event in events:
+            instance_id = event.target_instance_id or event.source_instance_id
+            if instance_id and instance_id not in state.recoveries:
+                state.recoveries[instance_id] = _Recovery(event.id, next_attempt_at=t)
+
+    def _post_recovery(
+        self, instance: Instance, recovery: _Recovery, config: FailoverConfig, t: float
+    ) -> Outcome:
+        """Start one recovery POST in the background; the next one is due a backoff later."""
+        recovery.attempts += 1
+        recovery.next_attempt_at = t + config.recovery_backoff_seconds
+        recovery.posting = True
+        attempt = recovery.attempts
+        payload = {"instanceId": instance.id, "proxyId": instance.proxy_id, "attempt": attempt}
+        url = instance.recovery_url or ""
+
+        async def post() -> None:
+            try:
+                result = await self._prober.request_recovery(
+                    url, payload, config.health_check_timeout_seconds
+                )
+                if not result.success:
+                    log.warning(
+                        "engine: recovery POST %d for %s failed: %s",
+                        attempt,
+                        instance.id,
+                        result.error,
+                    )
+            finally:
+                recovery.posting = False
+                self._wake_proxy(instance.proxy_id, self._clock().timestamp())
+
+        task = asyncio.create_task(post())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return Outcome(instance.proxy_id, note=f"recovery attempt {attempt} for {instance.id}")
+
+    async def _close_recovery(
+        self,
+        state: _ProxyState,
+        instance_id: str,
+        completed: bool,
+        message: str | None,
+        proxy_id: str,
+    ) -> Outcome:
+        recovery = state.recoveries.pop(instance_id)
+        status = EventStatus.COMPLETED if completed else EventStatus.FAILED
+        try:
+            event = await self._service.close_recovery_event(recovery.event_id, status, message)
+        except FailoverError as exc:  # already closed elsewhere (013) or gone (012)
+            return Outcome(proxy_id, note=f"recovery event {recovery.event_id}: {exc}")
+        log.warning("engine: %s: recovery of %s %s", proxy_id, instance_id, status)
+        return Outcome(proxy_id, event=event, note=f"recovery {status}")

@@ -1,0 +1,381 @@
+"""Engine ticks with a fake clock and scripted probe results: decisions, reasons, schedules."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from proxy_failover.core.model import (
+    AdminState,
+    CheckResult,
+    DecisionAction,
+    EventStatus,
+    EventType,
+    FailoverConfig,
+    FailoverStrategy,
+    HealthStatus,
+    Instance,
+    ReasonCode,
+)
+from proxy_failover.engine import Engine, Outcome
+from tests.helpers.memory_service import MemoryService
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class ScriptedProber:
+    """Answers each instance's probes from its script (True = success); default: success."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[bool]] = defaultdict(list)
+        self.down: set[str] = set()
+        self.calls: list[tuple[str, datetime]] = []
+        self.recovery_posts: list[tuple[str, dict[str, Any]]] = []
+        self.forgotten: list[str] = []
+        self.clock: FakeClock | None = None
+
+    def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
+        if not instance.endpoint or instance.endpoint == "bad":
+            raise ValueError("no usable endpoint")
+        return instance.id
+
+    async def probe(self, target: Any) -> CheckResult:
+        assert self.clock is not None
+        self.calls.append((target, self.clock.now))
+        planned = self.script[target]
+        ok = planned.pop(0) if planned else target not in self.down
+        return CheckResult(ok, 1.0, None if ok else "connection refused")
+
+    def forget(self, instance_id: str) -> None:
+        self.forgotten.append(instance_id)
+
+    async def request_recovery(
+        self, url: str, payload: dict[str, Any], timeout_s: float
+    ) -> CheckResult:
+        self.recovery_posts.append((url, payload))
+        return CheckResult(True, 1.0)
+
+    def probed_ids(self) -> set[str]:
+        return {c[0] for c in self.calls}
+
+
+class Harness:
+    def __init__(self, **config: Any) -> None:
+        self.clock = FakeClock()
+        self.prober = ScriptedProber()
+        self.prober.clock = self.clock
+        self.service = MemoryService(self.clock)
+        self.engine = Engine(
+            self.service, self.prober, clock=self.clock, rng=random.Random(7), first_probe_spread=0
+        )
+        self.service.on_change = self.engine.notify
+        defaults: dict[str, Any] = {
+            "health_check_interval_seconds": 1.0,
+            "health_check_timeout_seconds": 0.5,
+        }
+        self.config = FailoverConfig(proxy_id="p", user_id="u", **{**defaults, **config})
+        self.service.add_proxy(self.config)
+
+    def add(self, name: str, priority: int, **fields: Any) -> Instance:
+        fields.setdefault("endpoint", f"{name}:80")
+        return self.service.add_instance("p", name, priority=priority, **fields)
+
+    async def step(self, seconds: float = 0.0) -> list[Outcome]:
+        """Advance the clock, run a tick, let its probes finish, run the tick they woke."""
+        self.clock.advance(seconds)
+        outcomes = await self.engine.tick(self.clock.now)
+        await self.engine.wait_for_probes()
+        outcomes += await self.engine.tick(self.clock.now)
+        await self.engine.wait_for_probes()
+        return outcomes
+
+    async def steps(self, count: int, seconds: float = 1.1) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for _ in range(count):
+            outcomes += await self.step(seconds)
+        return outcomes
+
+    def active_name(self) -> str | None:
+        active = self.service.active_id("p")
+        return self.service.instances[active].instance_name if active else None
+
+
+def applied(outcomes: list[Outcome]) -> list[Outcome]:
+    return [
+        o
+        for o in outcomes
+        if o.decision is not None and o.decision.action is not DecisionAction.NONE
+    ]
+
+
+async def activated(h: Harness) -> None:
+    outcomes = await h.step()
+    [activation] = applied(outcomes)
+    assert activation.decision is not None
+    assert activation.decision.action is DecisionAction.ACTIVATE
+
+
+async def test_activates_best_instance_once_all_have_had_a_first_probe() -> None:
+    h = Harness()
+    a, b, _ = h.add("a", 1), h.add("b", 2), h.add("c", 3)
+    h.prober.down.add(a.id)
+    outcomes = await h.step()
+    [activation] = applied(outcomes)
+    assert activation.decision is not None
+    assert activation.decision.reason == "no active instance: activating b"
+    assert h.service.active_id("p") == b.id
+    assert activation.event is not None
+    assert activation.event.triggered_by == "system"
+
+
+async def test_unhealthy_active_fails_over_to_next_priority_after_threshold() -> None:
+    h = Harness(unhealthy_threshold=3)
+    a, b, _ = h.add("a", 1), h.add("b", 2), h.add("c", 3)
+    await activated(h)
+    h.prober.down.add(a.id)
+    assert applied(await h.steps(2)) == []  # two failures: below the threshold
+    [failover] = applied(await h.steps(1))
+    assert failover.decision is not None
+    assert failover.decision.reason_code is ReasonCode.ACTIVE_UNHEALTHY
+    assert failover.decision.reason == "active a unhealthy (3 failures): failing over to b"
+    assert failover.event is not None
+    assert failover.event.status is EventStatus.COMPLETED
+    assert h.service.active_id("p") == b.id
+
+
+async def test_round_robin_fails_over_to_the_next_after_the_source() -> None:
+    h = Harness(failover_strategy=FailoverStrategy.ROUND_ROBIN, unhealthy_threshold=1)
+    a, b, c = h.add("a", 1), h.add("b", 2), h.add("c", 3)
+    await activated(h)
+    h.service.redundancy["p"] = h.service.redundancy["p"].__class__(
+        "p", active_instance_id=b.id, epoch=5
+    )
+    h.prober.down.add(b.id)
+    [failover] = applied(await h.steps(1))
+    assert failover.decision is not None
+    assert failover.decision.target_instance_id == c.id
+    assert a.id != c.id
+
+
+async def test_flapping_active_never_fails_over() -> None:
+    h = Harness(unhealthy_threshold=2, healthy_threshold=2, enable_auto_failback=True)
+    a, _ = h.add("a", 1), h.add("b", 2)
+    await activated(h)
+    h.prober.script[a.id] = [False, True] * 15
+    outcomes = await h.steps(30)
+    assert applied(outcomes) == []
+    assert h.active_name() == "a"
+    assert [e.event_type for e in h.service.events] == [EventType.FAILOVER]  # the activation
+
+
+async def test_recovered_preferred_instance_fails_back_only_when_enabled() -> None:
+    for failback in (False, True):
+        h = Harness(
+            unhealthy_threshold=1,
+            healthy_threshold=1,
+            enable_auto_failback=failback,
+            failback_delay_seconds=2.0,
+        )
+        a, b = h.add("a", 1), h.add("b", 2)
+        await activated(h)
+        h.prober.down.add(a.id)
+        await h.steps(2)
+        assert h.service.active_id("p") == b.id
+        h.prober.down.clear()
+        outcomes = await h.steps(4)
+        decisions = [o.decision for o in applied(outcomes)]
+        if failback:
+            assert [d.reason_code for d in decisions if d] == [ReasonCode.FAILBACK]
+            assert h.service.active_id("p") == a.id
+            assert h.service.events[-1].event_type is EventType.FAILBACK
+        else:
+            assert decisions == []
+            assert h.service.active_id("p") == b.id
+
+
+async def test_reported_unhealthy_wakes_the_engine_without_waiting_for_a_period() -> None:
+    h = Harness(health_check_interval_seconds=30.0, health_check_timeout_seconds=5.0)
+    a, b = h.add("a", 1), h.add("b", 2)
+    await activated(h)
+    h.clock.advance(0.01)
+    h.service.report_health(a.id, HealthStatus.UNHEALTHY)
+    [failover] = applied(await h.engine.tick(h.clock.now))
+    assert failover.decision is not None
+    assert failover.decision.reason_code is ReasonCode.ACTIVE_UNHEALTHY
+    assert h.service.active_id("p") == b.id
+    assert failover.event is not None
+    assert failover.event.duration_ms == 0  # detected and committed at the same fake instant
+
+
+async def test_draining_the_active_instance_moves_the_role() -> None:
+    h = Harness()
+    a, b = h.add("a", 1), h.add("b", 2)
+    await activated(h)
+    h.service.update(a.id, admin_state=AdminState.DRAIN)
+    [moved] = applied(await h.engine.tick(h.clock.now))
+    assert moved.decision is not None
+    assert moved.decision.reason_code is ReasonCode.ACTIVE_UNAVAILABLE
+    assert h.service.active_id("p") == b.id
+
+
+async def test_maintenance_and_endpointless_instances_are_not_probed() -> None:
+    h = Harness()
+    a = h.add("a", 1)
+    m = h.add("m", 2, admin_state=AdminState.MAINTENANCE)
+    n = h.add("n", 3, endpoint=None)
+    await h.steps(3)
+    assert h.prober.probed_ids() == {a.id}
+    assert {m.id, n.id}.isdisjoint(h.prober.probed_ids())
+    h.service.update(a.id, admin_state=AdminState.MAINTENANCE)
+    before = len(h.prober.calls)
+    await h.steps(3)
+    assert len(h.prober.calls) == before
+    assert a.id in h.prober.forgotten
+
+
+async def test_probe_intervals_follow_fast_and_down_intervals() -> None:
+    h = Harness(
+        health_check_interval_seconds=1.0,
+        fast_interval_seconds=0.2,
+        down_interval_seconds=3.0,
+        unhealthy_threshold=3,
+    )
+    a = h.add("a", 1)
+    await h.step()
+    h.prober.down.add(a.id)
+    for _ in range(80):  # 8 s in 0.1 s steps
+        await h.step(0.1)
+    times = [t for i, t in h.prober.calls if i == a.id]
+    gaps = [round((y - x).total_seconds(), 1) for x, y in itertools.pairwise(times)]
+    # healthy: ~1 s; pending (1, 2 failures): ~0.2 s; unhealthy: ~3 s; each ±10 % jitter
+    assert 0.9 <= gaps[0] <= 1.2
+    assert all(0.1 <= g <= 0.3 for g in gaps[1:3])
+    assert gaps[3:]
+    assert all(2.7 <= g <= 3.4 for g in gaps[3:])
+
+
+async def test_configuration_change_applies_on_the_next_evaluation() -> None:
+    h = Harness(health_check_interval_seconds=5.0, health_check_timeout_seconds=1.0)
+    a = h.add("a", 1)
+    await h.step()
+    h.service.add_proxy(
+        FailoverConfig(
+            proxy_id="p",
+            user_id="u",
+            health_check_interval_seconds=0.5,
+            health_check_timeout_seconds=0.2,
+        )
+    )
+    await h.step(0.01)
+    before = len(h.prober.calls)
+    for _ in range(20):
+        await h.step(0.1)
+    assert len([c for c in h.prober.calls[before:] if c[0] == a.id]) >= 3
+
+
+async def test_recovery_url_is_posted_with_backoff_then_event_fails_when_spent() -> None:
+    h = Harness(
+        unhealthy_threshold=1,
+        max_recovery_attempts=2,
+        recovery_backoff_seconds=2.0,
+        down_interval_seconds=1.0,
+    )
+    a = h.add("a", 1, recovery_url="http://a/recover")
+    h.add("b", 2)
+    await activated(h)
+    h.prober.down.add(a.id)
+    outcomes = await h.steps(1)
+    assert [o.note for o in outcomes if o.note] == [
+        "recovery started",
+        f"recovery attempt 1 for {a.id}",
+    ]
+    await h.steps(1)
+    assert len(h.prober.recovery_posts) == 1  # backoff not elapsed yet
+    await h.steps(4)
+    assert [p for _, p in h.prober.recovery_posts] == [
+        {"instanceId": a.id, "proxyId": "p", "attempt": 1},
+        {"instanceId": a.id, "proxyId": "p", "attempt": 2},
+    ]
+    [recovery] = [e for e in h.service.events if e.event_type is EventType.RECOVERY]
+    assert recovery.status is EventStatus.FAILED
+    assert recovery.error_message == "instance still unhealthy after 2 recovery attempts"
+    await h.steps(4)
+    assert len(h.prober.recovery_posts) == 2  # spent: no new event until health moves
+
+
+async def test_recovery_event_completes_when_instance_is_healthy_again() -> None:
+    h = Harness(unhealthy_threshold=1, healthy_threshold=2, max_recovery_attempts=5)
+    a = h.add("a", 1, recovery_url="http://a/recover")
+    await h.step()
+    h.prober.down.add(a.id)
+    await h.steps(1)
+    h.prober.down.clear()
+    await h.steps(3)
+    [recovery] = [e for e in h.service.events if e.event_type is EventType.RECOVERY]
+    assert recovery.status is EventStatus.COMPLETED
+    assert recovery.target_instance_id == a.id
+
+
+async def test_one_broken_proxy_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    h.add("a", 1)
+    other = FailoverConfig(
+        proxy_id="q",
+        user_id="u",
+        health_check_interval_seconds=1.0,
+        health_check_timeout_seconds=0.5,
+    )
+    h.service.add_proxy(other)
+    q1 = h.service.add_instance("q", "q1", endpoint="q1:80")
+    real_load = h.service.load_snapshot
+
+    async def broken_load(proxy_id: str) -> Any:
+        if proxy_id == "p":
+            raise RuntimeError("disk on fire")
+        return await real_load(proxy_id)
+
+    h.service.load_snapshot = broken_load  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="proxy_failover.engine"):
+        outcomes = await h.steps(3)
+    assert {o.error for o in outcomes if o.proxy_id == "p"} == {"RuntimeError: disk on fire"}
+    assert h.service.active_id("q") == q1.id
+    assert len([r for r in caplog.records if "disk on fire" in r.getMessage()]) == 1
+
+
+async def test_stale_switch_events_are_closed_by_the_tick() -> None:
+    h = Harness()
+    h.add("a", 1)
+    await h.step()
+    stale = h.service.events[0].__class__(
+        id="old",
+        proxy_id="p",
+        user_id="admin",
+        event_type=EventType.SWITCHOVER,
+        source_instance_id=None,
+        target_instance_id=None,
+        reason="manual",
+        status=EventStatus.IN_PROGRESS,
+        triggered_by="admin",
+        epoch=1,
+        created_at=T0 - timedelta(seconds=400),
+    )
+    h.service.events.append(stale)
+    outcomes = await h.steps(6)
+    assert [o.note for o in outcomes if o.event and o.event.id == "old"] == ["stale event closed"]
