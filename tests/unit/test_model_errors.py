@@ -1,0 +1,92 @@
+"""Small behaviours of the shared vocabulary: derived properties, error codes and HTTP statuses."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from proxy_failover.core.errors import (
+    HTTP_STATUS,
+    Conflict,
+    ErrorCode,
+    FailoverError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StorageUnavailable,
+    Unauthenticated,
+)
+from proxy_failover.core.model import (
+    EventStatus,
+    EventType,
+    FailoverConfig,
+    FailoverEvent,
+    HealthRules,
+    HealthState,
+    HealthStatus,
+)
+from tests.unit.factories import PROXY, T0, USER, inst
+
+
+def test_open_event_statuses() -> None:
+    assert {s for s in EventStatus if s.is_open} == {EventStatus.PENDING, EventStatus.IN_PROGRESS}
+
+
+def test_health_rules_come_from_the_config() -> None:
+    config = FailoverConfig(
+        PROXY, USER, unhealthy_threshold=4, healthy_threshold=6, enable_auto_recovery=False
+    )
+    assert HealthRules.of(config) == HealthRules(4, 6, False)
+
+
+def test_instance_health_state() -> None:
+    instance = inst(
+        "a", health=HealthStatus.UNHEALTHY, consecutive_failures=3, consecutive_successes=0
+    )
+    assert instance.health == HealthState(HealthStatus.UNHEALTHY, 3, 0)
+
+
+def test_event_start_time_in_epoch_milliseconds() -> None:
+    event = FailoverEvent(
+        "e",
+        PROXY,
+        USER,
+        EventType.FAILOVER,
+        None,
+        "a",
+        "r",
+        EventStatus.IN_PROGRESS,
+        "system",
+        1,
+        T0 + timedelta(milliseconds=1500),
+    )
+    assert event.start_time_ms == int(T0.timestamp() * 1000) + 1500
+
+
+def test_every_code_has_an_http_status() -> None:
+    assert set(HTTP_STATUS) == set(ErrorCode)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "status"),
+    [
+        (InvalidInput("bad"), ErrorCode.INVALID_INPUT, 400),
+        (InvalidInput("bad strategy", ErrorCode.INVALID_STRATEGY), ErrorCode.INVALID_STRATEGY, 400),
+        (NotFound("gone"), ErrorCode.NOT_FOUND, 404),
+        (NotFound("gone", ErrorCode.INSTANCE_NOT_FOUND), ErrorCode.INSTANCE_NOT_FOUND, 404),
+        (Conflict("no"), ErrorCode.TARGET_NOT_ELIGIBLE, 409),
+        (Unauthenticated("who"), ErrorCode.UNAUTHENTICATED, 401),
+        (Forbidden("admin"), ErrorCode.FORBIDDEN, 403),
+        (StorageUnavailable("db"), ErrorCode.STORAGE_UNAVAILABLE, 503),
+        (FailoverError("bug"), ErrorCode.INTERNAL, 500),
+    ],
+)
+def test_errors_carry_code_status_and_message(
+    error: FailoverError, code: ErrorCode, status: int
+) -> None:
+    assert error.code is code
+    assert error.status_code == status
+    assert error.details == {}
+    assert str(error) == error.message
+    assert repr(error) == f"{type(error).__name__}({code.value}: {error.message})"
