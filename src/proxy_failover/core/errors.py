@@ -96,7 +96,7 @@ class NotFound(FailoverError):
 
 
 class Conflict(FailoverError):
-    """The request contradicts current state (409): 005, 008–011, 013."""
+    """The request contradicts current state (409): 005, 008-011, 013."""
 
     default_code = ErrorCode.TARGET_NOT_ELIGIBLE
 

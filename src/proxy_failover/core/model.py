@@ -1,7 +1,8 @@
 """Plain values of the failover domain: configuration, instances, events, redundancy, snapshots.
 
 Everything here is a frozen dataclass or an enum so the core can reason about state without I/O.
-Times are timezone-aware UTC ``datetime`` values; durations are seconds (float) unless named ``_ms``.
+Times are timezone-aware UTC ``datetime`` values; durations are seconds (float) unless named
+``_ms``.
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ class HealthRules:
 
     @classmethod
     def of(cls, config: FailoverConfig) -> HealthRules:
-        return cls(config.unhealthy_threshold, config.healthy_threshold, config.enable_auto_recovery)
+        return cls(
+            config.unhealthy_threshold, config.healthy_threshold, config.enable_auto_recovery
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,9 @@ class Instance:
 
     @property
     def health(self) -> HealthState:
-        return HealthState(self.health_status, self.consecutive_failures, self.consecutive_successes)
+        return HealthState(
+            self.health_status, self.consecutive_failures, self.consecutive_successes
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +363,7 @@ class InstanceExplanation:
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    """``GET /proxy/:id/explain``: the active instance, the thresholds and each instance's standing."""
+    """``GET /proxy/:id/explain``: the active instance, thresholds and each instance's standing."""
 
     proxy_id: str
     active_instance_id: str | None
