@@ -86,7 +86,7 @@ class Runtime:
 
     async def ping(self) -> None:
         """Raise (``StorageUnavailable``) unless the database answers a trivial read."""
-        await self.service.get_redundancy_status("readyz-probe")
+        await self.service.store.ping()
 
 
 async def build(settings: Settings) -> Runtime:
@@ -100,7 +100,7 @@ async def build(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
         service=service,
-        store=getattr(service, "store", None),
+        store=service.store,
         _stack=stack,
     )
 

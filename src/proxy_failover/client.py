@@ -1,0 +1,514 @@
+"""A Python client for the REST API (httpx), sync and async, with the library's method names.
+
+Results are the library's own typed values (``FailoverConfig``, ``Instance``...); errors raise
+``FailoverError`` with the server's ``PROXY_FAILOVER_0NN`` code, status and details. The caller is
+whoever the bearer token names, so the library's ``user_id`` parameters are not repeated here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from proxy_failover.core.errors import ErrorCode, FailoverError
+from proxy_failover.core.model import (
+    CheckResult,
+    Evaluation,
+    EventStatus,
+    EventType,
+    Explanation,
+    FailoverConfig,
+    FailoverEvent,
+    Instance,
+    MetricSample,
+    ProxySummary,
+    RedundancyStatus,
+    Route,
+    StoredMetricSample,
+)
+
+T = TypeVar("T")
+_CAMEL = re.compile(r"_([a-z])")
+
+
+def _camel(name: str) -> str:
+    return _CAMEL.sub(lambda match: match.group(1).upper(), name)
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """A JSON value as the type ``hint`` names (dataclasses, enums, datetimes, tuples, lists)."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _convert(options[0], value) if len(options) == 1 else value
+    if origin in (tuple, list):
+        (item, *_) = typing.get_args(hint) or (Any,)
+        converted = [_convert(item, element) for element in value]
+        return tuple(converted) if origin is tuple else converted
+    if isinstance(hint, type):
+        if dataclasses.is_dataclass(hint):
+            return from_json(hint, value)
+        if issubclass(hint, enum.Enum):
+            return hint(value)
+        if issubclass(hint, datetime):
+            return datetime.fromisoformat(value)
+        if hint is float and isinstance(value, int):
+            return float(value)
+    return value
+
+
+def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build the library dataclass ``cls`` from the API's camelCase JSON object."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = _camel(field.name)
+        if key in data:
+            values[field.name] = _convert(hints[field.name], data[key])
+    if cls is StoredMetricSample and values.get("sample") is None:
+        values["sample"] = MetricSample()  # samples are shown to admins only
+    return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One request and how to read its ``data``."""
+
+    method: str
+    path: str
+    kind: Any  # the dataclass of the result, list[...] of one, or None for no value
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+
+    def read(self, response: httpx.Response) -> T:
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        if self.kind is None:
+            return None  # type: ignore[return-value]
+        data = response.json()["data"]
+        if typing.get_origin(self.kind) is list:
+            (item,) = typing.get_args(self.kind)
+            return [from_json(item, element) for element in data]  # type: ignore[return-value]
+        return from_json(self.kind, data)  # type: ignore[no-any-return]
+
+
+def error_from_response(response: httpx.Response) -> FailoverError:
+    """The server's error body as a ``FailoverError`` (code, message, details)."""
+    try:
+        error = response.json()["error"]
+        code = ErrorCode(error["code"])
+        return FailoverError(str(error.get("message", "")), code, dict(error.get("details") or {}))
+    except (ValueError, KeyError, TypeError):
+        fallback = {
+            400: ErrorCode.INVALID_INPUT,
+            401: ErrorCode.UNAUTHENTICATED,
+            403: ErrorCode.FORBIDDEN,
+            404: ErrorCode.NOT_FOUND,
+            405: ErrorCode.METHOD_NOT_ALLOWED,
+            413: ErrorCode.BODY_TOO_LARGE,
+            503: ErrorCode.STORAGE_UNAVAILABLE,
+        }.get(response.status_code, ErrorCode.INTERNAL)
+        return FailoverError(
+            f"HTTP {response.status_code}: {response.text[:200]}",
+            fallback,
+            {"statusCode": response.status_code},
+        )
+
+
+def _p(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class _Calls:
+    """The requests behind each method; shared by the sync and async clients."""
+
+    @staticmethod
+    def create_config(proxy_id: str, config: Mapping[str, Any]) -> _Call[FailoverConfig]:
+        body = {"proxyId": proxy_id, "config": dict(config)}
+        return _Call("POST", "/proxy/failover/config", FailoverConfig, body)
+
+    @staticmethod
+    def get_config(proxy_id: str) -> _Call[FailoverConfig]:
+        return _Call("GET", f"/proxy/failover/config/{_p(proxy_id)}", FailoverConfig)
+
+    @staticmethod
+    def register(proxy_id: str, instance_data: Mapping[str, Any]) -> _Call[Instance]:
+        body = {"proxyId": proxy_id, "instanceData": dict(instance_data)}
+        return _Call("POST", "/proxy/instances", Instance, body)
+
+    @staticmethod
+    def instances(proxy_id: str) -> _Call[list[Instance]]:
+        return _Call("GET", f"/proxy/{_p(proxy_id)}/instances", list[Instance])
+
+    @staticmethod
+    def instance(instance_id: str) -> _Call[Instance]:
+        return _Call("GET", f"/proxy/instances/{_p(instance_id)}", Instance)
+
+    @staticmethod
+    def health(instance_id: str, status: str, metrics: Mapping[str, Any] | None) -> _Call[Instance]:
+        body: dict[str, Any] = {"healthStatus": status}
+        if metrics is not None:
+            body["metrics"] = dict(metrics)
+        return _Call("PUT", f"/proxy/instances/{_p(instance_id)}/health", Instance, body)
+
+    @staticmethod
+    def update(instance_id: str, changes: Mapping[str, Any]) -> _Call[Instance]:
+        return _Call("PATCH", f"/proxy/instances/{_p(instance_id)}", Instance, dict(changes))
+
+    @staticmethod
+    def delete(instance_id: str) -> _Call[None]:
+        return _Call("DELETE", f"/proxy/instances/{_p(instance_id)}", None)
+
+    @staticmethod
+    def check(instance_id: str, result: CheckResult) -> _Call[Instance]:
+        body: dict[str, Any] = {"success": result.success}
+        if result.latency_ms is not None:
+            body["latencyMs"] = result.latency_ms
+        if result.error is not None:
+            body["error"] = result.error
+        return _Call("POST", f"/proxy/instances/{_p(instance_id)}/checks", Instance, body)
+
+    @staticmethod
+    def record_metrics(instance_id: str, metrics: Mapping[str, Any]) -> _Call[StoredMetricSample]:
+        path = f"/proxy/instances/{_p(instance_id)}/metrics"
+        return _Call("POST", path, StoredMetricSample, dict(metrics))
+
+    @staticmethod
+    def metrics(instance_id: str, limit: int) -> _Call[list[StoredMetricSample]]:
+        path = f"/proxy/instances/{_p(instance_id)}/metrics"
+        return _Call("GET", path, list[StoredMetricSample], params={"limit": limit})
+
+    @staticmethod
+    def evaluate(proxy_id: str) -> _Call[Evaluation]:
+        return _Call("POST", "/proxy/failover/evaluate", Evaluation, {"proxyId": proxy_id})
+
+    @staticmethod
+    def execute(
+        proxy_id: str, source_id: str | None, target_id: str, reason: str | None
+    ) -> _Call[FailoverEvent]:
+        body: dict[str, Any] = {
+            "proxyId": proxy_id,
+            "sourceInstanceId": source_id,
+            "targetInstanceId": target_id,
+        }
+        if reason is not None:
+            body["reason"] = reason
+        return _Call("POST", "/proxy/failover/execute", FailoverEvent, body)
+
+    @staticmethod
+    def complete(
+        event_id: str, status: str, error_message: str | None, duration_ms: int | None
+    ) -> _Call[FailoverEvent]:
+        body: dict[str, Any] = {"status": status}
+        if error_message is not None:
+            body["errorMessage"] = error_message
+        if duration_ms is not None:
+            body["durationMs"] = duration_ms
+        path = f"/proxy/failover/events/{_p(event_id)}/complete"
+        return _Call("PUT", path, FailoverEvent, body)
+
+    @staticmethod
+    def redundancy(proxy_id: str) -> _Call[RedundancyStatus]:
+        return _Call("GET", f"/proxy/{_p(proxy_id)}/redundancy", RedundancyStatus)
+
+    @staticmethod
+    def put_redundancy(proxy_id: str, data: Mapping[str, Any]) -> _Call[RedundancyStatus]:
+        return _Call("PUT", f"/proxy/{_p(proxy_id)}/redundancy", RedundancyStatus, dict(data))
+
+    @staticmethod
+    def events(
+        proxy_id: str,
+        limit: int,
+        status: EventStatus | str | None,
+        event_type: EventType | str | None,
+        before: datetime | None,
+    ) -> _Call[list[FailoverEvent]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = str(status)
+        if event_type:
+            params["type"] = str(event_type)
+        if before is not None:
+            params["before"] = before.isoformat()
+        path = f"/proxy/{_p(proxy_id)}/failover/events"
+        return _Call("GET", path, list[FailoverEvent], params=params)
+
+    @staticmethod
+    def proxies() -> _Call[list[ProxySummary]]:
+        return _Call("GET", "/proxies", list[ProxySummary])
+
+    @staticmethod
+    def route(proxy_id: str) -> _Call[Route]:
+        return _Call("GET", f"/proxy/{_p(proxy_id)}/route", Route)
+
+    @staticmethod
+    def explain(proxy_id: str) -> _Call[Explanation]:
+        return _Call("GET", f"/proxy/{_p(proxy_id)}/explain", Explanation)
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class FailoverClient:
+    """Blocking client: ``FailoverClient("http://127.0.0.1:8080", token=...)``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FailoverClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, call: _Call[T]) -> T:
+        response = self._http.request(call.method, call.path, json=call.json, params=call.params)
+        return call.read(response)
+
+    def create_failover_configuration(
+        self, proxy_id: str, config: Mapping[str, Any] | None = None
+    ) -> FailoverConfig:
+        return self._run(_Calls.create_config(proxy_id, config or {}))
+
+    def get_failover_configuration(self, proxy_id: str) -> FailoverConfig | None:
+        try:
+            return self._run(_Calls.get_config(proxy_id))
+        except FailoverError as error:
+            if error.code is ErrorCode.CONFIG_NOT_FOUND:
+                return None
+            raise
+
+    def register_proxy_instance(self, proxy_id: str, instance_data: Mapping[str, Any]) -> Instance:
+        return self._run(_Calls.register(proxy_id, instance_data))
+
+    def get_proxy_instances(self, proxy_id: str) -> list[Instance]:
+        return self._run(_Calls.instances(proxy_id))
+
+    def get_instance(self, instance_id: str) -> Instance:
+        return self._run(_Calls.instance(instance_id))
+
+    def update_instance_health(
+        self, instance_id: str, health_status: str, metrics: Mapping[str, Any] | None = None
+    ) -> Instance:
+        return self._run(_Calls.health(instance_id, health_status, metrics))
+
+    def update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> Instance:
+        return self._run(_Calls.update(instance_id, changes))
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._run(_Calls.delete(instance_id))
+
+    def record_check_result(self, instance_id: str, result: CheckResult) -> Instance:
+        return self._run(_Calls.check(instance_id, result))
+
+    def record_instance_metrics(
+        self, instance_id: str, metrics: Mapping[str, Any]
+    ) -> StoredMetricSample:
+        return self._run(_Calls.record_metrics(instance_id, metrics))
+
+    def get_instance_metrics(self, instance_id: str, limit: int = 100) -> list[StoredMetricSample]:
+        return self._run(_Calls.metrics(instance_id, limit))
+
+    def evaluate_failover(self, proxy_id: str) -> Evaluation:
+        return self._run(_Calls.evaluate(proxy_id))
+
+    def execute_failover(
+        self, proxy_id: str, source_id: str | None, target_id: str, reason: str | None = None
+    ) -> FailoverEvent:
+        return self._run(_Calls.execute(proxy_id, source_id, target_id, reason))
+
+    def complete_failover_event(
+        self,
+        event_id: str,
+        status: str,
+        error_message: str | None = None,
+        duration_ms: int | None = None,
+    ) -> FailoverEvent:
+        return self._run(_Calls.complete(event_id, status, error_message, duration_ms))
+
+    def get_redundancy_status(self, proxy_id: str) -> RedundancyStatus | None:
+        try:
+            return self._run(_Calls.redundancy(proxy_id))
+        except FailoverError as error:
+            if error.code is ErrorCode.CONFIG_NOT_FOUND:
+                return None
+            raise
+
+    def update_redundancy_status(
+        self, proxy_id: str, status_data: Mapping[str, Any]
+    ) -> RedundancyStatus:
+        return self._run(_Calls.put_redundancy(proxy_id, status_data))
+
+    def get_failover_events(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: EventStatus | str | None = None,
+        event_type: EventType | str | None = None,
+        before: datetime | None = None,
+    ) -> list[FailoverEvent]:
+        return self._run(_Calls.events(proxy_id, limit, status, event_type, before))
+
+    def list_proxies(self) -> list[ProxySummary]:
+        return self._run(_Calls.proxies())
+
+    def get_route(self, proxy_id: str) -> Route:
+        return self._run(_Calls.route(proxy_id))
+
+    def explain(self, proxy_id: str) -> Explanation:
+        return self._run(_Calls.explain(proxy_id))
+
+
+class AsyncFailoverClient:
+    """Asynchronous client: ``async with AsyncFailoverClient(url, token=...) as client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncFailoverClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self, call: _Call[T]) -> T:
+        response = await self._http.request(
+            call.method, call.path, json=call.json, params=call.params
+        )
+        return call.read(response)
+
+    async def create_failover_configuration(
+        self, proxy_id: str, config: Mapping[str, Any] | None = None
+    ) -> FailoverConfig:
+        return await self._run(_Calls.create_config(proxy_id, config or {}))
+
+    async def get_failover_configuration(self, proxy_id: str) -> FailoverConfig | None:
+        try:
+            return await self._run(_Calls.get_config(proxy_id))
+        except FailoverError as error:
+            if error.code is ErrorCode.CONFIG_NOT_FOUND:
+                return None
+            raise
+
+    async def register_proxy_instance(
+        self, proxy_id: str, instance_data: Mapping[str, Any]
+    ) -> Instance:
+        return await self._run(_Calls.register(proxy_id, instance_data))
+
+    async def get_proxy_instances(self, proxy_id: str) -> list[Instance]:
+        return await self._run(_Calls.instances(proxy_id))
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        return await self._run(_Calls.instance(instance_id))
+
+    async def update_instance_health(
+        self, instance_id: str, health_status: str, metrics: Mapping[str, Any] | None = None
+    ) -> Instance:
+        return await self._run(_Calls.health(instance_id, health_status, metrics))
+
+    async def update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> Instance:
+        return await self._run(_Calls.update(instance_id, changes))
+
+    async def delete_instance(self, instance_id: str) -> None:
+        await self._run(_Calls.delete(instance_id))
+
+    async def record_check_result(self, instance_id: str, result: CheckResult) -> Instance:
+        return await self._run(_Calls.check(instance_id, result))
+
+    async def record_instance_metrics(
+        self, instance_id: str, metrics: Mapping[str, Any]
+    ) -> StoredMetricSample:
+        return await self._run(_Calls.record_metrics(instance_id, metrics))
+
+    async def get_instance_metrics(
+        self, instance_id: str, limit: int = 100
+    ) -> list[StoredMetricSample]:
+        return await self._run(_Calls.metrics(instance_id, limit))
+
+    async def evaluate_failover(self, proxy_id: str) -> Evaluation:
+        return await self._run(_Calls.evaluate(proxy_id))
+
+    async def execute_failover(
+        self, proxy_id: str, source_id: str | None, target_id: str, reason: str | None = None
+    ) -> FailoverEvent:
+        return await self._run(_Calls.execute(proxy_id, source_id, target_id, reason))
+
+    async def complete_failover_event(
+        self,
+        event_id: str,
+        status: str,
+        error_message: str | None = None,
+        duration_ms: int | None = None,
+    ) -> FailoverEvent:
+        return await self._run(_Calls.complete(event_id, status, error_message, duration_ms))
+
+    async def get_redundancy_status(self, proxy_id: str) -> RedundancyStatus | None:
+        try:
+            return await self._run(_Calls.redundancy(proxy_id))
+        except FailoverError as error:
+            if error.code is ErrorCode.CONFIG_NOT_FOUND:
+                return None
+            raise
+
+    async def update_redundancy_status(
+        self, proxy_id: str, status_data: Mapping[str, Any]
+    ) -> RedundancyStatus:
+        return await self._run(_Calls.put_redundancy(proxy_id, status_data))
+
+    async def get_failover_events(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: EventStatus | str | None = None,
+        event_type: EventType | str | None = None,
+        before: datetime | None = None,
+    ) -> list[FailoverEvent]:
+        return await self._run(_Calls.events(proxy_id, limit, status, event_type, before))
+
+    async def list_proxies(self) -> list[ProxySummary]:
+        return await self._run(_Calls.proxies())
+
+    async def get_route(self, proxy_id: str) -> Route:
+        return await self._run(_Calls.route(proxy_id))
+
+    async def explain(self, proxy_id: str) -> Explanation:
+        return await self._run(_Calls.explain(proxy_id))

@@ -1,0 +1,148 @@
+"""Settings read from ``PFO_*`` environment variables (and an optional TOML file), validated once.
+
+Only the composition root (``bootstrap``) and the entry points read this module; everything below
+them receives plain values. Nothing is instantiated at import: call ``Settings()`` (or
+``load_settings()``) where the process starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: HS256 secrets shorter than this are refused: RFC 7518 §3.2 asks for a key as long as the hash.
+MIN_SECRET_BYTES = 32
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./proxy-failover.db"
+
+JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain ``postgresql://``/``sqlite:///`` URLs to their async drivers (SPEC §2)."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; SPEC §2 names, ``PFO_`` prefix, case-insensitive."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PFO_",
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: Path | None = Field(
+        default=None, description="PEM file with the RS256/ES256 public key"
+    )
+    jwt_jwks_url: str | None = None
+    jwt_algorithm: JwtAlgorithm | None = Field(
+        default=None,
+        description="Pinned algorithm; derived when unset (HS256 secret, key type, RS256 JWKS)",
+    )
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: LogLevel = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the TOML file named by ``PFO_CONFIG_FILE`` if any."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("PFO_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("PFO_DATABASE_URL must not be empty")
+        return normalise_database_url(value.strip())
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        size = len(value.get_secret_value().encode())
+        if size < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"PFO_JWT_SECRET is {size} bytes; at least {MIN_SECRET_BYTES} are required. "
+                "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("PFO_JWT_JWKS_URL must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        configured = [
+            name
+            for name, value in (
+                ("PFO_JWT_SECRET", self.jwt_secret),
+                ("PFO_JWT_PUBLIC_KEY", self.jwt_public_key),
+                ("PFO_JWT_JWKS_URL", self.jwt_jwks_url),
+            )
+            if value is not None
+        ]
+        if len(configured) > 1:
+            raise ValueError(f"configure only one of {', '.join(configured)}")
+        if self.jwt_public_key is not None and not self.jwt_public_key.is_file():
+            raise ValueError(f"PFO_JWT_PUBLIC_KEY {self.jwt_public_key} is not a readable file")
+        if self.jwt_secret is not None and self.jwt_algorithm not in (None, "HS256"):
+            raise ValueError("PFO_JWT_SECRET signs with HS256 only")
+        if self.jwt_secret is None and self.jwt_algorithm == "HS256" and configured:
+            raise ValueError("HS256 needs PFO_JWT_SECRET")
+        return self
+
+    @property
+    def has_jwt_key(self) -> bool:
+        """False means development mode: ``serve`` makes a random secret for the run."""
+        return any(
+            value is not None for value in (self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url)
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment now (not at import) with explicit overrides winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]

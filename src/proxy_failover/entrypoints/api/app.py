@@ -1,0 +1,96 @@
+"""The FastAPI app factory: routers, the exception table, guards, offline docs, a lifespan.
+
+``create_app(settings)`` opens the database in the lifespan and closes it there;
+``create_app(runtime)`` serves an already built runtime and leaves closing it to its owner.
+No globals: everything per app lives on ``app.state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+
+from proxy_failover import __version__
+from proxy_failover.bootstrap import Runtime, build
+from proxy_failover.config import Settings
+from proxy_failover.entrypoints.api.auth import TokenVerifier
+from proxy_failover.entrypoints.api.deps import Ownership
+from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
+from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from proxy_failover.entrypoints.api.routes import instances, proxies, system
+
+DESCRIPTION = """\
+Failover and redundancy control plane for streaming proxies.
+
+Every `/proxy*` route needs `Authorization: Bearer <JWT>` (`sub` = user id; `role: admin` or
+`roles: ["admin"]` = admin). Success: `{"data": ..., "message": ...}`; lists:
+`{"data": [...], "count": n}`; errors: `{"error": {"code", "message", "statusCode", "details"}}`
+with a `PROXY_FAILOVER_0NN` code.
+"""
+
+
+def create_app(source: Settings | Runtime) -> FastAPI:
+    """An app over settings (it owns its runtime) or over a runtime (the caller owns that)."""
+    settings = source.settings if isinstance(source, Runtime) else source
+    verifier = TokenVerifier.from_settings(settings)  # fail at start-up, not on the first call
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(source, Runtime):
+            runtime = source
+            owned = False
+        else:
+            runtime = await build(settings)
+            owned = True
+        app.state.runtime = runtime
+        app.state.verifier = verifier
+        app.state.ownership = Ownership(runtime.service)
+        try:
+            yield
+        finally:
+            if owned:
+                await runtime.aclose()
+
+    app = FastAPI(
+        title="proxy-failover",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+    app.include_router(system.router)
+    app.include_router(proxies.router)
+    app.include_router(instances.router)
+    app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
+    # Added last = outermost: the size limit runs before anything reads the body.
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document without its 422 responses: this API answers validation errors 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict):
+                    operation.get("responses", {}).pop("422", None)
+        components = schema.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

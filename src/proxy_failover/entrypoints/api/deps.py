@@ -1,0 +1,123 @@
+"""Request dependencies as ``Annotated`` aliases: the service, the caller, admin, ownership.
+
+Ownership (SPEC §7): a proxy belongs to the user who created its configuration. A non-admin asking
+about another's proxy gets the very 404 a missing one gets (002/004/012), so existence never leaks.
+A proxy's owner and an instance's proxy never change, so both are remembered per process.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from proxy_failover.bootstrap import Runtime
+from proxy_failover.core.errors import ErrorCode, Forbidden, NotFound, Unauthenticated
+from proxy_failover.core.model import Instance
+from proxy_failover.entrypoints.api.auth import Caller, TokenVerifier
+from proxy_failover.service import ProxyFailoverService
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="`Authorization: Bearer <JWT>`; `sub` is the user id, `role: admin` is admin.",
+)
+
+_CACHE_LIMIT = 100_000
+
+
+class Ownership:
+    """Answers "may this caller touch this proxy / instance?" with the SPEC's 404s."""
+
+    def __init__(self, service: ProxyFailoverService) -> None:
+        self._service = service
+        self._owners: dict[str, str] = {}
+        self._instance_proxy: dict[str, str] = {}
+
+    async def owner_of(self, proxy_id: str) -> str | None:
+        owner = self._owners.get(proxy_id)
+        if owner is None:
+            config = await self._service.get_failover_configuration(proxy_id)
+            if config is None:
+                return None
+            owner = self._remember(self._owners, proxy_id, config.user_id)
+        return owner
+
+    async def check_proxy(self, caller: Caller, proxy_id: str) -> None:
+        """Admins pass; others only for a proxy they own, else 404/002."""
+        if caller.is_admin:
+            return
+        if await self.owner_of(proxy_id) != caller.user_id:
+            raise NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+
+    async def may_create(self, caller: Caller, proxy_id: str) -> None:
+        """Creating a config or the first instance: the proxy is new, or the caller's (or admin)."""
+        if caller.is_admin:
+            return
+        owner = await self.owner_of(proxy_id)
+        if owner is not None and owner != caller.user_id:
+            raise NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+
+    async def check_instance(self, caller: Caller, instance_id: str) -> str:
+        """The instance's proxy id, if the caller may touch it; 404/004 otherwise."""
+        proxy_id = self._instance_proxy.get(instance_id)
+        if proxy_id is None:
+            instance = await self._service.get_instance(instance_id)
+            proxy_id = self.remember_instance(instance)
+        if not caller.is_admin and await self.owner_of(proxy_id) != caller.user_id:
+            raise NotFound(f"instance {instance_id} not found", ErrorCode.INSTANCE_NOT_FOUND)
+        return proxy_id
+
+    def remember_instance(self, instance: Instance) -> str:
+        return self._remember(self._instance_proxy, instance.id, instance.proxy_id)
+
+    def forget_instance(self, instance_id: str) -> None:
+        self._instance_proxy.pop(instance_id, None)
+
+    @staticmethod
+    def _remember(cache: dict[str, str], key: str, value: str) -> str:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
+        return value
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_service(request: Request) -> ProxyFailoverService:
+    return get_runtime(request).service
+
+
+def get_ownership(request: Request) -> Ownership:
+    ownership: Ownership = request.app.state.ownership
+    return ownership
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """401/015 unless a valid bearer token is presented."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("authentication required: Authorization: Bearer <JWT>")
+    verifier: TokenVerifier = request.app.state.verifier
+    return await verifier.verify(credentials.credentials)
+
+
+async def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """403/016 for an authenticated caller without the admin role."""
+    if not caller.is_admin:
+        raise Forbidden("admin role required")
+    return caller
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServiceDep = Annotated[ProxyFailoverService, Depends(get_service)]
+OwnershipDep = Annotated[Ownership, Depends(get_ownership)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+AdminDep = Annotated[Caller, Depends(require_admin)]

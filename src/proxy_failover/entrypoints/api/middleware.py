@@ -1,0 +1,196 @@
+"""Pure ASGI guards around the app: a body size limit, strict JSON, and a last-resort 500.
+
+The size limit checks ``Content-Length`` and counts streamed bytes, so an oversized body is
+refused after at most 64 KiB were read, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy_failover.core.errors import ErrorCode
+from proxy_failover.entrypoints.api.errors import (
+    JSON_ERROR_SCOPE_KEY,
+    error_payload,
+    internal_error_response,
+)
+
+log = logging.getLogger("proxy_failover.api")
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+
+
+async def _send_error(send: Send, code: ErrorCode, message: str, status: int) -> None:
+    body = json.dumps(error_payload(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """413/017 for bodies over ``limit`` bytes, by header or by counting what arrives."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    await _send_error(send, ErrorCode.BODY_TOO_LARGE, self._message(), 413)
+                    return
+                break
+        # Read at most limit + 1 bytes up front; replay them to the app as one message.
+        chunks: list[bytes] = []
+        size = 0
+        first: Message = await receive()
+        message = first
+        while message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _send_error(send, ErrorCode.BODY_TOO_LARGE, self._message(), 413)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+            message = await receive()
+        if message["type"] != "http.request":  # disconnected while sending the body
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _message(self) -> str:
+        return f"request body too large (limit {self.limit // 1024} KiB)"
+
+
+class CatchAllMiddleware:
+    """Any exception no handler mapped is a bug: log it, answer 500/019, keep serving."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                log.error("error after the response started", exc_info=exc)
+                return
+            response = internal_error_response(Request(scope), exc)
+            await response(scope, receive, send)
+
+
+# --- strict JSON -------------------------------------------------------------------------------
+
+
+class _RejectedJson:
+    """Stands in for a refused body so validation fails *after* auth (401/403 come first)."""
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """``json.loads`` without NaN/Infinity and with nesting capped at ``MAX_JSON_DEPTH``."""
+    try:
+        value = json.loads(body, parse_constant=_no_constants, parse_float=_finite_float)
+    except RecursionError as error:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from error
+    except UnicodeDecodeError as error:
+        raise ValueError("body is not UTF-8") from error
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from error
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+class StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = parse_strict_json(await self.body())
+            except ValueError as error:
+                self.scope[JSON_ERROR_SCOPE_KEY] = str(error)
+                self._json = _RejectedJson()
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """Routes whose request bodies are parsed by ``parse_strict_json``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict_handler

@@ -1,0 +1,251 @@
+"""Per-proxy routes: configuration, failover operations, redundancy, events, route, explain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from proxy_failover.core.errors import ErrorCode, InvalidInput, NotFound
+from proxy_failover.core.model import EventStatus, EventType
+from proxy_failover.entrypoints.api.deps import (
+    AdminDep,
+    CallerDep,
+    OwnershipDep,
+    ServiceDep,
+)
+from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
+from proxy_failover.entrypoints.api.responses import (
+    ADMIN_ERRORS,
+    COMMON_ERRORS,
+    CONFLICT_ERRORS,
+    ok,
+    ok_list,
+)
+from proxy_failover.entrypoints.api.schemas import (
+    PROXY_ID_PATTERN,
+    CompleteRequest,
+    ConfigPublic,
+    ConfigRequest,
+    Envelope,
+    EvaluateRequest,
+    EvaluationPublic,
+    EventPublic,
+    ExecuteRequest,
+    ExplanationPublic,
+    ListEnvelope,
+    ProxySummaryPublic,
+    RedundancyPublic,
+    RedundancyRequest,
+    RoutePublic,
+)
+
+router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS)
+
+ProxyIdPath = Annotated[
+    str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN, description="the proxy's id")
+]
+EventIdPath = Annotated[str, Path(alias="eventId", max_length=64)]
+
+
+def _missing_proxy(proxy_id: str) -> NotFound:
+    return NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+
+
+@router.post(
+    "/proxy/failover/config",
+    status_code=201,
+    response_model=Envelope[ConfigPublic],
+    tags=["configuration"],
+    summary="Create or update a proxy's failover configuration",
+)
+async def save_config(
+    body: ConfigRequest, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    """Partial update on an existing proxy: only the fields given change (SPEC §3)."""
+    await ownership.may_create(caller, body.proxy_id)
+    config = await service.create_failover_configuration(
+        body.proxy_id, caller.user_id, body.config.to_service()
+    )
+    return ok(ConfigPublic.model_validate(config), "Failover configuration saved", status_code=201)
+
+
+@router.get(
+    "/proxy/failover/config/{proxyId}",
+    response_model=Envelope[ConfigPublic],
+    tags=["configuration"],
+    summary="A proxy's failover configuration",
+)
+async def get_config(
+    proxy_id: ProxyIdPath, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    await ownership.check_proxy(caller, proxy_id)
+    config = await service.get_failover_configuration(proxy_id)
+    if config is None:
+        raise _missing_proxy(proxy_id)
+    return ok(ConfigPublic.model_validate(config), "Failover configuration retrieved")
+
+
+@router.post(
+    "/proxy/failover/evaluate",
+    response_model=Envelope[EvaluationPublic],
+    tags=["failover"],
+    summary="Should this proxy fail over now? (no side effects)",
+)
+async def evaluate(
+    body: EvaluateRequest, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    await ownership.check_proxy(caller, body.proxy_id)
+    evaluation = await service.evaluate_failover(body.proxy_id, caller.user_id)
+    return ok(EvaluationPublic.model_validate(evaluation), "Failover evaluated")
+
+
+@router.post(
+    "/proxy/failover/execute",
+    response_model=Envelope[EventPublic],
+    responses={**ADMIN_ERRORS, **CONFLICT_ERRORS},
+    tags=["failover"],
+    summary="Switch the active instance (admin; compare-and-swap on sourceInstanceId)",
+)
+async def execute(body: ExecuteRequest, caller: AdminDep, service: ServiceDep) -> Response:
+    event = await service.execute_failover(
+        body.proxy_id,
+        caller.user_id,
+        body.source_instance_id,
+        body.target_instance_id,
+        body.reason,
+    )
+    return ok(EventPublic.model_validate(event), "Failover executed")
+
+
+@router.put(
+    "/proxy/failover/events/{eventId}/complete",
+    response_model=Envelope[EventPublic],
+    responses={**ADMIN_ERRORS, **CONFLICT_ERRORS},
+    tags=["failover"],
+    summary="Close a failover event as completed or failed (admin; once)",
+)
+async def complete(
+    event_id: EventIdPath, body: CompleteRequest, caller: AdminDep, service: ServiceDep
+) -> Response:
+    event = await service.complete_failover_event(
+        event_id, body.status, body.error_message, body.duration_ms
+    )
+    return ok(EventPublic.model_validate(event), "Failover event completed")
+
+
+@router.get(
+    "/proxy/{proxyId}/redundancy",
+    response_model=Envelope[RedundancyPublic],
+    tags=["redundancy"],
+    summary="A proxy's redundancy status and fencing epoch",
+)
+async def get_redundancy(
+    proxy_id: ProxyIdPath, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    await ownership.check_proxy(caller, proxy_id)
+    status = await service.get_redundancy_status(proxy_id)
+    if status is None:
+        raise _missing_proxy(proxy_id)
+    return ok(RedundancyPublic.model_validate(status), "Redundancy status retrieved")
+
+
+@router.put(
+    "/proxy/{proxyId}/redundancy",
+    response_model=Envelope[RedundancyPublic],
+    responses=ADMIN_ERRORS,
+    tags=["redundancy"],
+    summary="Override the redundancy status until the next recompute (admin)",
+)
+async def put_redundancy(
+    proxy_id: ProxyIdPath, body: RedundancyRequest, caller: AdminDep, service: ServiceDep
+) -> Response:
+    status = await service.update_redundancy_status(proxy_id, caller.user_id, body.to_service())
+    return ok(RedundancyPublic.model_validate(status), "Redundancy status updated")
+
+
+@router.get(
+    "/proxy/{proxyId}/failover/events",
+    response_model=ListEnvelope[EventPublic],
+    tags=["failover"],
+    summary="A proxy's failover events, newest first",
+)
+async def list_events(
+    proxy_id: ProxyIdPath,
+    caller: CallerDep,
+    service: ServiceDep,
+    ownership: OwnershipDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    status: Annotated[
+        str, Query(pattern="^(|pending|in_progress|completed|failed)$", description="'' = any")
+    ] = "",
+    event_type: Annotated[
+        str,
+        Query(alias="type", pattern="^(|failover|failback|switchover|recovery)$"),
+    ] = "",
+    before: Annotated[
+        str, Query(max_length=64, description="ISO 8601 time; events started before it")
+    ] = "",
+) -> Response:
+    await ownership.check_proxy(caller, proxy_id)
+    if caller.is_admin and await ownership.owner_of(proxy_id) is None:
+        raise _missing_proxy(proxy_id)
+    events = await service.get_failover_events(
+        proxy_id,
+        limit,
+        status=EventStatus(status) if status else None,
+        event_type=EventType(event_type) if event_type else None,
+        before=_parse_time(before) if before else None,
+    )
+    return ok_list(EventPublic.model_validate(event) for event in events)
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise InvalidInput(
+            "query parameter 'before' must be an ISO 8601 time", details={"before": text}
+        ) from error
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get(
+    "/proxy/{proxyId}/route",
+    response_model=Envelope[RoutePublic],
+    responses=CONFLICT_ERRORS,
+    tags=["redundancy"],
+    summary="The instance a client should use now (active, or load-balanced)",
+)
+async def get_route(
+    proxy_id: ProxyIdPath, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    await ownership.check_proxy(caller, proxy_id)
+    route = await service.get_route(proxy_id)
+    return ok(RoutePublic.model_validate(route), "Route resolved")
+
+
+@router.get(
+    "/proxy/{proxyId}/explain",
+    response_model=Envelope[ExplanationPublic],
+    tags=["redundancy"],
+    summary="Why the active instance is active and why each other one is or is not eligible",
+)
+async def explain(
+    proxy_id: ProxyIdPath, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    await ownership.check_proxy(caller, proxy_id)
+    explanation = await service.explain(proxy_id)
+    return ok(ExplanationPublic.model_validate(explanation), "Explanation")
+
+
+@router.get(
+    "/proxies",
+    response_model=ListEnvelope[ProxySummaryPublic],
+    tags=["redundancy"],
+    summary="The caller's proxies (every proxy for an admin) with their redundancy",
+)
+async def list_proxies(caller: CallerDep, service: ServiceDep) -> Response:
+    proxies = await service.list_proxies(None if caller.is_admin else caller.user_id)
+    return ok_list(ProxySummaryPublic.model_validate(proxy) for proxy in proxies)

@@ -1,0 +1,158 @@
+"""The ``proxy-failover`` command: ``serve``, ``token``, ``migrate``, ``version``.
+
+Settings come from ``PFO_*`` variables; invalid ones stop the command with the validator's message
+(exit code 2) rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr, ValidationError
+
+from proxy_failover import __version__
+from proxy_failover.config import Settings
+
+app = typer.Typer(
+    name="proxy-failover",
+    help="Failover and redundancy control plane for streaming proxies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Lifetime of the admin token printed in development mode.
+DEV_TOKEN_TTL_SECONDS = 12 * 3600
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "settings"
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            typer.echo(f"error: invalid configuration ({field}): {message}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: PFO_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: PFO_PORT]")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+) -> None:
+    """Serve the REST API (and whatever background parts the runtime has) with uvicorn."""
+    import uvicorn
+
+    from proxy_failover.entrypoints.api import create_app
+    from proxy_failover.entrypoints.api.auth import mint_token, random_secret
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = _settings(**overrides)
+    if not settings.has_jwt_key:
+        secret = random_secret()
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+        token = mint_token(
+            secret,
+            "dev-admin",
+            admin=True,
+            ttl_seconds=DEV_TOKEN_TTL_SECONDS,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        typer.echo(
+            "WARNING: PFO_JWT_SECRET is not set: development mode with a random secret for this "
+            "run (tokens stop working on restart). Admin token, valid 12 h:",
+            err=True,
+        )
+        typer.echo(token, err=True)
+        typer.echo(
+            f"  curl -H 'Authorization: Bearer {token}' "
+            f"http://{settings.host}:{settings.port}/proxies",
+            err=True,
+        )
+    try:
+        application = create_app(settings)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option("--sub", help="User id (the token's sub claim)")],
+    admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role")] = False,
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Print an HS256 token signed with PFO_JWT_SECRET."""
+    from proxy_failover.entrypoints.api.auth import mint_token
+
+    settings = _settings()
+    if settings.jwt_secret is None:
+        typer.echo("error: PFO_JWT_SECRET is not set (tokens are signed with it)", err=True)
+        raise typer.Exit(code=2)
+    if not sub.strip():
+        typer.echo("error: --sub must not be empty", err=True)
+        raise typer.Exit(code=2)
+    typer.echo(
+        mint_token(
+            settings.jwt_secret.get_secret_value(),
+            sub,
+            admin=admin,
+            ttl_seconds=ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database at PFO_DATABASE_URL to the latest schema."""
+    from proxy_failover.core.errors import FailoverError
+    from proxy_failover.store.database import migrate as run_migrations
+
+    settings = _settings()
+    try:
+        asyncio.run(run_migrations(settings.database_url))
+    except FailoverError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"database at {_redacted(settings.database_url)} is up to date")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # only for display
+        return url
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
