@@ -334,6 +334,16 @@ def test_check_execute_reports_an_open_event_last() -> None:
     assert_raises_code(Conflict, ErrorCode.SOURCE_NOT_ACTIVE, snap, "c", "b")
 
 
+def test_check_execute_target_of_another_proxy_is_not_eligible() -> None:
+    snap = snapshot(*a_b_c(), active="a")
+    with pytest.raises(Conflict) as caught:
+        check_execute(snap, "a", "elsewhere", target_proxy_id="other-proxy")
+    assert caught.value.code is ErrorCode.TARGET_NOT_ELIGIBLE
+    assert caught.value.details["reason"] == "other proxy"
+    # a target that is in this proxy is judged on its own merits whatever the hint says
+    assert check_execute(snap, "a", "b", target_proxy_id="other-proxy") is EventType.SWITCHOVER
+
+
 def test_check_execute_ineligible_target_wins_over_wrong_source() -> None:
     assert_raises_code(
         Conflict, ErrorCode.TARGET_NOT_ELIGIBLE, snapshot(*a_b_c(health=U), active="a"), "c", "b"

@@ -135,15 +135,30 @@ def evaluate(snapshot: ProxySnapshot, now: datetime) -> Evaluation:
     return answer(code, problem, target)
 
 
-def check_execute(snapshot: ProxySnapshot, source_id: str | None, target_id: str) -> EventType:
+def check_execute(
+    snapshot: ProxySnapshot,
+    source_id: str | None,
+    target_id: str,
+    *,
+    target_proxy_id: str | None = None,
+) -> EventType:
     """Validate a manual execute (compare-and-swap) in SPEC's order 004, 011, 010, 009.
 
     Returns the event type it records: ``failover`` for an activation or an unhealthy/not-enabled
     source, ``switchover`` for a healthy enabled source. A source whose health is ``unknown`` also
     yields ``failover``: moving away from an instance nobody can vouch for is not a planned
     switchover. ``source_id`` must equal the current active instance (None when there is none).
+
+    A target missing from the snapshot is 004, unless the caller found it in another proxy and
+    passes that proxy's id as ``target_proxy_id``: then it is 011 (SPEC §7, "other proxy").
     """
     target = next((i for i in snapshot.instances if i.id == target_id), None)
+    if target is None and target_proxy_id is not None:
+        raise Conflict(
+            f"Target instance {target_id} belongs to another proxy",
+            ErrorCode.TARGET_NOT_ELIGIBLE,
+            {"field": "targetInstanceId", "instanceId": target_id, "reason": "other proxy"},
+        )
     if target is None:
         raise NotFound(
             f"Target instance {target_id} not found for proxy {snapshot.config.proxy_id}",
