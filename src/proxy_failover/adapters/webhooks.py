@@ -1,0 +1,225 @@
+"""The webhook delivery worker: posts due outbox deliveries, signed, and records every attempt.
+
+Everything it knows lives in the database (``store.outbox``): a worker killed at any moment loses
+nothing; a delivery in flight keeps its lease until it expires and is then retried (at-least-once;
+receivers de-duplicate by ``X-PFO-Delivery``). Several workers, in one process or several replicas,
+share the queue safely: claims are leased, and a subscription has at most one delivery in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+
+from proxy_failover.core import webhooks
+from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
+from proxy_failover.store.outbox import Outbox
+
+log = logging.getLogger("proxy_failover.webhooks")
+
+USER_AGENT = "proxy-failover-webhooks/1"
+_MAX_ERROR_CHARS = 500
+
+#: Called after every attempt with the proxy id, the delivery's new status and the latency (s).
+AttemptObserver = Callable[[str, DeliveryStatus, float], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    name = type(error).__name__
+    return (f"{name}: {text}" if text else name)[:_MAX_ERROR_CHARS]
+
+
+class DeliveryWorker:
+    """Claims due deliveries, posts them and reschedules failures on the SPEC §8 schedule.
+
+    ``time_scale`` shrinks the retry schedule (tests use 0.001); ``clock`` is injectable. The
+    lease outlives the request timeout, so a live worker never loses a delivery it is posting.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        time_scale: float = 1.0,
+        timeout_seconds: float = 10.0,
+        poll_interval_seconds: float = 1.0,
+        batch_size: int = 20,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_attempt: AttemptObserver | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self.time_scale = time_scale
+        self.timeout_seconds = timeout_seconds
+        self.lease_seconds = timeout_seconds + 5.0
+        self.poll_interval_seconds = poll_interval_seconds
+        self.batch_size = batch_size
+        self.on_attempt = on_attempt
+        self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing_since: dict[str, str] = {}  # subscription id -> last error (log once)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout_seconds,
+                follow_redirects=False,
+                transport=self._transport,
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._client
+
+    def start(self) -> None:
+        """Run ``run()`` in the background until ``stop()``."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="pfo-webhook-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def wake(self) -> None:
+        """New deliveries may be due: look now rather than at the next poll."""
+        self._wakeup.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until cancelled; a database or network problem only delays the next round."""
+        while True:
+            try:
+                attempted = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook delivery round failed; retrying after the poll interval")
+                attempted = 0
+            if attempted:
+                continue  # more may be due right away (the next delivery of a subscription)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        timeout = self.poll_interval_seconds
+        with contextlib.suppress(Exception):
+            now = self.clock()
+            due = await self.outbox.next_due_at(now)
+            if due is not None:
+                timeout = max(0.0, min(timeout, (due - now).total_seconds()))
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def run_once(self) -> int:
+        """Claim one batch of due deliveries and attempt each; returns how many were attempted.
+
+        The batch holds at most one delivery per subscription, so posting them concurrently keeps
+        each subscription's order.
+        """
+        claimed = await self.outbox.claim_due(
+            self.owner, self.clock(), self.lease_seconds, self.batch_size
+        )
+        if not claimed:
+            return 0
+        try:
+            await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        except BaseException:
+            # Cancelled mid-batch: hand back what was not recorded so nobody waits for the lease.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.outbox.release([d.id for d in claimed], self.owner))
+            raise
+        return len(claimed)
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> DeliveryStatus:
+        body = delivery.body.encode("utf-8")
+        attempted_at = self.clock()
+        timestamp = int(attempted_at.timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            "X-PFO-Event": delivery.event_type,
+            "X-PFO-Delivery": delivery.id,
+            "X-PFO-Timestamp": str(timestamp),
+            "X-PFO-Signature": webhooks.sign(delivery.secret, timestamp, body),
+        }
+        status_code: int | None = None
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            response = await self._http().post(delivery.url, content=body, headers=headers)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except httpx.HTTPError as exc:
+            error = _describe(exc)
+        latency = time.perf_counter() - started
+        success = error is None
+        finished_at = self.clock()
+        next_at = (
+            None
+            if success
+            else webhooks.next_attempt_at(
+                delivery.first_attempt_at or attempted_at,
+                delivery.attempts + 1,
+                finished_at,
+                self.time_scale,
+            )
+        )
+        status = await self.outbox.record_attempt(
+            delivery,
+            self.owner,
+            attempted_at,
+            success=success,
+            status_code=status_code,
+            error=error,
+            latency_ms=latency * 1000.0,
+            next_attempt_at=next_at,
+        )
+        self._log_transition(delivery, status, error)
+        if self.on_attempt is not None:
+            self.on_attempt(delivery.proxy_id, status, latency)
+        return status
+
+    def _log_transition(
+        self, delivery: ClaimedDelivery, status: DeliveryStatus, error: str | None
+    ) -> None:
+        """Log when a subscription starts or stops failing, and every dead delivery."""
+        sub = delivery.subscription_id
+        if status is DeliveryStatus.DEAD:
+            log.error(
+                "webhook delivery %s to %s is dead after %d attempts: %s",
+                delivery.id,
+                delivery.url,
+                delivery.attempts + 1,
+                error,
+            )
+        if error is not None and sub not in self._failing_since:
+            self._failing_since[sub] = error
+            log.warning("webhook deliveries to %s are failing: %s", delivery.url, error)
+        elif error is None and sub in self._failing_since:
+            del self._failing_since[sub]
+            log.info("webhook deliveries to %s succeed again", delivery.url)

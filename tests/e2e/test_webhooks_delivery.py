@@ -1,0 +1,311 @@
+"""The outbox and delivery worker with real parts: SQLite/PostgreSQL, a real HTTP receiver.
+
+Notifications go in through the store's write unit of work (as the service's do), so these tests
+cover the writer running inside the change's transaction as well as the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from proxy_failover.adapters.webhooks import DeliveryWorker
+from proxy_failover.core.model import Notification
+from proxy_failover.core.webhooks import DeliveryStatus
+from proxy_failover.store.outbox import Outbox
+from proxy_failover.store.repository import Store
+from tests.helpers.processes import wait_for
+from tests.helpers.webhook_receiver import WebhookReceiver, free_port
+
+SECRET = "a-webhook-secret-of-some-length"
+PROXY = "edge-1"
+
+
+async def _postgres_url() -> AsyncIterator[str]:
+    """A fresh database for this test, dropped afterwards."""
+    admin = create_async_engine(
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+        isolation_level="AUTOCOMMIT",
+        connect_args={"timeout": 3},
+    )
+    name = f"pfo_wh_{uuid.uuid4().hex[:12]}"
+    try:
+        try:
+            async with admin.connect() as conn:
+                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except (OSError, sa.exc.DBAPIError) as exc:
+            if os.environ.get("PFO_REQUIRE_POSTGRES") == "1":
+                pytest.fail(f"PostgreSQL required but unreachable: {exc}")
+            pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        urls: AsyncIterator[str] | None = None
+        url = f"sqlite+aiosqlite:///{tmp_path}/wh.db"
+    else:
+        urls = _postgres_url()
+        url = await anext(urls)
+    store = Store(url)
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+        if urls is not None:
+            with pytest.raises(StopAsyncIteration):
+                await anext(urls)
+
+
+@pytest.fixture
+def outbox(store: Store) -> Outbox:
+    box = Outbox(store.engine)
+    store.notification_writers.append(box.write_notifications)
+    return box
+
+
+def _note(kind: str, epoch: int, **data: object) -> Notification:
+    return Notification(kind, PROXY, epoch, datetime.now(UTC), dict(data))
+
+
+async def _emit(store: Store, *notes: Notification) -> None:
+    """Commit notifications the way a use case does: through a write unit of work."""
+    async with store.write() as unit:
+        unit.notify(*notes)
+
+
+async def _worker_running(worker: DeliveryWorker) -> AsyncIterator[DeliveryWorker]:
+    worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+async def test_receiver_down_then_up_gets_every_delivery_signed_in_order(
+    store: Store, outbox: Outbox
+) -> None:
+    receiver = WebhookReceiver(SECRET)  # port reserved, not listening yet
+    sub = await outbox.create_subscription(
+        PROXY, "alice", receiver.url, SECRET, None, datetime.now(UTC)
+    )
+    await _emit(store, _note("instance.unhealthy", 1, instanceId="a"))
+    await _emit(store, _note("failover.completed", 2, targetInstanceId="b"))
+    worker = DeliveryWorker(outbox, time_scale=0.001, poll_interval_seconds=0.05)
+    async for _ in _worker_running(worker):
+
+        async def failed_twice() -> bool:
+            return (await outbox.list_deliveries(PROXY))[-1].attempts >= 2
+
+        await wait_for(failed_twice, within=10)
+        await receiver.start()
+        try:
+            await wait_for(lambda: _count(receiver, 2), within=15)
+        finally:
+            await receiver.stop()
+
+    assert all(r.signature_ok for r in receiver.received)
+    assert [r.payload["type"] for r in receiver.accepted] == [
+        "instance.unhealthy",
+        "failover.completed",
+    ]
+    assert [r.payload["epoch"] for r in receiver.accepted] == [1, 2]
+    first = receiver.accepted[0]
+    assert first.headers["x-pfo-event"] == "instance.unhealthy"
+    assert set(first.payload) == {"id", "type", "proxyId", "occurredAt", "epoch", "data"}
+    deliveries = await outbox.list_deliveries(PROXY)
+    assert {d.status for d in deliveries} == {DeliveryStatus.DELIVERED}
+    assert {d.subscription_id for d in deliveries} == {sub.id}
+    oldest = deliveries[-1]
+    assert oldest.attempts == len(oldest.attempt_log) >= 3
+    assert all(not a.success and a.status_code is None for a in oldest.attempt_log[:-1])
+    assert "ConnectError" in (oldest.attempt_log[0].error or "")
+    assert oldest.attempt_log[-1].success
+    assert oldest.attempt_log[-1].status_code == 200
+
+
+async def _count(receiver: WebhookReceiver, n: int) -> bool:
+    return len(receiver.accepted) >= n
+
+
+async def test_next_delivery_waits_until_the_previous_one_succeeded(
+    store: Store, outbox: Outbox
+) -> None:
+    receiver = await WebhookReceiver(SECRET, fail_first=2).start()
+    try:
+        await outbox.create_subscription(
+            PROXY, "alice", receiver.url, SECRET, ["failover.completed"], datetime.now(UTC)
+        )
+        await _emit(
+            store,
+            _note("failover.completed", 1),
+            _note("instance.healthy", 1),  # not subscribed: never queued
+            _note("failover.completed", 2),
+            _note("failover.completed", 3),
+        )
+        worker = DeliveryWorker(outbox, time_scale=0.001, poll_interval_seconds=0.05)
+        async for _ in _worker_running(worker):
+            await wait_for(lambda: _count(receiver, 3), within=10)
+    finally:
+        await receiver.stop()
+    # Epoch 1 was refused twice and retried before epoch 2 was ever sent.
+    assert [r.payload["epoch"] for r in receiver.received] == [1, 1, 1, 2, 3]
+    assert len({r.delivery_id for r in receiver.accepted}) == 3
+    assert len(await outbox.list_deliveries(PROXY)) == 3
+
+
+async def test_two_workers_share_the_queue_without_duplicates_or_reordering(
+    store: Store, outbox: Outbox
+) -> None:
+    receivers = [await WebhookReceiver(SECRET).start() for _ in range(3)]
+    try:
+        for receiver in receivers:
+            await outbox.create_subscription(
+                PROXY, "alice", receiver.url, SECRET, None, datetime.now(UTC)
+            )
+        for epoch in range(1, 11):
+            await _emit(store, _note("failover.completed", epoch))
+        workers = [
+            DeliveryWorker(Outbox(store.engine), batch_size=2, poll_interval_seconds=0.02)
+            for _ in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+
+            async def all_delivered() -> bool:
+                return all(len(r.accepted) >= 10 for r in receivers)
+
+            await wait_for(all_delivered, within=20)
+        finally:
+            for worker in workers:
+                await worker.stop()
+    finally:
+        for receiver in receivers:
+            await receiver.stop()
+    for receiver in receivers:
+        assert [r.payload["epoch"] for r in receiver.received] == list(range(1, 11))
+        assert all(r.signature_ok for r in receiver.received)
+
+
+class FakeClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_delivery_is_dead_after_24h_of_hourly_retries_and_redeliver_revives_it(
+    store: Store, outbox: Outbox
+) -> None:
+    closed_port = free_port()
+    url = f"http://127.0.0.1:{closed_port}/hook"
+    await outbox.create_subscription(PROXY, "alice", url, SECRET, None, datetime.now(UTC))
+    await _emit(store, _note("redundancy.degraded", 4))
+    t0 = datetime.now(UTC)
+    clock = FakeClock(t0)
+    worker = DeliveryWorker(outbox, clock=clock)
+    attempts = 0
+    while True:
+        assert await worker.run_once() == 1
+        attempts += 1
+        (delivery,) = await outbox.list_deliveries(PROXY)
+        if delivery.status is not DeliveryStatus.PENDING:
+            break
+        assert delivery.next_attempt_at is not None
+        clock.now = delivery.next_attempt_at - timedelta(milliseconds=1)
+        assert await worker.run_once() == 0  # not due yet
+        clock.now = delivery.next_attempt_at
+    assert delivery.status is DeliveryStatus.DEAD
+    assert attempts == delivery.attempts == len(delivery.attempt_log) == 28
+    offsets = [(a.attempted_at - t0).total_seconds() for a in delivery.attempt_log]
+    assert offsets[:6] == pytest.approx([0, 1, 6, 36, 336, 3936], abs=0.01)
+    assert offsets[-1] <= 24 * 3600
+    assert await worker.run_once() == 0  # dead deliveries are never claimed
+
+    clock.now = datetime.now(UTC)  # receivers refuse stale timestamps: sign with real time
+    revived = await outbox.redeliver(PROXY, delivery.id, clock.now)
+    assert revived is not None
+    assert revived.status is DeliveryStatus.PENDING
+    assert revived.id == delivery.id
+    assert await outbox.redeliver("other-proxy", delivery.id, clock.now) is None
+    receiver = await WebhookReceiver(SECRET, port=closed_port).start()
+    try:
+        assert await worker.run_once() == 1
+    finally:
+        await receiver.stop()
+        await worker.stop()
+    (done,) = await outbox.list_deliveries(PROXY)
+    assert done.status is DeliveryStatus.DELIVERED
+    assert done.attempts == 29
+    assert receiver.accepted[0].delivery_id == delivery.id
+
+
+async def test_removed_subscription_cancels_pending_deliveries_and_gets_no_new_ones(
+    store: Store, outbox: Outbox
+) -> None:
+    now = datetime.now(UTC)
+    sub = await outbox.create_subscription(
+        PROXY, "alice", "http://127.0.0.1:9/x", SECRET, None, now
+    )
+    await _emit(store, _note("failover.started", 1))
+    assert await outbox.delete_subscription(PROXY, sub.id, now)
+    assert not await outbox.delete_subscription(PROXY, sub.id, now)
+    await _emit(store, _note("failover.completed", 1))
+    (delivery,) = await outbox.list_deliveries(PROXY)
+    assert delivery.status is DeliveryStatus.CANCELLED
+    assert await outbox.list_subscriptions(PROXY) == []
+    assert await outbox.redeliver(PROXY, delivery.id, now) is None
+    worker = DeliveryWorker(outbox)
+    assert await worker.run_once() == 0
+
+
+async def test_a_failing_writer_transaction_leaves_no_delivery(
+    store: Store, outbox: Outbox
+) -> None:
+    now = datetime.now(UTC)
+    await outbox.create_subscription(PROXY, "alice", "http://127.0.0.1:9/x", SECRET, None, now)
+
+    class Boom(Exception):
+        pass
+
+    async def change_that_fails() -> None:
+        async with store.write() as unit:
+            unit.notify(_note("failover.completed", 1))
+            raise Boom
+
+    with pytest.raises(Boom):
+        await change_that_fails()
+    assert await outbox.list_deliveries(PROXY) == []
+    assert await outbox.backlog() == {}
+    await _emit(store, _note("failover.completed", 2))
+    assert await outbox.backlog() == {PROXY: 1}
+
+
+async def test_system_notifications_are_audited_and_api_ones_are_not(
+    store: Store, outbox: Outbox
+) -> None:
+    from proxy_failover.store.outbox import current_actor
+
+    await _emit(store, _note("failover.completed", 3, eventId="ev-1", triggeredBy="system"))
+    token = current_actor.set("alice")
+    try:
+        await _emit(store, _note("instance.unhealthy", 3, instanceId="i-1"))
+    finally:
+        current_actor.reset(token)
+    (entry,) = await outbox.list_audit(PROXY)
+    assert (entry.actor, entry.action, entry.target) == ("system", "failover.completed", "ev-1")
+    assert entry.details["epoch"] == 3
