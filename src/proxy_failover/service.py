@@ -841,8 +841,8 @@ class ProxyFailoverService:
     ) -> Instance:
         """PATCH priority, weight, endpoint, recoveryUrl, adminState, metadata.
 
-        Entering maintenance resets health to ``unknown`` (it is no longer probed); the engine
-        moves the active role away from a drained or maintained instance.
+        Entering maintenance resets health to ``unknown`` (``core.validation``: it is no longer
+        probed); the engine moves the active role away from a drained or maintained instance.
         """
         if not isinstance(changes, Mapping):
             raise InvalidInput("changes must be an object", details={"field": "body"})
@@ -861,13 +861,6 @@ class ProxyFailoverService:
                 is_active=before.is_active,
                 updated_at=now,
             )
-            if (
-                after.admin_state is AdminState.MAINTENANCE
-                and before.admin_state is not AdminState.MAINTENANCE
-            ):
-                after = self._with_health(
-                    after, core_health.report(after.health, HealthStatus.UNKNOWN), now
-                )
             await unit.save_instance(after)
             await self._recompute(unit, locked, now)
         self.logger.info(

@@ -1,0 +1,95 @@
+"""Migrations and table metadata agree, on SQLite and PostgreSQL; URLs map to async drivers."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import proxy_failover.store
+from proxy_failover.core.errors import ErrorCode, FailoverError, StorageUnavailable
+from proxy_failover.store import DEFAULT_DATABASE_URL, Store, migrate, normalize_url
+from proxy_failover.store.tables import metadata
+
+
+def _load_every_table_module() -> None:
+    """Tables defined by any store module (e.g. the outbox) belong to the same metadata."""
+    for module in pkgutil.iter_modules(proxy_failover.store.__path__):
+        if module.name != "migrations":
+            importlib.import_module(f"proxy_failover.store.{module.name}")
+
+
+async def test_migrations_match_table_metadata(database_url: str) -> None:
+    _load_every_table_module()
+    store = Store(database_url)
+    try:
+
+        def diff(connection: sa.Connection) -> list[Any]:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+
+        async with store.engine.connect() as conn:
+            differences = await conn.run_sync(diff)
+    finally:
+        await store.close()
+    assert differences == []
+
+
+async def test_migrate_is_idempotent_and_reaches_head(database_url: str) -> None:
+    await migrate(database_url)
+    await migrate(database_url)
+    store = Store(database_url)
+    try:
+        async with store.engine.connect() as conn:
+            revision = (
+                await conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+            ).scalar_one()
+            tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+    finally:
+        await store.close()
+    assert revision >= "0001_initial"
+    assert {
+        "proxy_failover_configurations",
+        "proxy_instances",
+        "proxy_failover_events",
+        "proxy_redundancy_status",
+        "proxy_instance_metrics",
+    } <= tables
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u@h:5432/db", "postgresql+asyncpg://u@h:5432/db"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///./x.db", "sqlite+aiosqlite:///./x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        (None, DEFAULT_DATABASE_URL),
+    ],
+)
+def test_urls_map_to_the_async_drivers(given: str | None, expected: str) -> None:
+    assert normalize_url(given).render_as_string(hide_password=False) == expected
+
+
+def test_unsupported_url_is_refused() -> None:
+    with pytest.raises(FailoverError) as caught:
+        normalize_url("mysql://u@h/db")
+    assert caught.value.code is ErrorCode.INVALID_INPUT
+
+
+async def test_unreachable_postgres_is_storage_unavailable() -> None:
+    with pytest.raises(StorageUnavailable) as caught:
+        await migrate("postgresql://postgres@127.0.0.1:1/nothing")
+    assert caught.value.code is ErrorCode.STORAGE_UNAVAILABLE
+    assert caught.value.status_code == 503
+
+
+async def test_unopenable_sqlite_file_is_storage_unavailable(tmp_path: Any) -> None:
+    with pytest.raises(StorageUnavailable):
+        await migrate(f"sqlite:///{tmp_path}/missing-dir/x.db")
