@@ -125,6 +125,7 @@ class _Probed:
     failures: int
     successes: int
     due: float
+    first_scheduled: float = 0.0
     in_flight: bool = False
     generation: int = 0  # bumps on reschedule; stale heap entries are skipped
 
@@ -373,7 +374,7 @@ class Engine:
             period = min(MAX_EVALUATION_PERIOD, snapshot.config.health_check_interval_seconds)
             self._schedule_evaluation(proxy_id, t + period)
             self._sync_probes(snapshot, t)
-            decision = decide(snapshot, now)
+            decision = self._hold_activation(decide(snapshot, now), snapshot, t)
             event: FailoverEvent | None = None
             if decision.action is not DecisionAction.NONE:
                 token = _engine_writing.set(True)
@@ -397,6 +398,33 @@ class Engine:
             log.info("engine: %s: evaluation works again", proxy_id)
             state.last_error = None
         return outcomes
+
+    def _hold_activation(self, decision: Decision, snapshot: ProxySnapshot, t: float) -> Decision:
+        """Hold an activation while an instance this engine just started probing awaits its first
+        result (at most one interval + timeout), so the best instance wins, not the first to answer.
+
+        ``decide`` counts the interval from registration, which after an engine (re)start may be
+        long past for instances never probed.
+        """
+        if decision.action is not DecisionAction.ACTIVATE:
+            return decision
+        config = snapshot.config
+        patience = config.health_check_interval_seconds + config.health_check_timeout_seconds
+        waiting = [
+            i.instance_name
+            for i in snapshot.instances
+            if i.last_health_check is None
+            and i.admin_state is AdminState.ENABLED
+            and (probed := self._probed.get(i.id)) is not None
+            and t - probed.first_scheduled < patience
+        ]
+        if not waiting:
+            return decision
+        return Decision(
+            DecisionAction.NONE,
+            decision.reason_code,
+            f"no active instance: waiting for the first probe of {', '.join(waiting)}",
+        )
 
     def _error(self, proxy_id: str, state: _ProxyState, exc: Exception, t: float) -> Outcome:
         """Log a proxy's problem once when it appears or changes; retry at the next period."""
@@ -448,6 +476,7 @@ class Engine:
                     instance.consecutive_failures,
                     instance.consecutive_successes,
                     due,
+                    first_scheduled=t,
                 )
                 self._probed[instance.id] = probed
                 self._push(probed)
@@ -654,7 +683,9 @@ class Engine:
         status = EventStatus.COMPLETED if completed else EventStatus.FAILED
         try:
             event = await self._service.close_recovery_event(recovery.event_id, status, message)
-        except FailoverError as exc:  # already closed elsewhere (013) or gone (012)
+        except FailoverError as exc:
+            if completed:  # the service closes it itself in the commit that made it healthy
+                return Outcome(proxy_id, note="recovery completed")
             return Outcome(proxy_id, note=f"recovery event {recovery.event_id}: {exc}")
         log.warning("engine: %s: recovery of %s %s", proxy_id, instance_id, status)
         return Outcome(proxy_id, event=event, note=f"recovery {status}")

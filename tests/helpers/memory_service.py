@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from proxy_failover.core import health
-from proxy_failover.core.errors import NotFound
+from proxy_failover.core.errors import Conflict, ErrorCode, NotFound
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
     SWITCHING_EVENT_TYPES,
@@ -142,8 +142,21 @@ class MemoryService:
             status_changed_at=now if moved else instance.status_changed_at,
         )
         self.instances[instance_id] = instance
+        if moved and state.status is HealthStatus.HEALTHY:
+            self._close_open_recovery(instance_id)  # as the real service does, same commit
         self._changed(instance.proxy_id)
         return instance
+
+    def _close_open_recovery(self, instance_id: str) -> None:
+        for n, event in enumerate(self.events):
+            if (
+                event.event_type is EventType.RECOVERY
+                and event.status.is_open
+                and event.target_instance_id == instance_id
+            ):
+                self.events[n] = replace(
+                    event, status=EventStatus.COMPLETED, completed_at=self.clock()
+                )
 
     async def apply_decision(
         self, proxy_id: str, decision: Decision, detected_at: datetime
@@ -236,6 +249,8 @@ class MemoryService:
     ) -> FailoverEvent:
         for n, event in enumerate(self.events):
             if event.id == event_id:
+                if not event.status.is_open:
+                    raise Conflict("event already closed", code=ErrorCode.EVENT_ALREADY_CLOSED)
                 self.events[n] = replace(
                     event, status=status, error_message=error_message, completed_at=self.clock()
                 )
