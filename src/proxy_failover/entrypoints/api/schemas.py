@@ -66,11 +66,10 @@ def optional(**constraints: Any) -> Any:
 
 
 class RequestModel(BaseModel):
-    """camelCase in, unknown fields refused, no silent coercion of strings into numbers."""
+    """camelCase only, unknown fields refused, no silent coercion of strings into numbers."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
-        populate_by_name=True,
         extra="forbid",
         strict=True,
         allow_inf_nan=False,
