@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from proxy_failover.adapters.metrics import Metrics
+from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
+from proxy_failover.core.model import Notification
 from proxy_failover.service import (
     DEFAULT_CACHE_TTL_SECONDS,
     ChangeListener,
@@ -20,6 +23,7 @@ from proxy_failover.service import (
     ProxyFailoverService,
 )
 from proxy_failover.store import NotificationWriter, Store
+from proxy_failover.store.outbox import Outbox
 
 if TYPE_CHECKING:
     from proxy_failover.config import Settings
@@ -97,12 +101,47 @@ async def build(settings: Settings) -> Runtime:
     except BaseException:
         await stack.aclose()
         raise
+    notifier = build_notifier(settings, service)
+    stack.push_async_callback(notifier.stop)
     return Runtime(
         settings=settings,
         service=service,
         store=service.store,
+        notifier=notifier,
         _stack=stack,
     )
+
+
+def chain_listeners(*listeners: ChangeListener | None) -> ChangeListener | None:
+    """One change listener calling each given one in turn (the service takes a single one)."""
+    present = [listener for listener in listeners if listener is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def fan_out(proxy_id: str, notifications: Sequence[Notification]) -> None:
+        for listener in present:
+            listener(proxy_id, notifications)
+
+    return fan_out
+
+
+def build_notifier(settings: Settings, service: ProxyFailoverService) -> Notifier:
+    """Webhook outbox (written in every change's transaction), delivery worker, metrics, streams.
+
+    The worker is started by whoever runs the process (the API lifespan), not here.
+    """
+    outbox = Outbox(service.store.engine)
+    metrics = Metrics()
+    worker = DeliveryWorker(
+        outbox,
+        time_scale=settings.webhook_time_scale,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        on_attempt=metrics.observe_delivery,
+    )
+    notifier = Notifier(outbox, worker, metrics)
+    service.store.notification_writers.append(outbox.write_notifications)
+    service.on_change = chain_listeners(service.on_change, notifier.on_change)
+    return notifier
 
 
 @contextlib.asynccontextmanager

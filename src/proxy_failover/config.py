@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: LogLevel = "info"
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Timeout of one webhook POST"
+    )
+    webhook_time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Shrinks the webhook retry schedule (tests); 1 = the SPEC's 1 s ... 24 h",
+    )
 
     @classmethod
     def settings_customise_sources(

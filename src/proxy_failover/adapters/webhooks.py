@@ -15,12 +15,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import httpx
 
+from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.core import webhooks
+from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
 from proxy_failover.store.outbox import Outbox
 
@@ -223,3 +225,46 @@ class DeliveryWorker:
         elif error is None and sub in self._failing_since:
             del self._failing_since[sub]
             log.info("webhook deliveries to %s succeed again", delivery.url)
+
+
+class Notifier:
+    """The notification side of a running process: outbox, delivery worker, metrics, live feeds.
+
+    ``on_change`` is the service's after-commit listener: it counts what happened, wakes the
+    delivery worker, and wakes the live streams of that proxy (which then read the durable event
+    log, so a stream also sees what other replicas committed, within its poll interval).
+    """
+
+    def __init__(self, outbox: Outbox, worker: DeliveryWorker, metrics: Metrics) -> None:
+        self.outbox = outbox
+        self.worker = worker
+        self.metrics = metrics
+        self._feeds: dict[str, set[asyncio.Event]] = {}
+
+    def on_change(self, proxy_id: str, notifications: Sequence[Notification]) -> None:
+        if not notifications:
+            return
+        self.metrics.observe_notifications(proxy_id, notifications)
+        self.worker.wake()
+        for event in self._feeds.get(proxy_id, ()):
+            event.set()
+
+    @contextlib.contextmanager
+    def feed(self, proxy_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever ``proxy_id`` commits notifications in this process."""
+        event = asyncio.Event()
+        self._feeds.setdefault(proxy_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            feeds = self._feeds.get(proxy_id)
+            if feeds is not None:
+                feeds.discard(event)
+                if not feeds:
+                    del self._feeds[proxy_id]
+
+    def start(self) -> None:
+        self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from proxy_failover import __version__
 from proxy_failover.bootstrap import Runtime, build
 from proxy_failover.config import Settings
+from proxy_failover.entrypoints.api import observability, webhooks
 from proxy_failover.entrypoints.api.auth import TokenVerifier
 from proxy_failover.entrypoints.api.deps import Ownership
 from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
@@ -50,9 +51,13 @@ def create_app(source: Settings | Runtime) -> FastAPI:
         app.state.runtime = runtime
         app.state.verifier = verifier
         app.state.ownership = Ownership(runtime.service)
+        if runtime.notifier is not None:
+            runtime.notifier.start()  # webhook delivery worker
         try:
             yield
         finally:
+            if runtime.notifier is not None:
+                await runtime.notifier.stop()
             if owned:
                 await runtime.aclose()
 
@@ -68,9 +73,12 @@ def create_app(source: Settings | Runtime) -> FastAPI:
     app.include_router(system.router)
     app.include_router(proxies.router)
     app.include_router(instances.router)
+    app.include_router(webhooks.router)
+    app.include_router(observability.router)
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
     # Added last = outermost: the size limit runs before anything reads the body.
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(observability.ObservabilityMiddleware)  # request id, metrics, audit
     app.add_middleware(BodyLimitMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

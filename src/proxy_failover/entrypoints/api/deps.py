@@ -106,7 +106,9 @@ async def get_caller(
     if credentials is None or not credentials.credentials:
         raise Unauthenticated("authentication required: Authorization: Bearer <JWT>")
     verifier: TokenVerifier = request.app.state.verifier
-    return await verifier.verify(credentials.credentials)
+    caller = await verifier.verify(credentials.credentials)
+    request.state.caller = caller  # the audit middleware records who made the call
+    return caller
 
 
 async def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

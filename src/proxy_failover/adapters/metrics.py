@@ -1,0 +1,325 @@
+"""Prometheus metrics (``pfo_*``) on a registry of their own, one per app, never the global one.
+
+Two kinds of series. State (health, active instance, epoch, healthy counts, webhook backlog) is
+read from the database at scrape time by ``refresh``, so every replica reports the same truth and
+no label ever goes stale. Happenings (failovers, probes, deliveries, HTTP requests) are counted as
+they occur in this process: the service's change listener, the probe wrapper, the delivery worker
+and the HTTP middleware feed them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proxy_failover.core.model import (
+    CheckResult,
+    FailoverConfig,
+    HealthStatus,
+    Instance,
+    Notification,
+    ProxySummary,
+)
+from proxy_failover.core.webhooks import DeliveryStatus
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Probe and HTTP latencies: 1 ms to 10 s.
+_FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Time to detect / switch: 10 ms to 10 min (detection spans thresholds x intervals).
+_SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyState:
+    """What ``refresh`` loaded for one proxy."""
+
+    summary: ProxySummary
+    instances: tuple[Instance, ...]
+
+
+class _StateCollector(Collector):
+    """Yields the gauges of the last loaded state; replaced whole on every refresh."""
+
+    def __init__(self) -> None:
+        self.proxies: tuple[ProxyState, ...] = ()
+        self.backlog: Mapping[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["proxy_id", "instance_id", "instance_name"]
+        health = GaugeMetricFamily(
+            "pfo_instance_health",
+            "Instance health as a state set: 1 for the instance's current status, else 0.",
+            labels=[*labels, "status"],
+        )
+        active = GaugeMetricFamily(
+            "pfo_instance_active", "1 for the proxy's active instance, else 0.", labels=labels
+        )
+        epoch = GaugeMetricFamily(
+            "pfo_proxy_epoch", "Fencing epoch: grows on every change of the active instance.",
+            labels=["proxy_id"],
+        )  # fmt: skip
+        has_active = GaugeMetricFamily(
+            "pfo_proxy_has_active_instance", "1 when the proxy has an active instance.",
+            labels=["proxy_id"],
+        )  # fmt: skip
+        healthy = GaugeMetricFamily(
+            "pfo_proxy_healthy_instances", "Healthy instances per proxy.", labels=["proxy_id"]
+        )
+        total = GaugeMetricFamily(
+            "pfo_proxy_instances", "Registered instances per proxy.", labels=["proxy_id"]
+        )
+        degraded = GaugeMetricFamily(
+            "pfo_proxy_degraded", "1 when the proxy runs degraded (SPEC §3).", labels=["proxy_id"]
+        )
+        backlog = GaugeMetricFamily(
+            "pfo_webhook_backlog", "Webhook deliveries waiting to be delivered.",
+            labels=["proxy_id"],
+        )  # fmt: skip
+        for proxy in self.proxies:
+            red = proxy.summary.redundancy
+            pid = proxy.summary.proxy_id
+            epoch.add_metric([pid], red.epoch)
+            has_active.add_metric([pid], 1.0 if red.active_instance_id else 0.0)
+            healthy.add_metric([pid], red.healthy_instances)
+            total.add_metric([pid], red.total_instances)
+            degraded.add_metric([pid], 1.0 if red.is_degraded else 0.0)
+            for inst in proxy.instances:
+                values = [pid, inst.id, inst.instance_name]
+                for status in HealthStatus:
+                    health.add_metric(
+                        [*values, status.value], 1.0 if inst.health_status is status else 0.0
+                    )
+                active.add_metric(values, 1.0 if inst.id == red.active_instance_id else 0.0)
+        for pid, count in sorted(self.backlog.items()):
+            backlog.add_metric([pid], count)
+        yield from (health, active, epoch, has_active, healthy, total, degraded, backlog)
+
+
+class StateSource(Protocol):
+    """The reads ``refresh`` needs (``ProxyFailoverService`` provides the first two)."""
+
+    async def list_proxies(self, user_id: str | None = None) -> list[ProxySummary]: ...
+    async def get_proxy_instances(self, proxy_id: str) -> list[Instance]: ...
+
+
+class BacklogSource(Protocol):
+    async def backlog(self) -> dict[str, int]: ...
+
+
+class Metrics:
+    """Every ``pfo_`` collector of one app, and the hooks that feed them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._state = _StateCollector()
+        reg.register(self._state)
+        self.failovers = Counter(
+            "pfo_failovers",
+            "Failover, failback and switchover events closed, by type and outcome.",
+            ["proxy_id", "type", "outcome"],
+            registry=reg,
+        )
+        self.health_transitions = Counter(
+            "pfo_health_transitions",
+            "Instance health changes, by the status entered.",
+            ["proxy_id", "status"],
+            registry=reg,
+        )
+        self.probes = Counter(
+            "pfo_probes", "Active health probes, by result.", ["proxy_id", "result"], registry=reg
+        )
+        self.probe_duration = Histogram(
+            "pfo_probe_duration_seconds",
+            "Duration of active health probes.",
+            ["proxy_id"],
+            buckets=_FAST_BUCKETS,
+            registry=reg,
+        )
+        self.detect_seconds = Histogram(
+            "pfo_failover_detect_seconds",
+            "Time to detect: first failed probe of the active instance to it being unhealthy.",
+            ["proxy_id"],
+            buckets=_SLOW_BUCKETS,
+            registry=reg,
+        )
+        self.switch_seconds = Histogram(
+            "pfo_failover_switch_seconds",
+            "Time to switch: detection (or the manual start) to the new active being committed.",
+            ["proxy_id"],
+            buckets=_SLOW_BUCKETS,
+            registry=reg,
+        )
+        self.last_detect = Gauge(
+            "pfo_failover_last_detect_seconds",
+            "Time to detect of the proxy's latest failover with a probe-detected failure.",
+            ["proxy_id"],
+            registry=reg,
+        )
+        self.last_switch = Gauge(
+            "pfo_failover_last_switch_seconds",
+            "Time to switch of the proxy's latest completed failover.",
+            ["proxy_id"],
+            registry=reg,
+        )
+        self.deliveries = Counter(
+            "pfo_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retrying, dead).",
+            ["proxy_id", "outcome"],
+            registry=reg,
+        )
+        self.delivery_duration = Histogram(
+            "pfo_webhook_delivery_duration_seconds",
+            "Duration of webhook POSTs.",
+            buckets=_FAST_BUCKETS,
+            registry=reg,
+        )
+        self.http_requests = Counter(
+            "pfo_http_requests",
+            "HTTP requests served, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=reg,
+        )
+        self.http_duration = Histogram(
+            "pfo_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=_FAST_BUCKETS,
+            registry=reg,
+        )
+        # instance id -> when its current streak of failed probes began (wall clock)
+        self._failing_since: dict[str, datetime] = {}
+        # instance id -> detection time of its latest probe-detected failure, until a failover
+        self._detected: dict[str, float] = {}
+
+    # --- state (scrape time) -------------------------------------------------------------------
+
+    async def refresh(self, source: StateSource, backlog: BacklogSource | None = None) -> None:
+        """Load health, active instances, epochs and backlog from the database."""
+        summaries = await source.list_proxies(None)
+        states = []
+        for summary in summaries:
+            instances = await source.get_proxy_instances(summary.proxy_id)
+            states.append(ProxyState(summary, tuple(instances)))
+        self._state.proxies = tuple(states)
+        self._state.backlog = await backlog.backlog() if backlog is not None else {}
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # --- happenings ----------------------------------------------------------------------------
+
+    def observe_notifications(self, proxy_id: str, notifications: Sequence[Notification]) -> None:
+        """The service's change listener: count failovers and health changes, time them."""
+        for note in notifications:
+            data = note.data
+            if note.type in ("instance.unhealthy", "instance.healthy"):
+                status = "unhealthy" if note.type == "instance.unhealthy" else "healthy"
+                self.health_transitions.labels(proxy_id, status).inc()
+                instance_id = data.get("instanceId")
+                if note.type == "instance.unhealthy" and isinstance(instance_id, str):
+                    since = self._failing_since.get(instance_id)
+                    if since is not None:
+                        delay = (note.occurred_at - since).total_seconds()
+                        self._detected[instance_id] = max(0.0, delay)
+            elif note.type in ("failover.completed", "failover.failed"):
+                kind = str(data.get("eventType") or "failover")
+                outcome = "completed" if note.type == "failover.completed" else "failed"
+                self.failovers.labels(proxy_id, kind, outcome).inc()
+                if outcome != "completed":
+                    continue
+                source = data.get("sourceInstanceId")
+                detected = self._detected.pop(source, None) if isinstance(source, str) else None
+                if detected is not None:
+                    self.detect_seconds.labels(proxy_id).observe(detected)
+                    self.last_detect.labels(proxy_id).set(detected)
+                duration_ms = data.get("durationMs")
+                if isinstance(duration_ms, int | float):
+                    self.switch_seconds.labels(proxy_id).observe(duration_ms / 1000.0)
+                    self.last_switch.labels(proxy_id).set(duration_ms / 1000.0)
+
+    def observe_probe(
+        self,
+        proxy_id: str,
+        instance_id: str,
+        result: CheckResult,
+        seconds: float,
+        started_at: datetime,
+    ) -> None:
+        self.probes.labels(proxy_id, "success" if result.success else "failure").inc()
+        self.probe_duration.labels(proxy_id).observe(seconds)
+        if result.success:
+            self._failing_since.pop(instance_id, None)
+        else:
+            self._failing_since.setdefault(instance_id, started_at)
+
+    def observe_delivery(self, proxy_id: str, status: DeliveryStatus, seconds: float) -> None:
+        """The delivery worker's attempt observer."""
+        outcome = {DeliveryStatus.PENDING: "retrying"}.get(status, status.value)
+        self.deliveries.labels(proxy_id, outcome).inc()
+        self.delivery_duration.observe(seconds)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+
+class Prober(Protocol):
+    """The engine's probe edge (``adapters.probes.Prober``)."""
+
+    def prepare(self, instance: Instance, config: FailoverConfig) -> Any: ...
+    async def probe(self, target: Any) -> CheckResult: ...
+    def forget(self, instance_id: str) -> None: ...
+    async def request_recovery(
+        self, url: str, payload: dict[str, Any], timeout_s: float
+    ) -> CheckResult: ...
+
+
+class ObservedProber:
+    """Wraps a prober so every probe is counted and timed, without the engine knowing."""
+
+    def __init__(self, inner: Prober, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
+        return _Tagged(self._inner.prepare(instance, config), instance.proxy_id, instance.id)
+
+    async def probe(self, target: Any) -> CheckResult:
+        if not isinstance(target, _Tagged):
+            return await self._inner.probe(target)
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        result = await self._inner.probe(target.inner)
+        self._metrics.observe_probe(
+            target.proxy_id, target.instance_id, result, time.perf_counter() - started, started_at
+        )
+        return result
+
+    def forget(self, instance_id: str) -> None:
+        self._inner.forget(instance_id)
+
+    async def request_recovery(
+        self, url: str, payload: dict[str, Any], timeout_s: float
+    ) -> CheckResult:
+        return await self._inner.request_recovery(url, payload, timeout_s)
+
+    def __getattr__(self, name: str) -> Any:  # aclose, pooled_connections, ...
+        return getattr(self._inner, name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tagged:
+    """A probe target with the ids the metrics need."""
+
+    inner: Any
+    proxy_id: str
+    instance_id: str

@@ -1,0 +1,286 @@
+"""Observability routes and middleware: ``/metrics``, the audit log, the live event stream.
+
+``ObservabilityMiddleware`` gives every request an id (``X-Request-ID``), counts and times it by
+route template, and writes one audit row for every mutating call (who, what, target, result,
+when). ``GET /proxy/{proxyId}/stream`` is a server-sent event stream of the proxy's notifications
+read from the durable event log, so ``Last-Event-ID`` resumes where a client left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy_failover.adapters.metrics import CONTENT_TYPE
+from proxy_failover.core.webhooks import AuditEntry
+from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep, RuntimeDep
+from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_list
+from proxy_failover.entrypoints.api.schemas import (
+    PROXY_ID_PATTERN,
+    ListEnvelope,
+    ResponseModel,
+    UtcDatetime,
+)
+from proxy_failover.entrypoints.api.webhooks import NotifierDep, check_proxy
+from proxy_failover.store.outbox import current_actor
+
+log = logging.getLogger("proxy_failover.api")
+
+router = APIRouter(responses=COMMON_ERRORS)
+
+#: How often a stream re-reads the event log when nothing woke it (changes by other replicas).
+STREAM_POLL_SECONDS = 1.0
+#: A comment line this often keeps proxies and load balancers from closing an idle stream.
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", *_MUTATING})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_CAPTURE_BYTES = 64 * 1024
+_TARGET_PARAMS = ("instanceId", "eventId", "subscriptionId", "deliveryId")
+
+
+# --- metrics and audit ---------------------------------------------------------------------------
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (pfo_*)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(runtime: RuntimeDep, notifier: NotifierDep) -> Response:
+    await notifier.metrics.refresh(runtime.service, notifier.outbox)
+    return Response(notifier.metrics.render(), media_type=CONTENT_TYPE)
+
+
+class AuditPublic(ResponseModel):
+    id: int | None
+    occurred_at: UtcDatetime
+    actor: str
+    action: str
+    proxy_id: str | None
+    target: str | None
+    result: str
+    status_code: int | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+@router.get(
+    "/audit",
+    tags=["operations"],
+    response_model=ListEnvelope[AuditPublic],
+    responses=ADMIN_ERRORS,
+    summary="The audit log, newest first (admin)",
+)
+async def audit(
+    caller: AdminDep,
+    notifier: NotifierDep,
+    proxy_id: Annotated[
+        str | None, Query(alias="proxyId", pattern=PROXY_ID_PATTERN, description="only this proxy")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    entries = await notifier.outbox.list_audit(proxy_id or None, limit)
+    return ok_list(AuditPublic.model_validate(e) for e in entries)
+
+
+# --- live stream ---------------------------------------------------------------------------------
+
+
+def _sse(seq: int, event: str, data: str) -> bytes:
+    # The body is compact JSON: it never contains a newline, so one data line suffices.
+    return f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode()
+
+
+@router.get(
+    "/proxy/{proxyId}/stream",
+    tags=["observability"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+    summary="Server-sent events: health changes, failovers, redundancy changes",
+)
+async def stream(
+    request: Request,
+    proxy_id: Annotated[str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN)],
+    caller: CallerDep,
+    ownership: OwnershipDep,
+    notifier: NotifierDep,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^\d+$")
+    ] = None,
+) -> StreamingResponse:
+    """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the
+    same JSON object a webhook receives)."""
+    await check_proxy(caller, proxy_id, ownership)
+    outbox = notifier.outbox
+    start = int(last_event_id) if last_event_id else await outbox.last_notification_seq(proxy_id)
+
+    async def events() -> AsyncIterator[bytes]:
+        last = start
+        yield b"retry: 2000\n: connected\n\n"
+        quiet_since = time.monotonic()
+        with notifier.feed(proxy_id) as woken:
+            while True:  # ends when the client goes: the response cancels this generator
+                woken.clear()
+                for item in await outbox.notifications_after(proxy_id, last):
+                    last = item.seq
+                    quiet_since = time.monotonic()
+                    yield _sse(item.seq, item.type, item.body)
+                if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield b": keepalive\n\n"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), STREAM_POLL_SECONDS)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- the middleware ------------------------------------------------------------------------------
+
+
+def _object(raw: bytearray) -> dict[str, Any]:
+    """The JSON object in ``raw``, or an empty one (not JSON, truncated, or not an object)."""
+    try:
+        value = json.loads(bytes(raw)) if raw else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class ObservabilityMiddleware:
+    """Request id, HTTP metrics, and the audit row of every mutating call."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        mutating = method in _MUTATING
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                request_id = text if _REQUEST_ID.match(text) else ""
+        request_id = request_id or uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        request_body = bytearray()
+        response_body = bytearray()
+        status = 500
+
+        async def receiving() -> Message:
+            message = await receive()
+            if mutating and message["type"] == "http.request":
+                room = _CAPTURE_BYTES - len(request_body)
+                if room > 0:
+                    request_body.extend(message.get("body", b"")[:room])
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            elif mutating and message["type"] == "http.response.body":
+                room = _CAPTURE_BYTES - len(response_body)
+                if room > 0:
+                    response_body.extend(message.get("body", b"")[:room])
+            await send(message)
+
+        started = time.perf_counter()
+        token = current_actor.set("api") if mutating else None
+        try:
+            await self.app(scope, receiving, sending)
+        finally:
+            if token is not None:
+                current_actor.reset(token)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            notifier = _notifier_of(scope)
+            if notifier is not None:
+                notifier.metrics.observe_http(
+                    method if method in _KNOWN_METHODS else "OTHER",
+                    route,
+                    status,
+                    time.perf_counter() - started,
+                )
+                if mutating:
+                    await self._audit(
+                        notifier,
+                        scope,
+                        state,
+                        route,
+                        status,
+                        request_id,
+                        request_body,
+                        response_body,
+                    )
+
+    @staticmethod
+    async def _audit(
+        notifier: Any,
+        scope: Scope,
+        state: dict[str, Any],
+        route: str,
+        status: int,
+        request_id: str,
+        request_body: bytearray,
+        response_body: bytearray,
+    ) -> None:
+        caller = state.get("caller")
+        params: dict[str, Any] = scope.get("path_params") or {}
+        sent = _object(request_body)
+        answer = _object(response_body)
+        error = answer.get("error")
+        error = error if isinstance(error, dict) else None
+        data = answer.get("data")
+        data = data if isinstance(data, dict) else {}
+        proxy_id = params.get("proxyId") or sent.get("proxyId") or data.get("proxyId")
+        target = next((params[p] for p in _TARGET_PARAMS if p in params), None)
+        if target is None:
+            target = sent.get("targetInstanceId") or data.get("id")
+        entry = AuditEntry(
+            occurred_at=datetime.now(UTC),
+            actor=getattr(caller, "user_id", None) or "anonymous",
+            action=f"{scope['method']} {route if route != 'unmatched' else scope['path'][:100]}",
+            result=str(error.get("code")) if error else ("success" if status < 400 else "error"),
+            proxy_id=proxy_id if isinstance(proxy_id, str) else None,
+            target=target if isinstance(target, str) else None,
+            status_code=status,
+            request_id=request_id,
+        )
+        try:
+            await notifier.outbox.record_audit(entry)
+        except Exception as exc:  # the call already happened: never turn it into an error
+            log.error("audit write failed for %s (%s): %s", entry.action, request_id, exc)
+
+
+def _notifier_of(scope: Scope) -> Any:
+    app = scope.get("app")
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
+    return getattr(runtime, "notifier", None)

@@ -1,0 +1,217 @@
+"""Webhook subscription routes (SPEC §8): subscribe, list, remove, list deliveries, redeliver.
+
+Owner or admin only; another's proxy answers 404/002 like a missing one. A secret is accepted at
+creation and never returned. Unknown subscriptions and deliveries answer 404/020.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import Field
+
+from proxy_failover.adapters.webhooks import Notifier
+from proxy_failover.core import webhooks
+from proxy_failover.core.errors import ErrorCode, NotFound
+from proxy_failover.core.webhooks import DeliveryStatus
+from proxy_failover.entrypoints.api.auth import Caller
+from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep
+from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
+from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list
+from proxy_failover.entrypoints.api.schemas import (
+    PROXY_ID_PATTERN,
+    Envelope,
+    ListEnvelope,
+    RequestModel,
+    ResponseModel,
+    UtcDatetime,
+)
+
+router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS, tags=["webhooks"])
+
+ProxyIdPath = Annotated[
+    str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN, description="the proxy's id")
+]
+EventTypeName = Literal[
+    "failover.started",
+    "failover.completed",
+    "failover.failed",
+    "instance.unhealthy",
+    "instance.healthy",
+    "instance.recovery_failed",
+    "redundancy.degraded",
+    "redundancy.restored",
+]
+
+
+class WebhookRequest(RequestModel):
+    """``events`` omitted means every type; the secret (16-512 chars) signs each delivery."""
+
+    url: str = Field(max_length=webhooks.MAX_URL_LENGTH, examples=["https://ops.example/hook"])
+    secret: str = Field(
+        min_length=webhooks.MIN_SECRET_LENGTH, max_length=webhooks.MAX_SECRET_LENGTH
+    )
+    events: list[EventTypeName] | None = Field(default=None, min_length=1)
+
+
+class SubscriptionPublic(ResponseModel):
+    id: str
+    proxy_id: str
+    user_id: str
+    url: str
+    events: list[str] | None
+    created_at: UtcDatetime
+
+
+class AttemptPublic(ResponseModel):
+    attempt: int
+    attempted_at: UtcDatetime
+    success: bool
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+
+
+class DeliveryPublic(ResponseModel):
+    id: str
+    subscription_id: str
+    proxy_id: str
+    event_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: UtcDatetime
+    next_attempt_at: UtcDatetime | None
+    last_attempt_at: UtcDatetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: UtcDatetime | None
+    attempt_log: list[AttemptPublic]
+
+
+class DeletedPublic(ResponseModel):
+    id: str
+    deleted: bool
+
+
+def get_notifier(request: Request) -> Notifier:
+    notifier: Notifier = request.app.state.runtime.notifier
+    return notifier
+
+
+NotifierDep = Annotated[Notifier, Depends(get_notifier)]
+
+
+async def check_proxy(caller: Caller, proxy_id: str, ownership: Ownership) -> None:
+    """Owner or admin of an existing proxy, else 404/002."""
+    await ownership.check_proxy(caller, proxy_id)
+    if await ownership.owner_of(proxy_id) is None:
+        raise NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+
+
+def _not_found(what: str, ident: str) -> NotFound:
+    return NotFound(f"{what} {ident} not found", ErrorCode.NOT_FOUND)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.post(
+    "/proxy/{proxyId}/webhooks",
+    status_code=201,
+    response_model=Envelope[SubscriptionPublic],
+    summary="Subscribe a URL to the proxy's notifications (the secret is never returned)",
+)
+async def subscribe(
+    proxy_id: ProxyIdPath,
+    body: WebhookRequest,
+    caller: CallerDep,
+    ownership: OwnershipDep,
+    notifier: NotifierDep,
+) -> Response:
+    url = webhooks.validate_url(body.url)
+    secret = webhooks.validate_secret(body.secret)
+    events = webhooks.validate_events(body.events)
+    await check_proxy(caller, proxy_id, ownership)
+    sub = await notifier.outbox.create_subscription(
+        proxy_id, caller.user_id, url, secret, events, _now()
+    )
+    return ok(
+        SubscriptionPublic.model_validate(sub), "Webhook subscription created", status_code=201
+    )
+
+
+@router.get(
+    "/proxy/{proxyId}/webhooks",
+    response_model=ListEnvelope[SubscriptionPublic],
+    summary="The proxy's webhook subscriptions",
+)
+async def list_subscriptions(
+    proxy_id: ProxyIdPath, caller: CallerDep, ownership: OwnershipDep, notifier: NotifierDep
+) -> Response:
+    await check_proxy(caller, proxy_id, ownership)
+    subs = await notifier.outbox.list_subscriptions(proxy_id)
+    return ok_list(SubscriptionPublic.model_validate(s) for s in subs)
+
+
+@router.get(
+    "/proxy/{proxyId}/webhooks/deliveries",
+    response_model=ListEnvelope[DeliveryPublic],
+    summary="Deliveries, newest first, each with every attempt made",
+)
+async def list_deliveries(
+    proxy_id: ProxyIdPath,
+    caller: CallerDep,
+    ownership: OwnershipDep,
+    notifier: NotifierDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    status: Annotated[DeliveryStatus | None, Query()] = None,
+    subscription_id: Annotated[str | None, Query(alias="subscriptionId", max_length=64)] = None,
+) -> Response:
+    await check_proxy(caller, proxy_id, ownership)
+    deliveries = await notifier.outbox.list_deliveries(
+        proxy_id, limit, status=status, subscription_id=subscription_id
+    )
+    return ok_list(DeliveryPublic.model_validate(d) for d in deliveries)
+
+
+@router.post(
+    "/proxy/{proxyId}/webhooks/deliveries/{deliveryId}/redeliver",
+    response_model=Envelope[DeliveryPublic],
+    summary="Queue a delivery again now (same delivery id, fresh 24 h of retries)",
+)
+async def redeliver(
+    proxy_id: ProxyIdPath,
+    delivery_id: Annotated[str, Path(alias="deliveryId", max_length=64)],
+    caller: CallerDep,
+    ownership: OwnershipDep,
+    notifier: NotifierDep,
+) -> Response:
+    await check_proxy(caller, proxy_id, ownership)
+    delivery = await notifier.outbox.redeliver(proxy_id, delivery_id, _now())
+    if delivery is None:
+        raise _not_found("delivery", delivery_id)
+    notifier.worker.wake()
+    return ok(DeliveryPublic.model_validate(delivery), "Delivery queued again")
+
+
+@router.delete(
+    "/proxy/{proxyId}/webhooks/{subscriptionId}",
+    response_model=Envelope[DeletedPublic],
+    summary="Remove a subscription; its pending deliveries are cancelled",
+)
+async def unsubscribe(
+    proxy_id: ProxyIdPath,
+    subscription_id: Annotated[str, Path(alias="subscriptionId", max_length=64)],
+    caller: CallerDep,
+    ownership: OwnershipDep,
+    notifier: NotifierDep,
+) -> Response:
+    await check_proxy(caller, proxy_id, ownership)
+    if not await notifier.outbox.delete_subscription(proxy_id, subscription_id, _now()):
+        raise _not_found("webhook subscription", subscription_id)
+    data: dict[str, Any] = {"id": subscription_id, "deleted": True}
+    return ok(data, "Webhook subscription removed")
