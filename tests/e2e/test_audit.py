@@ -1,0 +1,64 @@
+"""The audit log over HTTP: every mutating call (who, what, target, result, when), admins only."""
+
+from __future__ import annotations
+
+import re
+
+from tests.e2e.conftest import Api
+from tests.helpers.live_app import fail_over, setup_proxy
+
+PROXY = "edge-audit"
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+async def test_mutating_calls_are_audited_with_caller_target_and_result(api: Api) -> None:
+    alice, admin = api.tokens.alice, api.tokens.admin
+    (first,) = await setup_proxy(api, PROXY, "edge-a")
+    done = await fail_over(api, PROXY, None, first)
+    conflict = await api.call(
+        "POST",
+        "/proxy/failover/execute",
+        admin,
+        json={"proxyId": PROXY, "sourceInstanceId": None, "targetInstanceId": first},
+        headers={"X-Request-ID": "req-42"},
+    )
+    assert conflict.status_code == 409
+    assert conflict.headers["x-request-id"] == "req-42"
+    await api.call("GET", f"/proxy/{PROXY}/instances", alice)  # reads are not audited
+    await api.call("DELETE", "/proxy/instances/not-there", None)  # anonymous, refused
+
+    entries = await api.ok("GET", f"/audit?proxyId={PROXY}", admin)
+    actions = [(e["actor"], e["action"], e["result"]) for e in reversed(entries)]
+    assert actions == [
+        ("alice", "POST /proxy/failover/config", "success"),
+        ("alice", "POST /proxy/instances", "success"),
+        ("alice", "PUT /proxy/instances/{instanceId}/health", "success"),
+        ("root", "POST /proxy/failover/execute", "success"),
+        ("root", "PUT /proxy/failover/events/{eventId}/complete", "success"),
+        ("root", "POST /proxy/failover/execute", "PROXY_FAILOVER_010"),
+    ]
+    newest = entries[0]
+    assert newest["statusCode"] == 409
+    assert newest["requestId"] == "req-42"
+    assert newest["target"] == first
+    assert ISO_Z.match(newest["occurredAt"])
+    complete = entries[1]
+    assert complete["target"] == done["id"]
+    health = entries[3]
+    assert health["target"] == first
+    assert health["proxyId"] == PROXY  # learnt from the response for instance routes
+
+    everything = await api.ok("GET", "/audit?limit=1000", admin)
+    anonymous = [e for e in everything if e["actor"] == "anonymous"]
+    assert [(e["result"], e["statusCode"]) for e in anonymous] == [("PROXY_FAILOVER_015", 401)]
+    assert len(await api.ok("GET", "/audit?limit=2", admin)) == 2
+
+
+async def test_audit_log_is_for_admins_only(api: Api) -> None:
+    assert await api.error("GET", "/audit", None) == (401, "PROXY_FAILOVER_015")
+    assert await api.error("GET", "/audit", api.tokens.alice) == (403, "PROXY_FAILOVER_016")
+    for bad in ("limit=0", "limit=1001", "limit=x", "proxyId=bad%20id"):
+        assert await api.error("GET", f"/audit?{bad}", api.tokens.admin) == (
+            400,
+            "PROXY_FAILOVER_001",
+        )

@@ -1,0 +1,99 @@
+"""``GET /proxy/{proxyId}/stream``: server-sent events over a real socket (uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Api, Tokens, api_settings
+from tests.helpers.live_app import fail_over, live_api, setup_proxy
+
+PROXY = "edge-stream"
+
+
+@pytest.fixture
+async def live(sqlite_url: str, tokens: Tokens) -> AsyncIterator[Api]:
+    async with live_api(api_settings(sqlite_url), tokens) as api:
+        yield api
+
+
+class EventStream:
+    """Reads ``text/event-stream`` frames into dicts of their fields."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def next_event(self, within: float, prefix: str = "") -> dict[str, Any]:
+        """The next event whose type starts with ``prefix``, read within ``within`` seconds."""
+        return await asyncio.wait_for(self._read(prefix), within)
+
+    async def _read(self, prefix: str) -> dict[str, Any]:
+        fields: dict[str, str] = {}
+        async for line in self._lines:
+            if not line:
+                if "data" in fields and fields.get("event", "").startswith(prefix):
+                    return {**fields, "data": json.loads(fields["data"])}
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, text = line.partition(":")
+            fields[name] = text.removeprefix(" ")
+        raise AssertionError("stream ended")
+
+
+def _auth(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+async def test_stream_delivers_a_failover_within_a_second_and_resumes_by_last_event_id(
+    live: Api,
+) -> None:
+    api = live
+    first, second = await setup_proxy(api, PROXY, "edge-a", "edge-b")
+    path = f"/proxy/{PROXY}/stream"
+    async with api.http.stream("GET", path, headers=_auth(api.tokens.alice)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = EventStream(response)
+        # events from before the connection are not replayed
+        await fail_over(api, PROXY, None, first)
+        started = await stream.next_event(within=1.0, prefix="failover.")
+        completed = await stream.next_event(within=1.0, prefix="failover.")
+    assert started["event"] == "failover.started"
+    assert completed["event"] == "failover.completed"
+    assert completed["data"]["epoch"] == 1
+    assert completed["data"]["data"]["targetInstanceId"] == first
+    assert int(completed["id"]) > int(started["id"])
+
+    await fail_over(api, PROXY, first, second)  # while nobody listens
+    resume = _auth(api.tokens.admin, **{"Last-Event-ID": completed["id"]})
+    async with api.http.stream("GET", path, headers=resume) as response:
+        stream = EventStream(response)
+        missed = [await stream.next_event(within=5.0, prefix="failover.") for _ in range(2)]
+    assert [(e["event"], e["data"]["epoch"]) for e in missed] == [
+        ("failover.started", 2),
+        ("failover.completed", 2),
+    ]
+
+
+async def test_stream_is_for_the_owner_or_an_admin(live: Api) -> None:
+    api = live
+    await setup_proxy(api, PROXY)
+    path = f"/proxy/{PROXY}/stream"
+    assert await api.error("GET", path, None) == (401, "PROXY_FAILOVER_015")
+    assert await api.error("GET", path, api.tokens.bob) == (404, "PROXY_FAILOVER_002")
+    assert await api.error("GET", "/proxy/missing/stream", api.tokens.admin) == (
+        404,
+        "PROXY_FAILOVER_002",
+    )
+    bad_resume = {"Last-Event-ID": "abc"}
+    assert await api.error("GET", path, api.tokens.alice, headers=bad_resume) == (
+        400,
+        "PROXY_FAILOVER_001",
+    )

@@ -1,0 +1,95 @@
+"""The whole app served by uvicorn on a local port, in the test's event loop (SSE needs a real
+server: an in-process ASGI transport buffers whole responses), and a small failover scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import uvicorn
+
+from proxy_failover.config import Settings
+from proxy_failover.entrypoints.api import create_app
+from tests.e2e.conftest import Api
+from tests.helpers.webhook_receiver import free_port
+
+
+@contextlib.asynccontextmanager
+async def live_api(settings: Settings, tokens: Any) -> AsyncIterator[Api]:
+    """``create_app(settings)`` on uvicorn (lifespan on); an ``Api`` client pointed at it."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        ws="none",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            yield Api(http, tokens)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def setup_proxy(api: Api, proxy: str, *names: str) -> list[str]:
+    """alice's proxy with healthy instances (priority in the given order); their ids."""
+    alice = api.tokens.alice
+    await api.ok(
+        "POST",
+        "/proxy/failover/config",
+        alice,
+        201,
+        json={"proxyId": proxy, "config": {"enableAutoFailover": False}},
+    )
+    ids = []
+    for rank, name in enumerate(names):
+        data = await api.ok(
+            "POST",
+            "/proxy/instances",
+            alice,
+            201,
+            json={"proxyId": proxy, "instanceData": {"instanceName": name, "priority": rank}},
+        )
+        ids.append(str(data["id"]))
+    for instance_id in ids:
+        await api.ok(
+            "PUT", f"/proxy/instances/{instance_id}/health", alice, json={"healthStatus": "healthy"}
+        )
+    return ids
+
+
+async def fail_over(api: Api, proxy: str, source: str | None, target: str) -> dict[str, Any]:
+    """An admin's manual failover, executed and completed: failover.started then .completed."""
+    admin = api.tokens.admin
+    event = await api.ok(
+        "POST",
+        "/proxy/failover/execute",
+        admin,
+        json={
+            "proxyId": proxy,
+            "sourceInstanceId": source,
+            "targetInstanceId": target,
+            "reason": "test",
+        },
+    )
+    done = await api.ok(
+        "PUT",
+        f"/proxy/failover/events/{event['id']}/complete",
+        admin,
+        json={"status": "completed"},
+    )
+    assert isinstance(done, dict)
+    return done
