@@ -48,8 +48,7 @@ def _describe(error: BaseException) -> str:
 class DeliveryWorker:
     """Claims due deliveries, posts them and reschedules failures on the SPEC §8 schedule.
 
-    ``time_scale`` shrinks the retry schedule (tests use 0.001); ``clock`` is injectable. The
-    lease outlives the request timeout, so a live worker never loses a delivery it is posting.
+    ``time_scale`` shrinks the retry schedule (tests use 0.001); ``clock`` is injectable.
     """
 
     def __init__(
@@ -68,7 +67,9 @@ class DeliveryWorker:
         self.clock = clock
         self.time_scale = time_scale
         self.timeout_seconds = timeout_seconds
-        self.lease_seconds = timeout_seconds + 5.0
+        # A claim outlives the (bounded) POST, so a live worker keeps what it is posting; a dead
+        # worker's claims are free again this long after it died.
+        self.lease_seconds = timeout_seconds + 2.0
         self.poll_interval_seconds = poll_interval_seconds
         self.batch_size = batch_size
         self.on_attempt = on_attempt
@@ -172,10 +173,13 @@ class DeliveryWorker:
         error: str | None = None
         started = time.perf_counter()
         try:
-            response = await self._http().post(delivery.url, content=body, headers=headers)
+            async with asyncio.timeout(self.timeout_seconds):  # bounds the whole exchange
+                response = await self._http().post(delivery.url, content=body, headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
+        except TimeoutError:
+            error = f"timed out after {self.timeout_seconds:g} s"
         except httpx.HTTPError as exc:
             error = _describe(exc)
         latency = time.perf_counter() - started
