@@ -55,6 +55,8 @@ DISCOVERY_PERIOD = 1.0
 #: The first probe of a newly seen instance starts within this many seconds (spread, not a burst).
 FIRST_PROBE_SPREAD = 1.0
 JITTER = 0.10
+#: run() starts the probes due within this window together (seconds of added schedule lag).
+BATCH_WINDOW = 0.005
 
 
 def _utcnow() -> datetime:
@@ -195,6 +197,7 @@ class Engine:
         first_probe_spread: float = FIRST_PROBE_SPREAD,
         stale_check_period: float = STALE_CHECK_PERIOD,
         discovery_period: float = DISCOVERY_PERIOD,
+        batch_window: float = BATCH_WINDOW,
     ) -> None:
         self._service = service
         self._prober = prober
@@ -203,8 +206,11 @@ class Engine:
         self._first_probe_spread = first_probe_spread
         self._stale_check_period = stale_check_period
         self._discovery_period = discovery_period
+        self._batch_window = batch_window
+        self._sleep_until = 0.0
         self._proxies: dict[str, _ProxyState] = {}
         self._probed: dict[str, _Probed] = {}
+        self._probed_by_proxy: dict[str, set[str]] = {}
         self._heap: list[tuple[float, int, str]] = []  # (due, generation, instance id)
         self._eval_heap: list[tuple[float, str]] = []  # (next evaluation, proxy id)
         self._woken: dict[str, float] = {}  # proxy id -> when it was woken
@@ -284,7 +290,12 @@ class Engine:
         return min(candidates)
 
     async def run(self) -> None:
-        """Loop ticks until ``stop()``; sleeps until the next deadline or a wake-up."""
+        """Loop ticks until ``stop()``; sleeps until the next deadline or a wake-up.
+
+        Probe starts are batched in windows of ``batch_window`` seconds (a few ms of schedule lag
+        buys an order of magnitude fewer loop turns at 10,000 probes/s); wake-ups from changes
+        are handled at once.
+        """
         self._stopping = False
         log.info("engine: started")
         try:
@@ -296,15 +307,18 @@ class Engine:
                     log.exception("engine: tick failed")
                 if self._stopping or self._wake.is_set():
                     continue
-                delay = self.next_deadline() - self._clock().timestamp()
-                if delay <= 0:
-                    await asyncio.sleep(0)
-                    continue
+                t = self._clock().timestamp()
+                delay = min(
+                    max(self.next_deadline() - t, self._batch_window), MAX_EVALUATION_PERIOD
+                )
+                self._sleep_until = t + delay
                 try:
-                    async with asyncio.timeout(min(delay, MAX_EVALUATION_PERIOD)):
+                    async with asyncio.timeout(delay):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                finally:
+                    self._sleep_until = 0.0
         finally:
             await self._shutdown()
             log.info("engine: stopped")
@@ -325,7 +339,10 @@ class Engine:
         ids = set(await self._service.list_proxy_ids())
         for proxy_id in ids - self._proxies.keys():
             self._proxies[proxy_id] = _ProxyState()
-            self._schedule_evaluation(proxy_id, t)
+            # spread first evaluations over a period so many proxies never evaluate in one burst
+            self._schedule_evaluation(
+                proxy_id, t + self._rng.uniform(0.0, self._first_probe_spread)
+            )
         for proxy_id in [p for p in self._proxies if p not in ids]:
             if proxy_id not in self._woken:  # a just-woken proxy may be newer than the list
                 self._drop_proxy(proxy_id)
@@ -336,7 +353,7 @@ class Engine:
 
     def _drop_proxy(self, proxy_id: str) -> None:
         self._proxies.pop(proxy_id, None)
-        for instance_id in [i for i, p in self._probed.items() if p.proxy_id == proxy_id]:
+        for instance_id in list(self._probed_by_proxy.get(proxy_id, ())):
             self._unschedule(instance_id)
 
     async def _close_stale(self) -> list[Outcome]:
@@ -448,7 +465,7 @@ class Engine:
             if (
                 probed is not None
                 and probed.endpoint == instance.endpoint
-                and (probed.config == config)
+                and (probed.config is config or probed.config == config)
             ):
                 if not probed.in_flight:  # the snapshot may carry a reported status
                     probed.status = instance.health_status
@@ -479,6 +496,7 @@ class Engine:
                     first_scheduled=t,
                 )
                 self._probed[instance.id] = probed
+                self._probed_by_proxy.setdefault(probed.proxy_id, set()).add(instance.id)
                 self._push(probed)
             else:
                 if probed.endpoint != instance.endpoint:
@@ -488,14 +506,13 @@ class Engine:
                 if config.health_check_interval_seconds < old_interval and not probed.in_flight:
                     probed.due = min(probed.due, t + self._jittered(config, probed))
                     self._push(probed)
-        for instance_id in [
-            i for i, p in self._probed.items() if p.proxy_id == config.proxy_id and i not in wanted
-        ]:
+        for instance_id in self._probed_by_proxy.get(config.proxy_id, set()) - wanted:
             self._unschedule(instance_id)
 
     def _unschedule(self, instance_id: str) -> None:
         probed = self._probed.pop(instance_id, None)
         if probed is not None:
+            self._probed_by_proxy.get(probed.proxy_id, set()).discard(instance_id)
             probed.generation += 1
             self._prober.forget(instance_id)
 
@@ -568,8 +585,8 @@ class Engine:
         now = self._clock().timestamp()
         probed.due = max(due + self._jittered(probed.config, probed), now)
         self._push(probed)
-        if probed.due <= now or self._heap[0][0] >= probed.due:
-            self._wake.set()
+        if probed.due < self._sleep_until - self._batch_window:
+            self._wake.set()  # the loop sleeps past this probe's next start: wake it earlier
 
     # --- recovery actions (SPEC §5) -------------------------------------------------------------
     async def _handle_recoveries(

@@ -105,7 +105,9 @@ class MemoryService:
             raise NotFound(f"proxy {proxy_id} not found")
         redundancy = self.redundancy[proxy_id]
         instances = in_preference_order(
-            replace(i, is_active=i.id == redundancy.active_instance_id)
+            i
+            if i.is_active == (i.id == redundancy.active_instance_id)
+            else replace(i, is_active=i.id == redundancy.active_instance_id)
             for i in self.instances.values()
             if i.proxy_id == proxy_id
         )
@@ -178,6 +180,12 @@ class MemoryService:
                 )
         redundancy = self.redundancy[proxy_id]
         epoch = redundancy.epoch + 1
+        for instance_id in (redundancy.active_instance_id, decision.target_instance_id):
+            if instance_id in self.instances:
+                self.instances[instance_id] = replace(
+                    self.instances[instance_id],
+                    is_active=instance_id == decision.target_instance_id,
+                )
         event = FailoverEvent(
             id=f"e{next(self._ids):05d}",
             proxy_id=proxy_id,

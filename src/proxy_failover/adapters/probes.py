@@ -12,7 +12,7 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -150,8 +150,8 @@ class _HttpConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport; they implement its interface
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
@@ -299,11 +299,16 @@ class Prober:
     def __init__(
         self,
         *,
-        max_concurrency: int = 2000,
+        max_concurrency: int = 10_000,
+        max_connecting: int = 256,
         verify_tls: bool = True,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        # New connections cost far more CPU than a request on a pooled one; opening thousands at
+        # once (a cold start) makes them all miss their timeout and retry forever. Bounding the
+        # connects in flight lets each round establish what it can and the pool converge.
+        self._connecting = asyncio.Semaphore(max_connecting)
         self._pool: dict[str, tuple[tuple[str, str, int], _HttpConnection]] = {}
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
@@ -379,7 +384,8 @@ class Prober:
 
     async def _tcp(self, target: ProbeTarget) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_connection(asyncio.Protocol, target.host, target.port)
+        async with self._connecting:
+            transport, _ = await loop.create_connection(asyncio.Protocol, target.host, target.port)
         transport.close()
 
     async def _connect(self, target: ProbeTarget) -> _HttpConnection:
@@ -419,7 +425,8 @@ class Prober:
                 conn.close()
                 raise
         if conn is None:
-            conn = await self._connect(target)
+            async with self._connecting:
+                conn = await self._connect(target)
             try:
                 status, reusable = await conn.request(payload)
             except BaseException:

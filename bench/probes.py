@@ -1,0 +1,245 @@
+"""Probe scheduling at scale: 1,000 / 5,000 / 10,000 instances at a 1 s interval.
+
+Three processes: a local asyncio HTTP server answering ``/.../health`` on many ports (the
+instances), and, per size, the engine (real ``Engine`` + real ``Prober``, results recorded by an
+in-memory service so that the figure is the engine's own cost, not the database's). The engine
+process reports achieved probes/s, schedule lag (probe start minus its due time) p50/p99 and its
+CPU use from /proc. Run: ``.venv/bin/python bench/probes.py [--sizes 1000,5000,10000]``.
+
+Instances share ports (``--ports``, default 500): each instance is ``http://127.0.0.1:PORT/iN`` and
+keeps its own keep-alive connection, so the number of client connections equals the number of
+instances while the server does not need 10,000 listening sockets (RLIMIT_NOFILE is 20,000 here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+INSTANCES_PER_PROXY = 100
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """utime + stime of a process from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def use_loop(name: str) -> None:
+    if name == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# --- the instances ------------------------------------------------------------------------------
+class _HealthProtocol(asyncio.Protocol):
+    """Answers every request head with 200 on a keep-alive connection."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement its interface
+        self.transport = cast(asyncio.Transport, transport)
+        self.pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        data = self.pending + data
+        count = data.count(b"\r\n\r\n")
+        self.pending = data[data.rfind(b"\r\n\r\n") + 4 :] if count else data
+        if count:
+            self.transport.write(RESPONSE * count)
+
+
+async def serve_instances(ports: int) -> None:
+    loop = asyncio.get_running_loop()
+    servers = [
+        await loop.create_server(_HealthProtocol, "127.0.0.1", 0, backlog=4096)
+        for _ in range(ports)
+    ]
+    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+
+
+# --- the engine under test ----------------------------------------------------------------------
+async def run_engine(
+    size: int, ports: list[int], interval: float, warmup: float, seconds: float, server_pid: int
+) -> dict[str, Any]:
+    from tests.helpers.memory_service import MemoryService
+
+    from proxy_failover.adapters.probes import Prober
+    from proxy_failover.core.model import FailoverConfig
+    from proxy_failover.engine import Engine
+
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
+    service = MemoryService(clock)
+    for p in range(0, size, INSTANCES_PER_PROXY):
+        proxy_id = f"proxy-{p // INSTANCES_PER_PROXY}"
+        service.add_proxy(
+            FailoverConfig(
+                proxy_id=proxy_id,
+                user_id="bench",
+                health_check_interval_seconds=interval,
+                health_check_timeout_seconds=min(0.5, interval),
+            )
+        )
+        for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
+            service.add_instance(
+                proxy_id, f"i{n}", endpoint=f"http://127.0.0.1:{ports[n % len(ports)]}/i{n}"
+            )
+    prober = Prober(max_concurrency=size)
+    engine = Engine(service, prober, clock=clock)
+    service.on_change = engine.notify
+    task = asyncio.create_task(engine.run())
+    await asyncio.sleep(warmup)
+    stats = engine.stats
+    lag_start = len(stats.lags)
+    done0, failed0 = stats.probes_completed, stats.probe_failures
+    cpu0, server0, wall0 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
+    await asyncio.sleep(seconds)
+    done1, failed1 = stats.probes_completed, stats.probe_failures
+    cpu1, server1, wall1 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
+    lags = list(stats.lags)[lag_start:]
+    errors = Counter(i.last_error for i in service.instances.values() if i.last_error)
+    pooled = prober.pooled_connections()
+    engine.stop()
+    await task
+    await prober.aclose()
+    wall = wall1 - wall0
+    return {
+        "instances": size,
+        "probes_per_s": (done1 - done0) / wall,
+        "expected_per_s": size / interval,
+        "failures": failed1 - failed0,
+        "lag_p50_ms": percentile(lags, 0.5) * 1000,
+        "lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "cpu_percent": (cpu1 - cpu0) / wall * 100,
+        "server_cpu_percent": (server1 - server0) / wall * 100,
+        "load_average": os.getloadavg()[0],
+        "pooled_connections": pooled,
+        "errors": dict(errors.most_common(3)),
+    }
+
+
+# --- orchestration ------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--ports", type=int, default=500)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--role", choices=["main", "server", "engine"], default="main")
+    parser.add_argument("--size", type=int, default=0)
+    parser.add_argument("--port-list", default="")
+    parser.add_argument("--server-pid", type=int, default=0)
+    args = parser.parse_args()
+    raise_fd_limit()
+    use_loop(args.loop)
+    if args.role == "server":
+        asyncio.run(serve_instances(args.ports))
+        return
+    if args.role == "engine":
+        ports = [int(p) for p in args.port_list.split(",")]
+        result = asyncio.run(
+            run_engine(args.size, ports, args.interval, args.warmup, args.seconds, args.server_pid)
+        )
+        print(json.dumps(result), flush=True)
+        return
+
+    me = [sys.executable, str(Path(__file__).resolve()), "--loop", args.loop]
+    server = subprocess.Popen(
+        [*me, "--role", "server", "--ports", str(args.ports)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    assert server.stdin is not None
+    ports = json.loads(server.stdout.readline())
+    rows = []
+    try:
+        for size in [int(s) for s in args.sizes.split(",")]:
+            out = subprocess.run(
+                [
+                    *me,
+                    "--role",
+                    "engine",
+                    "--size",
+                    str(size),
+                    "--port-list",
+                    ",".join(map(str, ports)),
+                    "--interval",
+                    str(args.interval),
+                    "--warmup",
+                    str(args.warmup),
+                    "--seconds",
+                    str(args.seconds),
+                    "--server-pid",
+                    str(server.pid),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    finally:
+        server.stdin.close()
+        server.terminate()
+        server.wait(timeout=10)
+    print(
+        f"\nProbe scheduling, interval {args.interval:g} s, {args.loop}, "
+        f"{len(ports)} server ports, measured {args.seconds:g} s after {args.warmup:g} s warm-up"
+    )
+    header = (
+        f"{'instances':>9} | {'probes/s':>9} | {'expected':>8} | {'failed':>6} | "
+        f"{'lag p50 ms':>10} | {'lag p99 ms':>10} | {'engine CPU %':>12} | "
+        f"{'server CPU %':>12} | {'load avg':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['instances']:>9} | {r['probes_per_s']:>9.0f} | {r['expected_per_s']:>8.0f} | "
+            f"{r['failures']:>6} | {r['lag_p50_ms']:>10.1f} | {r['lag_p99_ms']:>10.1f} | "
+            f"{r['cpu_percent']:>12.0f} | {r['server_cpu_percent']:>12.0f} | "
+            f"{r['load_average']:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
