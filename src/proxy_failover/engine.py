@@ -55,6 +55,9 @@ DISCOVERY_PERIOD = 1.0
 #: The first probe of a newly seen instance starts within this many seconds (spread, not a burst).
 FIRST_PROBE_SPREAD = 1.0
 JITTER = 0.10
+#: An early probe (after a dropped keep-alive connection) waits at least this share of the interval
+#: since the last probe, so a server that closes idle connections quickly cannot cause a storm.
+EARLY_PROBE_GAP = 0.25
 #: run() starts the probes due within this window together (seconds of added schedule lag).
 BATCH_WINDOW = 0.005
 
@@ -72,6 +75,9 @@ class ProbeAdapter(Protocol):
     async def probe(self, target: Any) -> CheckResult: ...
 
     def forget(self, instance_id: str) -> None: ...
+
+    #: The engine sets this: called with an instance id when its idle probe connection drops.
+    on_connection_lost: Callable[[str], None] | None
 
     async def request_recovery(
         self, url: str, payload: dict[str, Any], timeout_s: float
@@ -128,6 +134,7 @@ class _Probed:
     successes: int
     due: float
     first_scheduled: float = 0.0
+    last_started: float = 0.0
     in_flight: bool = False
     generation: int = 0  # bumps on reschedule; stale heap entries are skipped
 
@@ -220,6 +227,7 @@ class Engine:
         self._next_stale_check = 0.0
         self._next_discovery = 0.0
         self.stats = EngineStats()
+        prober.on_connection_lost = self._probe_soon
 
     # --- wake-ups --------------------------------------------------------------------------------
     def notify(self, proxy_id: str, notifications: Sequence[Notification] = ()) -> None:
@@ -528,6 +536,22 @@ class Engine:
         interval = _interval_for(config, probed.status, probed.failures, probed.successes)
         return interval * (1.0 + self._rng.uniform(-JITTER, JITTER))
 
+    def _probe_soon(self, instance_id: str) -> None:
+        """The instance dropped its idle keep-alive probe connection (a killed process does so at
+        once): probe it now rather than at its next slot, but never more often than every
+        ``EARLY_PROBE_GAP`` of its interval. The thresholds still apply: this only finds out
+        sooner, it decides nothing.
+        """
+        probed = self._probed.get(instance_id)
+        if probed is None or probed.in_flight:
+            return
+        gap = EARLY_PROBE_GAP * probed.config.health_check_interval_seconds
+        due = max(self._clock().timestamp(), probed.last_started + gap)
+        if due < probed.due:
+            probed.due = due
+            self._push(probed)
+            self._wake.set()
+
     def _start_due_probes(self, t: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= t:
@@ -543,6 +567,7 @@ class Engine:
     async def _probe(self, probed: _Probed, due: float) -> None:
         """One probe: run it, record it, wake the proxy when health moved, schedule the next."""
         started = self._clock().timestamp()
+        probed.last_started = started
         self.stats.probes_started += 1
         self.stats.lags.append(started - due)
         try:

@@ -178,3 +178,17 @@ async def test_probe_of_killed_instance_process_fails(prober: Prober) -> None:
         result = await prober.probe(target)
     assert not result.success
     assert result.error in {"connection refused", "connection reset"}
+
+
+async def test_peer_closing_an_idle_pooled_connection_is_reported(prober: Prober) -> None:
+    lost: list[str] = []
+    prober.on_connection_lost = lost.append
+    async with RawServer() as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        assert (await prober.probe(target)).success
+        server.drop_connections()
+        for _ in range(100):  # the FIN arrives asynchronously
+            if lost:
+                break
+            await asyncio.sleep(0.01)
+    assert lost == [target.instance_id]

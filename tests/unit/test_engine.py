@@ -6,6 +6,7 @@ import itertools
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +51,7 @@ class ScriptedProber:
         self.recovery_posts: list[tuple[str, dict[str, Any]]] = []
         self.forgotten: list[str] = []
         self.clock: FakeClock | None = None
+        self.on_connection_lost: Callable[[str], None] | None = None
 
     def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
         if not instance.endpoint or instance.endpoint == "bad":
@@ -379,3 +381,18 @@ async def test_stale_switch_events_are_closed_by_the_tick() -> None:
     h.service.events.append(stale)
     outcomes = await h.steps(6)
     assert [o.note for o in outcomes if o.event and o.event.id == "old"] == ["stale event closed"]
+
+
+async def test_dropped_probe_connection_brings_the_next_probe_forward() -> None:
+    h = Harness(health_check_interval_seconds=4.0, health_check_timeout_seconds=1.0)
+    a = h.add("a", 1)
+    await h.step()
+    assert len(h.prober.calls) == 1
+    await h.step(0.5)
+    assert len(h.prober.calls) == 1  # next regular probe is ~4 s away
+    assert h.prober.on_connection_lost is not None
+    h.prober.on_connection_lost(a.id)  # at 0.5 s: earliest allowed is 0.25 x 4 s = 1 s
+    await h.step(0.3)
+    assert len(h.prober.calls) == 1
+    await h.step(0.25)
+    assert [round((t - T0).total_seconds(), 2) for _, t in h.prober.calls] == [0.0, 1.05]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -136,8 +137,9 @@ class _ProtocolError(Exception):
 class _HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection that runs one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_idle_lost: Callable[[], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        self._on_idle_lost = on_idle_lost
         self._buffer = bytearray()
         self._waiter: asyncio.Future[tuple[int, bool]] | None = None
         self._status = 0
@@ -167,9 +169,12 @@ class _HttpConnection(asyncio.Protocol):
         return None  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        closed_by_us = self.is_closed
         self.is_closed = True
         waiter = self._waiter
         if waiter is None or waiter.done():
+            if not closed_by_us and self._on_idle_lost is not None:
+                self._on_idle_lost()  # the peer dropped an idle pooled connection: maybe it died
             return
         if self._head_end >= 0 and self._body_length is None and not self._chunked:
             waiter.set_result((self._status, False))  # body delimited by close
@@ -317,6 +322,9 @@ class Prober:
                 ssl_context.verify_mode = ssl.CERT_NONE
         self._ssl = ssl_context
         self._http_client: httpx.AsyncClient | None = None
+        #: Called with the instance id when the peer closes an idle pooled connection (the engine
+        #: uses it to probe that instance early: a killed process closes its sockets at once).
+        self.on_connection_lost: Callable[[str], None] | None = None
 
     def prepare(self, instance: Instance, config: FailoverConfig) -> ProbeTarget:
         """The engine's hook: resolve the target once per instance/config change."""
@@ -391,8 +399,16 @@ class Prober:
     async def _connect(self, target: ProbeTarget) -> _HttpConnection:
         loop = asyncio.get_running_loop()
         use_tls = target.kind is HealthCheckType.HTTPS
+        listener = self.on_connection_lost
+        instance_id = target.instance_id
+
+        def protocol() -> _HttpConnection:
+            if listener is None:
+                return _HttpConnection()
+            return _HttpConnection(lambda: listener(instance_id))
+
         _, conn = await loop.create_connection(
-            _HttpConnection,
+            protocol,
             target.host,
             target.port,
             ssl=self._ssl if use_tls else None,
