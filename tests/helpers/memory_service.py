@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from proxy_failover.core import health
 from proxy_failover.core.errors import Conflict, ErrorCode, NotFound
+from proxy_failover.core.health import observe, report
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
     SWITCHING_EVENT_TYPES,
@@ -78,7 +78,7 @@ class MemoryService:
     def report_health(self, instance_id: str, status: HealthStatus) -> Instance:
         """``update_instance_health``: the reported status holds at once."""
         instance = self.instances[instance_id]
-        state = health.report(instance.health, status)
+        state = report(instance.health, status)
         return self.update(
             instance_id,
             health_status=state.status,
@@ -129,7 +129,7 @@ class MemoryService:
             raise NotFound(f"instance {instance_id} not found")
         self.recorded_checks += 1
         config = self.configs[instance.proxy_id]
-        state = health.observe(instance.health, result.success, HealthRules.of(config))
+        state = observe(instance.health, result.success, HealthRules.of(config))
         now = self.clock()
         moved = state.status is not instance.health_status
         instance = replace(
