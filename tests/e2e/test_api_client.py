@@ -1,0 +1,75 @@
+"""The Python client (sync and async) against a real ``proxy-failover serve`` process."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy_failover.client import AsyncFailoverClient, FailoverClient
+from proxy_failover.core.errors import ErrorCode, FailoverError
+from proxy_failover.core.model import (
+    CheckResult,
+    EventStatus,
+    EventType,
+    HealthStatus,
+    RedundancyLevel,
+)
+from tests.e2e.conftest import ServeProcess, Tokens
+
+pytestmark = pytest.mark.slow
+
+
+async def test_sync_and_async_clients_run_the_seed_flow(
+    serve_process: ServeProcess, tokens: Tokens
+) -> None:
+    with FailoverClient(serve_process.url, tokens.alice) as alice:
+        config = alice.create_failover_configuration("proxy-123", {"unhealthyThreshold": 2})
+        assert (config.user_id, config.unhealthy_threshold) == ("alice", 2)
+        first = alice.register_proxy_instance("proxy-123", {"instanceName": "a", "priority": 1})
+        second = alice.register_proxy_instance("proxy-123", {"instanceName": "b", "priority": 2})
+        for instance in (first, second):
+            updated = alice.update_instance_health(instance.id, "healthy", {"cpuPercent": 5})
+            assert updated.health_status is HealthStatus.HEALTHY
+        evaluation = alice.evaluate_failover("proxy-123")
+        assert evaluation.should_failover
+        assert evaluation.target_instance_id == first.id
+        assert alice.get_failover_configuration("nope") is None
+        with pytest.raises(FailoverError) as refused:
+            alice.execute_failover("proxy-123", None, first.id)
+        assert refused.value.code is ErrorCode.FORBIDDEN
+        assert refused.value.status_code == 403
+
+    async with AsyncFailoverClient(serve_process.url, tokens.admin) as admin:
+        event = await admin.execute_failover("proxy-123", None, first.id, "first activation")
+        assert (event.event_type, event.status) == (EventType.FAILOVER, EventStatus.IN_PROGRESS)
+        done = await admin.complete_failover_event(event.id, "completed", duration_ms=1500)
+        assert (done.status, done.duration_ms) == (EventStatus.COMPLETED, 1500)
+        with pytest.raises(FailoverError) as twice:
+            await admin.complete_failover_event(event.id, "completed")
+        assert twice.value.code is ErrorCode.EVENT_ALREADY_CLOSED
+
+        for _ in range(2):
+            await admin.record_check_result(first.id, CheckResult(success=False, error="down"))
+        status = await admin.get_redundancy_status("proxy-123")
+        assert status is not None
+        assert status.redundancy_level is RedundancyLevel.DUAL
+        instances = await admin.get_proxy_instances("proxy-123")
+        assert [i.id for i in instances] == [first.id, second.id]
+        assert instances[0].health_status is HealthStatus.UNHEALTHY
+        assert instances[0].last_error == "down"
+
+        events = await admin.get_failover_events("proxy-123", limit=10)
+        assert [e.id for e in events][-1] == event.id
+        route = await admin.get_route("proxy-123")
+        assert route.proxy_id == "proxy-123"
+        explanation = await admin.explain("proxy-123")
+        assert len(explanation.instances) == 2
+        (summary,) = await admin.list_proxies()
+        assert summary.user_id == "alice"
+        await admin.record_instance_metrics(second.id, {"connectionCount": 4})
+        newest, from_health_report = await admin.get_instance_metrics(second.id)
+        assert newest.sample.connection_count == 4
+        assert from_health_report.sample.cpu_percent == 5
+        await admin.delete_instance(second.id)
+        with pytest.raises(FailoverError) as gone:
+            await admin.get_instance(second.id)
+        assert gone.value.code is ErrorCode.INSTANCE_NOT_FOUND
