@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from proxy_failover.adapters.metrics import Metrics
+from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
+from proxy_failover.engine import Engine
 from proxy_failover.service import (
     DEFAULT_CACHE_TTL_SECONDS,
     ChangeListener,
@@ -103,13 +105,27 @@ async def build(settings: Settings) -> Runtime:
         raise
     notifier = build_notifier(settings, service)
     stack.push_async_callback(notifier.stop)
+    engine, prober = build_engine(service)
+    stack.push_async_callback(prober.aclose)
     return Runtime(
         settings=settings,
         service=service,
         store=service.store,
+        engine=engine,
         notifier=notifier,
         _stack=stack,
     )
+
+
+def build_engine(service: ProxyFailoverService) -> tuple[Engine, Prober]:
+    """The health/failover engine over the service, woken by every change the service commits.
+
+    Nothing runs until someone awaits ``engine.run()`` (``serve`` does, in the API lifespan).
+    """
+    prober = Prober()
+    engine = Engine(service, prober)
+    service.on_change = chain_listeners(service.on_change, engine.notify)
+    return engine, prober
 
 
 def chain_listeners(*listeners: ChangeListener | None) -> ChangeListener | None:

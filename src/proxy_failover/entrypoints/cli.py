@@ -80,7 +80,7 @@ def serve(
             err=True,
         )
     try:
-        application = create_app(settings)
+        application = create_app(settings, run_engine=True)
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from None

@@ -7,6 +7,7 @@ No globals: everything per app lives on ``app.state``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,8 +36,12 @@ with a `PROXY_FAILOVER_0NN` code.
 """
 
 
-def create_app(source: Settings | Runtime) -> FastAPI:
-    """An app over settings (it owns its runtime) or over a runtime (the caller owns that)."""
+def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastAPI:
+    """An app over settings (it owns its runtime) or over a runtime (the caller owns that).
+
+    ``run_engine`` runs the health/failover engine in the lifespan (``serve`` sets it; tests of the
+    API alone leave it off so no background probe changes the instances they assert on).
+    """
     settings = source.settings if isinstance(source, Runtime) else source
     verifier = TokenVerifier.from_settings(settings)  # fail at start-up, not on the first call
 
@@ -53,9 +58,15 @@ def create_app(source: Settings | Runtime) -> FastAPI:
         app.state.ownership = Ownership(runtime.service)
         if runtime.notifier is not None:
             runtime.notifier.start()  # webhook delivery worker
+        engine_task = None
+        if run_engine and runtime.engine is not None:
+            engine_task = asyncio.create_task(runtime.engine.run(), name="pfo-engine")
         try:
             yield
         finally:
+            if engine_task is not None:
+                runtime.engine.stop()
+                await engine_task
             if runtime.notifier is not None:
                 await runtime.notifier.stop()
             if owned:
