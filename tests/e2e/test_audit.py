@@ -26,6 +26,8 @@ async def test_mutating_calls_are_audited_with_caller_target_and_result(api: Api
     assert conflict.headers["x-request-id"] == "req-42"
     await api.call("GET", f"/proxy/{PROXY}/instances", alice)  # reads are not audited
     await api.call("DELETE", "/proxy/instances/not-there", None)  # anonymous, refused
+    too_big = await api.call("POST", "/proxy/failover/config", alice, content=b"{" * 70_000)
+    assert too_big.status_code == 413
 
     entries = await api.ok("GET", f"/audit?proxyId={PROXY}", admin)
     actions = [(e["actor"], e["action"], e["result"]) for e in reversed(entries)]
@@ -50,7 +52,11 @@ async def test_mutating_calls_are_audited_with_caller_target_and_result(api: Api
 
     everything = await api.ok("GET", "/audit?limit=1000", admin)
     anonymous = [e for e in everything if e["actor"] == "anonymous"]
-    assert [(e["result"], e["statusCode"]) for e in anonymous] == [("PROXY_FAILOVER_015", 401)]
+    # refused before authentication ran: the caller is not known
+    assert sorted((e["result"], e["statusCode"]) for e in anonymous) == [
+        ("PROXY_FAILOVER_015", 401),
+        ("PROXY_FAILOVER_017", 413),
+    ]
     assert len(await api.ok("GET", "/audit?limit=2", admin)) == 2
 
 

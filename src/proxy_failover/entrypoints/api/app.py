@@ -89,8 +89,10 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
     # Added last = outermost: the size limit runs before anything reads the body.
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(observability.ObservabilityMiddleware)  # request id, metrics, audit
     app.add_middleware(BodyLimitMiddleware)
+    # Outermost of all, so refused requests (413 too) are counted and audited; it copies at most
+    # 64 KiB of a body for the audit row and never buffers it.
+    app.add_middleware(observability.ObservabilityMiddleware)  # request id, metrics, audit
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

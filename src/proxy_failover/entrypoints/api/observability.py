@@ -161,7 +161,7 @@ def _object(raw: bytearray) -> dict[str, Any]:
     """The JSON object in ``raw``, or an empty one (not JSON, truncated, or not an object)."""
     try:
         value = json.loads(bytes(raw)) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # malformed or absurdly nested: the API refused it
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -222,24 +222,27 @@ class ObservabilityMiddleware:
                 current_actor.reset(token)
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             notifier = _notifier_of(scope)
-            if notifier is not None:
-                notifier.metrics.observe_http(
-                    method if method in _KNOWN_METHODS else "OTHER",
-                    route,
-                    status,
-                    time.perf_counter() - started,
-                )
-                if mutating:
-                    await self._audit(
-                        notifier,
-                        scope,
-                        state,
+            try:
+                if notifier is not None:
+                    notifier.metrics.observe_http(
+                        method if method in _KNOWN_METHODS else "OTHER",
                         route,
                         status,
-                        request_id,
-                        request_body,
-                        response_body,
+                        time.perf_counter() - started,
                     )
+                    if mutating:
+                        await self._audit(
+                            notifier,
+                            scope,
+                            state,
+                            route,
+                            status,
+                            request_id,
+                            request_body,
+                            response_body,
+                        )
+            except Exception:  # the call already happened: never turn it into an error
+                log.exception("observing %s %s failed (%s)", method, route, request_id)
 
     @staticmethod
     async def _audit(
@@ -274,10 +277,7 @@ class ObservabilityMiddleware:
             status_code=status,
             request_id=request_id,
         )
-        try:
-            await notifier.outbox.record_audit(entry)
-        except Exception as exc:  # the call already happened: never turn it into an error
-            log.error("audit write failed for %s (%s): %s", entry.action, request_id, exc)
+        await notifier.outbox.record_audit(entry)
 
 
 def _notifier_of(scope: Scope) -> Any:
