@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,8 +31,16 @@ FAST = {
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[ProxyFailoverService]:
-    async with open_service(f"sqlite+aiosqlite:///{tmp_path / 'pfo.db'}") as svc:
+async def service(database_url: str) -> AsyncIterator[ProxyFailoverService]:
+    """The real service with the real clock, on SQLite and on PostgreSQL (row locks)."""
+    async with open_service(database_url, migrate=False) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def sqlite_service(sqlite_url: str) -> AsyncIterator[ProxyFailoverService]:
+    """SQLite only, for scenarios whose storage path the two above already cover."""
+    async with open_service(sqlite_url, migrate=False) as svc:
         yield svc
 
 
@@ -133,18 +140,18 @@ async def test_kill_active_fails_over_by_priority_then_recovers_without_failback
 
 
 async def test_recovered_preferred_instance_fails_back_when_enabled(
-    service: ProxyFailoverService, instances: list[InstanceProcess]
+    sqlite_service: ProxyFailoverService, instances: list[InstanceProcess]
 ) -> None:
     a, b, _ = await setup_proxy(
-        service, instances, enableAutoFailback=True, failbackDelaySeconds=0.3
+        sqlite_service, instances, enableAutoFailback=True, failbackDelaySeconds=0.3
     )
-    async with running_engine(service):
-        await wait_for(becomes_active(service, a))
+    async with running_engine(sqlite_service):
+        await wait_for(becomes_active(sqlite_service, a))
         instances[0].kill()
-        await wait_for(becomes_active(service, b))
+        await wait_for(becomes_active(sqlite_service, b))
         instances[0].restart()
-        await wait_for(becomes_active(service, a))
-    events = await switch_events(service)
+        await wait_for(becomes_active(sqlite_service, a))
+    events = await switch_events(sqlite_service)
     assert [e.event_type for e in events] == [
         EventType.FAILOVER,
         EventType.FAILOVER,
@@ -153,21 +160,19 @@ async def test_recovered_preferred_instance_fails_back_when_enabled(
     assert events[-1].reason.startswith("preferred edge-a healthy for 0.3s")
 
 
-async def test_flapping_active_never_causes_failovers(
-    service: ProxyFailoverService, tmp_path: Path
-) -> None:
+async def test_flapping_active_never_causes_failovers(sqlite_service: ProxyFailoverService) -> None:
     with InstanceProcess(flap=True) as flapper, InstanceProcess() as steady:
-        await service.create_failover_configuration(
+        await sqlite_service.create_failover_configuration(
             "edge", "owner", {**FAST, "enableAutoFailback": True, "failbackDelaySeconds": 0.2}
         )
         flap_id = (
-            await service.register_proxy_instance(
+            await sqlite_service.register_proxy_instance(
                 "edge", "owner", {"instanceName": "flappy", "endpoint": flapper.endpoint}
             )
         ).id
-        async with running_engine(service):
-            await wait_for(becomes_active(service, flap_id))
-            await service.register_proxy_instance(
+        async with running_engine(sqlite_service):
+            await wait_for(becomes_active(sqlite_service, flap_id))
+            await sqlite_service.register_proxy_instance(
                 "edge",
                 "owner",
                 {"instanceName": "steady", "endpoint": steady.endpoint, "priority": 200},
@@ -175,11 +180,11 @@ async def test_flapping_active_never_causes_failovers(
 
             async def probed_enough() -> bool:
                 stats = await asyncio.to_thread(flapper.request, "GET", "/stats")
-                return bool(stats["healthRequests"] >= 25)
+                return bool(stats["healthRequests"] >= 16)
 
             await wait_for(probed_enough)
-        assert [e.target_instance_id for e in await switch_events(service)] == [flap_id]
-        assert await active_of(service) == flap_id
+        assert [e.target_instance_id for e in await switch_events(sqlite_service)] == [flap_id]
+        assert await active_of(sqlite_service) == flap_id
 
 
 async def test_engine_restart_mid_failover_neither_loses_nor_duplicates_events(
@@ -202,7 +207,7 @@ async def test_engine_restart_mid_failover_neither_loses_nor_duplicates_events(
 
         async def probed_again() -> bool:
             instance = await service.get_instance(b)
-            return instance.total_requests >= 15
+            return instance.total_requests >= 10
 
         await wait_for(probed_again)
     events = await switch_events(service)
@@ -211,33 +216,33 @@ async def test_engine_restart_mid_failover_neither_loses_nor_duplicates_events(
 
 
 async def test_reported_failure_switches_at_once_without_waiting_for_probes(
-    service: ProxyFailoverService, instances: list[InstanceProcess]
+    sqlite_service: ProxyFailoverService, instances: list[InstanceProcess]
 ) -> None:
     a, b, _ = await setup_proxy(
-        service, instances, healthCheckIntervalSeconds=30, healthCheckTimeoutSeconds=1
+        sqlite_service, instances, healthCheckIntervalSeconds=30, healthCheckTimeoutSeconds=1
     )
-    async with running_engine(service):
-        await wait_for(becomes_active(service, a))
-        await service.update_instance_health(a, "unhealthy")
+    async with running_engine(sqlite_service):
+        await wait_for(becomes_active(sqlite_service, a))
+        await sqlite_service.update_instance_health(a, "unhealthy")
         # probes run every 30 s here, so only the wake-up can explain a switch within seconds
-        await wait_for(becomes_active(service, b), within=3.0)
-    [_, failover] = await switch_events(service)
+        await wait_for(becomes_active(sqlite_service, b), within=3.0)
+    [_, failover] = await switch_events(sqlite_service)
     assert failover.reason.startswith("active edge-a unhealthy")
 
 
 async def test_recovery_url_is_called_until_the_instance_is_back(
-    service: ProxyFailoverService, instances: list[InstanceProcess]
+    sqlite_service: ProxyFailoverService, instances: list[InstanceProcess]
 ) -> None:
     recovery_sink = instances[2]  # edge-a's recovery URL points at a process that stays up
     a, _, _ = await setup_proxy(
-        service,
+        sqlite_service,
         instances,
         recovery_url=f"{recovery_sink.url}/recover",
         maxRecoveryAttempts=3,
         recoveryBackoffSeconds=0.2,
     )
-    async with running_engine(service):
-        await wait_for(becomes_active(service, a))
+    async with running_engine(sqlite_service):
+        await wait_for(becomes_active(sqlite_service, a))
         instances[0].kill()
 
         async def posted_twice() -> list[Any]:
@@ -249,15 +254,15 @@ async def test_recovery_url_is_called_until_the_instance_is_back(
             {"instanceId": a, "proxyId": "edge", "attempt": 1},
             {"instanceId": a, "proxyId": "edge", "attempt": 2},
         ]
-        [open_event] = await service.get_failover_events(
+        [open_event] = await sqlite_service.get_failover_events(
             "edge", 10, event_type=EventType.RECOVERY, status=EventStatus.IN_PROGRESS
         )
         instances[0].restart()
 
         async def closed() -> bool:
-            event = await service.get_event(open_event.id)
+            event = await sqlite_service.get_event(open_event.id)
             return event.status is EventStatus.COMPLETED
 
         await wait_for(closed)
-    recoveries = await service.get_failover_events("edge", 10, event_type=EventType.RECOVERY)
+    recoveries = await sqlite_service.get_failover_events("edge", 10, event_type=EventType.RECOVERY)
     assert [e.id for e in recoveries] == [open_event.id]  # one event for one recovery
