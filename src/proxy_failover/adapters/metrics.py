@@ -10,7 +10,7 @@ and the HTTP middleware feed them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -311,6 +311,16 @@ class ObservedProber:
         self, url: str, payload: dict[str, Any], timeout_s: float
     ) -> CheckResult:
         return await self._inner.request_recovery(url, payload, timeout_s)
+
+    @property
+    def on_connection_lost(self) -> Callable[[str], None] | None:
+        """Forwarded to the inner prober (the engine sets it to probe a dropped instance early)."""
+        listener: Callable[[str], None] | None = getattr(self._inner, "on_connection_lost", None)
+        return listener
+
+    @on_connection_lost.setter
+    def on_connection_lost(self, listener: Callable[[str], None] | None) -> None:
+        setattr(self._inner, "on_connection_lost", listener)  # noqa: B010 - not in its Protocol
 
     def __getattr__(self, name: str) -> Any:  # aclose, pooled_connections, ...
         return getattr(self._inner, name)
