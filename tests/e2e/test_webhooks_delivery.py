@@ -200,6 +200,32 @@ async def test_two_workers_share_the_queue_without_duplicates_or_reordering(
         assert all(r.signature_ok for r in receiver.received)
 
 
+async def test_a_hanging_receiver_holds_back_only_its_own_subscription(
+    store: Store, outbox: Outbox
+) -> None:
+    hanging = await WebhookReceiver(SECRET).start()
+    healthy = await WebhookReceiver(SECRET).start()
+    hanging.answering.clear()
+    worker = DeliveryWorker(outbox, timeout_seconds=30, poll_interval_seconds=0.05)
+    try:
+        for receiver in (hanging, healthy):
+            await outbox.create_subscription(
+                PROXY, "alice", receiver.url, SECRET, None, datetime.now(UTC)
+            )
+        await _emit(store, _note("failover.completed", 1))
+        await _emit(store, _note("failover.completed", 2))
+        async for _ in _worker_running(worker):
+            await wait_for(lambda: _count(healthy, 2), within=10)
+            assert len(hanging.received) == 1  # its first delivery is still unanswered
+            assert hanging.accepted == []
+            hanging.answering.set()
+            await wait_for(lambda: _count(hanging, 2), within=10)
+    finally:
+        await hanging.stop()
+        await healthy.stop()
+    assert [r.payload["epoch"] for r in hanging.accepted] == [1, 2]
+
+
 class FakeClock:
     def __init__(self, start: datetime) -> None:
         self.now = start

@@ -55,6 +55,9 @@ class WebhookReceiver:
         self.secret = secret
         self.port = port or free_port()
         self.fail_first = fail_first
+        #: While cleared, requests are received but not answered (a hanging receiver).
+        self.answering = asyncio.Event()
+        self.answering.set()
         self.received: list[Received] = []
         self.accepted: list[Received] = []
         self._server: uvicorn.Server | None = None
@@ -84,6 +87,7 @@ class WebhookReceiver:
         )
         item = Received(headers, body, ok)
         self.received.append(item)
+        await self.answering.wait()
         status = 200
         if len(self.received) <= self.fail_first:
             status = 500
@@ -113,6 +117,7 @@ class WebhookReceiver:
         return self
 
     async def stop(self) -> None:
+        self.answering.set()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):

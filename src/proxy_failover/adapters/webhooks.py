@@ -78,6 +78,7 @@ class DeliveryWorker:
         self._client: httpx.AsyncClient | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: dict[str, asyncio.Task[DeliveryStatus]] = {}
         self._failing_since: dict[str, str] = {}  # subscription id -> last error (log once)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -98,11 +99,19 @@ class DeliveryWorker:
             self._task = asyncio.create_task(self.run(), name="pfo-webhook-worker")
 
     async def stop(self) -> None:
+        """Stop claiming, cancel posts in flight and give their claims back at once."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        in_flight = dict(self._in_flight)
+        for task in in_flight.values():
+            task.cancel()
+        await asyncio.gather(*in_flight.values(), return_exceptions=True)
+        if in_flight:
+            with contextlib.suppress(Exception):  # else the leases simply expire
+                await self.outbox.release(list(in_flight), self.owner)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -114,32 +123,59 @@ class DeliveryWorker:
     # --- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until cancelled; a database or network problem only delays the next round."""
-        while True:
-            try:
-                attempted = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook delivery round failed; retrying after the poll interval")
-                attempted = 0
-            if attempted:
-                continue  # more may be due right away (the next delivery of a subscription)
-            await self._sleep()
+        """Deliver until cancelled; a database or network problem only delays the next round.
 
-    async def _sleep(self) -> None:
+        Each claimed delivery is posted by its own task, so a receiver that hangs until the
+        timeout holds back only its own subscription. When a post ends, the loop wakes to claim
+        that subscription's next delivery.
+        """
+        while True:
+            self._wakeup.clear()  # cleared before claiming: a wake-up during the round counts
+            free = self.batch_size - len(self._in_flight)
+            claimed: list[ClaimedDelivery] = []
+            if free > 0:
+                try:
+                    claimed = await self.outbox.claim_due(
+                        self.owner, self.clock(), self.lease_seconds, free
+                    )
+                except Exception:
+                    log.exception("claiming webhook deliveries failed; retrying shortly")
+            for delivery in claimed:
+                self._spawn(delivery)
+            await self._sleep(at_capacity=len(claimed) >= free)
+
+    def _spawn(self, delivery: ClaimedDelivery) -> None:
+        task = asyncio.create_task(self._attempt(delivery), name=f"pfo-webhook-{delivery.id}")
+        self._in_flight[delivery.id] = task
+
+        def done(finished: asyncio.Task[DeliveryStatus]) -> None:
+            self._in_flight.pop(delivery.id, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error(
+                    "webhook delivery %s: recording the attempt failed (retried when its claim "
+                    "expires): %s",
+                    delivery.id,
+                    finished.exception(),
+                )
+            self._wakeup.set()
+
+        task.add_done_callback(done)
+
+    async def _sleep(self, *, at_capacity: bool) -> None:
+        """Until woken, the next delivery falls due, or the poll interval (other replicas)."""
         timeout = self.poll_interval_seconds
-        with contextlib.suppress(Exception):
-            now = self.clock()
-            due = await self.outbox.next_due_at(now)
-            if due is not None:
-                timeout = max(0.0, min(timeout, (due - now).total_seconds()))
-        self._wakeup.clear()
+        if not at_capacity:
+            with contextlib.suppress(Exception):
+                now = self.clock()
+                due = await self.outbox.next_due_at(now)
+                if due is not None:
+                    timeout = max(0.0, min(timeout, (due - now).total_seconds()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def run_once(self) -> int:
-        """Claim one batch of due deliveries and attempt each; returns how many were attempted.
+        """Claim one batch of due deliveries and attempt each (step by step, for tests and tools);
+        returns how many were attempted.
 
         The batch holds at most one delivery per subscription, so posting them concurrently keeps
         each subscription's order.
