@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from proxy_failover.adapters.metrics import Metrics
+from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
@@ -105,7 +105,7 @@ async def build(settings: Settings) -> Runtime:
         raise
     notifier = build_notifier(settings, service)
     stack.push_async_callback(notifier.stop)
-    engine, prober = build_engine(service)
+    engine, prober = build_engine(service, notifier.metrics)
     stack.push_async_callback(prober.aclose)
     return Runtime(
         settings=settings,
@@ -117,13 +117,16 @@ async def build(settings: Settings) -> Runtime:
     )
 
 
-def build_engine(service: ProxyFailoverService) -> tuple[Engine, Prober]:
+def build_engine(
+    service: ProxyFailoverService, metrics: Metrics | None = None
+) -> tuple[Engine, Prober]:
     """The health/failover engine over the service, woken by every change the service commits.
 
     Nothing runs until someone awaits ``engine.run()`` (``serve`` does, in the API lifespan).
+    With ``metrics``, every probe is counted and timed (and feeds the time to detect).
     """
     prober = Prober()
-    engine = Engine(service, prober)
+    engine = Engine(service, ObservedProber(prober, metrics) if metrics is not None else prober)
     service.on_change = chain_listeners(service.on_change, engine.notify)
     return engine, prober
 

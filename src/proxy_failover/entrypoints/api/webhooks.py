@@ -96,7 +96,7 @@ class DeletedPublic(ResponseModel):
     deleted: bool
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_notifier(request: Request) -> Notifier:
     notifier: Notifier = request.app.state.runtime.notifier
     return notifier
 
