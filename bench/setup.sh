@@ -17,3 +17,8 @@ apt_install() {
 if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   apt_install haproxy
 fi
+
+# bench/api.py: wrk (the Debian package), an efficient C load generator for the REST API figures.
+if ! command -v wrk >/dev/null; then
+  apt_install wrk
+fi

@@ -84,16 +84,17 @@ class Ownership:
         return value
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_service(request: Request) -> ProxyFailoverService:
-    return get_runtime(request).service
+async def get_service(request: Request) -> ProxyFailoverService:
+    service: ProxyFailoverService = request.app.state.runtime.service
+    return service
 
 
-def get_ownership(request: Request) -> Ownership:
+async def get_ownership(request: Request) -> Ownership:
     ownership: Ownership = request.app.state.ownership
     return ownership
 

@@ -1,0 +1,34 @@
+"""Run every benchmark script in bench/ (``make bench``), one after another, and say which failed.
+
+Each ``bench/*.py`` other than this one is a standalone script that prints its own table;
+extra arguments are not passed on (each script has its own defaults and ``--help``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    scripts = sorted(path for path in BENCH.glob("*.py") if path.name != Path(__file__).name)
+    failed: list[str] = []
+    for script in scripts:
+        print(f"\n=== {script.name} ===", flush=True)
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, str(script)], cwd=BENCH.parent)
+        print(f"=== {script.name}: exit {code} after {time.monotonic() - started:.0f} s ===")
+        if code != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
