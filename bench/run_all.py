@@ -1,7 +1,8 @@
 """Run every benchmark script in bench/ (``make bench``), one after another, and say which failed.
 
-Each ``bench/*.py`` other than this one is a standalone script that prints its own table;
-extra arguments are not passed on (each script has its own defaults and ``--help``).
+``bench/setup.sh`` runs first (it installs wrk/HAProxy when missing). Each ``bench/*.py`` other
+than this one is a standalone script that prints its own table; arguments are not passed on (each
+script has its own defaults and ``--help``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ BENCH = Path(__file__).resolve().parent
 def main() -> int:
     scripts = sorted(path for path in BENCH.glob("*.py") if path.name != Path(__file__).name)
     failed: list[str] = []
+    setup = BENCH / "setup.sh"
+    # setup.sh installs the outside tools (wrk, HAProxy) when missing; guarded, idempotent.
+    if setup.exists() and subprocess.call(["bash", str(setup)]) != 0:
+        print("bench/setup.sh failed; scripts needing its tools will say so", file=sys.stderr)
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)
         started = time.monotonic()
