@@ -272,6 +272,17 @@ class ProxyFailoverService:
             raise self._instance_not_found(instance_id)
         return instance
 
+    async def _locked_instances(
+        self, unit: UnitOfWork, proxy_id: str, instance_id: str
+    ) -> tuple[list[Instance], Instance]:
+        """The proxy's instances and the one asked for, in one query (004 if it is gone)."""
+        instances = await unit.list_instances(proxy_id)
+        found = next((i for i in instances if i.id == instance_id), None)
+        if found is None:
+            self._instance_proxy.pop(instance_id, None)
+            raise self._instance_not_found(instance_id)
+        return instances, found
+
     async def _snapshot(
         self, reader: Reader, proxy_id: str, status: RedundancyStatus
     ) -> ProxySnapshot:
@@ -332,10 +343,18 @@ class ProxyFailoverService:
         move_to: str | _Keep | None = _Keep.POINTER,
         epoch: int | None = None,
         failover_reason: str | None = None,
+        instances: Sequence[Instance] | None = None,
     ) -> RedundancyStatus:
-        """Recompute redundancy from the instances (clearing ``overridden``); move the pointer."""
+        """Recompute redundancy from the instances (clearing ``overridden``); move the pointer.
+
+        ``instances`` is the proxy's current instances when the caller already has them. The row
+        is only written when something in it changed (a steady stream of identical health reports
+        costs no redundancy write).
+        """
         proxy_id = before.proxy_id
-        instances = strategies.in_preference_order(await unit.list_instances(proxy_id))
+        if instances is None:
+            instances = await unit.list_instances(proxy_id)
+        instances = strategies.in_preference_order(instances)
         active_id = before.active_instance_id if move_to is _Keep.POINTER else move_to
         if active_id is not None and all(i.id != active_id for i in instances):
             active_id = None
@@ -358,6 +377,8 @@ class ProxyFailoverService:
             overridden=False,
             updated_at=now,
         )
+        if dataclasses.replace(after, updated_at=before.updated_at) == before:
+            return before
         await unit.save_redundancy(after)
         if moved or before.overridden:
             await unit.mark_active(proxy_id, active_id)
@@ -442,11 +463,16 @@ class ProxyFailoverService:
         after: Instance,
         now: datetime,
         status: RedundancyStatus,
+        instances: Sequence[Instance],
         *,
         record_recovery: bool,
     ) -> None:
-        """Recompute redundancy, notify health transitions and close/record recovery."""
-        recomputed = await self._recompute(unit, status, now)
+        """Recompute redundancy, notify health transitions and close/record recovery.
+
+        ``instances`` is the proxy's instances as loaded in this unit of work, before the change.
+        """
+        current = [after if i.id == after.id else i for i in instances]
+        recomputed = await self._recompute(unit, status, now, instances=current)
         unit.notify(*self._health_notifications(before, after, recomputed.epoch, now))
         recovered = (
             before.health_status is HealthStatus.UNHEALTHY
@@ -586,7 +612,7 @@ class ProxyFailoverService:
         proxy_id = await self._proxy_of_instance(instance_id)
         now = self._now()
         async with self._write(proxy_id) as (unit, locked):
-            before = await self._locked_instance(unit, instance_id)
+            instances, before = await self._locked_instances(unit, proxy_id, instance_id)
             assert locked is not None
             state = core_health.report(before.health, status)
             after = self._with_sample(
@@ -597,7 +623,9 @@ class ProxyFailoverService:
                 await unit.insert_metric(
                     StoredMetricSample(new_id(), after.id, proxy_id, after.user_id, sample, now)
                 )
-            await self._after_health_change(unit, before, after, now, locked, record_recovery=False)
+            await self._after_health_change(
+                unit, before, after, now, locked, instances, record_recovery=False
+            )
         return after
 
     async def record_instance_metrics(
@@ -939,7 +967,7 @@ class ProxyFailoverService:
         proxy_id = await self._proxy_of_instance(instance_id)
         now = self._now()
         async with self._write(proxy_id) as (unit, locked):
-            before = await self._locked_instance(unit, instance_id)
+            instances, before = await self._locked_instances(unit, proxy_id, instance_id)
             assert locked is not None
             if before.admin_state is AdminState.MAINTENANCE:
                 return before
@@ -970,7 +998,9 @@ class ProxyFailoverService:
                 error_rate=failed / total,
             )
             await unit.save_instance(after)
-            await self._after_health_change(unit, before, after, now, locked, record_recovery=True)
+            await self._after_health_change(
+                unit, before, after, now, locked, instances, record_recovery=True
+            )
         return after
 
     async def get_instance_metrics(

@@ -8,6 +8,7 @@ Nothing here returns ORM/Core rows: callers get the frozen dataclasses of ``core
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -501,6 +502,12 @@ class Store:
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         write_engine = self.engine.execution_options(**{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+        # SQLite has one writer at a time anyway: queue this process's writers here instead of
+        # in SQLite's busy handler (which sleeps and backs off). BEGIN IMMEDIATE still guards
+        # against other processes; PostgreSQL writers of different proxies run in parallel.
+        self._write_gate: asyncio.Lock | None = (
+            asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        )
 
     @property
     def dialect_name(self) -> str:
@@ -530,7 +537,12 @@ class Store:
 
         The caller locks the proxy it changes with ``UnitOfWork.lock_proxy`` as its first step.
         """
-        async with database.mapped_errors(), self._write_sessions() as session, session.begin():
+        async with (
+            self._write_gate or contextlib.nullcontext(),
+            database.mapped_errors(),
+            self._write_sessions() as session,
+            session.begin(),
+        ):
             unit = UnitOfWork(session)
             yield unit
             if unit.notifications:
