@@ -431,21 +431,26 @@ class Outbox:
 
     async def get_delivery(self, proxy_id: str, delivery_id: str) -> Delivery | None:
         async with self._read() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(webhook_deliveries).where(
-                            webhook_deliveries.c.id == delivery_id,
-                            webhook_deliveries.c.proxy_id == proxy_id,
-                        )
+            return await self._fetch_delivery(conn, proxy_id, delivery_id)
+
+    async def _fetch_delivery(
+        self, conn: AsyncConnection, proxy_id: str, delivery_id: str
+    ) -> Delivery | None:
+        row = (
+            (
+                await conn.execute(
+                    sa.select(webhook_deliveries).where(
+                        webhook_deliveries.c.id == delivery_id,
+                        webhook_deliveries.c.proxy_id == proxy_id,
                     )
                 )
-                .mappings()
-                .first()
             )
-            if row is None:
-                return None
-            attempts = await self._attempts_for(conn, [row["id"]])
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        attempts = await self._attempts_for(conn, [row["id"]])
         return _delivery_from(row, attempts[row["id"]])
 
     async def redeliver(self, proxy_id: str, delivery_id: str, now: datetime) -> Delivery | None:
@@ -479,7 +484,8 @@ class Outbox:
             )
             if not result.rowcount:
                 return None
-        return await self.get_delivery(proxy_id, delivery_id)
+            # read in the same transaction: what was queued, before any worker can touch it
+            return await self._fetch_delivery(conn, proxy_id, delivery_id)
 
     # --- deliveries: worker --------------------------------------------------------------------
 
