@@ -22,7 +22,10 @@ async def test_sync_and_async_clients_run_the_seed_flow(
     serve_process: ServeProcess, tokens: Tokens
 ) -> None:
     with FailoverClient(serve_process.url, tokens.alice) as alice:
-        config = alice.create_failover_configuration("proxy-123", {"unhealthyThreshold": 2})
+        # serve runs the engine too; with automatic failover off it leaves the switching to us
+        config = alice.create_failover_configuration(
+            "proxy-123", {"unhealthyThreshold": 2, "enableAutoFailover": False}
+        )
         assert (config.user_id, config.unhealthy_threshold) == ("alice", 2)
         first = alice.register_proxy_instance("proxy-123", {"instanceName": "a", "priority": 1})
         second = alice.register_proxy_instance("proxy-123", {"instanceName": "b", "priority": 2})
@@ -30,8 +33,8 @@ async def test_sync_and_async_clients_run_the_seed_flow(
             updated = alice.update_instance_health(instance.id, "healthy", {"cpuPercent": 5})
             assert updated.health_status is HealthStatus.HEALTHY
         evaluation = alice.evaluate_failover("proxy-123")
-        assert evaluation.should_failover
-        assert evaluation.target_instance_id == first.id
+        assert evaluation.proxy_id == "proxy-123"
+        assert evaluation.auto_failover_enabled is False
         assert alice.get_failover_configuration("nope") is None
         with pytest.raises(FailoverError) as refused:
             alice.execute_failover("proxy-123", None, first.id)
@@ -39,8 +42,14 @@ async def test_sync_and_async_clients_run_the_seed_flow(
         assert refused.value.status_code == 403
 
     async with AsyncFailoverClient(serve_process.url, tokens.admin) as admin:
-        event = await admin.execute_failover("proxy-123", None, first.id, "first activation")
-        assert (event.event_type, event.status) == (EventType.FAILOVER, EventStatus.IN_PROGRESS)
+        current = await admin.get_redundancy_status("proxy-123")
+        assert current is not None
+        source = current.active_instance_id
+        target = second.id if source == first.id else first.id
+        event = await admin.execute_failover("proxy-123", source, target, "operator switch")
+        assert event.status is EventStatus.IN_PROGRESS
+        assert event.event_type in (EventType.FAILOVER, EventType.SWITCHOVER)
+        assert (event.source_instance_id, event.target_instance_id) == (source, target)
         done = await admin.complete_failover_event(event.id, "completed", duration_ms=1500)
         assert (done.status, done.duration_ms) == (EventStatus.COMPLETED, 1500)
         with pytest.raises(FailoverError) as twice:
@@ -49,13 +58,13 @@ async def test_sync_and_async_clients_run_the_seed_flow(
 
         for _ in range(2):
             await admin.record_check_result(first.id, CheckResult(success=False, error="down"))
+        instance = await admin.get_instance(first.id)
+        assert (instance.health_status, instance.last_error) == (HealthStatus.UNHEALTHY, "down")
         status = await admin.get_redundancy_status("proxy-123")
         assert status is not None
         assert status.redundancy_level is RedundancyLevel.DUAL
         instances = await admin.get_proxy_instances("proxy-123")
         assert [i.id for i in instances] == [first.id, second.id]
-        assert instances[0].health_status is HealthStatus.UNHEALTHY
-        assert instances[0].last_error == "down"
 
         events = await admin.get_failover_events("proxy-123", limit=10)
         assert [e.id for e in events][-1] == event.id

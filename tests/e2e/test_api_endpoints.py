@@ -357,3 +357,30 @@ async def test_missing_resources_answer_their_codes(api: Api) -> None:
     complete = {"status": "completed"}
     path = f"/proxy/failover/events/{unknown}/complete"
     assert await api.error("PUT", path, admin, json=complete) == (404, "PROXY_FAILOVER_012")
+
+
+async def test_redundancy_short_path_matches_the_route_and_never_reads_stale(api: Api) -> None:
+    """GET redundancy has a short path (hotpath.py); a query string forces the full route."""
+    alice, admin = api.tokens.alice, api.tokens.admin
+    first = await _register(api, "edge-a", 1)
+    path = f"/proxy/{PROXY}/redundancy"
+
+    async def both() -> bytes:
+        short = await api.call("GET", path, alice)
+        routed = await api.call("GET", path + "?via=route", alice)
+        assert short.status_code == routed.status_code == 200
+        assert short.content == routed.content
+        assert short.headers["content-type"] == routed.headers["content-type"]
+        return short.content
+
+    before = await both()
+    assert b'"healthyInstances":0' in before
+    await _healthy(api, first)  # a write, then at once a read: never the old value
+    assert b'"healthyInstances":1' in await both()
+    await api.ok(
+        "POST",
+        "/proxy/failover/execute",
+        admin,
+        json={"proxyId": PROXY, "sourceInstanceId": None, "targetInstanceId": first},
+    )
+    assert f'"activeInstanceId":"{first}"'.encode() in await both()
