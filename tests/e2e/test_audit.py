@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import re
 
+import structlog
+
+from proxy_failover.entrypoints.logs import bound_request_id, configure_logging
 from tests.e2e.conftest import Api
 from tests.helpers.live_app import fail_over, setup_proxy
 
@@ -68,3 +74,30 @@ async def test_audit_log_is_for_admins_only(api: Api) -> None:
             400,
             "PROXY_FAILOVER_001",
         )
+
+
+def test_logs_are_json_lines_carrying_the_request_id() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved_uvicorn = [(u.handlers[:], u.propagate) for u in uvicorn_loggers]
+    buffer = io.StringIO()
+    try:
+        configure_logging("info", stream=buffer)
+        with bound_request_id("req-7"):
+            logging.getLogger("proxy_failover.test").warning("moved %s", "edge-a")
+        logging.getLogger("proxy_failover.test").info("outside")
+        logging.getLogger("proxy_failover.test").debug("below the level")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for logger, (handlers, propagate) in zip(uvicorn_loggers, saved_uvicorn, strict=True):
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+        structlog.reset_defaults()
+    first, second = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert first["event"] == "moved edge-a"
+    assert first["request_id"] == "req-7"
+    assert (first["level"], first["logger"]) == ("warning", "proxy_failover.test")
+    assert first["timestamp"].endswith("Z")
+    assert "request_id" not in second

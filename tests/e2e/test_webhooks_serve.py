@@ -5,6 +5,7 @@ engine's actions as ``system``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ async def test_killed_instance_reaches_the_receiver_signed_even_after_it_was_dow
 
     assert receiver.received
     assert all(r.signature_ok for r in receiver.received)
+    log_lines = [json.loads(line) for line in server.log.read_text().splitlines() if line]
+    assert {"timestamp", "level", "logger", "event"} <= set(log_lines[0])
+    assert any(line["logger"] == "proxy_failover.engine" for line in log_lines)
     samples = {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(metrics)

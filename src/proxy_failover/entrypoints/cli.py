@@ -50,6 +50,7 @@ def serve(
 
     from proxy_failover.entrypoints.api import create_app
     from proxy_failover.entrypoints.api.auth import mint_token, random_secret
+    from proxy_failover.entrypoints.logs import configure_logging
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -84,12 +85,14 @@ def serve(
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from None
+    configure_logging(settings.log_level)  # JSON lines, uvicorn's too
     uvicorn.run(
         application,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        log_config=None,
         log_level=settings.log_level,
         access_log=access_log,
         timeout_graceful_shutdown=10,

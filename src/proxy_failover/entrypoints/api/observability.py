@@ -34,6 +34,7 @@ from proxy_failover.entrypoints.api.schemas import (
     UtcDatetime,
 )
 from proxy_failover.entrypoints.api.webhooks import NotifierDep, check_proxy
+from proxy_failover.entrypoints.logs import bound_request_id
 from proxy_failover.store.outbox import current_actor
 
 log = logging.getLogger("proxy_failover.api")
@@ -216,7 +217,8 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         token = current_actor.set("api") if mutating else None
         try:
-            await self.app(scope, receiving, sending)
+            with bound_request_id(request_id):
+                await self.app(scope, receiving, sending)
         finally:
             if token is not None:
                 current_actor.reset(token)
