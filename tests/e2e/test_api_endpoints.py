@@ -350,13 +350,15 @@ async def test_missing_resources_answer_their_codes(api: Api) -> None:
             404,
             "PROXY_FAILOVER_004",
         )
-        assert await api.error("GET", "/proxy/instances/not-a-uuid", token) == (
-            404,
-            "PROXY_FAILOVER_004",
-        )
+        for odd in ("not-a-uuid", "x" * 300, "%20"):
+            assert await api.error("GET", f"/proxy/instances/{odd}", token) == (
+                404,
+                "PROXY_FAILOVER_004",
+            )
     complete = {"status": "completed"}
-    path = f"/proxy/failover/events/{unknown}/complete"
-    assert await api.error("PUT", path, admin, json=complete) == (404, "PROXY_FAILOVER_012")
+    for event_id in (unknown, "y" * 300):
+        path = f"/proxy/failover/events/{event_id}/complete"
+        assert await api.error("PUT", path, admin, json=complete) == (404, "PROXY_FAILOVER_012")
 
 
 async def test_redundancy_short_path_matches_the_route_and_never_reads_stale(api: Api) -> None:

@@ -38,7 +38,7 @@ from proxy_failover.entrypoints.api.schemas import (
 
 router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS, tags=["instances"])
 
-InstanceIdPath = Annotated[str, Path(alias="instanceId", max_length=64)]
+InstanceIdPath = Annotated[str, Path(alias="instanceId", description="an instance id (UUID)")]
 
 
 def _hidden(caller: Caller) -> frozenset[str] | None:

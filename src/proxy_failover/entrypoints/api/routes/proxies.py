@@ -46,7 +46,7 @@ router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS)
 ProxyIdPath = Annotated[
     str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN, description="the proxy's id")
 ]
-EventIdPath = Annotated[str, Path(alias="eventId", max_length=64)]
+EventIdPath = Annotated[str, Path(alias="eventId", description="an event id (UUID)")]
 
 
 def _missing_proxy(proxy_id: str) -> NotFound:
