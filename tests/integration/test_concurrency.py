@@ -80,7 +80,18 @@ async def test_fifty_concurrent_executes_have_exactly_one_winner(database_url: s
                 return error.code.value
             return "ok"
 
-        outcomes = list(await asyncio.gather(*(one(n, t) for n, t in enumerate(targets))))
+        racing = asyncio.gather(*(one(n, t) for n, t in enumerate(targets)))
+        observations = 0
+        while not racing.done():  # watch the invariants while the race runs, not only after
+            snapshot = await services[-1].load_snapshot("race")
+            assert len([i for i in snapshot.instances if i.is_active]) <= 1
+            in_progress = await services[-1].get_failover_events(
+                "race", status=EventStatus.IN_PROGRESS
+            )
+            assert len(in_progress) <= 1
+            observations += 1
+        outcomes = list(await racing)
+        assert observations >= 1
         await _assert_single_winner(services[0], "race", outcomes, targets)
 
 

@@ -69,6 +69,14 @@ def create_engine(
                 "use a file",
                 ErrorCode.INVALID_INPUT,
             )
+        folder = Path(database).expanduser().parent
+        if not folder.is_dir():
+            # Refuse before the driver tries: a failed aiosqlite connect leaves a worker thread
+            # that reports to the event loop after the fact.
+            raise StorageUnavailable(
+                f"storage unavailable: cannot create SQLite database {database!r}: "
+                f"directory {str(folder)!r} does not exist"
+            )
         engine = create_async_engine(
             parsed,
             pool_size=pool_size,

@@ -499,7 +499,14 @@ class Store:
             self.url, pool_size=pool_size, max_overflow=max_overflow
         )
         self.notification_writers: list[NotificationWriter] = list(notification_writers)
-        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads see one snapshot: SQLite's deferred WAL transaction does; PostgreSQL needs
+        # REPEATABLE READ (read-only, so it never meets a serialization failure).
+        read_engine = (
+            self.engine.execution_options(isolation_level="REPEATABLE READ")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine
+        )
+        self._read_sessions = async_sessionmaker(read_engine, expire_on_commit=False)
         write_engine = self.engine.execution_options(**{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
         # SQLite has one writer at a time anyway: queue this process's writers here instead of
@@ -527,7 +534,7 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
-        """A read-only transaction: one consistent view (SQLite WAL snapshot / PG statement)."""
+        """A read-only transaction: one consistent snapshot on both databases."""
         async with database.mapped_errors(), self._read_sessions() as session, session.begin():
             yield Reader(session)
 
