@@ -79,6 +79,7 @@ class DeliveryWorker:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: dict[str, asyncio.Task[DeliveryStatus]] = {}
+        self._claims_failing = False
         self._failing_since: dict[str, str] = {}  # subscription id -> last error (log once)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -138,8 +139,14 @@ class DeliveryWorker:
                     claimed = await self.outbox.claim_due(
                         self.owner, self.clock(), self.lease_seconds, free
                     )
-                except Exception:
-                    log.exception("claiming webhook deliveries failed; retrying shortly")
+                except Exception as exc:
+                    if not self._claims_failing:  # log the outage once, not every poll
+                        log.error("claiming webhook deliveries fails (retrying): %s", exc)
+                    self._claims_failing = True
+                else:
+                    if self._claims_failing:
+                        log.info("claiming webhook deliveries works again")
+                    self._claims_failing = False
             for delivery in claimed:
                 self._spawn(delivery)
             await self._sleep(at_capacity=len(claimed) >= free)

@@ -43,6 +43,8 @@ router = APIRouter(responses=COMMON_ERRORS)
 
 #: How often a stream re-reads the event log when nothing woke it (changes by other replicas).
 STREAM_POLL_SECONDS = 1.0
+#: Events read from the log per query.
+STREAM_BATCH = 100
 #: A comment line this often keeps proxies and load balancers from closing an idle stream.
 STREAM_KEEPALIVE_SECONDS = 15.0
 
@@ -138,10 +140,13 @@ async def stream(
         with notifier.feed(proxy_id) as woken:
             while True:  # ends when the client goes: the response cancels this generator
                 woken.clear()
-                for item in await outbox.notifications_after(proxy_id, last):
+                batch = await outbox.notifications_after(proxy_id, last, STREAM_BATCH)
+                for item in batch:
                     last = item.seq
                     quiet_since = time.monotonic()
                     yield _sse(item.seq, item.type, item.body)
+                if len(batch) == STREAM_BATCH:
+                    continue  # a client catching up: read on without waiting
                 if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_SECONDS:
                     quiet_since = time.monotonic()
                     yield b": keepalive\n\n"
