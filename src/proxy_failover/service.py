@@ -606,7 +606,11 @@ class ProxyFailoverService:
     async def update_instance_health(
         self, instance_id: str, health_status: str, metrics: Mapping[str, Any] | None = None
     ) -> Instance:
-        """An authoritative health report (SPEC §4); an optional metrics sample is stored too."""
+        """An authoritative health report (SPEC §4); an optional metrics sample is stored too.
+
+        An instance in maintenance keeps reading ``unknown``: the report's sample is stored and
+        ``lastHealthCheck`` moves, but its status does not.
+        """
         status = validation.parse_health_status(health_status)
         sample = validation.parse_metric_sample(metrics, require_one=False)
         proxy_id = await self._proxy_of_instance(instance_id)
@@ -614,7 +618,11 @@ class ProxyFailoverService:
         async with self._write(proxy_id) as (unit, locked):
             instances, before = await self._locked_instances(unit, proxy_id, instance_id)
             assert locked is not None
-            state = core_health.report(before.health, status)
+            state = (
+                before.health
+                if before.admin_state is AdminState.MAINTENANCE
+                else core_health.report(before.health, status)
+            )
             after = self._with_sample(
                 self._with_health(before, state, now, last_health_check=now), sample
             )
@@ -906,6 +914,17 @@ class ProxyFailoverService:
         async with self._write(proxy_id) as (unit, locked):
             instance = await self._locked_instance(unit, instance_id)
             assert locked is not None
+            open_recovery = await unit.open_recovery_event(instance.id)
+            if open_recovery is not None:
+                await unit.save_event(
+                    dataclasses.replace(
+                        open_recovery,
+                        status=EventStatus.FAILED,
+                        error_message="instance deleted",
+                        completed_at=now,
+                        duration_ms=_ms_between(open_recovery.created_at, now),
+                    )
+                )
             if locked.active_instance_id != instance.id:
                 await unit.delete_instance(instance.id)
                 await self._recompute(unit, locked, now)

@@ -212,6 +212,18 @@ async def test_a_healthy_instance_closes_its_open_recovery_event(
         await service.close_recovery_event(event.id, EventStatus.COMPLETED)
 
 
+async def test_deleting_an_instance_closes_its_open_recovery_event(
+    service: ProxyFailoverService,
+) -> None:
+    made = await proxy_with(service, "p1", ["a", "b"], healthy=["a"], unhealthy=["b"])
+    event = await service.open_recovery_event(made["b"].id, "recovering")
+    assert event is not None
+    await service.delete_instance(made["b"].id, OWNER)
+    closed = await service.get_event(event.id)
+    assert closed.status is EventStatus.FAILED
+    assert closed.error_message == "instance deleted"
+
+
 async def test_recovery_events_are_only_for_instances_and_recovery_ids(
     service: ProxyFailoverService,
 ) -> None:

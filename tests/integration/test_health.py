@@ -180,6 +180,17 @@ async def test_checks_of_an_instance_in_maintenance_are_ignored(
     assert after.health_status is HealthStatus.UNKNOWN
 
 
+async def test_reports_for_an_instance_in_maintenance_keep_it_unknown(
+    service: ProxyFailoverService,
+) -> None:
+    made = await proxy_with(service, "p1", ["a"], healthy=[])
+    await service.update_instance(made["a"].id, OWNER, {"adminState": "maintenance"})
+    after = await service.update_instance_health(made["a"].id, "healthy", {"cpuPercent": 5})
+    assert after.health_status is HealthStatus.UNKNOWN
+    assert after.last_health_check is not None
+    assert len(await service.get_instance_metrics(made["a"].id)) == 1
+
+
 async def test_metric_samples_overwrite_latency_and_error_rate(
     service: ProxyFailoverService, clock: FakeClock
 ) -> None:
