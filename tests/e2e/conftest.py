@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from proxy_failover.config import Settings
 from proxy_failover.entrypoints.api import create_app
@@ -50,6 +51,7 @@ class Api:
 
     http: httpx.AsyncClient
     tokens: Tokens
+    app: FastAPI | None = None
 
     async def call(
         self, method: str, path: str, token: str | None = None, **kwargs: Any
@@ -92,7 +94,7 @@ async def api(database_url: str, tokens: Tokens) -> AsyncIterator[Api]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
     ):
-        yield Api(http, tokens)
+        yield Api(http, tokens, app)
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ async def sqlite_api(sqlite_url: str, tokens: Tokens) -> AsyncIterator[Api]:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
     ):
-        yield Api(http, tokens)
+        yield Api(http, tokens, app)
 
 
 def free_port() -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from starlette.types import Message, Receive, Scope, Send
+
 from tests.e2e.conftest import Api
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -386,3 +388,46 @@ async def test_redundancy_short_path_matches_the_route_and_never_reads_stale(api
         json={"proxyId": PROXY, "sourceInstanceId": None, "targetInstanceId": first},
     )
     assert f'"activeInstanceId":"{first}"'.encode() in await both()
+
+
+async def test_short_path_serves_only_success_and_leaves_the_rest_to_the_route(api: Api) -> None:
+    """The short path answers a valid read itself and passes anything else to the full route."""
+    from proxy_failover.entrypoints.api.hotpath import FastRedundancyRead
+
+    assert api.app is not None
+    await _register(api, "edge-a", 1)
+    passed_on: list[str] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        passed_on.append(scope["path"])
+
+    short = FastRedundancyRead(route, api=api.app)
+
+    async def get(path: str, token: str | None, query: bytes = b"") -> list[dict[str, Any]]:
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query}
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Message) -> None:
+            sent.append(dict(message))
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        await short({**scope, "headers": headers}, receive, send)
+        return sent
+
+    served = await get(f"/proxy/{PROXY}/redundancy", api.tokens.alice)
+    assert served[0]["status"] == 200
+    assert b'"proxyId":"proxy-123"' in served[1]["body"]
+    assert passed_on == []
+    for path, token, query in (
+        (f"/proxy/{PROXY}/redundancy", None, b""),
+        (f"/proxy/{PROXY}/redundancy", "not-a-token", b""),
+        (f"/proxy/{PROXY}/redundancy", api.tokens.bob, b""),  # not his
+        ("/proxy/missing/redundancy", api.tokens.admin, b""),
+        (f"/proxy/{PROXY}/redundancy", api.tokens.alice, b"x=1"),
+        (f"/proxy/{PROXY}/instances", api.tokens.alice, b""),
+    ):
+        assert await get(path, token, query) == []
+    assert len(passed_on) == 6

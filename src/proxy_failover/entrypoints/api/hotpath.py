@@ -31,15 +31,7 @@ class FastRedundancyRead:
     def __init__(self, app: ASGIApp, api: FastAPI) -> None:
         self.app = app
         self.api = api
-        self._route: Any = next(
-            (
-                route
-                for route in api.routes
-                if getattr(route, "path", None) == _ROUTE_PATH
-                and "GET" in getattr(route, "methods", ())
-            ),
-            None,
-        )
+        self._route: Any = _find_route(api.routes)
         # Last body rendered per proxy, reused while the service hands back the same value.
         self._rendered: dict[str, tuple[RedundancyStatus, bytes]] = {}
 
@@ -78,6 +70,17 @@ class FastRedundancyRead:
             self._rendered.clear()
         self._rendered[proxy_id] = (status, body)
         return body
+
+
+def _find_route(routes: list[Any]) -> Any:
+    """The route object the router would match (inside included routers too), or None."""
+    for route in routes:
+        if getattr(route, "path", None) == _ROUTE_PATH and "GET" in getattr(route, "methods", ()):
+            return route
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        if inner is not None and (found := _find_route(inner)) is not None:
+            return found
+    return None
 
 
 def _bearer_token(scope: Scope) -> str | None:
