@@ -6,14 +6,10 @@ cover the writer running inside the change's transaction as well as the worker.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.core.model import Notification
@@ -27,46 +23,14 @@ SECRET = "a-webhook-secret-of-some-length"
 PROXY = "edge-1"
 
 
-async def _postgres_url() -> AsyncIterator[str]:
-    """A fresh database for this test, dropped afterwards."""
-    admin = create_async_engine(
-        "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-        isolation_level="AUTOCOMMIT",
-        connect_args={"timeout": 3},
-    )
-    name = f"pfo_wh_{uuid.uuid4().hex[:12]}"
-    try:
-        try:
-            async with admin.connect() as conn:
-                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        except (OSError, sa.exc.DBAPIError) as exc:
-            if os.environ.get("PFO_REQUIRE_POSTGRES") == "1":
-                pytest.fail(f"PostgreSQL required but unreachable: {exc}")
-            pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({exc})")
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        async with admin.connect() as conn:
-            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        urls: AsyncIterator[str] | None = None
-        url = f"sqlite+aiosqlite:///{tmp_path}/wh.db"
-    else:
-        urls = _postgres_url()
-        url = await anext(urls)
-    store = Store(url)
-    await store.migrate()
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A store on an empty, migrated database (SQLite, then PostgreSQL: tests/conftest.py)."""
+    store = Store(database_url)
     try:
         yield store
     finally:
         await store.close()
-        if urls is not None:
-            with pytest.raises(StopAsyncIteration):
-                await anext(urls)
 
 
 @pytest.fixture
