@@ -93,3 +93,26 @@ async def test_unreachable_postgres_is_storage_unavailable() -> None:
 async def test_unopenable_sqlite_file_is_storage_unavailable(tmp_path: Any) -> None:
     with pytest.raises(StorageUnavailable):
         await migrate(f"sqlite:///{tmp_path}/missing-dir/x.db")
+
+
+async def test_every_migration_downgrades_and_upgrades_again(sqlite_url: str) -> None:
+    store = Store(sqlite_url)
+
+    def cycle(connection: sa.Connection) -> tuple[set[str], set[str]]:
+        from alembic import command
+
+        from proxy_failover.store.database import alembic_config
+
+        command.downgrade(alembic_config(connection), "base")
+        emptied = set(sa.inspect(connection).get_table_names())
+        command.upgrade(alembic_config(connection), "head")
+        return emptied, set(sa.inspect(connection).get_table_names())
+
+    try:
+        async with store.engine.begin() as conn:
+            emptied, restored = await conn.run_sync(cycle)
+    finally:
+        await store.close()
+    assert emptied <= {"alembic_version"}
+    assert "proxy_failover_events" in restored
+    assert "proxy_instance_metrics" in restored

@@ -6,9 +6,19 @@ There is no alembic.ini: ``store.database.alembic_config`` points Alembic here. 
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from alembic import context
 
+import proxy_failover.store
 from proxy_failover.store.tables import metadata
+
+# Every store module that defines tables adds them to the one ``metadata``: load them all, so
+# autogenerate (``alembic revision --autogenerate``) sees the whole schema.
+for _module in pkgutil.iter_modules(proxy_failover.store.__path__):
+    if _module.name != "migrations":
+        importlib.import_module(f"proxy_failover.store.{_module.name}")
 
 config = context.config
 connection = config.attributes.get("connection")
