@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from proxy_failover.bootstrap import open_service
 from proxy_failover.core.errors import Conflict, ErrorCode, FailoverError, InvalidInput, NotFound
 from proxy_failover.core.model import (
     AdminState,
@@ -64,24 +67,24 @@ async def test_config_update_changes_only_given_fields_and_keeps_the_owner(
     assert await service.get_failover_configuration("p1") == second
 
 
-@pytest.mark.parametrize(
-    ("proxy_id", "user_id", "config", "code"),
-    [
-        ("p1", OWNER, {"failoverStrategy": "fastest"}, ErrorCode.INVALID_STRATEGY),
-        ("p1", OWNER, {"unhealthyThreshold": 0}, ErrorCode.INVALID_INPUT),
-        ("p1", OWNER, {"noSuchField": 1}, ErrorCode.INVALID_INPUT),
-        ("p1", OWNER, "not an object", ErrorCode.INVALID_INPUT),
-        ("failover", OWNER, {}, ErrorCode.INVALID_INPUT),
-        ("bad id!", OWNER, {}, ErrorCode.INVALID_INPUT),
-        ("p1", "", {}, ErrorCode.INVALID_INPUT),
-    ],
-)
+INVALID_CONFIGS: list[tuple[str, str, Any, ErrorCode]] = [
+    ("p1", OWNER, {"failoverStrategy": "fastest"}, ErrorCode.INVALID_STRATEGY),
+    ("p1", OWNER, {"unhealthyThreshold": 0}, ErrorCode.INVALID_INPUT),
+    ("p1", OWNER, {"noSuchField": 1}, ErrorCode.INVALID_INPUT),
+    ("p1", OWNER, "not an object", ErrorCode.INVALID_INPUT),
+    ("failover", OWNER, {}, ErrorCode.INVALID_INPUT),
+    ("bad id!", OWNER, {}, ErrorCode.INVALID_INPUT),
+    ("p1", "", {}, ErrorCode.INVALID_INPUT),
+]
+
+
 async def test_invalid_config_is_refused_and_nothing_is_written(
-    service: ProxyFailoverService, proxy_id: str, user_id: str, config: object, code: ErrorCode
+    service: ProxyFailoverService,
 ) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        await service.create_failover_configuration(proxy_id, user_id, config)  # type: ignore[arg-type]
-    assert caught.value.code is code
+    for proxy_id, user_id, config, code in INVALID_CONFIGS:
+        with pytest.raises(InvalidInput) as caught:
+            await service.create_failover_configuration(proxy_id, user_id, config)
+        assert caught.value.code is code, (proxy_id, user_id, config)
     assert await service.list_proxies() == []
 
 
@@ -136,21 +139,18 @@ async def test_instance_names_are_unique_within_a_proxy(service: ProxyFailoverSe
     await service.register_proxy_instance("p2", OWNER, {"instanceName": "edge-a"})
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
+async def test_invalid_instance_data_is_refused_before_any_write(
+    service: ProxyFailoverService,
+) -> None:
+    for data in (
         {},
         {"instanceName": ""},
         {"instanceName": "a", "weight": 5000},
         {"instanceName": "a", "x": 1},
-    ],
-)
-async def test_invalid_instance_data_is_refused_before_any_write(
-    service: ProxyFailoverService, data: dict[str, object]
-) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        await service.register_proxy_instance("p1", OWNER, data)
-    assert caught.value.code is ErrorCode.INVALID_INPUT
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            await service.register_proxy_instance("p1", OWNER, data)
+        assert caught.value.code is ErrorCode.INVALID_INPUT, data
     assert await service.get_failover_configuration("p1") is None
 
 
@@ -179,9 +179,16 @@ async def test_list_proxies_filters_by_owner(service: ProxyFailoverService) -> N
 
 
 @pytest.mark.parametrize("instance_id", ["not-a-uuid", "00000000-0000-4000-8000-000000000000"])
-async def test_missing_or_malformed_ids_find_nothing(
-    service: ProxyFailoverService, instance_id: str
-) -> None:
+async def test_missing_or_malformed_ids_find_nothing(sqlite_url: str, instance_id: str) -> None:
+    async with open_service(sqlite_url, migrate=False) as service:
+        await _assert_nothing_found(service, instance_id)
+
+
+async def test_missing_ids_find_nothing_on_every_database(service: ProxyFailoverService) -> None:
+    await _assert_nothing_found(service, "00000000-0000-4000-8000-000000000000")
+
+
+async def _assert_nothing_found(service: ProxyFailoverService, instance_id: str) -> None:
     calls = [
         service.get_instance(instance_id),
         service.update_instance_health(instance_id, "healthy"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -112,28 +113,21 @@ async def test_execute_checks_in_spec_order_and_writes_nothing_on_refusal(
     await service.execute_failover("p1", ADMIN, made["b"].id, made["c"].id)
 
 
-@pytest.mark.parametrize(
-    ("proxy_id", "user_id", "source", "target", "reason"),
-    [
+async def test_execute_with_missing_data_is_invalid_input(
+    service: ProxyFailoverService,
+) -> None:
+    cases: list[tuple[Any, Any, Any, Any, Any]] = [
         ("", ADMIN, None, "x", None),
         ("p1", "", None, "x", None),
         ("p1", ADMIN, None, "", None),
         ("p1", ADMIN, None, None, None),
         ("p1", ADMIN, 5, "x", None),
         ("p1", ADMIN, None, "x", 7),
-    ],
-)
-async def test_execute_with_missing_data_is_invalid_input(
-    service: ProxyFailoverService,
-    proxy_id: str,
-    user_id: str,
-    source: object,
-    target: object,
-    reason: object,
-) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        await service.execute_failover(proxy_id, user_id, source, target, reason)  # type: ignore[arg-type]
-    assert caught.value.code is ErrorCode.INVALID_INPUT
+    ]
+    for proxy_id, user_id, source, target, reason in cases:
+        with pytest.raises(InvalidInput) as caught:
+            await service.execute_failover(proxy_id, user_id, source, target, reason)
+        assert caught.value.code is ErrorCode.INVALID_INPUT
 
 
 async def test_complete_closes_exactly_once(
@@ -175,18 +169,22 @@ async def test_completing_as_failed_keeps_the_pointer_where_execute_put_it(
     assert status.active_instance_id == made["b"].id
 
 
-@pytest.mark.parametrize(
-    ("status", "error_message", "duration_ms"),
-    [("done", None, None), ("pending", None, None), ("completed", None, -1), ("failed", 3, None)],
-)
 async def test_complete_with_invalid_data_changes_nothing(
-    service: ProxyFailoverService, status: str, error_message: object, duration_ms: int | None
+    service: ProxyFailoverService,
 ) -> None:
     made = await proxy_with(service, "p1", ["a"])
     event = await service.execute_failover("p1", ADMIN, None, made["a"].id)
-    with pytest.raises(InvalidInput) as caught:
-        await service.complete_failover_event(event.id, status, error_message, duration_ms)  # type: ignore[arg-type]
-    assert caught.value.code is ErrorCode.INVALID_INPUT
+    cases: list[tuple[Any, Any, Any]] = [
+        ("done", None, None),
+        ("pending", None, None),
+        ("completed", None, -1),
+        ("completed", None, True),
+        ("failed", 3, None),
+    ]
+    for status, error_message, duration_ms in cases:
+        with pytest.raises(InvalidInput) as caught:
+            await service.complete_failover_event(event.id, status, error_message, duration_ms)
+        assert caught.value.code is ErrorCode.INVALID_INPUT
     assert (await service.get_event(event.id)).status is EventStatus.IN_PROGRESS
 
 

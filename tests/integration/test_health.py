@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from proxy_failover.core.errors import ErrorCode, InvalidInput, NotFound
@@ -86,23 +88,19 @@ async def test_health_report_with_metrics_stores_a_sample(service: ProxyFailover
     assert len(await service.get_instance_metrics(made["a"].id)) == 1
 
 
-@pytest.mark.parametrize(
-    ("status", "metrics", "code"),
-    [
+async def test_invalid_health_reports_change_nothing(service: ProxyFailoverService) -> None:
+    made = await proxy_with(service, "p1", ["a"], healthy=[])
+    cases: list[tuple[Any, Any, ErrorCode]] = [
         ("sick", None, ErrorCode.INVALID_HEALTH_STATUS),
         (None, None, ErrorCode.INVALID_HEALTH_STATUS),
         ("healthy", {"cpuPercent": 101}, ErrorCode.INVALID_METRICS),
         ("healthy", {"bogus": 1}, ErrorCode.INVALID_METRICS),
         ("healthy", {"connectionCount": -1}, ErrorCode.INVALID_METRICS),
-    ],
-)
-async def test_invalid_health_reports_change_nothing(
-    service: ProxyFailoverService, status: str, metrics: dict[str, object] | None, code: ErrorCode
-) -> None:
-    made = await proxy_with(service, "p1", ["a"], healthy=[])
-    with pytest.raises(InvalidInput) as caught:
-        await service.update_instance_health(made["a"].id, status, metrics)
-    assert caught.value.code is code
+    ]
+    for status, metrics, code in cases:
+        with pytest.raises(InvalidInput) as caught:
+            await service.update_instance_health(made["a"].id, status, metrics)
+        assert caught.value.code is code, (status, metrics)
     assert await service.get_instance(made["a"].id) == made["a"]
     assert await service.get_instance_metrics(made["a"].id) == []
 
