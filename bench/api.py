@@ -166,6 +166,8 @@ def run_wrk(
         f"-c{connections}",
         f"-d{duration}s",
         "--latency",
+        "--timeout",
+        "10s",  # a slow answer is measured, not dropped as an error
         "-H",
         f"Authorization: Bearer {token}",
     ]
