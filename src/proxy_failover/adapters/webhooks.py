@@ -78,7 +78,7 @@ class DeliveryWorker:
         self._client: httpx.AsyncClient | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._in_flight: dict[str, asyncio.Task[DeliveryStatus]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._claims_failing = False
         self._failing_since: dict[str, str] = {}  # subscription id -> last error (log once)
 
@@ -106,13 +106,13 @@ class DeliveryWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        in_flight = dict(self._in_flight)
-        for task in in_flight.values():
+        in_flight = list(self._in_flight)
+        for task in in_flight:
             task.cancel()
-        await asyncio.gather(*in_flight.values(), return_exceptions=True)
+        await asyncio.gather(*in_flight, return_exceptions=True)
         if in_flight:
             with contextlib.suppress(Exception):  # else the leases simply expire
-                await self.outbox.release(list(in_flight), self.owner)
+                await self.outbox.release(self.owner)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -152,21 +152,24 @@ class DeliveryWorker:
             await self._sleep(at_capacity=len(claimed) >= free)
 
     def _spawn(self, delivery: ClaimedDelivery) -> None:
-        task = asyncio.create_task(self._attempt(delivery), name=f"pfo-webhook-{delivery.id}")
-        self._in_flight[delivery.id] = task
+        task = asyncio.create_task(self._drain(delivery), name=f"pfo-webhook-{delivery.id}")
+        self._in_flight.add(task)
 
-        def done(finished: asyncio.Task[DeliveryStatus]) -> None:
-            self._in_flight.pop(delivery.id, None)
+        def done(finished: asyncio.Task[None]) -> None:
+            self._in_flight.discard(finished)
             if not finished.cancelled() and finished.exception() is not None:
                 log.error(
-                    "webhook delivery %s: recording the attempt failed (retried when its claim "
-                    "expires): %s",
-                    delivery.id,
+                    "webhook delivery failed to record (retried when its claim expires): %s",
                     finished.exception(),
                 )
             self._wakeup.set()
 
         task.add_done_callback(done)
+
+    async def _drain(self, delivery: ClaimedDelivery | None) -> None:
+        """Post a delivery, then the subscription's next ones while they are due (one by one)."""
+        while delivery is not None:
+            _, delivery = await self._attempt(delivery, chain=True)
 
     async def _sleep(self, *, at_capacity: bool) -> None:
         """Until woken, the next delivery falls due, or the poll interval (other replicas)."""
@@ -197,11 +200,14 @@ class DeliveryWorker:
         except BaseException:
             # Cancelled mid-batch: hand back what was not recorded so nobody waits for the lease.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.outbox.release([d.id for d in claimed], self.owner))
+                await asyncio.shield(self.outbox.release(self.owner))
             raise
         return len(claimed)
 
-    async def _attempt(self, delivery: ClaimedDelivery) -> DeliveryStatus:
+    async def _attempt(
+        self, delivery: ClaimedDelivery, *, chain: bool = False
+    ) -> tuple[DeliveryStatus, ClaimedDelivery | None]:
+        """One signed POST, recorded; with ``chain``, also claims the subscription's next one."""
         body = delivery.body.encode("utf-8")
         attempted_at = self.clock()
         timestamp = int(attempted_at.timestamp())
@@ -238,7 +244,7 @@ class DeliveryWorker:
                 self.time_scale,
             )
         )
-        status = await self.outbox.record_attempt(
+        status, following = await self.outbox.record_attempt(
             delivery,
             self.owner,
             attempted_at,
@@ -247,11 +253,13 @@ class DeliveryWorker:
             error=error,
             latency_ms=latency * 1000.0,
             next_attempt_at=next_at,
+            claim_next_for=self.lease_seconds if chain else None,
+            now=finished_at,
         )
         self._log_transition(delivery, status, error)
         if self.on_attempt is not None:
             self.on_attempt(delivery.proxy_id, status, latency)
-        return status
+        return status, following
 
     def _log_transition(
         self, delivery: ClaimedDelivery, status: DeliveryStatus, error: str | None

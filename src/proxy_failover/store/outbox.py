@@ -499,7 +499,6 @@ class Outbox:
         in flight, and N+1 waits until N is delivered or dead.
         """
         d = webhook_deliveries
-        lease_free = sa.or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at < now)
         candidates = (
             sa.select(d.c.id)
             .where(self._claimable(now), d.c.next_attempt_at <= now)
@@ -508,46 +507,56 @@ class Outbox:
         )
         if self.is_postgres:
             candidates = candidates.with_for_update(skip_locked=True, of=d)
+        async with self._write() as conn:
+            ids = (await conn.execute(candidates)).scalars().all()
+            return await self._lease(conn, ids, owner, now, lease_seconds)
+
+    async def _lease(
+        self,
+        conn: AsyncConnection,
+        delivery_ids: Sequence[str],
+        owner: str,
+        now: datetime,
+        lease_seconds: float,
+    ) -> list[ClaimedDelivery]:
+        """Compare-and-set the lease of each delivery (only one worker wins it); load the won."""
+        d = webhook_deliveries
+        lease_free = sa.or_(d.c.lease_expires_at.is_(None), d.c.lease_expires_at < now)
         lease_until = now + timedelta(seconds=lease_seconds)
         claimed_ids: list[str] = []
-        async with self._write() as conn:
-            for delivery_id in (await conn.execute(candidates)).scalars().all():
-                # Compare-and-set on the lease: only one worker wins a delivery.
-                won = await conn.execute(
-                    sa.update(d)
-                    .where(d.c.id == delivery_id, d.c.status == _PENDING, lease_free)
-                    .values(lease_owner=owner, lease_expires_at=lease_until)
-                )
-                if won.rowcount:
-                    claimed_ids.append(delivery_id)
-            if not claimed_ids:
-                return []
-            rows = (
-                (
-                    await conn.execute(
-                        sa.select(
-                            d.c.id,
-                            d.c.seq,
-                            d.c.subscription_id,
-                            d.c.proxy_id,
-                            d.c.event_type,
-                            d.c.attempts,
-                            d.c.first_attempt_at,
-                            webhook_subscriptions.c.url,
-                            webhook_subscriptions.c.secret,
-                            notification_log.c.body,
-                        )
-                        .join(
-                            webhook_subscriptions, webhook_subscriptions.c.id == d.c.subscription_id
-                        )
-                        .join(notification_log, notification_log.c.id == d.c.notification_id)
-                        .where(d.c.id.in_(claimed_ids))
-                        .order_by(d.c.seq)
-                    )
-                )
-                .mappings()
-                .all()
+        for delivery_id in delivery_ids:
+            won = await conn.execute(
+                sa.update(d)
+                .where(d.c.id == delivery_id, d.c.status == _PENDING, lease_free)
+                .values(lease_owner=owner, lease_expires_at=lease_until)
             )
+            if won.rowcount:
+                claimed_ids.append(delivery_id)
+        if not claimed_ids:
+            return []
+        rows = (
+            (
+                await conn.execute(
+                    sa.select(
+                        d.c.id,
+                        d.c.subscription_id,
+                        d.c.proxy_id,
+                        d.c.event_type,
+                        d.c.attempts,
+                        d.c.first_attempt_at,
+                        webhook_subscriptions.c.url,
+                        webhook_subscriptions.c.secret,
+                        notification_log.c.body,
+                    )
+                    .join(webhook_subscriptions, webhook_subscriptions.c.id == d.c.subscription_id)
+                    .join(notification_log, notification_log.c.id == d.c.notification_id)
+                    .where(d.c.id.in_(claimed_ids))
+                    .order_by(d.c.seq)
+                )
+            )
+            .mappings()
+            .all()
+        )
         return [
             ClaimedDelivery(
                 id=row["id"],
@@ -574,11 +583,16 @@ class Outbox:
         error: str | None,
         latency_ms: float,
         next_attempt_at: datetime | None,
-    ) -> DeliveryStatus:
-        """Store one attempt and the delivery's new state; release the lease. Returns the state.
+        claim_next_for: float | None = None,
+        now: datetime | None = None,
+    ) -> tuple[DeliveryStatus, ClaimedDelivery | None]:
+        """Store one attempt and the delivery's new state, release its lease; return the state.
 
         ``next_attempt_at`` None after a failure means the schedule is spent: the delivery is dead.
-        A delivery cancelled meanwhile (its subscription removed) stays cancelled.
+        A delivery cancelled meanwhile (its subscription removed) stays cancelled. With
+        ``claim_next_for`` (lease seconds), once this delivery is done (delivered or dead), the
+        subscription's next delivery, if due, is claimed in the same transaction and returned:
+        a busy subscription is drained by one worker without a round trip per delivery.
         """
         attempt_no = delivery.attempts + 1
         if success:
@@ -617,17 +631,30 @@ class Outbox:
                     lease_expires_at=None,
                 )
             )
-        return status
+            if claim_next_for is None or status is DeliveryStatus.PENDING:
+                return status, None
+            # The subscription's oldest pending delivery is its head now; claim it if it is due.
+            head = (
+                await conn.execute(
+                    sa.select(d.c.id, d.c.next_attempt_at)
+                    .where(d.c.subscription_id == delivery.subscription_id, d.c.status == _PENDING)
+                    .order_by(d.c.seq)
+                    .limit(1)
+                )
+            ).first()
+            now = now or attempted_at
+            if head is None or head.next_attempt_at is None or head.next_attempt_at > now:
+                return status, None
+            claimed = await self._lease(conn, [head.id], owner, now, claim_next_for)
+        return status, (claimed[0] if claimed else None)
 
-    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
-        """Give back leases without an attempt (worker shutting down mid-claim)."""
-        if not delivery_ids:
-            return
+    async def release(self, owner: str) -> None:
+        """Give back every lease ``owner`` holds (a worker stopping with posts in flight)."""
         d = webhook_deliveries
         async with self._write() as conn:
             await conn.execute(
                 sa.update(d)
-                .where(d.c.id.in_(list(delivery_ids)), d.c.lease_owner == owner)
+                .where(d.c.lease_owner == owner, d.c.status == _PENDING)
                 .values(lease_owner=None, lease_expires_at=None)
             )
 

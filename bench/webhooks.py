@@ -1,0 +1,163 @@
+"""Webhook delivery figures: commit-to-receipt latency and drain throughput of the durable outbox.
+
+In one process: a store on SQLite (and PostgreSQL when ``--postgres URL`` is given), the outbox
+writer, the delivery worker, and a real receiver (uvicorn on a local port) that verifies every
+signature. Two runs per database:
+
+- latency: events committed at a steady rate, one subscription; time from the commit to the
+  receiver's receipt (p50/p99);
+- drain: a backlog of events for several subscriptions, then the worker started; deliveries per
+  second until the backlog is empty (each subscription in order, subscriptions in parallel).
+
+Usage: ``python bench/webhooks.py [--events 300] [--subscriptions 10] [--postgres URL]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from proxy_failover.adapters.webhooks import DeliveryWorker
+from proxy_failover.core import webhooks
+from proxy_failover.core.model import Notification
+from proxy_failover.store.outbox import Outbox
+from proxy_failover.store.repository import Store
+
+SECRET = "bench-webhook-secret"
+
+
+class Receiver:
+    """Answers 204 to every POST and notes when each delivery id first arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.bad_signatures = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if not webhooks.verify(
+            SECRET, headers["x-pfo-timestamp"], body, headers["x-pfo-signature"], datetime.now(UTC)
+        ):
+            self.bad_signatures += 1
+        self.arrived.setdefault(headers["x-pfo-delivery"], time.time())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _serve(receiver: Receiver) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    config = uvicorn.Config(receiver, host="127.0.0.1", port=0, lifespan="off", log_level="error")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+        await asyncio.sleep(0.01)
+    port: int = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, port
+
+
+async def _emit(store: Store, proxy: str, epoch: int) -> float:
+    committed_at = time.time()
+    async with store.write() as unit:
+        unit.notify(Notification("failover.completed", proxy, epoch, datetime.now(UTC), {}))
+    return committed_at
+
+
+async def _wait_until(condition: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("deliveries did not all arrive")
+        await asyncio.sleep(0.005)
+
+
+async def bench(url: str, events: int, subscriptions: int) -> list[str]:
+    store = Store(url)
+    await store.migrate()
+    outbox = Outbox(store.engine)
+    store.notification_writers.append(outbox.write_notifications)
+    receiver = Receiver()
+    server, task, port = await _serve(receiver)
+    rows: list[str] = []
+    try:
+        hook = f"http://127.0.0.1:{port}/hook"
+        now = datetime.now(UTC)
+        await outbox.create_subscription("lat", "bench", hook, SECRET, None, now)
+        worker = DeliveryWorker(outbox)
+        worker.start()
+        committed: list[float] = []
+        for epoch in range(events):
+            committed.append(await _emit(store, "lat", epoch))
+            worker.wake()  # as the service's change listener does after each commit
+            await asyncio.sleep(0.01)  # ~100 events/s
+        await _wait_until(lambda: len(receiver.arrived) >= events, 60)
+        await worker.stop()
+        delivered = await outbox.list_deliveries("lat", limit=events)
+        latencies = sorted(
+            (receiver.arrived[d.id] - committed[n]) * 1000
+            for n, d in enumerate(reversed(delivered))
+        )
+        p50 = statistics.median(latencies)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        rows.append(
+            f"| latency, 1 subscription, ~100 ev/s | {events} | {p50:.1f} ms | {p99:.1f} ms |"
+        )
+
+        receiver.arrived.clear()
+        for _ in range(subscriptions):
+            await outbox.create_subscription("drain", "bench", hook, SECRET, None, now)
+        for epoch in range(events):
+            await _emit(store, "drain", epoch)
+        total = events * subscriptions
+        worker = DeliveryWorker(outbox)
+        started = time.perf_counter()
+        worker.start()
+        await _wait_until(lambda: len(receiver.arrived) >= total, 300)
+        elapsed = time.perf_counter() - started
+        await worker.stop()
+        rows.append(
+            f"| drain, {subscriptions} subscriptions | {total} | {total / elapsed:.0f} deliveries/s"
+            f" | {elapsed:.1f} s |"
+        )
+        if receiver.bad_signatures:
+            rows.append(f"| BAD SIGNATURES | {receiver.bad_signatures} | | |")
+    finally:
+        server.should_exit = True
+        await task
+        await store.close()
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--subscriptions", type=int, default=10)
+    parser.add_argument("--postgres", help="a PostgreSQL URL of an empty database")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = [("SQLite", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")]
+        if args.postgres:
+            targets.append(("PostgreSQL", args.postgres))
+        for name, url in targets:
+            print(f"\n{name}\n\n| run | deliveries | p50 / rate | p99 / time |")
+            print("| --- | --- | --- | --- |")
+            for row in await bench(url, args.events, args.subscriptions):
+                print(row)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
