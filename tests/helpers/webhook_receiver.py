@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from proxy_failover.core import webhooks
+from proxy_failover.core.webhooks import verify
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -78,7 +78,7 @@ class WebhookReceiver:
                 break
         body = b"".join(chunks)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        ok = webhooks.verify(
+        ok = verify(
             self.secret,
             headers.get("x-pfo-timestamp", ""),
             body,
