@@ -126,9 +126,10 @@ class DeliveryWorker:
     async def run(self) -> None:
         """Deliver until cancelled; a database or network problem only delays the next round.
 
-        Each claimed delivery is posted by its own task, so a receiver that hangs until the
-        timeout holds back only its own subscription. When a post ends, the loop wakes to claim
-        that subscription's next delivery.
+        Each claimed delivery starts a task that posts it and then the subscription's next due
+        ones, so a receiver that hangs until the timeout holds back only its own subscription.
+        The loop claims new heads when woken (a commit, a task ending), when a retry falls due,
+        or every poll interval (work committed by other replicas).
         """
         while True:
             self._wakeup.clear()  # cleared before claiming: a wake-up during the round counts

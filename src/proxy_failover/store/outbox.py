@@ -429,10 +429,6 @@ class Outbox:
             attempts = await self._attempts_for(conn, [row["id"] for row in rows])
         return [_delivery_from(row, attempts[row["id"]]) for row in rows]
 
-    async def get_delivery(self, proxy_id: str, delivery_id: str) -> Delivery | None:
-        async with self._read() as conn:
-            return await self._fetch_delivery(conn, proxy_id, delivery_id)
-
     async def _fetch_delivery(
         self, conn: AsyncConnection, proxy_id: str, delivery_id: str
     ) -> Delivery | None:
