@@ -25,9 +25,9 @@ from proxy_failover.core.model import (
     HealthStatus,
     Instance,
     Notification,
-    ProxySummary,
 )
 from proxy_failover.core.webhooks import DeliveryStatus
+from proxy_failover.store.outbox import InstanceGauge, ProxyGauge
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -37,19 +37,12 @@ _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyState:
-    """What ``refresh`` loaded for one proxy."""
-
-    summary: ProxySummary
-    instances: tuple[Instance, ...]
-
-
 class _StateCollector(Collector):
     """Yields the gauges of the last loaded state; replaced whole on every refresh."""
 
     def __init__(self) -> None:
-        self.proxies: tuple[ProxyState, ...] = ()
+        self.proxies: Sequence[ProxyGauge] = ()
+        self.instances: Sequence[InstanceGauge] = ()
         self.backlog: Mapping[str, int] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -83,34 +76,32 @@ class _StateCollector(Collector):
             "pfo_webhook_backlog", "Webhook deliveries waiting to be delivered.",
             labels=["proxy_id"],
         )  # fmt: skip
+        active_of: dict[str, str | None] = {}
         for proxy in self.proxies:
-            red = proxy.summary.redundancy
-            pid = proxy.summary.proxy_id
-            epoch.add_metric([pid], red.epoch)
-            has_active.add_metric([pid], 1.0 if red.active_instance_id else 0.0)
-            healthy.add_metric([pid], red.healthy_instances)
-            total.add_metric([pid], red.total_instances)
-            degraded.add_metric([pid], 1.0 if red.is_degraded else 0.0)
-            for inst in proxy.instances:
-                values = [pid, inst.id, inst.instance_name]
-                for status in HealthStatus:
-                    health.add_metric(
-                        [*values, status.value], 1.0 if inst.health_status is status else 0.0
-                    )
-                active.add_metric(values, 1.0 if inst.id == red.active_instance_id else 0.0)
+            pid = proxy.proxy_id
+            active_of[pid] = proxy.active_instance_id
+            epoch.add_metric([pid], proxy.epoch)
+            has_active.add_metric([pid], 1.0 if proxy.active_instance_id else 0.0)
+            healthy.add_metric([pid], proxy.healthy_instances)
+            total.add_metric([pid], proxy.total_instances)
+            degraded.add_metric([pid], 1.0 if proxy.is_degraded else 0.0)
+        for inst in self.instances:
+            values = [inst.proxy_id, inst.instance_id, inst.instance_name]
+            for status in HealthStatus:
+                health.add_metric(
+                    [*values, status.value], 1.0 if inst.health_status == status.value else 0.0
+                )
+            is_active = active_of.get(inst.proxy_id) == inst.instance_id
+            active.add_metric(values, 1.0 if is_active else 0.0)
         for pid, count in sorted(self.backlog.items()):
             backlog.add_metric([pid], count)
         yield from (health, active, epoch, has_active, healthy, total, degraded, backlog)
 
 
 class StateSource(Protocol):
-    """The reads ``refresh`` needs (``ProxyFailoverService`` provides the first two)."""
+    """The reads ``refresh`` needs (``store.outbox.Outbox`` provides them)."""
 
-    async def list_proxies(self, user_id: str | None = None) -> list[ProxySummary]: ...
-    async def get_proxy_instances(self, proxy_id: str) -> list[Instance]: ...
-
-
-class BacklogSource(Protocol):
+    async def gauges(self) -> tuple[list[ProxyGauge], list[InstanceGauge]]: ...
     async def backlog(self) -> dict[str, int]: ...
 
 
@@ -202,15 +193,15 @@ class Metrics:
 
     # --- state (scrape time) -------------------------------------------------------------------
 
-    async def refresh(self, source: StateSource, backlog: BacklogSource | None = None) -> None:
-        """Load health, active instances, epochs and backlog from the database."""
-        summaries = await source.list_proxies(None)
-        states = []
-        for summary in summaries:
-            instances = await source.get_proxy_instances(summary.proxy_id)
-            states.append(ProxyState(summary, tuple(instances)))
-        self._state.proxies = tuple(states)
-        self._state.backlog = await backlog.backlog() if backlog is not None else {}
+    async def refresh(self, source: StateSource) -> None:
+        """Load health, active instances, epochs and the webhook backlog from the database."""
+        proxies, instances = await source.gauges()
+        backlog = await source.backlog()
+        self._state.proxies, self._state.instances, self._state.backlog = (
+            proxies,
+            instances,
+            backlog,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,7 @@ import contextvars
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -31,7 +32,7 @@ from proxy_failover.core.webhooks import (
     Subscription,
 )
 from proxy_failover.store import database
-from proxy_failover.store.tables import UTCDateTime, metadata
+from proxy_failover.store.tables import UTCDateTime, instances, metadata, redundancy
 
 #: Who is acting in the current task: set by the API for the duration of a request. Notifications
 #: written while it is unset come from background work and are audited as ``system`` actions.
@@ -40,6 +41,29 @@ current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyGauge:
+    """A proxy's redundancy figures, as ``/metrics`` reports them."""
+
+    proxy_id: str
+    epoch: int
+    active_instance_id: str | None
+    healthy_instances: int
+    total_instances: int
+    is_degraded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceGauge:
+    """An instance's health, as ``/metrics`` reports it."""
+
+    proxy_id: str
+    instance_id: str
+    instance_name: str
+    health_status: str
+
 
 # --- tables ----------------------------------------------------------------------------------
 
@@ -695,6 +719,37 @@ class Outbox:
                 )
             ).all()
         return {proxy_id: int(count) for proxy_id, count in rows}
+
+    async def gauges(self) -> tuple[list[ProxyGauge], list[InstanceGauge]]:
+        """Every proxy's redundancy figures and every instance's health: two queries in all,
+        however many proxies there are (a scrape must stay cheap)."""
+        async with self._read() as conn:
+            proxies = (
+                await conn.execute(
+                    sa.select(
+                        redundancy.c.proxy_id,
+                        redundancy.c.epoch,
+                        redundancy.c.active_instance_id,
+                        redundancy.c.healthy_instances,
+                        redundancy.c.total_instances,
+                        redundancy.c.is_degraded,
+                    ).order_by(redundancy.c.proxy_id)
+                )
+            ).all()
+            members = (
+                await conn.execute(
+                    sa.select(
+                        instances.c.proxy_id,
+                        instances.c.id,
+                        instances.c.instance_name,
+                        instances.c.health_status,
+                    ).order_by(instances.c.proxy_id, instances.c.priority, instances.c.id)
+                )
+            ).all()
+        return (
+            [ProxyGauge(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), bool(r[5])) for r in proxies],
+            [InstanceGauge(r[0], r[1], r[2], r[3]) for r in members],
+        )
 
     # --- event log (the SSE stream) ------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.adapters.metrics import CONTENT_TYPE
 from proxy_failover.core.webhooks import AuditEntry
-from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep, RuntimeDep
+from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep
 from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_list
 from proxy_failover.entrypoints.api.schemas import (
     PROXY_ID_PATTERN,
@@ -65,8 +65,8 @@ _TARGET_PARAMS = ("instanceId", "eventId", "subscriptionId", "deliveryId")
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-async def metrics(runtime: RuntimeDep, notifier: NotifierDep) -> Response:
-    await notifier.metrics.refresh(runtime.service, notifier.outbox)
+async def metrics(notifier: NotifierDep) -> Response:
+    await notifier.metrics.refresh(notifier.outbox)
     return Response(notifier.metrics.render(), media_type=CONTENT_TYPE)
 
 
