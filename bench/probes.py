@@ -153,6 +153,85 @@ async def run_engine(
     }
 
 
+# --- client comparison --------------------------------------------------------------------------
+async def compare_clients(ports: list[int], count: int, rounds: int) -> dict[str, Any]:
+    """CPU seconds per probe, after a warm-up round, for this project's prober and for httpx.
+
+    Both probe the same ``count`` instances concurrently per round on keep-alive connections
+    (httpx: one AsyncClient with a pool big enough for every instance).
+    """
+    import httpx
+
+    from proxy_failover.adapters.probes import Prober, build_target
+    from proxy_failover.core.model import FailoverConfig, Instance
+
+    config = FailoverConfig(
+        proxy_id="p", user_id="u", health_check_interval_seconds=5, health_check_timeout_seconds=5
+    )
+    urls = [f"http://127.0.0.1:{ports[n % len(ports)]}/i{n}" for n in range(count)]
+    targets = [
+        build_target(
+            Instance(id=f"i{n}", proxy_id="p", user_id="u", instance_name="x", endpoint=url), config
+        )
+        for n, url in enumerate(urls)
+    ]
+    prober = Prober()
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    client = httpx.AsyncClient(limits=limits, timeout=10)
+
+    gate = asyncio.Semaphore(256)  # the same bound for both: a cold start opens every connection
+
+    async def raw_one(target: Any) -> bool:
+        async with gate:
+            return (await prober.probe(target)).success
+
+    async def raw_round() -> int:
+        return sum(await asyncio.gather(*(raw_one(t) for t in targets)))
+
+    async def httpx_round() -> int:
+        async def one(url: str) -> bool:
+            async with gate:
+                try:
+                    response = await client.get(url + "/health")
+                except httpx.HTTPError:
+                    return False
+            return response.status_code < 400
+
+        return sum(await asyncio.gather(*(one(u) for u in urls)))
+
+    own_clients = [httpx.AsyncClient(timeout=10) for _ in urls]  # one pool per instance
+
+    async def httpx_own_round() -> int:
+        async def one(own: httpx.AsyncClient, url: str) -> bool:
+            async with gate:
+                try:
+                    response = await own.get(url + "/health")
+                except httpx.HTTPError:
+                    return False
+            return response.status_code < 400
+
+        return sum(
+            await asyncio.gather(*(one(c, u) for c, u in zip(own_clients, urls, strict=True)))
+        )
+
+    out: dict[str, Any] = {"instances": count, "rounds": rounds}
+    for name, round_ in (
+        ("raw", raw_round),
+        ("httpx", httpx_round),
+        ("httpx_own", httpx_own_round),
+    ):
+        await round_()  # connect everything first
+        cpu0 = cpu_seconds()
+        ok = sum([await round_() for _ in range(rounds)])
+        out[f"{name}_us_per_probe"] = (cpu_seconds() - cpu0) / (count * rounds) * 1e6
+        out[f"{name}_ok"] = ok
+    await prober.aclose()
+    await client.aclose()
+    for own in own_clients:
+        await own.aclose()
+    return out
+
+
 # --- orchestration ------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -162,15 +241,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ports", type=int, default=500)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    parser.add_argument("--role", choices=["main", "server", "engine"], default="main")
+    parser.add_argument("--role", choices=["main", "server", "engine", "clients"], default="main")
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--port-list", default="")
     parser.add_argument("--server-pid", type=int, default=0)
+    parser.add_argument(
+        "--compare-clients", action="store_true", help="also time httpx against the raw prober"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     use_loop(args.loop)
     if args.role == "server":
         asyncio.run(serve_instances(args.ports))
+        return
+    if args.role == "clients":
+        ports = [int(p) for p in args.port_list.split(",")]
+        print(json.dumps(asyncio.run(compare_clients(ports, args.size, 3))), flush=True)
         return
     if args.role == "engine":
         ports = [int(p) for p in args.port_list.split(",")]
@@ -217,6 +303,24 @@ def main() -> None:
                 cwd=ROOT,
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        clients = None
+        if args.compare_clients:
+            out = subprocess.run(
+                [
+                    *me,
+                    "--role",
+                    "clients",
+                    "--size",
+                    "1000",
+                    "--port-list",
+                    ",".join(map(str, ports)),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            clients = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         server.stdin.close()
         server.terminate()
@@ -238,6 +342,16 @@ def main() -> None:
             f"{r['failures']:>6} | {r['lag_p50_ms']:>10.1f} | {r['lag_p99_ms']:>10.1f} | "
             f"{r['cpu_percent']:>12.0f} | {r['server_cpu_percent']:>12.0f} | "
             f"{r['load_average']:>8.2f}"
+        )
+
+    if clients is not None:
+        print(
+            f"\nHTTP client CPU per probe ({clients['instances']} keep-alive instances, "
+            f"{clients['rounds']} rounds): proxy-failover prober "
+            f"{clients['raw_us_per_probe']:.0f} us; httpx, one AsyncClient for all "
+            f"{clients['httpx_us_per_probe']:.0f} us, one AsyncClient per instance "
+            f"{clients['httpx_own_us_per_probe']:.0f} us (successful probes: "
+            f"{clients['raw_ok']}, {clients['httpx_ok']}, {clients['httpx_own_ok']})"
         )
 
 
