@@ -7,7 +7,8 @@ signature. Two runs per database:
 - latency: events committed at a steady rate, one subscription; time from the commit to the
   receiver's receipt (p50/p99);
 - drain: a backlog of events for several subscriptions, then the worker started; deliveries per
-  second until the backlog is empty (each subscription in order, subscriptions in parallel).
+  second until the backlog is empty (each subscription in order, subscriptions in parallel);
+- scrape: ``/metrics`` state refresh and rendering with 300 proxies of 2 instances each.
 
 Usage: ``python bench/webhooks.py [--events 300] [--subscriptions 10] [--postgres URL]``.
 """
@@ -25,7 +26,9 @@ from typing import Any
 
 import uvicorn
 
+from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.adapters.webhooks import DeliveryWorker
+from proxy_failover.bootstrap import open_service
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.store.outbox import Outbox
@@ -142,6 +145,25 @@ async def bench(url: str, events: int, subscriptions: int) -> list[str]:
     return rows
 
 
+async def scrape(url: str, proxies: int = 300) -> str:
+    """Median time of a ``/metrics`` refresh + render over ``proxies`` proxies of 2 instances."""
+    async with open_service(url) as service:
+        for p in range(proxies):
+            for i in range(2):
+                await service.register_proxy_instance(
+                    f"scrape-{p}", "bench", {"instanceName": f"i{i}"}
+                )
+        metrics, outbox = Metrics(), Outbox(service.store.engine)
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await metrics.refresh(outbox)
+            size = len(metrics.render())
+            times.append((time.perf_counter() - started) * 1000)
+    median = statistics.median(times)
+    return f"| scrape, {proxies} proxies x 2 instances | {size // 1024} KiB | {median:.0f} ms | |"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=300)
@@ -157,6 +179,7 @@ async def main() -> None:
             print("| --- | --- | --- | --- |")
             for row in await bench(url, args.events, args.subscriptions):
                 print(row)
+            print(await scrape(url))
 
 
 if __name__ == "__main__":
