@@ -45,6 +45,9 @@ from proxy_failover.engine import Engine  # noqa: E402
 from proxy_failover.service import ProxyFailoverService  # noqa: E402
 
 REPORT_COMMIT_MS: list[float] = []  # how long the report's own commit took (part of the total)
+UNHEALTHY_AT: list[float] = []  # commits that marked an instance unhealthy (perf_counter)
+DETECT_MS: list[float] = []
+STATS: dict[str, int] = {}  # kill -> the killed instance's unhealthy commit
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -209,6 +212,8 @@ async def run_ours(
 
         def listener(proxy_id: str, notifications: Sequence[Notification]) -> None:
             nonlocal switch_at
+            if any(n.type == "instance.unhealthy" for n in notifications):
+                UNHEALTHY_AT.append(time.perf_counter())
             engine.notify(proxy_id, notifications)
             if any(n.type == "failover.completed" for n in notifications):
                 switch_at = time.perf_counter()
@@ -237,6 +242,7 @@ async def run_ours(
         task = asyncio.create_task(engine.run())
         try:
             kill_samples = await _kill_trials(service, ids, args, switched, lambda: switch_at)
+            STATS.update(drops=engine.stats.connection_drops, early=engine.stats.early_probes)
             reported = await _reported_trials(service, args, switched, lambda: switch_at)
         finally:
             engine.stop()
@@ -272,9 +278,12 @@ async def _kill_trials(
         active = await _all_healthy_with_active(service)
         await asyncio.sleep(args.interval * (2 + random.random()))  # as for HAProxy
         switched.clear()
+        UNHEALTHY_AT.clear()
         killed = ids[active].kill()
         await asyncio.wait_for(switched.wait(), 20)
         samples.append((switch_at() - killed) * 1000)
+        if UNHEALTHY_AT:
+            DETECT_MS.append((UNHEALTHY_AT[0] - killed) * 1000)
         ids[active].start()
     return samples
 
@@ -342,8 +351,14 @@ def main() -> None:
     print("-" * len(header))
     print(row("HAProxy 2.6 (runtime API: DOWN)", haproxy))
     print(row("proxy-failover (failover committed)", ours))
+    if DETECT_MS:
+        print(row("  of which until marked unhealthy", DETECT_MS))
     print(row("proxy-failover reported unhealthy", reported))
     print(row("  of which the report's own commit", REPORT_COMMIT_MS))
+    print(
+        f"(kill trials: {STATS.get('drops')} dropped keep-alive connections seen, "
+        f"{STATS.get('early')} probes brought forward by them)"
+    )
     print(
         "\nratio proxy-failover / HAProxy: "
         f"p50 {statistics.median(ours) / statistics.median(haproxy):.2f}, "

@@ -168,6 +168,8 @@ class EngineStats:
     probe_failures: int = 0
     evaluations: int = 0
     decisions_applied: int = 0
+    early_probes: int = 0  # probes brought forward by a dropped keep-alive connection
+    connection_drops: int = 0
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
 
@@ -542,12 +544,14 @@ class Engine:
         ``EARLY_PROBE_GAP`` of its interval. The thresholds still apply: this only finds out
         sooner, it decides nothing.
         """
+        self.stats.connection_drops += 1
         probed = self._probed.get(instance_id)
         if probed is None or probed.in_flight:
             return
         gap = EARLY_PROBE_GAP * probed.config.health_check_interval_seconds
         due = max(self._clock().timestamp(), probed.last_started + gap)
         if due < probed.due:
+            self.stats.early_probes += 1
             probed.due = due
             self._push(probed)
             self._wake.set()
