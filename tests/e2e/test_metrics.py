@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.core.model import FailoverConfig, Instance, Notification
-from proxy_failover.entrypoints.api import create_app
-from tests.e2e.conftest import Api, Tokens, api_settings
+from tests.e2e.conftest import Api
 from tests.helpers.live_app import fail_over, setup_proxy
 from tests.helpers.webhook_receiver import free_port
 
@@ -33,20 +29,10 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-@pytest.fixture
-async def sqlite_hooks_api(sqlite_url: str, tokens: Tokens) -> AsyncIterator[Api]:
-    app = create_app(api_settings(sqlite_url))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-    ):
-        yield Api(http, tokens)
-
-
 async def test_scrape_after_a_failover_shows_state_counts_and_timings(
-    sqlite_hooks_api: Api,
+    sqlite_api: Api,
 ) -> None:
-    api = sqlite_hooks_api
+    api = sqlite_api
     first, second = await setup_proxy(api, PROXY, "edge-a", "edge-b")
     await api.ok(
         "POST",
