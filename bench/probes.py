@@ -112,7 +112,7 @@ async def run_engine(
                 proxy_id=proxy_id,
                 user_id="bench",
                 health_check_interval_seconds=interval,
-                health_check_timeout_seconds=min(0.5, interval),
+                health_check_timeout_seconds=min(5.0, interval),  # SPEC's default
             )
         )
         for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
@@ -237,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ports", type=int, default=500)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")

@@ -55,6 +55,10 @@ DISCOVERY_PERIOD = 1.0
 #: The first probe of a newly seen instance starts within this many seconds (spread, not a burst).
 FIRST_PROBE_SPREAD = 1.0
 JITTER = 0.10
+#: Pace of first probes (new connections) at a cold start: 10,000 instances start over 5 s.
+FIRST_PROBES_PER_SECOND = 2000.0
+#: ... after a first burst of this many, which start at once (within the first-probe spread).
+FIRST_PROBE_BURST = 500
 #: An early probe (after a dropped keep-alive connection) waits at least this share of the interval
 #: since the last probe, so a server that closes idle connections quickly cannot cause a storm.
 EARLY_PROBE_GAP = 0.25
@@ -217,6 +221,7 @@ class Engine:
         self._discovery_period = discovery_period
         self._batch_window = batch_window
         self._sleep_until = 0.0
+        self._next_first_probe = 0.0
         self._proxies: dict[str, _ProxyState] = {}
         self._probed: dict[str, _Probed] = {}
         self._probed_by_proxy: dict[str, set[str]] = {}
@@ -490,8 +495,16 @@ class Engine:
                 log.debug("engine: %s not probed: %s", instance.id, exc)
                 continue
             if probed is None:
-                due = t + self._rng.uniform(
-                    0.0, min(self._first_probe_spread, config.health_check_interval_seconds)
+                # spread first probes over a second, and at a cold start with thousands of
+                # instances also pace them: each opens a connection, far dearer than a probe
+                slot = max(t - FIRST_PROBE_BURST / FIRST_PROBES_PER_SECOND, self._next_first_probe)
+                self._next_first_probe = slot + 1.0 / FIRST_PROBES_PER_SECOND
+                due = max(
+                    slot,
+                    t
+                    + self._rng.uniform(
+                        0.0, min(self._first_probe_spread, config.health_check_interval_seconds)
+                    ),
                 )
                 probed = _Probed(
                     instance.id,

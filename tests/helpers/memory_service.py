@@ -49,6 +49,7 @@ class MemoryService:
         self.events: list[FailoverEvent] = []
         self.recorded_checks = 0
         self._ids = itertools.count(1)
+        self._order: dict[str, list[str]] = {}
 
     # --- setup helpers (what the API/library would do) ------------------------------------------
     def add_proxy(self, config: FailoverConfig) -> None:
@@ -66,12 +67,14 @@ class MemoryService:
             **fields,  # type: ignore[arg-type]
         )
         self.instances[instance.id] = instance
+        self._order.pop(proxy_id, None)
         self._changed(proxy_id)
         return instance
 
     def update(self, instance_id: str, **fields: object) -> Instance:
         instance = replace(self.instances[instance_id], **fields)  # type: ignore[arg-type]
         self.instances[instance_id] = instance
+        self._order.pop(instance.proxy_id, None)
         self._changed(instance.proxy_id)
         return instance
 
@@ -104,13 +107,16 @@ class MemoryService:
         if proxy_id not in self.configs:
             raise NotFound(f"proxy {proxy_id} not found")
         redundancy = self.redundancy[proxy_id]
-        instances = in_preference_order(
-            i
-            if i.is_active == (i.id == redundancy.active_instance_id)
-            else replace(i, is_active=i.id == redundancy.active_instance_id)
-            for i in self.instances.values()
-            if i.proxy_id == proxy_id
-        )
+        order = self._order.get(proxy_id)
+        if order is None:  # preference order changes only with instances, not with probes
+            order = [
+                i.id
+                for i in in_preference_order(
+                    i for i in self.instances.values() if i.proxy_id == proxy_id
+                )
+            ]
+            self._order[proxy_id] = order
+        instances = tuple(self.instances[i] for i in order)
         open_event = next(
             (
                 e

@@ -9,6 +9,7 @@ second the generic client's per-request overhead costs several cores (see docs/e
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class ProbeTarget:
     expected: tuple[tuple[int, int], ...]
     timeout: float
     host_header: str
+    request: bytes = b""  # the HTTP request, built once (the hot path sends thousands a second)
 
     @property
     def connection_key(self) -> tuple[str, str, int]:
@@ -127,6 +129,10 @@ def build_target(instance: Instance, config: FailoverConfig) -> ProbeTarget:
         expected=parse_expected_status(check.expected_status),
         timeout=config.health_check_timeout_seconds,
         host_header=host_header,
+        request=(
+            f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n"
+            f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+        ).encode("latin-1"),
     )
 
 
@@ -322,6 +328,7 @@ class Prober:
                 ssl_context.verify_mode = ssl.CERT_NONE
         self._ssl = ssl_context
         self._http_client: httpx.AsyncClient | None = None
+        self._opening: dict[str, asyncio.Task[None]] = {}  # connects in flight, per instance
         #: Called with the instance id when the peer closes an idle pooled connection (the engine
         #: uses it to probe that instance early: a killed process closes its sockets at once).
         self.on_connection_lost: Callable[[str], None] | None = None
@@ -370,12 +377,19 @@ class Prober:
 
     def forget(self, instance_id: str) -> None:
         """Close and drop the pooled connection of an instance that is no longer probed."""
+        opening = self._opening.pop(instance_id, None)
+        if opening is not None:
+            opening.cancel()
         self._discard(instance_id)
 
     def pooled_connections(self) -> int:
         return len(self._pool)
 
     async def aclose(self) -> None:
+        opening = list(self._opening.values())
+        for task in opening:
+            task.cancel()
+        await asyncio.gather(*opening, return_exceptions=True)
         for _, conn in self._pool.values():
             conn.close()
         self._pool.clear()
@@ -385,6 +399,28 @@ class Prober:
         await asyncio.sleep(0)  # let transports run their close callbacks
 
     # --- internals ----------------------------------------------------------------------------
+    def _opening_task(self, target: ProbeTarget) -> asyncio.Task[None]:
+        task = self._opening.get(target.instance_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._open(target))
+            self._opening[target.instance_id] = task
+            task.add_done_callback(functools.partial(self._opened, target.instance_id))
+        return task
+
+    async def _open(self, target: ProbeTarget) -> None:
+        async with self._connecting:
+            conn = await self._connect(target)
+        previous = self._pool.pop(target.instance_id, None)
+        if previous is not None:
+            previous[1].close()
+        self._pool[target.instance_id] = (target.connection_key, conn)
+
+    def _opened(self, instance_id: str, task: asyncio.Task[None]) -> None:
+        if self._opening.get(instance_id) is task:
+            del self._opening[instance_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here: the probe waiting on it (if any) reports it
+
     def _discard(self, instance_id: str) -> None:
         pooled = self._pool.pop(instance_id, None)
         if pooled is not None:
@@ -417,10 +453,7 @@ class Prober:
         return conn
 
     async def _http(self, target: ProbeTarget) -> int:
-        payload = (
-            f"GET {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-            f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
-        ).encode("latin-1")
+        payload = target.request
         pooled = self._pool.pop(target.instance_id, None)
         conn: _HttpConnection | None = None
         if pooled is not None:
@@ -441,8 +474,16 @@ class Prober:
                 conn.close()
                 raise
         if conn is None:
-            async with self._connecting:
-                conn = await self._connect(target)
+            # The connect runs in its own task: when this probe times out, the connection still
+            # completes and waits in the pool for the next probe, so a cold start of thousands of
+            # instances converges instead of retrying the same connects forever.
+            await asyncio.shield(self._opening_task(target))
+            pooled = self._pool.pop(target.instance_id, None)
+            if pooled is None or pooled[0] != target.connection_key:
+                if pooled is not None:
+                    pooled[1].close()
+                raise ConnectionResetError("connection closed before use")
+            conn = pooled[1]
             try:
                 status, reusable = await conn.request(payload)
             except BaseException:
