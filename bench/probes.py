@@ -126,10 +126,10 @@ async def run_engine(
     await asyncio.sleep(warmup)
     stats = engine.stats
     lag_start = len(stats.lags)
-    done0, failed0 = stats.probes_completed, stats.probe_failures
+    done0, failed0, inconclusive0 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     cpu0, server0, wall0 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     await asyncio.sleep(seconds)
-    done1, failed1 = stats.probes_completed, stats.probe_failures
+    done1, failed1, inconclusive1 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     cpu1, server1, wall1 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     lags = list(stats.lags)[lag_start:]
     errors = Counter(i.last_error for i in service.instances.values() if i.last_error)
@@ -143,6 +143,10 @@ async def run_engine(
         "probes_per_s": (done1 - done0) / wall,
         "expected_per_s": size / interval,
         "failures": failed1 - failed0,
+        "inconclusive": inconclusive1 - inconclusive0,
+        "unhealthy_instances": sum(
+            1 for i in service.instances.values() if i.health_status.value == "unhealthy"
+        ),
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
         "cpu_percent": (cpu1 - cpu0) / wall * 100,
@@ -331,6 +335,7 @@ def main() -> None:
     )
     header = (
         f"{'instances':>9} | {'probes/s':>9} | {'expected':>8} | {'failed':>6} | "
+        f"{'not counted':>11} | {'unhealthy':>9} | "
         f"{'lag p50 ms':>10} | {'lag p99 ms':>10} | {'engine CPU %':>12} | "
         f"{'server CPU %':>12} | {'load avg':>8}"
     )
@@ -339,7 +344,8 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['instances']:>9} | {r['probes_per_s']:>9.0f} | {r['expected_per_s']:>8.0f} | "
-            f"{r['failures']:>6} | {r['lag_p50_ms']:>10.1f} | {r['lag_p99_ms']:>10.1f} | "
+            f"{r['failures']:>6} | {r['inconclusive']:>11} | {r['unhealthy_instances']:>9} | "
+            f"{r['lag_p50_ms']:>10.1f} | {r['lag_p99_ms']:>10.1f} | "
             f"{r['cpu_percent']:>12.0f} | {r['server_cpu_percent']:>12.0f} | "
             f"{r['load_average']:>8.2f}"
         )

@@ -55,6 +55,8 @@ DISCOVERY_PERIOD = 1.0
 #: The first probe of a newly seen instance starts within this many seconds (spread, not a burst).
 FIRST_PROBE_SPREAD = 1.0
 JITTER = 0.10
+#: A probe starting this late (or half its interval, if more) means the engine is overloaded.
+OVERLOAD_LAG = 0.25
 #: Pace of first probes (new connections) at a cold start: 10,000 instances start over 5 s.
 FIRST_PROBES_PER_SECOND = 2000.0
 #: ... after a first burst of this many, which start at once (within the first-probe spread).
@@ -172,6 +174,7 @@ class EngineStats:
     probe_failures: int = 0
     evaluations: int = 0
     decisions_applied: int = 0
+    inconclusive: int = 0  # timed-out probes not recorded because the engine was overloaded
     early_probes: int = 0  # probes brought forward by a dropped keep-alive connection
     connection_drops: int = 0
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
@@ -581,6 +584,29 @@ class Engine:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _is_inconclusive(
+        self, result: CheckResult, probed: _Probed, lag: float, started: float
+    ) -> bool:
+        """A timed-out probe that also started late says the engine's own loop is overloaded:
+        the answer may have sat unread in the socket. Counting it would fail over healthy
+        instances because we are slow, so it is not recorded (refusals and bad statuses are).
+        """
+        if result.success:
+            return False
+        timeout = probed.config.health_check_timeout_seconds
+        elapsed = self._clock().timestamp() - started
+        overloaded = lag > max(OVERLOAD_LAG, 0.5 * probed.config.health_check_interval_seconds)
+        if elapsed < timeout or not overloaded:
+            return False
+        self.stats.inconclusive += 1
+        if self.stats.inconclusive == 1 or self.stats.inconclusive % 1000 == 0:
+            log.warning(
+                "engine: overloaded (probe started %.0f ms late): %d timed-out probes not counted",
+                lag * 1000,
+                self.stats.inconclusive,
+            )
+        return True
+
     async def _probe(self, probed: _Probed, due: float) -> None:
         """One probe: run it, record it, wake the proxy when health moved, schedule the next."""
         started = self._clock().timestamp()
@@ -592,11 +618,14 @@ class Engine:
             self.stats.probes_completed += 1
             if not result.success:
                 self.stats.probe_failures += 1
-            token = _engine_writing.set(True)
-            try:
-                instance = await self._service.record_check_result(probed.instance_id, result)
-            finally:
-                _engine_writing.reset(token)
+            if self._is_inconclusive(result, probed, started - due, started):
+                instance = None  # our own overload, not the instance's fault: record nothing
+            else:
+                token = _engine_writing.set(True)
+                try:
+                    instance = await self._service.record_check_result(probed.instance_id, result)
+                finally:
+                    _engine_writing.reset(token)
         except asyncio.CancelledError:
             raise
         except NotFound:  # removed meanwhile; the next snapshot confirms it

@@ -52,6 +52,7 @@ class ScriptedProber:
         self.forgotten: list[str] = []
         self.clock: FakeClock | None = None
         self.on_connection_lost: Callable[[str], None] | None = None
+        self.duration = 0.0
 
     def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
         if not instance.endpoint or instance.endpoint == "bad":
@@ -61,6 +62,7 @@ class ScriptedProber:
     async def probe(self, target: Any) -> CheckResult:
         assert self.clock is not None
         self.calls.append((target, self.clock.now))
+        self.clock.advance(self.duration)  # a slow answer (a timeout when >= the timeout)
         planned = self.script[target]
         ok = planned.pop(0) if planned else target not in self.down
         return CheckResult(ok, 1.0, None if ok else "connection refused")
@@ -396,3 +398,20 @@ async def test_dropped_probe_connection_brings_the_next_probe_forward() -> None:
     assert len(h.prober.calls) == 1
     await h.step(0.25)
     assert [round((t - T0).total_seconds(), 2) for _, t in h.prober.calls] == [0.0, 1.05]
+
+
+async def test_timeouts_of_probes_started_late_are_not_counted_against_the_instance() -> None:
+    h = Harness(unhealthy_threshold=1)
+    a = h.add("a", 1)
+    await h.step()
+    h.prober.down.add(a.id)
+    h.prober.duration = 0.5  # = the timeout: these probes time out
+    h.clock.advance(2.5)  # the probe due at ~1 s starts 1.5 s late: the engine was overloaded
+    await h.engine.tick(h.clock.now)
+    await h.engine.wait_for_probes()
+    assert h.engine.stats.inconclusive == 1
+    assert h.service.instances[a.id].consecutive_failures == 0
+    assert h.service.instances[a.id].health_status is HealthStatus.HEALTHY
+    await h.step()  # the next one starts on time: its timeout counts
+    assert h.engine.stats.inconclusive == 1
+    assert h.service.instances[a.id].health_status is HealthStatus.UNHEALTHY
