@@ -7,6 +7,7 @@ Settings come from ``PFO_*`` variables; invalid ones stop the command with the v
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from typing import Annotated
 
@@ -86,6 +87,10 @@ def serve(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from None
     configure_logging(settings.log_level)  # JSON lines, uvicorn's too
+    # Everything imported and built so far lives as long as the process: keep it out of the
+    # collector's full passes, which otherwise pause the event loop ~80 ms now and then.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         application,
         host=settings.host,
