@@ -907,7 +907,9 @@ class ProxyFailoverService:
     async def delete_instance(self, instance_id: str, user_id: str) -> None:
         """Remove an instance; the active one first hands its role on (a completed switchover).
 
-        409/009 while a switch is in progress, 409/008 when no other instance is eligible.
+        409/009 while a switch is in progress, 409/008 when other instances remain but none is
+        eligible. Deleting a proxy's last instance is allowed (decommissioning): the role passes to
+        nobody, recorded as a completed switchover with no target and a new epoch.
         """
         proxy_id = await self._proxy_of_instance(instance_id)
         now = self._now()
@@ -940,21 +942,27 @@ class ProxyFailoverService:
                 target = strategies.select_target(
                     snapshot.instances, snapshot.config.failover_strategy, instance.id
                 )
-                if target is None:
+                is_last_instance = len(snapshot.instances) == 1
+                if target is None and not is_last_instance:
                     raise Conflict(
                         f"Cannot delete active instance {instance.instance_name}: no other "
                         "instance is eligible to take over",
                         ErrorCode.NO_ELIGIBLE_TARGET,
                         {"instanceId": instance.id},
                     )
-                why = f"Active instance {instance.instance_name} deleted"
+                # Decommissioning a proxy's last instance leaves it with no active instance; the
+                # hand-over to nobody is still recorded and fenced (epoch bump) like any other.
+                target_id = target.id if target is not None else None
+                why = f"Active instance {instance.instance_name} deleted" + (
+                    " (last instance: no active instance left)" if target is None else ""
+                )
                 event = FailoverEvent(
                     id=new_id(),
                     proxy_id=proxy_id,
                     user_id=user_id,
                     event_type=EventType.SWITCHOVER,
                     source_instance_id=instance.id,
-                    target_instance_id=target.id,
+                    target_instance_id=target_id,
                     reason=why,
                     status=EventStatus.COMPLETED,
                     triggered_by=user_id,
@@ -966,7 +974,7 @@ class ProxyFailoverService:
                 await unit.insert_event(event)
                 await unit.delete_instance(instance.id)
                 await self._recompute(
-                    unit, locked, now, move_to=target.id, epoch=event.epoch, failover_reason=why
+                    unit, locked, now, move_to=target_id, epoch=event.epoch, failover_reason=why
                 )
                 unit.notify(
                     Notification(FAILOVER_COMPLETED, proxy_id, event.epoch, now, _event_data(event))

@@ -287,6 +287,26 @@ async def test_deleting_the_active_instance_needs_an_eligible_successor(
     assert len(await service.get_proxy_instances("p1")) == 2
 
 
+async def test_deleting_the_last_instance_leaves_no_active_and_records_it(
+    service: ProxyFailoverService,
+) -> None:
+    made = await proxy_with(service, "p1", ["a"])
+    await activate(service, "p1", made["a"])
+    before = await service.get_redundancy_status("p1")
+    assert before is not None
+    await service.delete_instance(made["a"].id, ADMIN)
+    after = await service.get_redundancy_status("p1")
+    assert after is not None
+    assert after.active_instance_id is None
+    assert after.epoch == before.epoch + 1
+    assert after.total_instances == 0
+    (event, *_) = await service.get_failover_events("p1")
+    assert event.event_type is EventType.SWITCHOVER
+    assert (event.source_instance_id, event.target_instance_id) == (made["a"].id, None)
+    assert event.epoch == after.epoch
+    assert await service.get_proxy_instances("p1") == []
+
+
 async def test_deleting_the_active_instance_waits_for_an_open_switch(
     service: ProxyFailoverService,
 ) -> None:
