@@ -271,7 +271,8 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print()
     print(
         f"REST API, {args.connections} keep-alive connections, {args.duration} s each, "
-        f"wrk -t{args.threads}, {os.cpu_count()} cores shared by server and load generator"
+        f"wrk -t{args.threads}, {os.cpu_count()} cores shared by server and load generator "
+        f"(load average at the end: {os.getloadavg()[0]:.1f})"
     )
     header = (
         f"| {'database':<10} | {'request':<15} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} "
