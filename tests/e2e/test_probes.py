@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from proxy_failover.adapters.probes import EndpointError, Prober, ProbeTarget, build_target
 from proxy_failover.core.model import (
@@ -192,3 +200,70 @@ async def test_peer_closing_an_idle_pooled_connection_is_reported(prober: Prober
                 break
             await asyncio.sleep(0.01)
     assert lost == [target.instance_id]
+
+
+def _self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+async def test_https_probe_verifies_certificates_unless_told_not_to(tmp_path: Path) -> None:
+    server_tls = _self_signed(tmp_path)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(response(200))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    target = _target(f"127.0.0.1:{port}", kind=HealthCheckType.HTTPS)
+    verifying, trusting = Prober(), Prober(verify_tls=False)
+    try:
+        refused = await verifying.probe(target)
+        accepted = [await trusting.probe(target) for _ in range(2)]
+        pooled = trusting.pooled_connections()
+    finally:
+        await verifying.aclose()
+        await trusting.aclose()
+        server.close()
+        await server.wait_closed()
+    assert not refused.success
+    assert refused.error is not None
+    assert refused.error.startswith("TLS error")
+    assert all(r.success for r in accepted)
+    assert pooled == 1  # the TLS connection is kept alive for the next probe
