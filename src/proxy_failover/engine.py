@@ -64,6 +64,8 @@ FIRST_PROBE_BURST = 500
 #: An early probe (after a dropped keep-alive connection) waits at least this share of the interval
 #: since the last probe, so a server that closes idle connections quickly cannot cause a storm.
 EARLY_PROBE_GAP = 0.25
+#: After this many early probes in a row found the instance fine, drops no longer trigger them.
+MAX_BENIGN_DROPS = 2
 #: run() starts the probes due within this window together (seconds of added schedule lag).
 BATCH_WINDOW = 0.005
 
@@ -141,6 +143,8 @@ class _Probed:
     due: float
     first_scheduled: float = 0.0
     last_started: float = 0.0
+    early: bool = False  # the next probe was brought forward by a dropped connection
+    benign_drops: int = 0  # early probes in a row that found the instance fine
     in_flight: bool = False
     generation: int = 0  # bumps on reschedule; stale heap entries are skipped
 
@@ -558,16 +562,18 @@ class Engine:
         """The instance dropped its idle keep-alive probe connection (a killed process does so at
         once): probe it now rather than at its next slot, but never more often than every
         ``EARLY_PROBE_GAP`` of its interval. The thresholds still apply: this only finds out
-        sooner, it decides nothing.
+        sooner, it decides nothing. A server that habitually closes idle connections (two early
+        probes in a row found it fine) gets no more early probes until one finds a failure.
         """
         self.stats.connection_drops += 1
         probed = self._probed.get(instance_id)
-        if probed is None or probed.in_flight:
+        if probed is None or probed.in_flight or probed.benign_drops >= MAX_BENIGN_DROPS:
             return
         gap = EARLY_PROBE_GAP * probed.config.health_check_interval_seconds
         due = max(self._clock().timestamp(), probed.last_started + gap)
         if due < probed.due:
             self.stats.early_probes += 1
+            probed.early = True
             probed.due = due
             self._push(probed)
             self._wake.set()
@@ -618,6 +624,10 @@ class Engine:
             self.stats.probes_completed += 1
             if not result.success:
                 self.stats.probe_failures += 1
+                probed.benign_drops = 0
+            elif probed.early:
+                probed.benign_drops += 1
+            probed.early = False
             if self._is_inconclusive(result, probed, started - due, started):
                 instance = None  # our own overload, not the instance's fault: record nothing
             else:

@@ -415,3 +415,16 @@ async def test_timeouts_of_probes_started_late_are_not_counted_against_the_insta
     await h.step()  # the next one starts on time: its timeout counts
     assert h.engine.stats.inconclusive == 1
     assert h.service.instances[a.id].health_status is HealthStatus.UNHEALTHY
+
+
+async def test_instance_that_habitually_drops_idle_connections_gets_no_probe_storm() -> None:
+    h = Harness(health_check_interval_seconds=4.0, health_check_timeout_seconds=1.0)
+    a = h.add("a", 1)
+    await h.step()
+    assert h.prober.on_connection_lost is not None
+    for _ in range(4):  # each probe's connection is dropped right after: early probe each time?
+        h.prober.on_connection_lost(a.id)
+        await h.step(1.05)
+    # two early probes found it fine; then drops no longer bring probes forward
+    assert h.engine.stats.early_probes == 2
+    assert len(h.prober.calls) == 3
