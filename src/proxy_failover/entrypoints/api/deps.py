@@ -28,6 +28,25 @@ _bearer = HTTPBearer(
 _CACHE_LIMIT = 100_000
 
 
+def proxy_not_found(proxy_id: str) -> NotFound:
+    """The 404/002 of a missing proxy, word for word what the service raises, so that a proxy
+    hidden from a non-owner answers exactly like one that does not exist."""
+    return NotFound(
+        f"Failover configuration for proxy {proxy_id} not found",
+        ErrorCode.CONFIG_NOT_FOUND,
+        {"proxyId": proxy_id},
+    )
+
+
+def instance_not_found(instance_id: str) -> NotFound:
+    """The 404/004 of a missing instance, identical to the service's (see proxy_not_found)."""
+    return NotFound(
+        f"Proxy instance {instance_id} not found",
+        ErrorCode.INSTANCE_NOT_FOUND,
+        {"instanceId": instance_id},
+    )
+
+
 class Ownership:
     """Answers "may this caller touch this proxy / instance?" with the SPEC's 404s."""
 
@@ -50,7 +69,7 @@ class Ownership:
         if caller.is_admin:
             return
         if await self.owner_of(proxy_id) != caller.user_id:
-            raise NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+            raise proxy_not_found(proxy_id)
 
     async def may_create(self, caller: Caller, proxy_id: str) -> None:
         """Creating a config or the first instance: the proxy is new, or the caller's (or admin)."""
@@ -58,7 +77,7 @@ class Ownership:
             return
         owner = await self.owner_of(proxy_id)
         if owner is not None and owner != caller.user_id:
-            raise NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+            raise proxy_not_found(proxy_id)
 
     async def check_instance(self, caller: Caller, instance_id: str) -> str:
         """The instance's proxy id, if the caller may touch it; 404/004 otherwise."""
@@ -67,7 +86,7 @@ class Ownership:
             instance = await self._service.get_instance(instance_id)
             proxy_id = self.remember_instance(instance)
         if not caller.is_admin and await self.owner_of(proxy_id) != caller.user_id:
-            raise NotFound(f"instance {instance_id} not found", ErrorCode.INSTANCE_NOT_FOUND)
+            raise instance_not_found(instance_id)
         return proxy_id
 
     def remember_instance(self, instance: Instance) -> str:

@@ -17,7 +17,7 @@ from proxy_failover.core import webhooks
 from proxy_failover.core.errors import ErrorCode, NotFound
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api.auth import Caller
-from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep
+from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep, proxy_not_found
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list
 from proxy_failover.entrypoints.api.schemas import (
@@ -108,7 +108,7 @@ async def check_proxy(caller: Caller, proxy_id: str, ownership: Ownership) -> No
     """Owner or admin of an existing proxy, else 404/002."""
     await ownership.check_proxy(caller, proxy_id)
     if await ownership.owner_of(proxy_id) is None:
-        raise NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+        raise proxy_not_found(proxy_id)
 
 
 def _not_found(what: str, ident: str) -> NotFound:

@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from proxy_failover.core.errors import ErrorCode, InvalidInput, NotFound
+from proxy_failover.core.errors import InvalidInput, NotFound
 from proxy_failover.core.model import EventStatus, EventType
 from proxy_failover.entrypoints.api.deps import (
     AdminDep,
     CallerDep,
     OwnershipDep,
     ServiceDep,
+    proxy_not_found,
 )
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import (
@@ -50,7 +51,7 @@ EventIdPath = Annotated[str, Path(alias="eventId", description="an event id (UUI
 
 
 def _missing_proxy(proxy_id: str) -> NotFound:
-    return NotFound(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+    return proxy_not_found(proxy_id)
 
 
 @router.post(
