@@ -105,6 +105,22 @@ async def audit(
 # --- live stream ---------------------------------------------------------------------------------
 
 
+#: Health-check detail in an event's ``data`` that only admins may see (SPEC §7).
+_ADMIN_ONLY_DATA = ("lastError", "lastLatencyMs")
+
+
+def _for_caller(body: str, is_admin: bool) -> str:
+    """The event body as this caller may see it: without health-check detail for non-admins."""
+    if is_admin or not any(f'"{key}"' in body for key in _ADMIN_ONLY_DATA):
+        return body
+    event = json.loads(body)
+    data = event.get("data")
+    if isinstance(data, dict):
+        for key in _ADMIN_ONLY_DATA:
+            data.pop(key, None)
+    return json.dumps(event, separators=(",", ":"), sort_keys=True)
+
+
 def _sse(seq: int, event: str, data: str) -> bytes:
     # The body is compact JSON: it never contains a newline, so one data line suffices.
     return f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode()
@@ -128,7 +144,7 @@ async def stream(
     ] = None,
 ) -> StreamingResponse:
     """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the
-    same JSON object a webhook receives)."""
+    same JSON object a webhook receives; for non-admins without ``lastError``/``lastLatencyMs``)."""
     await check_proxy(caller, proxy_id, ownership)
     outbox = notifier.outbox
     start = int(last_event_id) if last_event_id else await outbox.last_notification_seq(proxy_id)
@@ -144,7 +160,7 @@ async def stream(
                 for item in batch:
                     last = item.seq
                     quiet_since = time.monotonic()
-                    yield _sse(item.seq, item.type, item.body)
+                    yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
                 if len(batch) == STREAM_BATCH:
                     continue  # a client catching up: read on without waiting
                 if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_SECONDS:
