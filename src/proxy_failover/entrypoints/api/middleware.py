@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -158,8 +159,32 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+#: A \\uD800-\\uDFFF escape: the only way a lone surrogate gets into a parsed string.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when a string (or key) holds a lone surrogate: it cannot be encoded as UTF-8, so it
+    would be stored and then fail every response that carries it."""
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def parse_strict_json(body: bytes) -> Any:
-    """``json.loads`` without NaN/Infinity and with nesting capped at ``MAX_JSON_DEPTH``."""
+    """``json.loads`` without NaN/Infinity, lone surrogates, and with nesting capped at
+    ``MAX_JSON_DEPTH``."""
     try:
         value = json.loads(body, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError as error:
@@ -170,6 +195,8 @@ def parse_strict_json(body: bytes) -> Any:
         raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from error
     if _depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
+        raise ValueError("a string holds a lone UTF-16 surrogate (not valid Unicode)")
     return value
 
 

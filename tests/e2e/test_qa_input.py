@@ -1,0 +1,36 @@
+"""QA regressions on input at the edge: what a client can send must never break later reads."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import Api
+
+PROXY = "qa-input"
+
+
+async def test_lone_surrogates_are_refused_and_never_stored(sqlite_api: Api) -> None:
+    """A ``\\ud800`` escape parses to a string UTF-8 cannot encode: once stored, every listing of
+    the proxy answered 500. It is refused with 400/001 wherever it appears; real pairs pass."""
+    api = sqlite_api
+    admin = api.tokens.admin
+    await api.ok("POST", "/proxy/failover/config", admin, 201, json={"proxyId": PROXY})
+    headers = {"Content-Type": "application/json"}
+    for raw in [
+        '{"proxyId":"qa-input","instanceData":{"instanceName":"a","metadata":{"s":"\\ud800"}}}',
+        '{"proxyId":"qa-input","instanceData":{"instanceName":"b","metadata":{"\\uDC00":1}}}',
+        '{"proxyId":"qa-input","instanceData":{"instanceName":"c\\udfff"}}',
+    ]:
+        response = await api.call("POST", "/proxy/instances", admin, content=raw, headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "PROXY_FAILOVER_001"
+    hook = '{"url":"http://127.0.0.1:9/h","secret":"0123456789abcdef\\ud800"}'
+    response = await api.call(
+        "POST", f"/proxy/{PROXY}/webhooks", admin, content=hook, headers=headers
+    )
+    assert response.status_code == 400, response.text
+
+    emoji = '{"s":"\\ud83d\\ude00"}'  # a real surrogate pair: one character, valid
+    pair = '{"proxyId":"qa-input","instanceData":{"instanceName":"d","metadata":' + emoji + "}}"
+    response = await api.call("POST", "/proxy/instances", admin, content=pair, headers=headers)
+    assert response.status_code == 201, response.text
+    listed = await api.ok("GET", f"/proxy/{PROXY}/instances", admin)
+    assert [(i["instanceName"], i["metadata"]) for i in listed] == [("d", {"s": "\U0001f600"})]
