@@ -127,6 +127,19 @@ def error_from_response(response: httpx.Response) -> FailoverError:
         )
 
 
+def _body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A library-style mapping as the API's camelCase body: the library takes snake_case keys as
+    well as camelCase (SPEC §6), the API only camelCase. Keys of ``healthCheck`` are renamed too;
+    ``metadata`` is the caller's free JSON and is sent as given."""
+    body: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _camel(key)
+        if name == "healthCheck" and isinstance(value, Mapping):
+            value = {_camel(inner): item for inner, item in value.items()}
+        body[name] = value
+    return body
+
+
 def _p(segment: str) -> str:
     return quote(segment, safe="")
 
@@ -136,7 +149,7 @@ class _Calls:
 
     @staticmethod
     def create_config(proxy_id: str, config: Mapping[str, Any]) -> _Call[FailoverConfig]:
-        body = {"proxyId": proxy_id, "config": dict(config)}
+        body = {"proxyId": proxy_id, "config": _body(config)}
         return _Call("POST", "/proxy/failover/config", FailoverConfig, body)
 
     @staticmethod
@@ -145,7 +158,7 @@ class _Calls:
 
     @staticmethod
     def register(proxy_id: str, instance_data: Mapping[str, Any]) -> _Call[Instance]:
-        body = {"proxyId": proxy_id, "instanceData": dict(instance_data)}
+        body = {"proxyId": proxy_id, "instanceData": _body(instance_data)}
         return _Call("POST", "/proxy/instances", Instance, body)
 
     @staticmethod
@@ -160,12 +173,12 @@ class _Calls:
     def health(instance_id: str, status: str, metrics: Mapping[str, Any] | None) -> _Call[Instance]:
         body: dict[str, Any] = {"healthStatus": status}
         if metrics is not None:
-            body["metrics"] = dict(metrics)
+            body["metrics"] = _body(metrics)
         return _Call("PUT", f"/proxy/instances/{_p(instance_id)}/health", Instance, body)
 
     @staticmethod
     def update(instance_id: str, changes: Mapping[str, Any]) -> _Call[Instance]:
-        return _Call("PATCH", f"/proxy/instances/{_p(instance_id)}", Instance, dict(changes))
+        return _Call("PATCH", f"/proxy/instances/{_p(instance_id)}", Instance, _body(changes))
 
     @staticmethod
     def delete(instance_id: str) -> _Call[None]:
@@ -183,7 +196,7 @@ class _Calls:
     @staticmethod
     def record_metrics(instance_id: str, metrics: Mapping[str, Any]) -> _Call[StoredMetricSample]:
         path = f"/proxy/instances/{_p(instance_id)}/metrics"
-        return _Call("POST", path, StoredMetricSample, dict(metrics))
+        return _Call("POST", path, StoredMetricSample, _body(metrics))
 
     @staticmethod
     def metrics(instance_id: str, limit: int) -> _Call[list[StoredMetricSample]]:
@@ -225,7 +238,7 @@ class _Calls:
 
     @staticmethod
     def put_redundancy(proxy_id: str, data: Mapping[str, Any]) -> _Call[RedundancyStatus]:
-        return _Call("PUT", f"/proxy/{_p(proxy_id)}/redundancy", RedundancyStatus, dict(data))
+        return _Call("PUT", f"/proxy/{_p(proxy_id)}/redundancy", RedundancyStatus, _body(data))
 
     @staticmethod
     def events(
