@@ -34,3 +34,19 @@ async def test_lone_surrogates_are_refused_and_never_stored(sqlite_api: Api) -> 
     assert response.status_code == 201, response.text
     listed = await api.ok("GET", f"/proxy/{PROXY}/instances", admin)
     assert [(i["instanceName"], i["metadata"]) for i in listed] == [("d", {"s": "\U0001f600"})]
+
+
+async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(sqlite_api: Api) -> None:
+    """Starlette redirected ``/proxies/`` with a bodiless 307; every error has the JSON body."""
+    api = sqlite_api
+    admin = api.tokens.admin
+    for method, path in [
+        ("GET", "/proxies/"),
+        ("GET", "/proxy/failover/config/"),
+        ("POST", "/proxy/instances/"),
+        ("GET", f"/proxy/{PROXY}/redundancy/"),
+    ]:
+        response = await api.call(method, path, admin, json={})
+        assert response.status_code == 404, (path, response.status_code)
+        assert response.json()["error"]["code"] == "PROXY_FAILOVER_020"
+    assert (await api.call("GET", "/proxies", admin)).status_code == 200

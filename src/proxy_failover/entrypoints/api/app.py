@@ -81,6 +81,9 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
         docs_url=None,
         redoc_url=None,
         exception_handlers=dict(EXCEPTION_HANDLERS),
+        # A trailing slash is another path: 404/020 with the error body, not a bodiless 307
+        # that clients not following redirects (httpx by default) would see as the answer.
+        redirect_slashes=False,
     )
     app.include_router(system.router)
     app.include_router(proxies.router)
