@@ -173,7 +173,8 @@ class ProxyFailoverService:
 
     ``clock`` returns timezone-aware UTC now (inject a fake one in tests). ``on_change`` is called
     after each commit with the proxy id and the notifications that commit produced (possibly none):
-    the engine uses it to wake up at once. Reads of configuration, instances and redundancy are
+    the engine uses it to wake up at once (a repeated health report that moves no status wakes
+    nobody: see ``_is_repeat``). Reads of configuration, instances and redundancy are
     served from an in-process cache that every write through this service invalidates for its
     proxy, so a read after a write never returns the old value; because other replicas may write
     the same PostgreSQL database, entries also expire after ``cache_ttl_seconds`` (default 1 s,
@@ -225,7 +226,7 @@ class ProxyFailoverService:
             locked = await unit.lock_proxy(proxy_id)
             yield unit, locked
         self._cache.invalidate(proxy_id)
-        if self.on_change is not None:
+        if self.on_change is not None and (unit.notifications or not unit.quiet):
             try:
                 self.on_change(proxy_id, tuple(unit.notifications))
             except Exception:  # a listener must never undo or fail a committed change
@@ -443,6 +444,20 @@ class ProxyFailoverService:
         )
 
     @staticmethod
+    def _is_repeat(before: Instance, after: Instance) -> bool:
+        """A report that leaves every decision input as it was (same status, checked before).
+
+        Redundancy is then unchanged too (it follows from the statuses) and no event moved, so
+        no listener has anything to act on; the engine's periodic evaluation still sees the
+        new counters and metrics.
+        """
+        return (
+            after.health_status is before.health_status
+            and after.admin_state is before.admin_state
+            and before.last_health_check is not None
+        )
+
+    @staticmethod
     def _with_sample(instance: Instance, sample: MetricSample | None) -> Instance:
         """Metric samples set activeConnections and overwrite average latency and error rate."""
         if sample is None:
@@ -634,6 +649,7 @@ class ProxyFailoverService:
             await self._after_health_change(
                 unit, before, after, now, locked, instances, record_recovery=False
             )
+            unit.quiet = self._is_repeat(before, after)
         return after
 
     async def record_instance_metrics(

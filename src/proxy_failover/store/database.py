@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from proxy_failover.core.errors import (
     FailoverError,
     StorageUnavailable,
 )
+from proxy_failover.store import sqlite_inline
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./proxy-failover.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -77,11 +79,13 @@ def create_engine(
                 f"storage unavailable: cannot create SQLite database {database!r}: "
                 f"directory {str(folder)!r} does not exist"
             )
+        # Statements run on the event loop's thread (see ``sqlite_inline``): no thread hop per
+        # call; waits for other processes' locks are async back-off, not SQLite's busy handler.
         engine = create_async_engine(
             parsed,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            async_creator=sqlite_inline.connector(database),
         )
         _install_sqlite_hooks(engine)
         return engine
@@ -102,7 +106,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA busy_timeout=0")  # waits happen in sqlite_inline, off SQLite
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -114,6 +118,29 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+#: One in-process write gate per SQLite engine, shared by every writer on it (the store's units
+#: of work, the outbox, the audit log). Keyed by the base engine so derived option engines share it.
+_write_gates: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The lock this process's SQLite writers queue on before ``BEGIN IMMEDIATE`` (else a no-op).
+
+    SQLite has one writer at a time: a writer that finds the file locked waits in SQLite's busy
+    handler, which sleeps and backs off (1, 2, 5, ... 100 ms), so two in-process writers that
+    bypass each other's queue cost tens of milliseconds each. Every writer of one engine must
+    therefore take the same gate; ``BEGIN IMMEDIATE`` still guards against other processes.
+    PostgreSQL writers need no gate (row locks serialise per proxy).
+    """
+    if not is_sqlite(engine):
+        return contextlib.nullcontext()
+    base = engine.sync_engine
+    gate = _write_gates.get(base)
+    if gate is None:
+        gate = _write_gates[base] = asyncio.Lock()
+    return gate
 
 
 # --- error mapping ---------------------------------------------------------------------------

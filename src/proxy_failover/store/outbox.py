@@ -9,6 +9,7 @@ per subscription at a time, which keeps deliveries in order per subscription acr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import json
@@ -16,11 +17,13 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from proxy_failover.core import webhooks
+from proxy_failover.core.errors import StorageUnavailable
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import (
     AuditEntry,
@@ -232,11 +235,20 @@ def _audit_from(row: sa.RowMapping) -> AuditEntry:
     )
 
 
+@dataclass
+class _AuditBatch:
+    """Audit rows waiting for one transaction; ``done`` resolves when it committed or failed."""
+
+    rows: list[dict[str, Any]]
+    done: asyncio.Future[None]
+
+
 class Outbox:
     """Repository of the tables above, on the store's engine."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._audit_batch: _AuditBatch | None = None
         self._writer_engine = engine.execution_options(
             **{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"}
         )
@@ -247,7 +259,11 @@ class Outbox:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with database.mapped_errors(), self._writer_engine.begin() as conn:
+        async with (
+            database.write_gate(self.engine),
+            database.mapped_errors(),
+            self._writer_engine.begin() as conn,
+        ):
             yield conn
 
     @contextlib.asynccontextmanager
@@ -788,20 +804,45 @@ class Outbox:
     # --- audit -----------------------------------------------------------------------------------
 
     async def record_audit(self, entry: AuditEntry) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                sa.insert(audit_log).values(
-                    occurred_at=entry.occurred_at,
-                    actor=entry.actor[:255],
-                    action=entry.action[:128],
-                    proxy_id=None if entry.proxy_id is None else entry.proxy_id[:128],
-                    target=None if entry.target is None else entry.target[:255],
-                    result=entry.result[:64],
-                    status_code=entry.status_code,
-                    request_id=entry.request_id,
-                    details=dict(entry.details) or None,
-                )
+        """Write one audit row; returns once it is committed.
+
+        Group commit: the first caller leads a batch and waits for the write gate; every row
+        recorded meanwhile joins its batch, and one transaction (one multi-row INSERT) commits
+        them all. Under load that is one transaction per batch instead of one per request.
+        """
+        row = {
+            "occurred_at": entry.occurred_at,
+            "actor": entry.actor[:255],
+            "action": entry.action[:128],
+            "proxy_id": None if entry.proxy_id is None else entry.proxy_id[:128],
+            "target": None if entry.target is None else entry.target[:255],
+            "result": entry.result[:64],
+            "status_code": entry.status_code,
+            "request_id": entry.request_id,
+            "details": dict(entry.details) or None,
+        }
+        batch = self._audit_batch
+        if batch is not None:
+            batch.rows.append(row)
+            await asyncio.shield(batch.done)
+            return
+        batch = self._audit_batch = _AuditBatch([row], asyncio.get_running_loop().create_future())
+        try:
+            async with self._write() as conn:
+                self._audit_batch = None  # later rows start the next batch
+                await conn.execute(sa.insert(audit_log), batch.rows)
+        except BaseException as error:
+            if self._audit_batch is batch:
+                self._audit_batch = None
+            failure = (
+                error
+                if isinstance(error, Exception)
+                else StorageUnavailable("storage unavailable: the audit batch was cancelled")
             )
+            batch.done.set_exception(failure)
+            batch.done.exception()  # retrieved here: followers may be none
+            raise
+        batch.done.set_result(None)
 
     async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

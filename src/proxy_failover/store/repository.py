@@ -8,7 +8,6 @@ Nothing here returns ORM/Core rows: callers get the frozen dataclasses of ``core
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from proxy_failover.core.model import (
     SWITCHING_EVENT_TYPES,
@@ -218,19 +217,57 @@ def _metric_from(row: sa.RowMapping) -> StoredMetricSample:
 
 # --- reads -----------------------------------------------------------------------------------
 
+# The statements every health report runs, built once with bound parameters: building and
+# hashing a fresh statement per call cost more CPU than SQLite spends executing it.
+_SELECT_REDUNDANCY = sa.select(redundancy).where(
+    redundancy.c.proxy_id == sa.bindparam("p_proxy_id")
+)
+_LOCK_REDUNDANCY = _SELECT_REDUNDANCY.with_for_update()
+_SELECT_INSTANCES = (
+    sa.select(instances)
+    .where(instances.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .order_by(
+        instances.c.priority, instances.c.weight.desc(), instances.c.created_at, instances.c.id
+    )
+)
+_SAVED_INSTANCE_FIELDS = tuple(
+    name for name in _INSTANCE_FIELDS if name not in ("id", "proxy_id", "user_id", "created_at")
+)
+_UPDATE_INSTANCE = (
+    sa.update(instances)
+    .where(instances.c.id == sa.bindparam("p_id"))
+    .values(
+        {
+            name: sa.bindparam(f"p_{name}", type_=instances.c[name].type)
+            for name in _SAVED_INSTANCE_FIELDS
+        }
+    )
+)
+
 
 class Reader:
     """Queries over one session/transaction; every result is a core value."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._connection: AsyncConnection | None = None
 
-    async def _one(self, statement: sa.Select[Any]) -> sa.RowMapping | None:
-        row: sa.RowMapping | None = (await self.session.execute(statement)).mappings().first()
+    async def _execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
+        """Run a Core statement on the session's connection (past the ORM's per-call machinery:
+        nothing here uses ORM entities, and that machinery cost more than the SQL)."""
+        if self._connection is None:
+            self._connection = await self.session.connection()
+        result: sa.CursorResult[Any] = await self._connection.execute(statement, parameters)
+        return result
+
+    async def _one(self, statement: Any, parameters: Any = None) -> sa.RowMapping | None:
+        row: sa.RowMapping | None = (await self._execute(statement, parameters)).mappings().first()
         return row
 
-    async def _all(self, statement: sa.Select[Any]) -> Sequence[sa.RowMapping]:
-        rows: Sequence[sa.RowMapping] = (await self.session.execute(statement)).mappings().all()
+    async def _all(self, statement: Any, parameters: Any = None) -> Sequence[sa.RowMapping]:
+        rows: Sequence[sa.RowMapping] = (
+            (await self._execute(statement, parameters)).mappings().all()
+        )
         return rows
 
     async def get_config(self, proxy_id: str) -> FailoverConfig | None:
@@ -240,21 +277,12 @@ class Reader:
         return None if row is None else _config_from(row)
 
     async def get_redundancy(self, proxy_id: str) -> RedundancyStatus | None:
-        row = await self._one(sa.select(redundancy).where(redundancy.c.proxy_id == proxy_id))
+        row = await self._one(_SELECT_REDUNDANCY, {"p_proxy_id": proxy_id})
         return None if row is None else _redundancy_from(row)
 
     async def list_instances(self, proxy_id: str) -> list[Instance]:
         """The proxy's instances in preference order (priority, weight desc, registration, id)."""
-        rows = await self._all(
-            sa.select(instances)
-            .where(instances.c.proxy_id == proxy_id)
-            .order_by(
-                instances.c.priority,
-                instances.c.weight.desc(),
-                instances.c.created_at,
-                instances.c.id,
-            )
-        )
+        rows = await self._all(_SELECT_INSTANCES, {"p_proxy_id": proxy_id})
         return [_instance_from(row) for row in rows]
 
     async def get_instance(self, instance_id: str) -> Instance | None:
@@ -329,7 +357,7 @@ class Reader:
         return [_event_from(row) for row in rows]
 
     async def list_proxy_ids(self) -> list[str]:
-        rows = await self.session.execute(
+        rows = await self._execute(
             sa.select(configurations.c.proxy_id).order_by(configurations.c.proxy_id)
         )
         return list(rows.scalars().all())
@@ -366,15 +394,16 @@ class UnitOfWork(Reader):
     def __init__(self, session: AsyncSession) -> None:
         super().__init__(session)
         self.notifications: list[Notification] = []
+        #: Set by a use case whose change moves nothing a listener acts on (e.g. a repeated
+        #: health report): with no notifications either, after-commit listeners are not called.
+        self.quiet = False
 
     def notify(self, *notifications: Notification) -> None:
         self.notifications.extend(notifications)
 
     async def lock_proxy(self, proxy_id: str) -> RedundancyStatus | None:
         """Lock the proxy's redundancy row (serialises writers per proxy); None if no proxy."""
-        row = await self._one(
-            sa.select(redundancy).where(redundancy.c.proxy_id == proxy_id).with_for_update()
-        )
+        row = await self._one(_LOCK_REDUNDANCY, {"p_proxy_id": proxy_id})
         return None if row is None else _redundancy_from(row)
 
     def _insert(self, table: sa.Table) -> Any:
@@ -385,14 +414,14 @@ class UnitOfWork(Reader):
     async def create_proxy(self, config: FailoverConfig, status: RedundancyStatus) -> bool:
         """Insert the config and redundancy rows unless another writer already did (then False)."""
         values = _config_values(config)
-        inserted = await self.session.execute(
+        inserted = await self._execute(
             self._insert(configurations)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["proxy_id"])
         )
         if not getattr(inserted, "rowcount", 0):
             return False
-        await self.session.execute(
+        await self._execute(
             sa.insert(redundancy).values(
                 id=new_id(),
                 user_id=config.user_id,
@@ -406,30 +435,28 @@ class UnitOfWork(Reader):
         values = _config_values(config)
         for key in ("id", "proxy_id", "user_id", "created_at"):
             values.pop(key)
-        await self.session.execute(
+        await self._execute(
             sa.update(configurations)
             .where(configurations.c.proxy_id == config.proxy_id)
             .values(**values)
         )
 
     async def insert_instance(self, instance: Instance) -> None:
-        await self.session.execute(sa.insert(instances).values(**_instance_values(instance)))
+        await self._execute(sa.insert(instances).values(**_instance_values(instance)))
 
     async def save_instance(self, instance: Instance) -> None:
         values = _instance_values(instance)
-        for key in ("id", "proxy_id", "user_id", "created_at"):
-            values.pop(key)
-        await self.session.execute(
-            sa.update(instances).where(instances.c.id == instance.id).values(**values)
-        )
+        parameters = {f"p_{name}": values[name] for name in _SAVED_INSTANCE_FIELDS}
+        parameters["p_id"] = instance.id
+        await self._execute(_UPDATE_INSTANCE, parameters)
 
     async def delete_instance(self, instance_id: str) -> None:
-        await self.session.execute(sa.delete(metrics).where(metrics.c.instance_id == instance_id))
-        await self.session.execute(sa.delete(instances).where(instances.c.id == instance_id))
+        await self._execute(sa.delete(metrics).where(metrics.c.instance_id == instance_id))
+        await self._execute(sa.delete(instances).where(instances.c.id == instance_id))
 
     async def mark_active(self, proxy_id: str, active_instance_id: str | None) -> None:
         """Keep the ``is_active`` mirror in step with the redundancy row's pointer."""
-        await self.session.execute(
+        await self._execute(
             sa.update(instances)
             .where(
                 instances.c.proxy_id == proxy_id,
@@ -439,7 +466,7 @@ class UnitOfWork(Reader):
             .values(is_active=False)
         )
         if active_instance_id is not None:
-            await self.session.execute(
+            await self._execute(
                 sa.update(instances)
                 .where(instances.c.id == active_instance_id)
                 .values(is_active=True)
@@ -448,23 +475,21 @@ class UnitOfWork(Reader):
     async def save_redundancy(self, status: RedundancyStatus) -> None:
         values = _redundancy_values(status)
         values.pop("proxy_id")
-        await self.session.execute(
+        await self._execute(
             sa.update(redundancy).where(redundancy.c.proxy_id == status.proxy_id).values(**values)
         )
 
     async def insert_event(self, event: FailoverEvent) -> None:
-        await self.session.execute(sa.insert(events).values(**_event_values(event)))
+        await self._execute(sa.insert(events).values(**_event_values(event)))
 
     async def save_event(self, event: FailoverEvent) -> None:
         values = _event_values(event)
         values.pop("id")
-        await self.session.execute(
-            sa.update(events).where(events.c.id == event.id).values(**values)
-        )
+        await self._execute(sa.update(events).where(events.c.id == event.id).values(**values))
 
     async def insert_metric(self, sample: StoredMetricSample) -> None:
         values: dict[str, Any] = {name: getattr(sample.sample, name) for name in _SAMPLE_FIELDS}
-        await self.session.execute(
+        await self._execute(
             sa.insert(metrics).values(
                 id=sample.id,
                 instance_id=sample.instance_id,
@@ -509,12 +534,6 @@ class Store:
         self._read_sessions = async_sessionmaker(read_engine, expire_on_commit=False)
         write_engine = self.engine.execution_options(**{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
-        # SQLite has one writer at a time anyway: queue this process's writers here instead of
-        # in SQLite's busy handler (which sleeps and backs off). BEGIN IMMEDIATE still guards
-        # against other processes; PostgreSQL writers of different proxies run in parallel.
-        self._write_gate: asyncio.Lock | None = (
-            asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
-        )
 
     @property
     def dialect_name(self) -> str:
@@ -545,7 +564,7 @@ class Store:
         The caller locks the proxy it changes with ``UnitOfWork.lock_proxy`` as its first step.
         """
         async with (
-            self._write_gate or contextlib.nullcontext(),
+            database.write_gate(self.engine),
             database.mapped_errors(),
             self._write_sessions() as session,
             session.begin(),
