@@ -50,3 +50,38 @@ async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(sqlite_api: A
         assert response.status_code == 404, (path, response.status_code)
         assert response.json()["error"]["code"] == "PROXY_FAILOVER_020"
     assert (await api.call("GET", "/proxies", admin)).status_code == 200
+
+
+async def test_nul_characters_are_refused_on_both_databases(api: Api) -> None:
+    """PostgreSQL text cannot hold NUL: a ``\\u0000`` in a reason, an error message, a check's
+    error or a webhook secret was a 500 there (and stored on SQLite). Now 400/001 on both."""
+    admin = api.tokens.admin
+    proxy = "qa-nul"
+    await api.ok("POST", "/proxy/failover/config", admin, 201, json={"proxyId": proxy})
+    one = await api.ok(
+        "POST",
+        "/proxy/instances",
+        admin,
+        201,
+        json={"proxyId": proxy, "instanceData": {"instanceName": "one"}},
+    )
+    headers = {"Content-Type": "application/json"}
+    for method, path, raw in [
+        ("POST", f"/proxy/instances/{one['id']}/checks", '{"success":false,"error":"x\\u0000"}'),
+        (
+            "POST",
+            "/proxy/failover/execute",
+            '{"proxyId":"qa-nul","targetInstanceId":"' + one["id"] + '","reason":"r\\u0000"}',
+        ),
+        (
+            "POST",
+            f"/proxy/{proxy}/webhooks",
+            '{"url":"http://h/","secret":"%s\\u0000"}' % ("s" * 16),
+        ),
+        ("PATCH", f"/proxy/instances/{one['id']}", '{"metadata":{"k\\u0000":"v"}}'),
+    ]:
+        response = await api.call(method, path, admin, content=raw, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "PROXY_FAILOVER_001"
+    instances = await api.ok("GET", f"/proxy/{proxy}/instances", admin)
+    assert [(i["lastError"], i["metadata"]) for i in instances] == [(None, {})]

@@ -159,32 +159,37 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-#: A \\uD800-\\uDFFF escape: the only way a lone surrogate gets into a parsed string.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: A \\u0000 or \\uD800-\\uDFFF escape: the only ways a NUL or a lone surrogate gets into a
+#: parsed string (raw control bytes and invalid UTF-8 are already refused by the parser).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    """True when a string (or key) holds a lone surrogate: it cannot be encoded as UTF-8, so it
-    would be stored and then fail every response that carries it."""
+def _unstorable_string(value: Any) -> str | None:
+    """Why a string (or key) of ``value`` cannot be stored and served back, or None.
+
+    A lone surrogate cannot be encoded as UTF-8: stored, it failed every later response that
+    carried it. PostgreSQL text refuses NUL, so a NUL was a 500 there and stored on SQLite."""
     stack: list[Any] = [value]
     while stack:
         node = stack.pop()
         if isinstance(node, str):
+            if "\x00" in node:
+                return "a string holds a NUL character (U+0000)"
             try:
                 node.encode("utf-8")
             except UnicodeEncodeError:
-                return True
+                return "a string holds a lone UTF-16 surrogate (not valid Unicode)"
         elif isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
-    return False
+    return None
 
 
 def parse_strict_json(body: bytes) -> Any:
-    """``json.loads`` without NaN/Infinity, lone surrogates, and with nesting capped at
-    ``MAX_JSON_DEPTH``."""
+    """``json.loads`` without NaN/Infinity, NUL characters and lone surrogates, and with nesting
+    capped at ``MAX_JSON_DEPTH``."""
     try:
         value = json.loads(body, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError as error:
@@ -195,8 +200,8 @@ def parse_strict_json(body: bytes) -> Any:
         raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from error
     if _depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
-        raise ValueError("a string holds a lone UTF-16 surrogate (not valid Unicode)")
+    if _UNSTORABLE_ESCAPE.search(body) and (problem := _unstorable_string(value)) is not None:
+        raise ValueError(problem)
     return value
 
 
