@@ -85,3 +85,32 @@ async def test_nul_characters_are_refused_on_both_databases(api: Api) -> None:
         assert response.json()["error"]["code"] == "PROXY_FAILOVER_001"
     instances = await api.ok("GET", f"/proxy/{proxy}/instances", admin)
     assert [(i["lastError"], i["metadata"]) for i in instances] == [(None, {})]
+
+
+async def test_refused_json_is_400_on_bodies_whose_fields_are_all_optional(sqlite_api: Api) -> None:
+    """PATCH of an instance and PUT redundancy accepted malformed JSON, NaN or over-deep nesting
+    as an empty body (200 no-op, or 400/014 "must not be empty"); 401/403 still come first."""
+    api = sqlite_api
+    admin, alice = api.tokens.admin, api.tokens.alice
+    data = {"proxyId": "qa-refused", "instanceData": {"instanceName": "one"}}
+    one = await api.ok("POST", "/proxy/instances", alice, 201, json=data)
+    headers = {"Content-Type": "application/json"}
+    deep = "[" * 40 + "]" * 40
+    for method, path in [
+        ("PATCH", f"/proxy/instances/{one['id']}"),
+        ("PUT", "/proxy/qa-refused/redundancy"),
+    ]:
+        for raw in ["{bad", '{"priority":NaN}', deep]:
+            response = await api.call(method, path, admin, content=raw, headers=headers)
+            assert response.status_code == 400, (path, raw, response.text)
+            assert response.json()["error"]["code"] == "PROXY_FAILOVER_001"
+            assert response.json()["error"]["message"].startswith("malformed JSON body")
+        assert (
+            await api.call(method, path, None, content="{bad", headers=headers)
+        ).status_code == 401
+    refused = await api.call(
+        "PUT", "/proxy/qa-refused/redundancy", alice, content="{bad", headers=headers
+    )
+    assert refused.status_code == 403
+    unchanged = await api.ok("GET", f"/proxy/instances/{one['id']}", alice)
+    assert unchanged["updatedAt"] == one["updatedAt"]

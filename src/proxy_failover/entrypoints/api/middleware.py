@@ -130,8 +130,10 @@ class CatchAllMiddleware:
 # --- strict JSON -------------------------------------------------------------------------------
 
 
-class _RejectedJson:
-    """Stands in for a refused body so validation fails *after* auth (401/403 come first)."""
+#: Stands in for a refused body so validation fails *after* auth (401/403 come first). A string:
+#: FastAPI validates bodies with ``from_attributes=True``, so any plain object passed as a model
+#: whose fields are all optional (PATCH, PUT redundancy) and the refused body was accepted as {}.
+_REJECTED_JSON = "<refused JSON body>"
 
 
 def _no_constants(name: str) -> Any:
@@ -212,7 +214,7 @@ class StrictJsonRequest(Request):
                 self._json = parse_strict_json(await self.body())
             except ValueError as error:
                 self.scope[JSON_ERROR_SCOPE_KEY] = str(error)
-                self._json = _RejectedJson()
+                self._json = _REJECTED_JSON
         return self._json
 
 
