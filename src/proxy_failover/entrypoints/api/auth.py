@@ -124,6 +124,8 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
             raise Unauthenticated("invalid token: sub must be a non-empty string")
+        if not sub.isprintable():  # NUL was a 500 on PostgreSQL; control characters are no ids
+            raise Unauthenticated("invalid token: sub must not contain control characters")
         if not isinstance(claims.get("exp"), int | float):
             raise Unauthenticated("invalid token: exp must be a number")
         return claims
