@@ -114,3 +114,16 @@ async def test_refused_json_is_400_on_bodies_whose_fields_are_all_optional(sqlit
     assert refused.status_code == 403
     unchanged = await api.ok("GET", f"/proxy/instances/{one['id']}", alice)
     assert unchanged["updatedAt"] == one["updatedAt"]
+
+
+async def test_webhook_ids_that_are_not_uuids_find_nothing_on_both_databases(api: Api) -> None:
+    """A NUL in a subscription or delivery id reached PostgreSQL and failed there (500)."""
+    admin = api.tokens.admin
+    await api.ok("POST", "/proxy/failover/config", admin, 201, json={"proxyId": "qa-hook-ids"})
+    for bad in ["a%00b", "nope"]:
+        for method, path in [
+            ("DELETE", f"/proxy/qa-hook-ids/webhooks/{bad}"),
+            ("POST", f"/proxy/qa-hook-ids/webhooks/deliveries/{bad}/redeliver"),
+        ]:
+            status, code = await api.error(method, path, admin)
+            assert (status, code) == (404, "PROXY_FAILOVER_020"), path

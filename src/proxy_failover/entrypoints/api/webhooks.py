@@ -6,6 +6,7 @@ creation and never returned. Unknown subscriptions and deliveries answer 404/020
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -115,6 +116,16 @@ def _not_found(what: str, ident: str) -> NotFound:
     return NotFound(f"{what} {ident} not found", ErrorCode.NOT_FOUND)
 
 
+def _is_uuid(text: str) -> bool:
+    """Ids are server-made UUIDs: any other text finds nothing (SPEC §3) without a query, which
+    PostgreSQL would refuse for a NUL in it."""
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -191,6 +202,8 @@ async def redeliver(
     notifier: NotifierDep,
 ) -> Response:
     await check_proxy(caller, proxy_id, ownership)
+    if not _is_uuid(delivery_id):
+        raise _not_found("delivery", delivery_id)
     delivery = await notifier.outbox.redeliver(proxy_id, delivery_id, _now())
     if delivery is None:
         raise _not_found("delivery", delivery_id)
@@ -211,7 +224,9 @@ async def unsubscribe(
     notifier: NotifierDep,
 ) -> Response:
     await check_proxy(caller, proxy_id, ownership)
-    if not await notifier.outbox.delete_subscription(proxy_id, subscription_id, _now()):
+    if not _is_uuid(subscription_id) or not await notifier.outbox.delete_subscription(
+        proxy_id, subscription_id, _now()
+    ):
         raise _not_found("webhook subscription", subscription_id)
     data: dict[str, Any] = {"id": subscription_id, "deleted": True}
     return ok(data, "Webhook subscription removed")
