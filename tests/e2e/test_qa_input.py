@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from starlette.responses import JSONResponse
+
 from tests.e2e.conftest import Api
 
 PROXY = "qa-input"
@@ -127,3 +129,16 @@ async def test_webhook_ids_that_are_not_uuids_find_nothing_on_both_databases(api
         ]:
             status, code = await api.error(method, path, admin)
             assert (status, code) == (404, "PROXY_FAILOVER_020"), path
+
+
+async def test_the_413_body_is_rendered_like_every_other_error(sqlite_api: Api) -> None:
+    api = sqlite_api
+    big = b'{"proxyId":"' + b"x" * (65 * 1024) + b'"}'
+    headers = {"Content-Type": "application/json"}
+    response = await api.call(
+        "POST", "/proxy/failover/config", api.tokens.admin, content=big, headers=headers
+    )
+    assert response.status_code == 413
+    expected = JSONResponse(response.json()).body
+    assert response.content == expected
+    assert response.headers["content-type"] == "application/json"

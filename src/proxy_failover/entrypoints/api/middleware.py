@@ -31,7 +31,9 @@ MAX_JSON_DEPTH = 32
 
 
 async def _send_error(send: Send, code: ErrorCode, message: str, status: int) -> None:
-    body = json.dumps(error_payload(code, message)).encode()
+    # Rendered as JSONResponse renders every other error body (compact), byte for byte.
+    payload = error_payload(code, message)
+    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
