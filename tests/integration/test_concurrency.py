@@ -183,7 +183,7 @@ async def test_sqlite_write_units_take_the_write_lock_before_any_statement(
     path = sqlite_url.split(":///", 1)[1]
     try:
         async with store.write() as unit:
-            assert unit.session.in_transaction()
+            assert unit.connection.in_transaction()
             await unit.lock_proxy("nothing")  # a read only; the lock is already held
             other = sqlite3.connect(path, timeout=0, isolation_level=None)
             try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from proxy_failover.core.model import (
     SWITCHING_EVENT_TYPES,
@@ -248,16 +248,27 @@ _UPDATE_INSTANCE = (
 class Reader:
     """Queries over one session/transaction; every result is a core value."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-        self._connection: AsyncConnection | None = None
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        """An ORM session joined to this transaction (made on first use; it never commits it).
+
+        The queries here run Core statements on ``connection`` directly: nothing uses ORM
+        entities, and the session's per-call machinery cost more CPU than the SQL itself.
+        """
+        if self._session is None:
+            self._session = AsyncSession(bind=self.connection, expire_on_commit=False)
+        return self._session
+
+    async def _close_session(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def _execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
-        """Run a Core statement on the session's connection (past the ORM's per-call machinery:
-        nothing here uses ORM entities, and that machinery cost more than the SQL)."""
-        if self._connection is None:
-            self._connection = await self.session.connection()
-        result: sa.CursorResult[Any] = await self._connection.execute(statement, parameters)
+        result: sa.CursorResult[Any] = await self.connection.execute(statement, parameters)
         return result
 
     async def _one(self, statement: Any, parameters: Any = None) -> sa.RowMapping | None:
@@ -391,8 +402,8 @@ class Reader:
 class UnitOfWork(Reader):
     """One write transaction. Call ``lock_proxy`` first; collect notifications with ``notify``."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        super().__init__(session)
+    def __init__(self, connection: AsyncConnection) -> None:
+        super().__init__(connection)
         self.notifications: list[Notification] = []
         #: Set by a use case whose change moves nothing a listener acts on (e.g. a repeated
         #: health report): with no notifications either, after-commit listeners are not called.
@@ -407,7 +418,7 @@ class UnitOfWork(Reader):
         return None if row is None else _redundancy_from(row)
 
     def _insert(self, table: sa.Table) -> Any:
-        if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+        if self.connection.dialect.name == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
 
@@ -531,9 +542,9 @@ class Store:
             if self.engine.dialect.name == "postgresql"
             else self.engine
         )
-        self._read_sessions = async_sessionmaker(read_engine, expire_on_commit=False)
+        self._read_engine = read_engine
         write_engine = self.engine.execution_options(**{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+        self._write_engine = write_engine
 
     @property
     def dialect_name(self) -> str:
@@ -549,13 +560,21 @@ class Store:
     async def ping(self) -> None:
         """Raise ``StorageUnavailable`` unless the database answers (readiness)."""
         async with self.read() as reader:
-            await reader.session.execute(sa.text("SELECT 1"))
+            await reader.connection.execute(sa.text("SELECT 1"))
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
         """A read-only transaction: one consistent snapshot on both databases."""
-        async with database.mapped_errors(), self._read_sessions() as session, session.begin():
-            yield Reader(session)
+        async with (
+            database.mapped_errors(),
+            self._read_engine.connect() as connection,
+            connection.begin(),
+        ):
+            reader = Reader(connection)
+            try:
+                yield reader
+            finally:
+                await reader._close_session()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
@@ -566,11 +585,14 @@ class Store:
         async with (
             database.write_gate(self.engine),
             database.mapped_errors(),
-            self._write_sessions() as session,
-            session.begin(),
+            self._write_engine.connect() as connection,
+            connection.begin(),
         ):
-            unit = UnitOfWork(session)
-            yield unit
-            if unit.notifications:
-                for writer in self.notification_writers:
-                    await writer(session, tuple(unit.notifications))
+            unit = UnitOfWork(connection)
+            try:
+                yield unit
+                if unit.notifications:
+                    for writer in self.notification_writers:
+                        await writer(unit.session, tuple(unit.notifications))
+            finally:
+                await unit._close_session()
