@@ -47,6 +47,18 @@ async def readyz(runtime: RuntimeDep) -> Response:
     return Response(b'{"status":"ready"}', media_type="application/json")
 
 
+# HEAD too (load balancers' health checks often use it, e.g. HAProxy ``option httpchk HEAD``);
+# kept out of the OpenAPI document, where it would duplicate the GET operations.
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    return await healthz()
+
+
+@router.head("/readyz", include_in_schema=False)
+async def readyz_head(runtime: RuntimeDep) -> Response:
+    return await readyz(runtime)
+
+
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
     return get_swagger_ui_html(
