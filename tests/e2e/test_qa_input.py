@@ -142,3 +142,14 @@ async def test_the_413_body_is_rendered_like_every_other_error(sqlite_api: Api) 
     expected = JSONResponse(response.json()).body
     assert response.content == expected
     assert response.headers["content-type"] == "application/json"
+
+
+async def test_before_at_the_ends_of_the_calendar_is_400_not_500(sqlite_api: Api) -> None:
+    api = sqlite_api
+    admin = api.tokens.admin
+    await api.ok("POST", "/proxy/failover/config", admin, 201, json={"proxyId": "qa-before"})
+    path = "/proxy/qa-before/failover/events"
+    for before in ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]:
+        status, code = await api.error("GET", path, admin, params={"before": before})
+        assert (status, code) == (400, "PROXY_FAILOVER_001"), before
+    assert await api.ok("GET", path, admin, params={"before": "0001-01-01T00:00:00Z"}) == []

@@ -205,11 +205,12 @@ async def list_events(
 def _parse_time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
-    except ValueError as error:
+        # converting to UTC overflows at the ends of the calendar (0001-01-01T00:00+14:00)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError) as error:
         raise InvalidInput(
             "query parameter 'before' must be an ISO 8601 time", details={"before": text}
         ) from error
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @router.get(
