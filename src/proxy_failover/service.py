@@ -218,12 +218,15 @@ class ProxyFailoverService:
 
     @contextlib.asynccontextmanager
     async def _write(
-        self, proxy_id: str
+        self, proxy_id: str, *, lock: bool = True
     ) -> AsyncIterator[tuple[UnitOfWork, RedundancyStatus | None]]:
-        """One locked write transaction for ``proxy_id``; notifies ``on_change`` after commit."""
+        """One locked write transaction for ``proxy_id``; notifies ``on_change`` after commit.
+
+        ``lock=False``: the caller's first statement locks the proxy itself (and yields None).
+        """
         self._cache.invalidate(proxy_id)
         async with self.store.write() as unit:
-            locked = await unit.lock_proxy(proxy_id)
+            locked = await unit.lock_proxy(proxy_id) if lock else None
             yield unit, locked
         self._cache.invalidate(proxy_id)
         if self.on_change is not None and (unit.notifications or not unit.quiet):
@@ -273,16 +276,17 @@ class ProxyFailoverService:
             raise self._instance_not_found(instance_id)
         return instance
 
-    async def _locked_instances(
+    async def _lock_with_instance(
         self, unit: UnitOfWork, proxy_id: str, instance_id: str
-    ) -> tuple[list[Instance], Instance]:
-        """The proxy's instances and the one asked for, in one query (004 if it is gone)."""
-        instances = await unit.list_instances(proxy_id)
+    ) -> tuple[RedundancyStatus, list[Instance], Instance]:
+        """Lock the proxy and load its instances and the one asked for, in one statement (004 if
+        the instance or its proxy is gone). For units opened with ``_write(..., lock=False)``."""
+        locked, instances = await unit.lock_proxy_with_instances(proxy_id)
         found = next((i for i in instances if i.id == instance_id), None)
-        if found is None:
+        if locked is None or found is None:
             self._instance_proxy.pop(instance_id, None)
             raise self._instance_not_found(instance_id)
-        return instances, found
+        return locked, instances, found
 
     async def _snapshot(
         self, reader: Reader, proxy_id: str, status: RedundancyStatus
@@ -630,9 +634,8 @@ class ProxyFailoverService:
         sample = validation.parse_metric_sample(metrics, require_one=False)
         proxy_id = await self._proxy_of_instance(instance_id)
         now = self._now()
-        async with self._write(proxy_id) as (unit, locked):
-            instances, before = await self._locked_instances(unit, proxy_id, instance_id)
-            assert locked is not None
+        async with self._write(proxy_id, lock=False) as (unit, _):
+            locked, instances, before = await self._lock_with_instance(unit, proxy_id, instance_id)
             state = (
                 before.health
                 if before.admin_state is AdminState.MAINTENANCE
@@ -1009,9 +1012,8 @@ class ProxyFailoverService:
             raise InvalidInput("a check result is required", details={"field": "body"})
         proxy_id = await self._proxy_of_instance(instance_id)
         now = self._now()
-        async with self._write(proxy_id) as (unit, locked):
-            instances, before = await self._locked_instances(unit, proxy_id, instance_id)
-            assert locked is not None
+        async with self._write(proxy_id, lock=False) as (unit, _):
+            locked, instances, before = await self._lock_with_instance(unit, proxy_id, instance_id)
             if before.admin_state is AdminState.MAINTENANCE:
                 return before
             config = await unit.get_config(proxy_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -140,7 +140,7 @@ def _instance_values(instance: Instance) -> dict[str, Any]:
     return values
 
 
-def _instance_from(row: sa.RowMapping) -> Instance:
+def _instance_from(row: Mapping[Any, Any]) -> Instance:
     values = {name: row[name] for name in _INSTANCE_FIELDS}
     values["admin_state"] = AdminState(row["admin_state"])
     values["health_status"] = HealthStatus(row["health_status"])
@@ -183,7 +183,7 @@ def _redundancy_values(status: RedundancyStatus) -> dict[str, Any]:
     }
 
 
-def _redundancy_from(row: sa.RowMapping) -> RedundancyStatus:
+def _redundancy_from(row: Mapping[Any, Any]) -> RedundancyStatus:
     return RedundancyStatus(
         proxy_id=row["proxy_id"],
         total_instances=row["total_instances"],
@@ -229,6 +229,20 @@ _SELECT_INSTANCES = (
     .order_by(
         instances.c.priority, instances.c.weight.desc(), instances.c.created_at, instances.c.id
     )
+)
+# The lock and the proxy's instances in one round trip (the redundancy row is the lock; its
+# columns repeat on each instance row, prefixed r_, the instance columns prefixed i_).
+_LOCK_WITH_INSTANCES = (
+    sa.select(
+        *(column.label(f"r_{column.name}") for column in redundancy.c),
+        *(column.label(f"i_{column.name}") for column in instances.c),
+    )
+    .select_from(redundancy.outerjoin(instances, instances.c.proxy_id == redundancy.c.proxy_id))
+    .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .order_by(
+        instances.c.priority, instances.c.weight.desc(), instances.c.created_at, instances.c.id
+    )
+    .with_for_update(of=redundancy)
 )
 _SAVED_INSTANCE_FIELDS = tuple(
     name for name in _INSTANCE_FIELDS if name not in ("id", "proxy_id", "user_id", "created_at")
@@ -416,6 +430,22 @@ class UnitOfWork(Reader):
         """Lock the proxy's redundancy row (serialises writers per proxy); None if no proxy."""
         row = await self._one(_LOCK_REDUNDANCY, {"p_proxy_id": proxy_id})
         return None if row is None else _redundancy_from(row)
+
+    async def lock_proxy_with_instances(
+        self, proxy_id: str
+    ) -> tuple[RedundancyStatus | None, list[Instance]]:
+        """``lock_proxy`` and ``list_instances`` in one statement: one round trip under the lock."""
+        rows = await self._all(_LOCK_WITH_INSTANCES, {"p_proxy_id": proxy_id})
+        if not rows:
+            return None, []
+        first = rows[0]
+        status = _redundancy_from({c.name: first[f"r_{c.name}"] for c in redundancy.c})
+        found = [
+            _instance_from({c.name: row[f"i_{c.name}"] for c in instances.c})
+            for row in rows
+            if row["i_id"] is not None
+        ]
+        return status, found
 
     def _insert(self, table: sa.Table) -> Any:
         if self.connection.dialect.name == "postgresql":
