@@ -6,14 +6,17 @@ cover the writer running inside the change's transaction as well as the worker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import DeliveryStatus
+from proxy_failover.store import database
 from proxy_failover.store.outbox import Outbox
 from proxy_failover.store.repository import Store
 from tests.helpers.processes import wait_for
@@ -299,3 +302,38 @@ async def test_system_notifications_are_audited_and_api_ones_are_not(
     (entry,) = await outbox.list_audit(PROXY)
     assert (entry.actor, entry.action, entry.target) == ("system", "failover.completed", "ev-1")
     assert entry.details["epoch"] == 3
+
+
+async def test_concurrent_audit_rows_commit_together_and_each_call_waits_for_its_row(
+    store: Store, outbox: Outbox
+) -> None:
+    from proxy_failover.core.webhooks import AuditEntry
+
+    def entry(index: int) -> AuditEntry:
+        return AuditEntry(
+            occurred_at=datetime.now(UTC),
+            actor="alice",
+            action=f"PUT /thing/{index}",
+            result="success",
+            proxy_id=PROXY,
+            target=None,
+            status_code=200,
+            request_id=f"req-{index}",
+        )
+
+    async def record_then_read(index: int) -> bool:
+        await outbox.record_audit(entry(index))
+        # committed by the time the call returns: a fresh read sees it
+        return any(e.request_id == f"req-{index}" for e in await outbox.list_audit(PROXY, 100))
+
+    commits: list[object] = []
+    sa.event.listen(store.engine.sync_engine, "commit", commits.append)
+    # a unit of work holds the write gate (SQLite; PostgreSQL has none) while 20 calls arrive
+    async with database.write_gate(store.engine):
+        calls = [asyncio.create_task(record_then_read(i)) for i in range(20)]
+        await asyncio.sleep(0)  # one loop turn: each call runs up to its first wait
+    assert all(await asyncio.gather(*calls))
+    rows = await outbox.list_audit(PROXY, 100)
+    assert sorted(e.request_id or "" for e in rows) == sorted(f"req-{i}" for i in range(20))
+    if store.dialect_name == "sqlite":
+        assert len(commits) == 1  # the first call led one batch; the other 19 joined it

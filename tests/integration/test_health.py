@@ -226,3 +226,18 @@ async def test_metric_samples_need_data_and_the_right_proxy(
         with pytest.raises(InvalidInput):
             await service.get_instance_metrics(made["a"].id, limit=limit)
     assert await service.get_instance_metrics(made["a"].id) == []
+
+
+async def test_a_repeated_health_report_wakes_no_listener_but_a_status_change_does(
+    service: ProxyFailoverService,
+) -> None:
+    made = await proxy_with(service, "p1", ["a", "b"])
+    recorder = Recorder()
+    service.on_change = recorder
+    repeated = await service.update_instance_health(made["b"].id, "healthy")
+    assert repeated.consecutive_successes > made["b"].consecutive_successes  # it was stored
+    assert recorder.calls == []  # nothing a decision depends on moved
+    await service.update_instance_health(made["b"].id, "unhealthy")
+    assert [proxy for proxy, _ in recorder.calls] == ["p1"]
+    await service.update_instance(made["a"].id, OWNER, {"priority": 7})
+    assert len(recorder.calls) == 2  # other changes still wake listeners without notifications
