@@ -68,6 +68,11 @@ EARLY_PROBE_GAP = 0.25
 MAX_BENIGN_DROPS = 2
 #: run() starts the probes due within this window together (seconds of added schedule lag).
 BATCH_WINDOW = 0.005
+#: Routine probe results (a success on a steadily healthy instance) are recorded together, at
+#: most this long after the first of them, or at once when this many are pending; a result that
+#: may move an instance's state is recorded at once (with whatever is pending).
+FLUSH_WINDOW = 0.025
+FLUSH_SIZE = 500
 
 
 def _utcnow() -> datetime:
@@ -98,6 +103,9 @@ class EngineService(Protocol):
     async def list_proxy_ids(self) -> list[str]: ...
     async def load_snapshot(self, proxy_id: str) -> ProxySnapshot: ...
     async def record_check_result(self, instance_id: str, result: CheckResult) -> Instance: ...
+    async def record_check_results(
+        self, results: Sequence[tuple[str, CheckResult]]
+    ) -> list[Instance | None]: ...
     async def apply_decision(
         self, proxy_id: str, decision: Decision, detected_at: datetime
     ) -> FailoverEvent | None: ...
@@ -218,6 +226,8 @@ class Engine:
         stale_check_period: float = STALE_CHECK_PERIOD,
         discovery_period: float = DISCOVERY_PERIOD,
         batch_window: float = BATCH_WINDOW,
+        flush_window: float = FLUSH_WINDOW,
+        flush_size: int = FLUSH_SIZE,
     ) -> None:
         self._service = service
         self._prober = prober
@@ -227,6 +237,10 @@ class Engine:
         self._stale_check_period = stale_check_period
         self._discovery_period = discovery_period
         self._batch_window = batch_window
+        self._flush_window = flush_window
+        self._flush_size = flush_size
+        self._pending: list[tuple[_Probed, float, CheckResult]] = []
+        self._flush_scheduled = False
         self._sleep_until = 0.0
         self._next_first_probe = 0.0
         self._proxies: dict[str, _ProxyState] = {}
@@ -586,9 +600,7 @@ class Engine:
                 continue
             probed = self._probed[entry[2]]
             probed.in_flight = True
-            task = asyncio.create_task(self._probe(probed, probed.due))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(asyncio.create_task(self._probe(probed, probed.due)))
 
     def _is_inconclusive(
         self, result: CheckResult, probed: _Probed, lag: float, started: float
@@ -614,7 +626,7 @@ class Engine:
         return True
 
     async def _probe(self, probed: _Probed, due: float) -> None:
-        """One probe: run it, record it, wake the proxy when health moved, schedule the next."""
+        """One probe: run it and queue its result for recording (see ``_flush``)."""
         started = self._clock().timestamp()
         probed.last_started = started
         self.stats.probes_started += 1
@@ -629,24 +641,71 @@ class Engine:
                 probed.benign_drops += 1
             probed.early = False
             if self._is_inconclusive(result, probed, started - due, started):
-                instance = None  # our own overload, not the instance's fault: record nothing
-            else:
-                token = _engine_writing.set(True)
-                try:
-                    instance = await self._service.record_check_result(probed.instance_id, result)
-                finally:
-                    _engine_writing.reset(token)
+                # our own overload, not the instance's fault: record nothing
+                self._finish(probed, due, None)
+                return
         except asyncio.CancelledError:
+            probed.in_flight = False
             raise
-        except NotFound:  # removed meanwhile; the next snapshot confirms it
-            self._unschedule(probed.instance_id)
-            self._wake_proxy(probed.proxy_id, self._clock().timestamp())
-            return
         except Exception as exc:
             log.warning("engine: probe of %s failed: %s", probed.instance_id, exc)
-            instance = None
+            self._finish(probed, due, None)
+            return
+        self._pending.append((probed, due, result))
+        # A result that may move the instance's state is recorded at once (with whatever else is
+        # pending): only a success on a steadily healthy instance can wait for the batch.
+        routine = result.success and probed.status is HealthStatus.HEALTHY and probed.failures == 0
+        if not routine or len(self._pending) >= self._flush_size:
+            await self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._track(asyncio.create_task(self._flush_later()))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(self._flush_window)
         finally:
-            probed.in_flight = False
+            self._flush_scheduled = False
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Record the pending probe results in one batch (one transaction per proxy, or per batch
+        on SQLite): one commit per result bounded a process to a few hundred probes per second."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        token = _engine_writing.set(True)
+        failed = False
+        try:
+            answers: list[Instance | None] = await self._service.record_check_results(
+                [(probed.instance_id, result) for probed, _, result in batch]
+            )
+        except asyncio.CancelledError:
+            for probed, _, _ in batch:
+                probed.in_flight = False
+            raise
+        except Exception as exc:
+            log.warning("engine: recording %d probe results failed: %s", len(batch), exc)
+            answers = [None] * len(batch)
+            failed = True
+        finally:
+            _engine_writing.reset(token)
+        for (probed, due, _), instance in zip(batch, answers, strict=True):
+            if instance is None and not failed:  # removed meanwhile; the next snapshot confirms it
+                probed.in_flight = False
+                self._unschedule(probed.instance_id)
+                self._wake_proxy(probed.proxy_id, self._clock().timestamp())
+                continue
+            self._finish(probed, due, instance)
+
+    def _finish(self, probed: _Probed, due: float, instance: Instance | None) -> None:
+        """After a probe was recorded (or not): wake the proxy when health moved, schedule the
+        next probe."""
+        probed.in_flight = False
         if self._probed.get(probed.instance_id) is not probed:
             return  # unscheduled while in flight
         if instance is not None:

@@ -485,10 +485,11 @@ class ProxyFailoverService:
         instances: Sequence[Instance],
         *,
         record_recovery: bool,
-    ) -> None:
+    ) -> RedundancyStatus:
         """Recompute redundancy, notify health transitions and close/record recovery.
 
         ``instances`` is the proxy's instances as loaded in this unit of work, before the change.
+        Returns the redundancy row as it now is (for the next change in the same unit).
         """
         current = [after if i.id == after.id else i for i in instances]
         recomputed = await self._recompute(unit, status, now, instances=current)
@@ -498,7 +499,7 @@ class ProxyFailoverService:
             and after.health_status is HealthStatus.HEALTHY
         )
         if not recovered:
-            return
+            return recomputed
         config = await unit.get_config(after.proxy_id)
         owner = config.user_id if config is not None else after.user_id
         open_recovery = await unit.open_recovery_event(after.id)
@@ -532,6 +533,7 @@ class ProxyFailoverService:
                     completed_at=now,
                 )
             )
+        return recomputed
 
     # --- the seed's methods -------------------------------------------------------------------
 
@@ -1008,16 +1010,90 @@ class ProxyFailoverService:
 
         An instance in maintenance is not health-checked: its results are ignored.
         """
-        if not isinstance(result, CheckResult):
-            raise InvalidInput("a check result is required", details={"field": "body"})
-        proxy_id = await self._proxy_of_instance(instance_id)
+        (after,) = await self.record_check_results([(instance_id, result)])
+        if after is None:
+            raise self._instance_not_found(instance_id)
+        return after
+
+    async def record_check_results(
+        self, results: Sequence[tuple[str, CheckResult]]
+    ) -> list[Instance | None]:
+        """Many check results (the engine's probes) in order, each as ``record_check_result`` does.
+
+        One write transaction per proxy, and one for the whole batch on SQLite (a single writer
+        anyway): at thousands of probes per second, commits and not the state machine are the
+        cost. Each item's answer is the instance after its result, or None when the instance is
+        gone (which fails no other item). ``on_change`` is called once per proxy after commit.
+        """
+        for _, result in results:
+            if not isinstance(result, CheckResult):
+                raise InvalidInput("a check result is required", details={"field": "body"})
+        answers: list[Instance | None] = [None] * len(results)
+        by_proxy: dict[str, list[int]] = {}
+        for index, (instance_id, _) in enumerate(results):
+            try:
+                proxy_id = await self._proxy_of_instance(instance_id)
+            except NotFound:
+                continue
+            by_proxy.setdefault(proxy_id, []).append(index)
+        if not by_proxy:
+            return answers
         now = self._now()
-        async with self._write(proxy_id, lock=False) as (unit, _):
-            locked, instances, before = await self._lock_with_instance(unit, proxy_id, instance_id)
+        groups = sorted(by_proxy.items())  # one lock order: batches never deadlock each other
+        batches = [groups] if self.store.dialect_name == "sqlite" else [[g] for g in groups]
+        for batch in batches:
+            applied: list[str] = []
+            for proxy_id, _ in batch:
+                self._cache.invalidate(proxy_id)
+            async with self.store.write() as unit:
+                for proxy_id, indexes in batch:
+                    items = [results[i] for i in indexes]
+                    for index, after in zip(
+                        indexes, await self._apply_checks(unit, proxy_id, items, now), strict=True
+                    ):
+                        answers[index] = after
+                    if any(answers[i] is not None for i in indexes):
+                        applied.append(proxy_id)
+            for proxy_id, _ in batch:
+                self._cache.invalidate(proxy_id)
+            for proxy_id in applied:
+                self._notify_change(
+                    proxy_id, tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
+                )
+        return answers
+
+    def _notify_change(self, proxy_id: str, notifications: tuple[Notification, ...]) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(proxy_id, notifications)
+        except Exception:  # a listener must never undo or fail a committed change
+            logging.getLogger("proxy_failover.service").exception("on_change listener failed")
+
+    async def _apply_checks(
+        self,
+        unit: UnitOfWork,
+        proxy_id: str,
+        items: Sequence[tuple[str, CheckResult]],
+        now: datetime,
+    ) -> list[Instance | None]:
+        """Lock ``proxy_id`` and apply its check results in order (core of one result and many)."""
+        locked, loaded = await unit.lock_proxy_with_instances(proxy_id)
+        current = {i.id: i for i in loaded}
+        answers: list[Instance | None] = []
+        config: FailoverConfig | None = None
+        for instance_id, result in items:
+            before = current.get(instance_id) if locked is not None else None
+            if locked is None or before is None:
+                self._instance_proxy.pop(instance_id, None)
+                answers.append(None)
+                continue
             if before.admin_state is AdminState.MAINTENANCE:
-                return before
-            config = await unit.get_config(proxy_id)
-            assert config is not None
+                answers.append(before)
+                continue
+            if config is None:
+                config = await unit.get_config(proxy_id)
+                assert config is not None
             state = core_health.observe(before.health, result.success, HealthRules.of(config))
             total = before.total_requests + 1
             successful = before.successful_requests + (1 if result.success else 0)
@@ -1043,10 +1119,12 @@ class ProxyFailoverService:
                 error_rate=failed / total,
             )
             await unit.save_instance(after)
-            await self._after_health_change(
-                unit, before, after, now, locked, instances, record_recovery=True
+            locked = await self._after_health_change(
+                unit, before, after, now, locked, list(current.values()), record_recovery=True
             )
-        return after
+            current[instance_id] = after
+            answers.append(after)
+        return answers
 
     async def get_instance_metrics(
         self, instance_id: str, limit: int = 100

@@ -48,6 +48,7 @@ class MemoryService:
         self.redundancy: dict[str, RedundancyStatus] = {}
         self.events: list[FailoverEvent] = []
         self.recorded_checks = 0
+        self.recorded_batches = 0
         self._ids = itertools.count(1)
         self._order: dict[str, list[str]] = {}
 
@@ -154,6 +155,19 @@ class MemoryService:
             self._close_open_recovery(instance_id)  # as the real service does, same commit
         self._changed(instance.proxy_id)
         return instance
+
+    async def record_check_results(
+        self, results: Sequence[tuple[str, CheckResult]]
+    ) -> list[Instance | None]:
+        """The batched form, as the real service: in order, None for an instance that is gone."""
+        self.recorded_batches += 1
+        answers: list[Instance | None] = []
+        for instance_id, result in results:
+            try:
+                answers.append(await self.record_check_result(instance_id, result))
+            except NotFound:
+                answers.append(None)
+        return answers
 
     def _close_open_recovery(self, instance_id: str) -> None:
         for n, event in enumerate(self.events):

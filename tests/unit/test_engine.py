@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import random
@@ -428,3 +429,49 @@ async def test_instance_that_habitually_drops_idle_connections_gets_no_probe_sto
     # two early probes found it fine; then drops no longer bring probes forward
     assert h.engine.stats.early_probes == 2
     assert len(h.prober.calls) == 3
+
+
+async def test_routine_results_are_recorded_in_batches() -> None:
+    h = Harness()
+    for n in range(5):
+        h.add(f"i{n}", n + 1)
+    await activated(h)
+    checks, batches = h.service.recorded_checks, h.service.recorded_batches
+    await h.step(1.1)  # five successes of steadily healthy instances: one batch
+    assert h.service.recorded_checks == checks + 5
+    assert h.service.recorded_batches == batches + 1
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (a bounded number of turns, no wall clock)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+async def test_a_result_that_may_move_health_is_recorded_at_once_with_the_pending_ones() -> None:
+    h = Harness()
+    h.engine = Engine(h.service, h.prober, clock=h.clock, first_probe_spread=0, flush_window=3600)
+    h.service.on_change = h.engine.notify
+    a, b = h.add("a", 1), h.add("b", 2)
+    await activated(h)  # first probes (unknown instances) are not routine: recorded at once
+    checks = h.service.recorded_checks
+    calls = len(h.prober.calls)
+    h.clock.advance(1.1)
+    await h.engine.tick(h.clock.now)
+    await _until(lambda: len(h.prober.calls) == calls + 2)
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert h.service.recorded_checks == checks  # routine successes wait for the (1 h) window
+    # a failing result (here a new instance's first probe) cannot wait: it takes them along
+    c = h.add("c", 3)
+    h.prober.down.add(c.id)
+    h.clock.advance(1.1)
+    await h.engine.tick(h.clock.now)
+    await _until(lambda: h.service.instances[c.id].consecutive_failures == 1)
+    assert h.service.recorded_checks == checks + 3
+    assert h.service.instances[a.id].total_requests == 2
+    assert h.service.instances[b.id].total_requests == 2
+    await h.engine._shutdown()  # cancel the hour-long flush timer

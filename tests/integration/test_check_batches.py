@@ -1,0 +1,153 @@
+"""Batched check results (the engine's probes) end exactly where the same results one by one do."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from proxy_failover.core.errors import InvalidInput, NotFound
+from proxy_failover.core.model import CheckResult, Instance
+from proxy_failover.service import ProxyFailoverService
+from proxy_failover.store import UnitOfWork
+from tests.conftest import FakeClock
+from tests.integration.scenario import OWNER, Recorder, activate, proxy_with
+
+CONFIG: dict[str, object] = {"unhealthyThreshold": 2, "healthyThreshold": 2}
+FAIL = CheckResult(False, 40.0, "connection refused")
+OK = CheckResult(True, 10.0)
+# (proxy, instance, result): a (active) fails over the threshold, b succeeds, m is in
+# maintenance, x recovers (a recovery event), y fails once; interleaved across both proxies.
+SCRIPT = [
+    ("1", "a", FAIL),
+    ("2", "x", OK),
+    ("1", "b", OK),
+    ("1", "m", OK),
+    ("1", "a", FAIL),
+    ("2", "y", FAIL),
+    ("2", "x", OK),
+    ("1", "a", CheckResult(False, None, None)),
+    ("1", "b", CheckResult(True, None)),
+]
+
+
+async def _fleet(service: ProxyFailoverService, prefix: str) -> dict[tuple[str, str], Instance]:
+    one = await proxy_with(service, f"{prefix}1", ["a", "b", "m"], config=CONFIG)
+    await activate(service, f"{prefix}1", one["a"])
+    await service.update_instance(one["m"].id, OWNER, {"adminState": "maintenance"})
+    two = await proxy_with(service, f"{prefix}2", ["x", "y"], unhealthy=["x"], config=CONFIG)
+    return {("1", k): v for k, v in one.items()} | {("2", k): v for k, v in two.items()}
+
+
+async def _state(service: ProxyFailoverService, prefix: str) -> dict[str, Any]:
+    """Everything the results can move, with ids replaced by names so two fleets compare."""
+    state: dict[str, Any] = {}
+    for n in ("1", "2"):
+        proxy_id = f"{prefix}{n}"
+        instances = await service.get_proxy_instances(proxy_id)
+        names = {i.id: i.instance_name for i in instances}
+        state[f"instances{n}"] = [dataclasses.replace(i, id="", proxy_id="") for i in instances]
+        status = await service.get_redundancy_status(proxy_id)
+        assert status is not None
+        state[f"redundancy{n}"] = dataclasses.replace(
+            status,
+            proxy_id="",
+            active_instance_id=names.get(status.active_instance_id or ""),
+            backup_instance_ids=tuple(names[i] for i in status.backup_instance_ids),
+        )
+        state[f"events{n}"] = sorted(
+            (e.event_type.value, e.status.value, e.reason, names.get(e.target_instance_id or ""))
+            for e in await service.get_failover_events(proxy_id)
+        )
+    return state
+
+
+def _counting_writes(service: ProxyFailoverService) -> list[int]:
+    """Count the service's write transactions (one list entry per commit)."""
+    commits: list[int] = []
+    write = service.store.write
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[UnitOfWork]:
+        async with write() as unit:
+            yield unit
+        commits.append(1)
+
+    service.store.write = counted  # type: ignore[method-assign]
+    return commits
+
+
+def _by_proxy(recorder: Recorder, prefix: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for proxy_id, notes in recorder.calls:
+        out.setdefault(proxy_id.removeprefix(prefix), []).extend(n.type for n in notes)
+    return out
+
+
+async def test_a_batch_ends_where_the_same_results_one_by_one_do(
+    service: ProxyFailoverService, database_url: str, clock: FakeClock
+) -> None:
+    clock.step = timedelta(0)  # both fleets live at the same instant, so timestamps compare
+    one_by_one = await _fleet(service, "s")
+    batched = await _fleet(service, "b")
+    recorder = Recorder()
+    service.on_change = recorder
+    answers_one = [await service.record_check_result(one_by_one[p, n].id, r) for p, n, r in SCRIPT]
+    notes_one = _by_proxy(recorder, "s")
+    recorder.clear()
+    commits = _counting_writes(service)
+    answers_batch = await service.record_check_results(
+        [(batched[p, n].id, r) for p, n, r in SCRIPT]
+    )
+
+    strip = [dataclasses.replace(i, id="", proxy_id="") for i in answers_one]
+    assert [
+        None if i is None else dataclasses.replace(i, id="", proxy_id="") for i in answers_batch
+    ] == strip
+    assert await _state(service, "b") == await _state(service, "s")
+    # what moved: a failed over the threshold (degraded), x recovered, m ignored
+    state = await _state(service, "b")
+    assert [i.health_status.value for i in state["instances1"]] == [
+        "unhealthy",
+        "healthy",
+        "unknown",
+    ]
+    assert ("recovery", "completed") in [e[:2] for e in state["events2"]]
+    # the same notifications, told once per proxy after the batch's commit(s)
+    assert _by_proxy(recorder, "b") == notes_one
+    assert [proxy_id for proxy_id, _ in recorder.calls] == ["b1", "b2"]
+    assert "instance.unhealthy" in notes_one["1"]
+    assert "instance.healthy" in notes_one["2"]
+    # one transaction for the whole batch on SQLite, one per proxy on PostgreSQL
+    assert len(commits) == (1 if database_url.startswith("sqlite") else 2)
+
+
+async def test_a_gone_instance_answers_none_and_fails_no_other_result(
+    service: ProxyFailoverService,
+) -> None:
+    made = await proxy_with(service, "p1", ["a", "b"], config=CONFIG)
+    await service.delete_instance(made["b"].id, OWNER)
+    answers = await service.record_check_results(
+        [(made["a"].id, FAIL), (made["b"].id, OK), ("no-such-instance", OK), (made["a"].id, FAIL)]
+    )
+    assert answers[1:3] == [None, None]
+    first, last = answers[0], answers[3]
+    assert first is not None
+    assert last is not None
+    assert (first.consecutive_failures, last.consecutive_failures) == (1, 2)
+    assert last.health_status.value == "unhealthy"
+    assert await service.get_instance(made["a"].id) == last
+    with pytest.raises(NotFound):
+        await service.record_check_result(made["b"].id, OK)
+    assert await service.record_check_results([]) == []
+
+
+async def test_a_batch_with_a_non_result_is_refused_whole(service: ProxyFailoverService) -> None:
+    made = await proxy_with(service, "p1", ["a"], config=CONFIG)
+    with pytest.raises(InvalidInput):
+        await service.record_check_results([(made["a"].id, FAIL), (made["a"].id, "up")])  # type: ignore[list-item]
+    assert await service.get_instance(made["a"].id) == made["a"]
