@@ -392,7 +392,7 @@ async def test_redundancy_short_path_matches_the_route_and_never_reads_stale(api
 
 async def test_short_path_serves_only_success_and_leaves_the_rest_to_the_route(api: Api) -> None:
     """The short path answers a valid read itself and passes anything else to the full route."""
-    from proxy_failover.entrypoints.api.hotpath import FastRedundancyRead
+    from proxy_failover.entrypoints.api.hotpath import ShortPaths
 
     assert api.app is not None
     await _register(api, "edge-a", 1)
@@ -401,7 +401,7 @@ async def test_short_path_serves_only_success_and_leaves_the_rest_to_the_route(a
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         passed_on.append(scope["path"])
 
-    short = FastRedundancyRead(route, api=api.app)
+    short = ShortPaths(route, api=api.app)
 
     async def get(path: str, token: str | None, query: bytes = b"") -> list[dict[str, Any]]:
         headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
@@ -431,3 +431,92 @@ async def test_short_path_serves_only_success_and_leaves_the_rest_to_the_route(a
     ):
         assert await get(path, token, query) == []
     assert len(passed_on) == 6
+
+
+async def test_health_short_path_serves_only_valid_reports_and_replays_the_body(api: Api) -> None:
+    """PUT health has a short path too: a report the route would accept is answered there, as the
+    route answers it; anything else reaches the route with its body intact."""
+    from proxy_failover.entrypoints.api.hotpath import ShortPaths
+
+    assert api.app is not None
+    first = await _register(api, "edge-a", 1)
+    passed_on: list[tuple[str, bytes]] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        passed_on.append((scope["path"], message["body"]))
+
+    short = ShortPaths(route, api=api.app)
+
+    async def put(
+        path: str,
+        token: str | None,
+        body: bytes,
+        content_type: bytes = b"application/json",
+        query: bytes = b"",
+    ) -> list[dict[str, Any]]:
+        headers = [(b"content-type", content_type)]
+        if token:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "PUT",
+            "path": path,
+            "query_string": query,
+            "headers": headers,
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Message) -> None:
+            sent.append(dict(message))
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await short(scope, receive, send)
+        if sent:
+            assert scope["path_params"] == {"instanceId": first}  # for the audit row
+            assert scope["state"]["caller"].user_id == "alice"
+        return sent
+
+    path = f"/proxy/instances/{first}/health"
+    served = await put(path, api.tokens.alice, b'{"healthStatus":"healthy"}')
+    assert served[0]["status"] == 200
+    assert b'"healthStatus":"healthy"' in served[1]["body"]
+    assert b'"message":"Instance health updated"' in served[1]["body"]
+    assert b"lastError" not in served[1]["body"]  # alice is no admin: the route's view
+    assert passed_on == []
+    refused = (
+        (path, None, b'{"healthStatus":"healthy"}', b"application/json", b""),
+        (path, "not-a-token", b'{"healthStatus":"healthy"}', b"application/json", b""),
+        (path, api.tokens.bob, b'{"healthStatus":"healthy"}', b"application/json", b""),
+        ("/proxy/instances/missing/health", api.tokens.admin, b'{"healthStatus":"healthy"}',
+         b"application/json", b""),
+        (path, api.tokens.alice, b'{"healthStatus":"sick"}', b"application/json", b""),
+        (path, api.tokens.alice, b'{"healthStatus":"healthy","x":1}', b"application/json", b""),
+        (path, api.tokens.alice, b'{"healthStatus":"healthy",', b"application/json", b""),
+        (path, api.tokens.alice, b"", b"application/json", b""),
+        (path, api.tokens.alice, b'{"healthStatus":"healthy","metrics":{"errorRate":NaN}}',
+         b"application/json", b""),
+        (path, api.tokens.alice, b'{"healthStatus":"healthy"}', b"text/plain", b""),
+        (path, api.tokens.alice, b'{"healthStatus":"healthy"}', b"application/json", b"x=1"),
+    )  # fmt: skip
+    for request in refused:
+        assert await put(*request) == []
+    assert passed_on == [(request[0], request[2]) for request in refused]
+
+    # Over HTTP the short path and the route (forced by a query string) answer alike.
+    body = {"healthStatus": "unhealthy", "metrics": {"connectionCount": 3}}
+    short_answer = await api.call("PUT", path, api.tokens.alice, json=body)
+    routed_answer = await api.call("PUT", path + "?via=route", api.tokens.alice, json=body)
+    assert short_answer.status_code == routed_answer.status_code == 200
+    assert short_answer.headers["content-type"] == routed_answer.headers["content-type"]
+    short_data, routed_data = short_answer.json(), routed_answer.json()
+    assert short_data["message"] == routed_data["message"]
+    short_instance, routed_instance = short_data["data"], routed_data["data"]
+    assert short_instance.keys() == routed_instance.keys()
+    differing = {key for key in short_instance if short_instance[key] != routed_instance[key]}
+    assert differing <= {"lastHealthCheck", "updatedAt", "consecutiveFailures"}, differing
+    for data in (short_instance, routed_instance):
+        assert data["healthStatus"] == "unhealthy"
+        assert data["activeConnections"] == 3

@@ -23,7 +23,7 @@ from proxy_failover.entrypoints.api import observability, webhooks
 from proxy_failover.entrypoints.api.auth import TokenVerifier
 from proxy_failover.entrypoints.api.deps import Ownership
 from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
-from proxy_failover.entrypoints.api.hotpath import FastRedundancyRead
+from proxy_failover.entrypoints.api.hotpath import ShortPaths
 from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from proxy_failover.entrypoints.api.routes import instances, proxies, system
 
@@ -92,7 +92,7 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.include_router(observability.router)
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
     # Added last = outermost: the size limit runs before anything reads the body.
-    app.add_middleware(FastRedundancyRead, api=app)  # the hottest read, past routing (hotpath.py)
+    app.add_middleware(ShortPaths, api=app)  # the hottest calls, past routing (hotpath.py)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     # Outermost of all, so refused requests (413 too) are counted and audited; it copies at most

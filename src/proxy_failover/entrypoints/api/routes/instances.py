@@ -46,7 +46,10 @@ def _hidden(caller: Caller) -> frozenset[str] | None:
     return None if caller.is_admin else ADMIN_ONLY_INSTANCE_FIELDS
 
 
-def _instance(instance: Instance, caller: Caller, message: str, status_code: int = 200) -> Response:
+def instance_response(
+    instance: Instance, caller: Caller, message: str, status_code: int = 200
+) -> Response:
+    """The route's answer with one instance (the health short path renders it too)."""
     return ok(
         InstancePublic.model_validate(instance),
         message,
@@ -70,7 +73,7 @@ async def register(
         body.proxy_id, caller.user_id, body.instance_data.to_service()
     )
     ownership.remember_instance(instance)
-    return _instance(instance, caller, "Proxy instance registered", status_code=201)
+    return instance_response(instance, caller, "Proxy instance registered", status_code=201)
 
 
 @router.get(
@@ -99,7 +102,7 @@ async def get_instance(
 ) -> Response:
     await ownership.check_instance(caller, instance_id)
     instance = await service.get_instance(instance_id)
-    return _instance(instance, caller, "Proxy instance retrieved")
+    return instance_response(instance, caller, "Proxy instance retrieved")
 
 
 @router.put(
@@ -117,7 +120,7 @@ async def report_health(
     await ownership.check_instance(caller, instance_id)
     metrics = body.metrics.to_service() if body.metrics is not None else None
     instance = await service.update_instance_health(instance_id, body.health_status, metrics)
-    return _instance(instance, caller, "Instance health updated")
+    return instance_response(instance, caller, "Instance health updated")
 
 
 @router.patch(
@@ -134,7 +137,7 @@ async def patch_instance(
 ) -> Response:
     await ownership.check_instance(caller, instance_id)
     instance = await service.update_instance(instance_id, caller.user_id, body.to_service())
-    return _instance(instance, caller, "Proxy instance updated")
+    return instance_response(instance, caller, "Proxy instance updated")
 
 
 @router.delete(
@@ -167,7 +170,7 @@ async def post_check(
     await ownership.check_instance(caller, instance_id)
     result = CheckResult(success=body.success, latency_ms=body.latency_ms, error=body.error)
     instance = await service.record_check_result(instance_id, result)
-    return _instance(instance, caller, "Check result recorded")
+    return instance_response(instance, caller, "Check result recorded")
 
 
 @router.post(
