@@ -1,0 +1,75 @@
+"""The health report's two hot statements run on SQLite's driver connection (``_Prepared``): they
+must read and write exactly what SQLAlchemy's own execution does, and fail the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from proxy_failover.core.errors import StorageUnavailable
+from proxy_failover.service import ProxyFailoverService
+from proxy_failover.store import repository
+from proxy_failover.store.tables import instances
+from tests.integration.scenario import proxy_with
+
+
+async def test_prepared_lock_and_update_match_sqlalchemy(
+    service: ProxyFailoverService, database_url: str
+) -> None:
+    made = await proxy_with(service, "p-prep", ["a", "b"], healthy=["a"], unhealthy=["b"])
+    await service.update_instance(made["a"].id, "user-456", {"metadata": {"zone": "eu", "n": [1]}})
+    store = service.store
+    async with store.write() as unit:
+        status, found = await unit.lock_proxy_with_instances("p-prep")
+        # The same statement through SQLAlchemy's regular execution.
+        rows = await unit._all(repository._LOCK_WITH_INSTANCES, {"p_proxy_id": "p-prep"})
+        expected = [
+            repository._instance_from({c.name: row[f"i_{c.name}"] for c in instances.c})
+            for row in rows
+        ]
+        assert found == expected
+        assert status is not None
+        assert status.proxy_id == "p-prep"
+        assert status.updated_at is not None
+        assert status.updated_at.tzinfo is UTC
+        assert found[0].metadata == {"zone": "eu", "n": [1]}
+        assert found[0].last_health_check is not None
+        assert found[0].last_health_check.tzinfo is UTC
+        assert isinstance(found[0].is_active, bool)
+        changed = dataclasses.replace(
+            found[1],
+            metadata={"k": "v"},
+            last_error="boom",
+            last_latency_ms=None,
+            consecutive_failures=7,
+            is_active=True,
+            last_health_check=datetime(2026, 2, 3, 4, 5, 6, 789000, tzinfo=UTC),
+        )
+        await unit.save_instance(changed)
+        assert await unit.get_instance(changed.id) == changed
+    async with store.write() as unit:
+        assert await unit.lock_proxy_with_instances("missing") == (None, [])
+    assert (database_url.startswith("sqlite")) == (
+        repository._prepared_for(repository._UPDATE_INSTANCE, unit.connection) is not None
+    )
+
+
+async def test_a_failing_prepared_statement_is_mapped_like_any_other(
+    service: ProxyFailoverService, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the prepared path is SQLite's only")
+    made = await proxy_with(service, "p-gone", ["a"])
+
+    async def lock_without_the_table() -> None:
+        async with service.store.write() as unit:
+            await unit.connection.execute(sa.text("DROP TABLE proxy_instances"))
+            await unit.lock_proxy_with_instances("p-gone")
+
+    with pytest.raises(StorageUnavailable):  # a driver OperationalError is an outage (018)
+        await lock_without_the_table()
+    # The transaction rolled back: the table and the instance are still there.
+    assert (await service.get_instance(made["a"].id)).id == made["a"].id
