@@ -241,6 +241,7 @@ class Engine:
         self._flush_size = flush_size
         self._pending: list[tuple[_Probed, float, CheckResult]] = []
         self._flush_scheduled = False
+        self._flushing = False
         self._sleep_until = 0.0
         self._next_first_probe = 0.0
         self._proxies: dict[str, _ProxyState] = {}
@@ -673,11 +674,24 @@ class Engine:
         await self._flush()
 
     async def _flush(self) -> None:
-        """Record the pending probe results in one batch (one transaction per proxy, or per batch
-        on SQLite): one commit per result bounded a process to a few hundred probes per second."""
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
+        """Record the pending probe results in batches (one transaction per proxy, or per batch on
+        SQLite): one commit per result bounded a process to a few hundred probes per second.
+
+        One flush runs at a time: results arriving during its commit (a cold start's thousands of
+        first results, all urgent) go into its next batch, right after, instead of each queueing
+        for the database alone.
+        """
+        if self._flushing:
+            return  # the running flush takes them as soon as its commit is done
+        self._flushing = True
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._record(batch)
+        finally:
+            self._flushing = False
+
+    async def _record(self, batch: list[tuple[_Probed, float, CheckResult]]) -> None:
         token = _engine_writing.set(True)
         failed = False
         try:

@@ -84,6 +84,11 @@ class LoggerLike(Protocol):
     def warning(self, msg: str, *args: Any) -> Any: ...
 
 
+#: Up to this many instances of one proxy in a batch of check results are loaded one by one;
+#: beyond, the proxy's whole instance list in one query.
+_FEW_CHECKS = 8
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -1077,13 +1082,29 @@ class ProxyFailoverService:
         items: Sequence[tuple[str, CheckResult]],
         now: datetime,
     ) -> list[Instance | None]:
-        """Lock ``proxy_id`` and apply its check results in order (core of one result and many)."""
-        locked, loaded = await unit.lock_proxy_with_instances(proxy_id)
-        current = {i.id: i for i in loaded}
+        """Lock ``proxy_id`` and apply its check results in order (core of one result and many).
+
+        Only the instances checked are loaded; the proxy's other instances only when a result
+        moves a status (or the redundancy row was overridden): otherwise redundancy, events and
+        notifications cannot change, and loading 100 instances for one routine success was most
+        of a probe's cost.
+        """
+        locked = await unit.lock_proxy(proxy_id)
+        current: dict[str, Instance] = {}
+        everyone: dict[str, Instance] | None = None
+        wanted = dict.fromkeys(i for i, _ in items)
+        if locked is not None and len(wanted) > _FEW_CHECKS:  # one query beats many lookups
+            everyone = {i.id: i for i in await unit.list_instances(proxy_id)}
+            current = {i: everyone[i] for i in wanted if i in everyone}
+        elif locked is not None:
+            for instance_id in wanted:
+                found = await unit.get_instance(instance_id)
+                if found is not None and found.proxy_id == proxy_id:
+                    current[instance_id] = found
         answers: list[Instance | None] = []
         config: FailoverConfig | None = None
         for instance_id, result in items:
-            before = current.get(instance_id) if locked is not None else None
+            before = current.get(instance_id)
             if locked is None or before is None:
                 self._instance_proxy.pop(instance_id, None)
                 answers.append(None)
@@ -1119,10 +1140,14 @@ class ProxyFailoverService:
                 error_rate=failed / total,
             )
             await unit.save_instance(after)
-            locked = await self._after_health_change(
-                unit, before, after, now, locked, list(current.values()), record_recovery=True
-            )
             current[instance_id] = after
+            if after.health_status is not before.health_status or locked.overridden:
+                if everyone is None:
+                    everyone = {i.id: i for i in await unit.list_instances(proxy_id)}
+                everyone.update(current)
+                locked = await self._after_health_change(
+                    unit, before, after, now, locked, list(everyone.values()), record_recovery=True
+                )
             answers.append(after)
         return answers
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from proxy_failover import service as service_module
 from proxy_failover.core.errors import InvalidInput, NotFound
 from proxy_failover.core.model import CheckResult, Instance
 from proxy_failover.service import ProxyFailoverService
@@ -88,9 +89,15 @@ def _by_proxy(recorder: Recorder, prefix: str) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.parametrize("few", [8, 0], ids=["lookups", "one-list"])
 async def test_a_batch_ends_where_the_same_results_one_by_one_do(
-    service: ProxyFailoverService, database_url: str, clock: FakeClock
+    service: ProxyFailoverService,
+    database_url: str,
+    clock: FakeClock,
+    few: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(service_module, "_FEW_CHECKS", few)  # both ways of loading instances
     clock.step = timedelta(0)  # both fleets live at the same instant, so timestamps compare
     one_by_one = await _fleet(service, "s")
     batched = await _fleet(service, "b")
