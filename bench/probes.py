@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -93,32 +96,77 @@ async def serve_instances(ports: int) -> None:
 
 # --- the engine under test ----------------------------------------------------------------------
 async def run_engine(
-    size: int, ports: list[int], interval: float, warmup: float, seconds: float, server_pid: int
+    size: int,
+    ports: list[int],
+    interval: float,
+    warmup: float,
+    seconds: float,
+    server_pid: int,
+    store: str = "memory",
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     from tests.helpers.memory_service import MemoryService
 
     from proxy_failover.adapters.probes import Prober
-    from proxy_failover.core.model import FailoverConfig
+    from proxy_failover.bootstrap import open_service
+    from proxy_failover.core.model import FailoverConfig, Instance
     from proxy_failover.engine import Engine
 
     def clock() -> datetime:
         return datetime.now(UTC)
 
-    service = MemoryService(clock)
-    for p in range(0, size, INSTANCES_PER_PROXY):
-        proxy_id = f"proxy-{p // INSTANCES_PER_PROXY}"
-        service.add_proxy(
-            FailoverConfig(
-                proxy_id=proxy_id,
-                user_id="bench",
-                health_check_interval_seconds=interval,
-                health_check_timeout_seconds=min(5.0, interval),  # SPEC's default
+    def endpoint(n: int) -> str:
+        return f"http://127.0.0.1:{ports[n % len(ports)]}/i{n}"
+
+    proxy_ids = [f"proxy-{p // INSTANCES_PER_PROXY}" for p in range(0, size, INSTANCES_PER_PROXY)]
+    exits = contextlib.AsyncExitStack()
+    commits = [0]
+    service: Any
+    if store == "memory":
+        service = MemoryService(clock)
+        for p, proxy_id in zip(range(0, size, INSTANCES_PER_PROXY), proxy_ids, strict=True):
+            service.add_proxy(
+                FailoverConfig(
+                    proxy_id=proxy_id,
+                    user_id="bench",
+                    health_check_interval_seconds=interval,
+                    health_check_timeout_seconds=min(5.0, interval),  # SPEC's default
+                )
             )
-        )
-        for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
-            service.add_instance(
-                proxy_id, f"i{n}", endpoint=f"http://127.0.0.1:{ports[n % len(ports)]}/i{n}"
+            for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
+                service.add_instance(proxy_id, f"i{n}", endpoint=endpoint(n))
+    else:
+        workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="pfo-bench-")))
+        url = database_url or f"sqlite+aiosqlite:///{workdir / 'pfo.db'}"
+        service = await exits.enter_async_context(open_service(url))
+        for p, proxy_id in zip(range(0, size, INSTANCES_PER_PROXY), proxy_ids, strict=True):
+            await service.create_failover_configuration(
+                proxy_id,
+                "bench",
+                {
+                    "healthCheckIntervalSeconds": interval,
+                    "healthCheckTimeoutSeconds": min(5.0, interval),
+                },
             )
+            for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
+                await service.register_proxy_instance(
+                    proxy_id, "bench", {"instanceName": f"i{n}", "endpoint": endpoint(n)}
+                )
+        write = service.store.write
+
+        @contextlib.asynccontextmanager
+        async def counted() -> AsyncIterator[Any]:
+            async with write() as unit:
+                yield unit
+            commits[0] += 1
+
+        service.store.write = counted
+
+    async def all_instances() -> list[Instance]:
+        if store == "memory":
+            return list(service.instances.values())
+        return [i for p in proxy_ids for i in await service.get_proxy_instances(p)]
+
     prober = Prober(max_concurrency=size)
     engine = Engine(service, prober, clock=clock)
     service.on_change = engine.notify
@@ -127,16 +175,20 @@ async def run_engine(
     stats = engine.stats
     lag_start = len(stats.lags)
     done0, failed0, inconclusive0 = stats.probes_completed, stats.probe_failures, stats.inconclusive
+    commits0 = commits[0]
     cpu0, server0, wall0 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     await asyncio.sleep(seconds)
     done1, failed1, inconclusive1 = stats.probes_completed, stats.probe_failures, stats.inconclusive
+    commits1 = commits[0]
     cpu1, server1, wall1 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     lags = list(stats.lags)[lag_start:]
-    errors = Counter(i.last_error for i in service.instances.values() if i.last_error)
     pooled = prober.pooled_connections()
     engine.stop()
     await task
     await prober.aclose()
+    final = await all_instances()
+    await exits.aclose()
+    errors = Counter(i.last_error for i in final if i.last_error)
     wall = wall1 - wall0
     return {
         "instances": size,
@@ -144,9 +196,9 @@ async def run_engine(
         "expected_per_s": size / interval,
         "failures": failed1 - failed0,
         "inconclusive": inconclusive1 - inconclusive0,
-        "unhealthy_instances": sum(
-            1 for i in service.instances.values() if i.health_status.value == "unhealthy"
-        ),
+        "unhealthy_instances": sum(1 for i in final if i.health_status.value == "unhealthy"),
+        "store": store,
+        "commits_per_s": (commits1 - commits0) / wall,
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
         "cpu_percent": (cpu1 - cpu0) / wall * 100,
@@ -246,6 +298,13 @@ def main() -> None:
     parser.add_argument("--ports", type=int, default=500)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--role", choices=["main", "server", "engine", "clients"], default="main")
+    parser.add_argument(
+        "--store",
+        default="memory",
+        help="comma-separated: memory (the engine's own cost), sqlite (the real service on a"
+        " fresh SQLite file), postgres (the real service on --database-url, an empty database)",
+    )
+    parser.add_argument("--database-url", default="")
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--port-list", default="")
     parser.add_argument("--server-pid", type=int, default=0)
@@ -265,7 +324,16 @@ def main() -> None:
     if args.role == "engine":
         ports = [int(p) for p in args.port_list.split(",")]
         result = asyncio.run(
-            run_engine(args.size, ports, args.interval, args.warmup, args.seconds, args.server_pid)
+            run_engine(
+                args.size,
+                ports,
+                args.interval,
+                args.warmup,
+                args.seconds,
+                args.server_pid,
+                args.store,
+                args.database_url or None,
+            )
         )
         print(json.dumps(result), flush=True)
         return
@@ -282,7 +350,8 @@ def main() -> None:
     ports = json.loads(server.stdout.readline())
     rows = []
     try:
-        for size in [int(s) for s in args.sizes.split(",")]:
+        runs = [(st, int(sz)) for st in args.store.split(",") for sz in args.sizes.split(",")]
+        for store, size in runs:
             out = subprocess.run(
                 [
                     *me,
@@ -300,6 +369,10 @@ def main() -> None:
                     str(args.seconds),
                     "--server-pid",
                     str(server.pid),
+                    "--store",
+                    store,
+                    "--database-url",
+                    args.database_url,
                 ],
                 check=True,
                 capture_output=True,
@@ -334,7 +407,8 @@ def main() -> None:
         f"{len(ports)} server ports, measured {args.seconds:g} s after {args.warmup:g} s warm-up"
     )
     header = (
-        f"{'instances':>9} | {'probes/s':>9} | {'expected':>8} | {'failed':>6} | "
+        f"{'store':>8} | {'commits/s':>9} | {'instances':>9} | {'probes/s':>9} | "
+        f"{'expected':>8} | {'failed':>6} | "
         f"{'not counted':>11} | {'unhealthy':>9} | "
         f"{'lag p50 ms':>10} | {'lag p99 ms':>10} | {'engine CPU %':>12} | "
         f"{'server CPU %':>12} | {'load avg':>8}"
@@ -343,6 +417,7 @@ def main() -> None:
     print("-" * len(header))
     for r in rows:
         print(
+            f"{r['store']:>8} | {r['commits_per_s']:>9.0f} | "
             f"{r['instances']:>9} | {r['probes_per_s']:>9.0f} | {r['expected_per_s']:>8.0f} | "
             f"{r['failures']:>6} | {r['inconclusive']:>11} | {r['unhealthy_instances']:>9} | "
             f"{r['lag_p50_ms']:>10.1f} | {r['lag_p99_ms']:>10.1f} | "
