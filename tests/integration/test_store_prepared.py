@@ -1,9 +1,11 @@
-"""The health report's two hot statements run on SQLite's driver connection (``_Prepared``): they
-must read and write exactly what SQLAlchemy's own execution does, and fail the same way."""
+"""The health report's hot statements run on SQLite's driver connection (``_Prepared``, and the
+``BEGIN`` hook): they must read and write exactly what SQLAlchemy's own execution does, and fail
+the same way."""
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +13,7 @@ import sqlalchemy as sa
 
 from proxy_failover.core.errors import StorageUnavailable
 from proxy_failover.service import ProxyFailoverService
-from proxy_failover.store import repository
+from proxy_failover.store import Store, repository, sqlite_inline
 from proxy_failover.store.tables import instances
 from tests.integration.scenario import proxy_with
 
@@ -73,3 +75,25 @@ async def test_a_failing_prepared_statement_is_mapped_like_any_other(
         await lock_without_the_table()
     # The transaction rolled back: the table and the instance are still there.
     assert (await service.get_instance(made["a"].id)).id == made["a"].id
+
+
+async def test_a_begin_that_stays_busy_is_an_outage_and_the_store_recovers(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_inline, "BUSY_BUDGET_SECONDS", 0.05)
+    store = Store(sqlite_url)
+    other = sqlite3.connect(sa.make_url(sqlite_url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process keeps the write lock
+
+        async def write() -> None:
+            async with store.write() as unit:
+                await unit.lock_proxy("p-none")
+
+        with pytest.raises(StorageUnavailable):  # 018, as when exec_driver_sql ran the BEGIN
+            await write()
+        other.execute("COMMIT")
+        await write()  # the connection went back to the pool usable
+    finally:
+        other.close()
+        await store.close()

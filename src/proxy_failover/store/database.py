@@ -113,7 +113,19 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         flavour = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {flavour}")
+        statement = f"BEGIN {flavour}"
+        # Straight on the DBAPI cursor (busy retries included): ``exec_driver_sql`` builds an
+        # execution context and a result for a statement that returns nothing, on every
+        # transaction. A failure is raised as SQLAlchemy's error, as exec_driver_sql would.
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+        except dbapi.Error as error:
+            raise exc.DBAPIError.instance(statement, None, error, dbapi.Error) from error
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
