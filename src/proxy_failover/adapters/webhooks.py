@@ -78,6 +78,7 @@ class DeliveryWorker:
         self._client: httpx.AsyncClient | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._claims_failing = False
         self._failing_since: dict[str, str] = {}  # subscription id -> last error (log once)
@@ -97,14 +98,14 @@ class DeliveryWorker:
     def start(self) -> None:
         """Run ``run()`` in the background until ``stop()``."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self.run(), name="pfo-webhook-worker")
 
     async def stop(self) -> None:
         """Stop claiming, cancel posts in flight and give their claims back at once."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _cancel_until_done(self._task)
             self._task = None
         in_flight = list(self._in_flight)
         for task in in_flight:
@@ -131,7 +132,7 @@ class DeliveryWorker:
         The loop claims new heads when woken (a commit, a task ending), when a retry falls due,
         or every poll interval (work committed by other replicas).
         """
-        while True:
+        while not self._stopping:
             self._wakeup.clear()  # cleared before claiming: a wake-up during the round counts
             free = self.batch_size - len(self._in_flight)
             claimed: list[ClaimedDelivery] = []
@@ -324,3 +325,16 @@ class Notifier:
 
     async def stop(self) -> None:
         await self.worker.stop()
+
+
+async def _cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if a library swallowed the first one.
+
+    A cancellation that lands inside a database driver's connection set-up can be absorbed by it;
+    waiting once would then hang ``stop()`` forever while the loop keeps running.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
