@@ -283,9 +283,12 @@ class _Prepared:
             for name in compiled.positiontup or ()
         ]
         columns = list(getattr(statement, "selected_columns", ()))
-        self._results = [
+        processors = (
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        ]
+        )
+        # Only the columns that need converting (datetimes, JSON, booleans), by position.
+        self._results = [(at, process) for at, process in enumerate(processors) if process]
+        self._returns_rows = bool(columns)
 
     async def run(
         self, connection: AsyncConnection, values: Mapping[str, Any]
@@ -299,18 +302,17 @@ class _Prepared:
         driver = sync.connection.driver_connection
         try:
             cursor = await driver.execute(self.sql, parameters)
-            raw = await cursor.fetchall() if self._results else []
+            raw = await cursor.fetchall() if self._returns_rows else []
             await cursor.close()
         except sqlite3.Error as error:  # as SQLAlchemy would raise it (mapped_errors maps it)
             raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
-        results = self._results
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(results, row, strict=True)
-            )
-            for row in raw
-        ]
+        rows = []
+        for row in raw:
+            converted = list(row)
+            for at, process in self._results:
+                converted[at] = process(converted[at])
+            rows.append(tuple(converted))
+        return rows
 
 
 _prepared: dict[tuple[int, str], _Prepared] = {}
