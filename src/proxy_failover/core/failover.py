@@ -181,7 +181,8 @@ def check_execute(
     active_id = active.id if active is not None else None
     if source_id != active_id:
         raise Conflict(
-            f"Source instance {source_id} is not the active instance (active: {active_id})",
+            f"Source instance {source_id or '(none)'} is not the active instance "
+            f"(active: {active_id or 'none'})",
             ErrorCode.SOURCE_NOT_ACTIVE,
             {"field": "sourceInstanceId", "activeInstanceId": active_id},
         )

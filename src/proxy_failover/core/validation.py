@@ -547,7 +547,7 @@ def validate_redundancy_override(
     if "active_instance_id" in given and given["active_instance_id"] != current.active_instance_id:
         raise InvalidInput(
             "activeInstanceId must equal the current active instance "
-            f"({current.active_instance_id}); use execute to switch",
+            f"({current.active_instance_id or 'none'}); use execute to switch",
             code,
             {"field": "activeInstanceId", "activeInstanceId": current.active_instance_id},
         )
