@@ -107,6 +107,40 @@ async def _count(receiver: WebhookReceiver, n: int) -> bool:
     return len(receiver.accepted) >= n
 
 
+async def test_only_subscriptions_made_by_admins_receive_health_check_detail(
+    store: Store, outbox: Outbox
+) -> None:
+    """SPEC §7: non-admins never see lastError/lastLatencyMs, in a webhook no more than the API."""
+    owners = WebhookReceiver(SECRET)
+    admins = WebhookReceiver(SECRET)
+    await owners.start()
+    await admins.start()
+    now = datetime.now(UTC)
+    await outbox.create_subscription(PROXY, "alice", owners.url, SECRET, None, now)
+    await outbox.create_subscription(
+        PROXY, "root", admins.url, SECRET, None, now, include_health_detail=True
+    )
+    await _emit(
+        store,
+        _note("instance.unhealthy", 1, instanceId="a", lastError="refused", lastLatencyMs=2.0),
+    )
+    worker = DeliveryWorker(outbox, poll_interval_seconds=0.05)
+    try:
+        async for _ in _worker_running(worker):
+            await wait_for(lambda: _count(owners, 1), within=10)
+            await wait_for(lambda: _count(admins, 1), within=10)
+    finally:
+        await owners.stop()
+        await admins.stop()
+    assert owners.accepted[0].signature_ok
+    assert owners.accepted[0].payload["data"] == {"instanceId": "a"}
+    assert admins.accepted[0].payload["data"] == {
+        "instanceId": "a",
+        "lastError": "refused",
+        "lastLatencyMs": 2.0,
+    }
+
+
 async def test_next_delivery_waits_until_the_previous_one_succeeded(
     store: Store, outbox: Outbox
 ) -> None:

@@ -168,3 +168,27 @@ def test_events_omitted_means_all_and_lists_are_deduplicated_and_sorted() -> Non
 def test_bad_event_lists_are_001(events: object) -> None:
     with pytest.raises(InvalidInput):
         webhooks.validate_events(events)
+
+
+def test_health_detail_is_removed_from_data_and_the_rest_is_kept() -> None:
+    body = webhooks.encode_payload(
+        {
+            "id": "e1",
+            "type": "instance.unhealthy",
+            "data": {"instanceId": "a", "lastError": "connect refused", "lastLatencyMs": 3.5},
+        }
+    )
+    redacted = json.loads(webhooks.without_health_detail(body))
+    assert redacted["data"] == {"instanceId": "a"}
+    assert (redacted["id"], redacted["type"]) == ("e1", "instance.unhealthy")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"id": "e1", "data": {"instanceId": "a"}}, {"id": "e1", "data": None}, {"id": "e1"}],
+)
+def test_payloads_without_health_detail_are_delivered_byte_for_byte(
+    payload: dict[str, object],
+) -> None:
+    body = webhooks.encode_payload(payload)
+    assert webhooks.without_health_detail(body) is body

@@ -262,3 +262,21 @@ def next_attempt_at(
     due = now + timedelta(seconds=retry_delay(failed_attempts) * time_scale)
     deadline = first_attempt_at + timedelta(seconds=GIVE_UP_AFTER_SECONDS * time_scale)
     return due if due <= deadline else None
+
+
+#: Health-check detail SPEC §7 shows to admins only; left out of deliveries to others' endpoints.
+HEALTH_DETAIL_FIELDS = ("lastError", "lastLatencyMs")
+
+
+def without_health_detail(body: str) -> str:
+    """The stored payload with the admin-only health-check detail removed from its ``data``.
+
+    Subscriptions created by non-admins get this form, so a delivery never tells them more than
+    the API would.
+    """
+    payload = json.loads(body)
+    data = payload.get("data")
+    if not isinstance(data, dict) or not any(key in data for key in HEALTH_DETAIL_FIELDS):
+        return body
+    payload["data"] = {k: v for k, v in data.items() if k not in HEALTH_DETAIL_FIELDS}
+    return encode_payload(payload)

@@ -92,6 +92,9 @@ webhook_subscriptions = sa.Table(
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("secret", sa.String(512), nullable=False),
     sa.Column("events", sa.JSON(), nullable=True),
+    # Whether deliveries carry admin-only health detail (lastError, lastLatencyMs): only when an
+    # admin created the subscription.
+    sa.Column("include_health_detail", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     # Soft delete: the delivery history of a removed subscription stays readable.
     sa.Column("deleted_at", UTCDateTime(), nullable=True),
@@ -353,6 +356,8 @@ class Outbox:
         secret: str,
         events: Sequence[str] | None,
         now: datetime,
+        *,
+        include_health_detail: bool = False,
     ) -> Subscription:
         sub = Subscription(
             id=_new_id(),
@@ -371,6 +376,7 @@ class Outbox:
                     url=url,
                     secret=secret,
                     events=None if events is None else list(events),
+                    include_health_detail=include_health_detail,
                     created_at=now,
                 )
             )
@@ -582,6 +588,7 @@ class Outbox:
                         d.c.first_attempt_at,
                         webhook_subscriptions.c.url,
                         webhook_subscriptions.c.secret,
+                        webhook_subscriptions.c.include_health_detail,
                         notification_log.c.body,
                     )
                     .join(webhook_subscriptions, webhook_subscriptions.c.id == d.c.subscription_id)
@@ -601,7 +608,11 @@ class Outbox:
                 event_type=row["event_type"],
                 url=row["url"],
                 secret=row["secret"],
-                body=row["body"],
+                body=(
+                    row["body"]
+                    if row["include_health_detail"]
+                    else webhooks.without_health_detail(row["body"])
+                ),
                 attempts=row["attempts"],
                 first_attempt_at=row["first_attempt_at"],
             )

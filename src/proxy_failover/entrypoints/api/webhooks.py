@@ -148,7 +148,7 @@ async def subscribe(
     events = webhooks.validate_events(body.events)
     await check_proxy(caller, proxy_id, ownership)
     sub = await notifier.outbox.create_subscription(
-        proxy_id, caller.user_id, url, secret, events, _now()
+        proxy_id, caller.user_id, url, secret, events, _now(), include_health_detail=caller.is_admin
     )
     return ok(
         SubscriptionPublic.model_validate(sub), "Webhook subscription created", status_code=201
