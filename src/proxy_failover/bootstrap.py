@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxy_failover.adapters.metrics import Metrics, ObservedProber
@@ -105,7 +107,8 @@ async def build(settings: Settings) -> Runtime:
         raise
     notifier = build_notifier(settings, service)
     stack.push_async_callback(notifier.stop)
-    engine, prober = build_engine(service, notifier.metrics)
+    tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
+    engine, prober = build_engine(service, notifier.metrics, tls=tls)
     stack.push_async_callback(prober.aclose)
     return Runtime(
         settings=settings,
@@ -118,17 +121,38 @@ async def build(settings: Settings) -> Runtime:
 
 
 def build_engine(
-    service: ProxyFailoverService, metrics: Metrics | None = None
+    service: ProxyFailoverService,
+    metrics: Metrics | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[Engine, Prober]:
     """The health/failover engine over the service, woken by every change the service commits.
 
     Nothing runs until someone awaits ``engine.run()`` (``serve`` does, in the API lifespan).
-    With ``metrics``, every probe is counted and timed (and feeds the time to detect).
+    With ``metrics``, every probe is counted and timed (and feeds the time to detect). ``tls``
+    is the context of HTTPS probes and recovery POSTs (``probe_tls_context``; default: verify
+    against the system's CAs).
     """
-    prober = Prober()
+    prober = Prober(ssl_context=tls)
     engine = Engine(service, ObservedProber(prober, metrics) if metrics is not None else prober)
     service.on_change = chain_listeners(service.on_change, engine.notify)
     return engine, prober
+
+
+def probe_tls_context(verify: bool = True, ca_file: Path | None = None) -> ssl.SSLContext:
+    """TLS for HTTPS probes and recovery POSTs (``PFO_PROBE_TLS_VERIFY``, ``PFO_PROBE_CA_FILE``).
+
+    ``ca_file`` is trusted in addition to the system's CAs, so instances behind a private CA and
+    public ones can be probed by one process. Without verification any certificate is accepted:
+    the probe then says whether the instance answers, not who answers.
+    """
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def chain_listeners(*listeners: ChangeListener | None) -> ChangeListener | None:

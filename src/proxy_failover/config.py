@@ -8,6 +8,7 @@ them receives plain values. Nothing is instantiated at import: call ``Settings()
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +75,14 @@ class Settings(BaseSettings):
         le=1,
         description="Shrinks the webhook retry schedule (tests); 1 = the SPEC's 1 s ... 24 h",
     )
+    probe_tls_verify: bool = Field(
+        default=True,
+        description="HTTPS probes (and recovery POSTs) verify the instance's certificate",
+    )
+    probe_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of CAs trusted by HTTPS probes, besides the system's",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -122,6 +131,31 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("PFO_JWT_JWKS_URL must be an http(s) URL")
         return value
+
+    @field_validator("probe_ca_file")
+    @classmethod
+    def _loadable_ca_file(cls, value: Path | None) -> Path | None:
+        """Refuse at start-up what would otherwise fail every HTTPS probe."""
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(f"PFO_PROBE_CA_FILE {value} is not a readable file")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(value))
+        except (ssl.SSLError, OSError) as error:
+            raise ValueError(
+                f"PFO_PROBE_CA_FILE {value} holds no usable PEM certificate: {error}"
+            ) from error
+        return value
+
+    @model_validator(mode="after")
+    def _ca_file_needs_verification(self) -> Settings:
+        if self.probe_ca_file is not None and not self.probe_tls_verify:
+            raise ValueError(
+                "PFO_PROBE_CA_FILE is set but PFO_PROBE_TLS_VERIFY is false: "
+                "a CA file only matters when certificates are verified"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Settings:
