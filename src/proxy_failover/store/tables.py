@@ -205,6 +205,8 @@ metrics = sa.Table(
     sa.Index("ix_proxy_instance_metrics_instance_id_recorded_at", "instance_id", "recorded_at"),
 )
 
-# The notification tables (event log, webhook subscriptions/deliveries/attempts, audit log) live
-# with their repository; importing it here puts them in ``metadata`` for Alembic and tests.
+# The notification tables (event log, webhook subscriptions/deliveries/attempts, audit log) and
+# the lease table live with their repositories; importing them here puts them in ``metadata`` for
+# Alembic and tests.
+from proxy_failover.store import leases as _leases  # noqa: E402, F401
 from proxy_failover.store import outbox as _outbox  # noqa: E402, F401
