@@ -19,7 +19,8 @@ from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
-from proxy_failover.engine import Engine
+from proxy_failover.engine import Engine, EngineStats
+from proxy_failover.leadership import EngineLeader
 from proxy_failover.service import (
     DEFAULT_CACHE_TTL_SECONDS,
     ChangeListener,
@@ -27,6 +28,7 @@ from proxy_failover.service import (
     ProxyFailoverService,
 )
 from proxy_failover.store import NotificationWriter, Store
+from proxy_failover.store.leases import Leases
 from proxy_failover.store.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -85,6 +87,7 @@ class Runtime:
     settings: Settings
     service: ProxyFailoverService
     store: Any = None
+    #: ``EngineLeader`` (runs the engine while holding the lease); None with the engine disabled.
     engine: Any = None
     notifier: Any = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
@@ -107,9 +110,7 @@ async def build(settings: Settings) -> Runtime:
         raise
     notifier = build_notifier(settings, service)
     stack.push_async_callback(notifier.stop)
-    tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
-    engine, prober = build_engine(service, notifier.metrics, tls=tls)
-    stack.push_async_callback(prober.aclose)
+    engine = build_leader(settings, service, notifier.metrics) if settings.engine_enabled else None
     return Runtime(
         settings=settings,
         service=service,
@@ -126,17 +127,45 @@ def build_engine(
     *,
     tls: ssl.SSLContext | None = None,
 ) -> tuple[Engine, Prober]:
-    """The health/failover engine over the service, woken by every change the service commits.
+    """One health/failover engine over the service and the prober it owns (close it after).
 
-    Nothing runs until someone awaits ``engine.run()`` (``serve`` does, in the API lifespan).
-    With ``metrics``, every probe is counted and timed (and feeds the time to detect). ``tls``
-    is the context of HTTPS probes and recovery POSTs (``probe_tls_context``; default: verify
-    against the system's CAs).
+    Nothing runs until someone awaits ``engine.run()``, and nothing wakes it until the caller
+    adds ``engine.notify`` to the service's change listener (``build_leader`` does both, once
+    per term of the engine lease). With ``metrics``, every probe is counted and timed (and feeds
+    the time to detect). ``tls`` is the context of HTTPS probes and recovery POSTs
+    (``probe_tls_context``; default: verify against the system's CAs).
     """
     prober = Prober(ssl_context=tls)
     engine = Engine(service, ObservedProber(prober, metrics) if metrics is not None else prober)
-    service.on_change = chain_listeners(service.on_change, engine.notify)
     return engine, prober
+
+
+def build_leader(
+    settings: Settings, service: ProxyFailoverService, metrics: Metrics | None = None
+) -> EngineLeader:
+    """The engine as ``serve`` runs it: only while this replica holds the engine lease.
+
+    Each term gets a fresh engine and prober (closed when the term ends); the counters of
+    ``EngineStats`` are one set for the process, carried from term to term. The leader is the
+    service's change listener for whichever engine is running.
+    """
+    tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
+    stats = EngineStats()
+
+    @contextlib.asynccontextmanager
+    async def term() -> AsyncIterator[Engine]:
+        engine, prober = build_engine(service, metrics, tls=tls)
+        engine.stats = stats
+        try:
+            yield engine
+        finally:
+            await prober.aclose()
+
+    leader = EngineLeader(
+        Leases(service.store.engine), term, ttl_seconds=settings.engine_lease_seconds
+    )
+    service.on_change = chain_listeners(service.on_change, leader.notify)
+    return leader
 
 
 def probe_tls_context(verify: bool = True, ca_file: Path | None = None) -> ssl.SSLContext:

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
         le=1,
         description="Shrinks the webhook retry schedule (tests); 1 = the SPEC's 1 s ... 24 h",
     )
+    engine_enabled: bool = Field(
+        default=True,
+        description="Run the health/failover engine in serve (false: an API-only replica)",
+    )
+    engine_lease_seconds: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=300.0,
+        description="TTL of the engine leader lease: the longest a dead leader's work waits",
+    )
     probe_tls_verify: bool = Field(
         default=True,
         description="HTTPS probes (and recovery POSTs) verify the instance's certificate",

@@ -1,4 +1,5 @@
-"""Named leases on SQLite and PostgreSQL: one holder at a time, expiry, release, fencing epochs.
+"""Named leases on SQLite and PostgreSQL: one holder at a time, expiry, release, fencing epochs;
+two engine leaders on one database take turns.
 
 Each holder has its own engine (its own connection pool), as two replicas would.
 """
@@ -6,10 +7,13 @@ Each holder has its own engine (its own connection pool), as two replicas would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
+from proxy_failover.core.model import Notification
+from proxy_failover.leadership import EngineLeader
 from proxy_failover.store import Store
 from proxy_failover.store.leases import Leases
 from tests.helpers.processes import wait_for
@@ -114,3 +118,74 @@ async def test_leases_of_different_names_are_independent(replicas: list[Leases])
     other = await b.try_acquire("something-else", "b", LONG)
     assert other is not None
     assert other.epoch == 1
+
+
+class IdleEngine:
+    """Stands in for the engine: runs until stopped, and notes how many run at once."""
+
+    def __init__(self, name: str, running: list[str], most: list[int]) -> None:
+        self.name, self._running, self._most = name, running, most
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        self._running.append(self.name)
+        self._most[0] = max(self._most[0], len(self._running))
+        try:
+            await self._stop.wait()
+        finally:
+            self._running.remove(self.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def notify(self, proxy_id: str, notifications: Sequence[Notification] = ()) -> None:
+        return None
+
+
+async def test_two_engine_leaders_on_one_database_take_turns(replicas: list[Leases]) -> None:
+    running: list[str] = []
+    most = [0]
+
+    def terms(name: str) -> Callable[[], contextlib.AbstractAsyncContextManager[IdleEngine]]:
+        @contextlib.asynccontextmanager
+        async def term() -> AsyncIterator[IdleEngine]:
+            yield IdleEngine(name, running, most)
+
+        return term
+
+    leaders = [
+        EngineLeader(replicas[n], terms(name), ttl_seconds=1.0, holder=name)
+        for n, name in enumerate(("a", "b"))
+    ]
+    tasks = [asyncio.create_task(leader.run()) for leader in leaders]
+    try:
+
+        async def sole_leader() -> EngineLeader | None:
+            leading = [leader for leader in leaders if leader.is_leader]
+            return leading[0] if len(leading) == 1 else None
+
+        first = await wait_for(sole_leader)
+        assert first is not None
+        assert first.lease is not None
+        initial = first.lease
+
+        async def renewed() -> bool:
+            return first.lease is not None and first.lease.expires_at > initial.expires_at
+
+        await wait_for(renewed)  # renewals keep it: the other stays a standby meanwhile
+        assert running == [first.holder]
+        first.stop()  # a clean stop releases the lease: the standby takes over at once
+        second = next(leader for leader in leaders if leader is not first)
+
+        async def took_over() -> bool:
+            return second.is_leader
+
+        await wait_for(took_over)
+        assert second.lease is not None
+        assert second.lease.epoch == initial.epoch + 1
+        assert running == [second.holder]
+    finally:
+        for leader in leaders:
+            leader.stop()
+        await asyncio.gather(*tasks)
+    assert most[0] == 1  # never two engines at once
