@@ -165,6 +165,8 @@ def build_leader(
         Leases(service.store.engine), term, ttl_seconds=settings.engine_lease_seconds
     )
     service.on_change = chain_listeners(service.on_change, leader.notify)
+    if metrics is not None:
+        metrics.watch_engine(stats, lambda: leader.is_leader)
     return leader
 
 

@@ -4,11 +4,14 @@ Two kinds of series. State (health, active instance, epoch, healthy counts, webh
 read from the database at scrape time by ``refresh``, so every replica reports the same truth and
 no label ever goes stale. Happenings (failovers, probes, deliveries, HTTP requests) are counted as
 they occur in this process: the service's change listener, the probe wrapper, the delivery worker
-and the HTTP middleware feed them.
+and the HTTP middleware feed them. The engine's own counters, schedule lag and leadership are read
+from its stats at scrape time (``watch_engine``): nothing is added to the probe path.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +19,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from proxy_failover.core.model import (
     CheckResult,
@@ -96,6 +105,90 @@ class _StateCollector(Collector):
         for pid, count in sorted(self.backlog.items()):
             backlog.add_metric([pid], count)
         yield from (health, active, epoch, has_active, healthy, total, degraded, backlog)
+
+
+class EngineCounters(Protocol):
+    """What the engine counts as it works (``engine.EngineStats``); lags in seconds, newest last,
+    one per started probe, the most recent ones only."""
+
+    probes_started: int
+    probes_completed: int
+    probe_failures: int
+    evaluations: int
+    decisions_applied: int
+    inconclusive: int
+    early_probes: int
+    connection_drops: int
+
+    @property
+    def lags(self) -> Sequence[float]: ...
+
+
+#: (series, help, EngineStats attribute) of the engine's counters.
+_ENGINE_COUNTERS = (
+    ("pfo_engine_probes_started", "Probes the engine started.", "probes_started"),
+    ("pfo_engine_probes_completed", "Probes that finished with a result.", "probes_completed"),
+    ("pfo_engine_probe_failures", "Probes that finished with a failure.", "probe_failures"),
+    ("pfo_engine_evaluations", "Proxy evaluations (snapshot + decision).", "evaluations"),
+    ("pfo_engine_decisions_applied", "Automatic switches the engine committed.",
+     "decisions_applied"),
+    ("pfo_engine_inconclusive_probes",
+     "Timed-out probes not recorded because they started late (the engine was overloaded).",
+     "inconclusive"),
+    ("pfo_engine_early_probes", "Probes brought forward by a dropped keep-alive connection.",
+     "early_probes"),
+    ("pfo_engine_connection_drops", "Idle probe connections closed by instances.",
+     "connection_drops"),
+)  # fmt: skip
+
+
+class _EngineCollector(Collector):
+    """The engine's own counters and schedule lag, read from its stats at scrape time.
+
+    Nothing is added to the probe path: the engine already counts and keeps recent lags, so a
+    scrape turns the lags of the probes started since the previous scrape into histogram buckets
+    (at most the ones the engine still holds: 200,000).
+    """
+
+    def __init__(self, stats: EngineCounters, is_leader: Callable[[], bool]) -> None:
+        self._stats = stats
+        self._is_leader = is_leader
+        self._bounds = list(_FAST_BUCKETS)
+        self._counts = [0] * (len(self._bounds) + 1)  # per bucket, the last one is +Inf
+        self._sum = 0.0
+        self._seen = 0  # probes_started at the previous scrape
+
+    def _absorb(self) -> None:
+        started = self._stats.probes_started
+        if started < self._seen:  # counters reset (a new stats object): start over
+            self._seen = 0
+        lags = self._stats.lags
+        fresh = min(started - self._seen, len(lags))
+        self._seen = started
+        for lag in itertools.islice(reversed(lags), fresh):
+            self._counts[bisect.bisect_left(self._bounds, lag)] += 1
+            self._sum += lag
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "pfo_engine_leader",
+            "1 while this process holds the engine lease and runs the engine, else 0.",
+            value=1.0 if self._is_leader() else 0.0,
+        )
+        for name, documentation, attribute in _ENGINE_COUNTERS:
+            yield CounterMetricFamily(
+                name, documentation, value=float(getattr(self._stats, attribute))
+            )
+        self._absorb()
+        cumulative = list(itertools.accumulate(self._counts))
+        bounds = [*map(floatToGoString, self._bounds), "+Inf"]
+        buckets = [(bound, float(n)) for bound, n in zip(bounds, cumulative, strict=True)]
+        yield HistogramMetricFamily(
+            "pfo_engine_schedule_lag_seconds",
+            "How late probes started after their due time (the 5 ms batching window included).",
+            buckets=buckets,
+            sum_value=self._sum,
+        )
 
 
 class StateSource(Protocol):
@@ -205,6 +298,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch_engine(self, stats: EngineCounters, is_leader: Callable[[], bool]) -> None:
+        """Export the engine's counters, schedule lag and leadership (read at scrape time)."""
+        self.registry.register(_EngineCollector(stats, is_leader))
 
     # --- happenings ----------------------------------------------------------------------------
 
