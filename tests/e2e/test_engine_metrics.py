@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.entrypoints.api import create_app
+from proxy_failover.leadership import ENGINE_LEASE
+from proxy_failover.store.leases import Leases
 from tests.e2e.conftest import Api, Tokens, api_settings
 from tests.helpers.processes import InstanceProcess, wait_for
 
@@ -181,3 +183,21 @@ def test_lag_histogram_counts_each_started_probe_once_across_scrapes() -> None:
     fourth = scrape()
     assert fourth["pfo_engine_probes_started_total"] == 10
     assert fourth["pfo_engine_schedule_lag_seconds_count"] == 8
+
+
+async def test_api_only_replica_runs_no_engine_and_takes_no_lease(
+    sqlite_url: str, tokens: Tokens
+) -> None:
+    app = create_app(api_settings(sqlite_url, engine_enabled=False), run_engine=True)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        assert app.state.runtime.engine is None
+        assert (await http.get("/readyz")).status_code == 200
+        samples = scalars((await http.get("/metrics")).text)
+        leases = Leases(app.state.runtime.store.engine)
+        assert await leases.holder_of(ENGINE_LEASE) is None
+    assert "pfo_engine_leader" not in samples
+    assert "pfo_engine_probes_started_total" not in samples
