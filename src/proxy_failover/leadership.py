@@ -133,8 +133,14 @@ class EngineLeader:
                     problem = None
             if lease is not None:
                 standing_by_logged = False
-                await self._lead(lease, started)
-                continue  # try again at once: after a clean stop the loop ends
+                try:
+                    await self._lead(lease, started)
+                    continue  # try again at once: after a clean stop the loop ends
+                except Exception:  # e.g. the term's engine could not be built: never die
+                    log.exception("engine: leading failed: stepping down")
+                    await self._release(lease)
+                    await self._pause(self.standby_period)
+                    continue
             if not standing_by_logged and problem is None:
                 standing_by_logged = True
                 log.info("engine: another replica holds the engine lease: standing by")

@@ -220,3 +220,27 @@ async def test_engine_that_ends_by_itself_is_replaced_by_a_fresh_one() -> None:
         await wait_for(became(lambda: h.leader.terms >= 2))
         assert "release 1" in h.log
         assert h.log.index("closed 1") < h.log.index("release 1") < h.log.index("acquire 2")
+
+
+async def test_a_term_that_cannot_start_releases_the_lease_and_the_loop_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    leases = ScriptedLeases()
+    opened = [0]
+
+    @contextlib.asynccontextmanager
+    async def term() -> AsyncIterator[RecordingEngine]:
+        opened[0] += 1
+        if opened[0] == 1:
+            raise OSError("too many open files")
+        yield RecordingEngine(opened[0], leases.log)
+
+    leader = EngineLeader(leases, term, ttl_seconds=0.6, holder="me")
+    task = asyncio.create_task(leader.run())
+    try:
+        await wait_for(became(lambda: leader.is_leader))
+    finally:
+        leader.stop()
+        await asyncio.wait_for(task, 10)
+    assert leases.log[:3] == ["acquire 1", "release 1", "acquire 2"]
+    assert any("leading failed" in record.getMessage() for record in caplog.records)
