@@ -505,14 +505,18 @@ class UnitOfWork(Reader):
     async def lock_proxy_with_instances(
         self, proxy_id: str
     ) -> tuple[RedundancyStatus | None, list[Instance]]:
-        """``lock_proxy`` and ``list_instances`` in one statement: one round trip under the lock."""
+        """``lock_proxy`` then ``list_instances``; on SQLite in one statement (one round trip).
+
+        PostgreSQL takes two: under READ COMMITTED a ``SELECT ... FOR UPDATE`` that waited for the
+        lock re-reads only the locked row, so instance rows joined to it would come from before
+        the previous holder's commit, and writing them back would undo its change.
+        """
         parameters = {"p_proxy_id": proxy_id}
         prepared = _prepared_for(_LOCK_WITH_INSTANCES, self.connection)
-        rows: Sequence[Sequence[Any]] = (
-            await prepared.run(self.connection, parameters)
-            if prepared is not None
-            else (await self._execute(_LOCK_WITH_INSTANCES, parameters)).all()
-        )
+        if prepared is None:
+            locked = await self.lock_proxy(proxy_id)
+            return locked, [] if locked is None else await self.list_instances(proxy_id)
+        rows: Sequence[Sequence[Any]] = await prepared.run(self.connection, parameters)
         if not rows:
             return None, []
         status = _redundancy_from(dict(zip(_REDUNDANCY_NAMES, rows[0][:_SPLIT], strict=True)))
