@@ -47,6 +47,7 @@ from proxy_failover.core.model import (
     StoredMetricSample,
 )
 from proxy_failover.store import Reader, Store, UnitOfWork, new_id
+from proxy_failover.store.group_commit import GroupCommit
 
 #: Called after a commit with the proxy id and the notifications that commit produced.
 ChangeListener = Callable[[str, Sequence[Notification]], None]
@@ -71,6 +72,16 @@ MAX_LIST_LIMIT = 1000
 DEFAULT_CACHE_TTL_SECONDS = 1.0
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _HealthReport:
+    """One ``update_instance_health`` call waiting for its (shared) transaction."""
+
+    proxy_id: str
+    instance_id: str
+    status: HealthStatus
+    sample: MetricSample | None
 
 
 class _Keep(enum.Enum):
@@ -202,6 +213,10 @@ class ProxyFailoverService:
         self._cache = _ReadCache(cache_ttl_seconds)
         self._route_cursors: dict[str, strategies.RouteCursor] = {}
         self._instance_proxy: dict[str, str] = {}
+        #: Health reports are group-committed: one writer on SQLite, one per proxy on PostgreSQL.
+        self.health_reports: GroupCommit[str, _HealthReport, Instance] = GroupCommit(
+            self._commit_health_reports
+        )
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -640,27 +655,117 @@ class ProxyFailoverService:
         status = validation.parse_health_status(health_status)
         sample = validation.parse_metric_sample(metrics, require_one=False)
         proxy_id = await self._proxy_of_instance(instance_id)
-        now = self._now()
-        async with self._write(proxy_id, lock=False) as (unit, _):
-            locked, instances, before = await self._lock_with_instance(unit, proxy_id, instance_id)
+        # Reports waiting for the same lock share one transaction (see ``store.group_commit``):
+        # SQLite has a single writer, so all proxies wait together; PostgreSQL locks per proxy.
+        key = "" if self.store.dialect_name == "sqlite" else proxy_id
+        return await self.health_reports.submit(
+            key, _HealthReport(proxy_id, instance_id, status, sample)
+        )
+
+    async def _commit_health_reports(
+        self, key: str, take: Callable[[], list[_HealthReport]]
+    ) -> list[Instance | Exception]:
+        """One transaction for the health reports queued under ``key``, in arrival order.
+
+        Proxies are locked in one order (sorted ids), so batches never deadlock each other; on
+        PostgreSQL ``key`` is the one proxy, locked before the batch is taken, so reports that
+        arrive while it waits for the row lock join it.
+        """
+        touched: set[str] = set()
+        try:
+            async with self.store.write() as unit:
+                first = await unit.lock_proxy_with_instances(key) if key else None
+                reports = take()
+                now = self._now()
+                outcomes: list[Instance | Exception] = [
+                    self._instance_not_found(r.instance_id) for r in reports
+                ]
+                by_proxy: dict[str, list[int]] = {}
+                for index, report in enumerate(reports):
+                    by_proxy.setdefault(report.proxy_id, []).append(index)
+                loud: set[str] = set()
+                for proxy_id in sorted(by_proxy):
+                    touched.add(proxy_id)
+                    self._cache.invalidate(proxy_id)
+                    indexes = by_proxy[proxy_id]
+                    loaded = (
+                        first
+                        if first is not None and proxy_id == key
+                        else await unit.lock_proxy_with_instances(proxy_id)
+                    )
+                    applied, quiet = await self._apply_health_reports(
+                        unit, loaded, [reports[i] for i in indexes], now
+                    )
+                    for index, outcome in zip(indexes, applied, strict=True):
+                        outcomes[index] = outcome
+                    if not quiet:
+                        loud.add(proxy_id)
+        finally:
+            for proxy_id in touched:
+                self._cache.invalidate(proxy_id)
+        for proxy_id in sorted(touched):
+            notifications = tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
+            if notifications or proxy_id in loud:
+                self._notify_change(proxy_id, notifications)
+        return outcomes
+
+    async def _apply_health_reports(
+        self,
+        unit: UnitOfWork,
+        loaded: tuple[RedundancyStatus | None, list[Instance]],
+        reports: Sequence[_HealthReport],
+        now: datetime,
+    ) -> tuple[list[Instance | Exception], bool]:
+        """Apply one proxy's reports in order under its lock; (outcomes, all were repeats).
+
+        Each report sees the state the previous one left; each instance row is written once, at
+        the end, with its last state (the redundancy row and events as each report moves them).
+        """
+        locked, instances = loaded
+        current = {instance.id: instance for instance in instances}
+        outcomes: list[Instance | Exception] = []
+        changed: dict[str, None] = {}
+        quiet = True
+        for report in reports:
+            before = current.get(report.instance_id)
+            if locked is None or before is None:
+                self._instance_proxy.pop(report.instance_id, None)
+                outcomes.append(self._instance_not_found(report.instance_id))
+                continue
             state = (
                 before.health
                 if before.admin_state is AdminState.MAINTENANCE
-                else core_health.report(before.health, status)
+                else core_health.report(before.health, report.status)
             )
             after = self._with_sample(
-                self._with_health(before, state, now, last_health_check=now), sample
+                self._with_health(before, state, now, last_health_check=now), report.sample
             )
-            await unit.save_instance(after)
-            if sample is not None:
+            if report.sample is not None:
                 await unit.insert_metric(
-                    StoredMetricSample(new_id(), after.id, proxy_id, after.user_id, sample, now)
+                    StoredMetricSample(
+                        new_id(), after.id, after.proxy_id, after.user_id, report.sample, now
+                    )
                 )
-            await self._after_health_change(
-                unit, before, after, now, locked, instances, record_recovery=False
+            recomputed = await self._after_health_change(
+                unit, before, after, now, locked, list(current.values()), record_recovery=False
             )
-            unit.quiet = self._is_repeat(before, after)
-        return after
+            current[after.id] = after
+            changed[after.id] = None
+            if recomputed.active_instance_id != locked.active_instance_id or locked.overridden:
+                # _recompute moved the is_active mirror in the database: keep ours in step.
+                active = recomputed.active_instance_id
+                current = {
+                    i: dataclasses.replace(v, is_active=i == active)
+                    if v.is_active != (i == active)
+                    else v
+                    for i, v in current.items()
+                }
+            locked = recomputed
+            quiet = quiet and self._is_repeat(before, after)
+            outcomes.append(after)
+        for instance_id in changed:
+            await unit.save_instance(current[instance_id])
+        return outcomes, quiet
 
     async def record_instance_metrics(
         self, instance_id: str, proxy_id: str, user_id: str, metrics: Mapping[str, Any]
