@@ -17,21 +17,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.core.model import RedundancyStatus
 from proxy_failover.entrypoints.api.auth import Caller
 from proxy_failover.entrypoints.api.middleware import parse_strict_json
-from proxy_failover.entrypoints.api.routes.instances import instance_response
+from proxy_failover.entrypoints.api.routes.instances import instance_body
 from proxy_failover.entrypoints.api.schemas import HealthRequest, RedundancyPublic
 
 _ID = r"([A-Za-z0-9._:-]{1,128})"
 _MESSAGE = json.dumps("Redundancy status retrieved").encode()
 _HEADERS_BASE = [(b"content-type", b"application/json")]
 
-#: ``handler(api, caller, path id, body)``: the response, or None to let the route answer.
-Handler = Callable[[FastAPI, Caller, str, bytes], Awaitable[Response | bytes | None]]
+#: ``handler(api, caller, path id, body)``: the response body, or (body, proxy id) when the call
+#: changed something (the proxy id goes to the audit row, sparing it a parse of the bodies), or
+#: None to let the route answer.
+Handler = Callable[[FastAPI, Caller, str, bytes], Awaitable[bytes | tuple[bytes, str] | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +100,10 @@ class ShortPaths:
             return
         scope["route"] = route
         scope["path_params"] = {path.param: value}
-        scope.setdefault("state", {})["caller"] = caller  # who made the call, for the audit row
-        if isinstance(answer, Response):
-            await answer(scope, receive, send)
-            return
+        state = scope.setdefault("state", {})
+        state["caller"] = caller  # who made the call, for the audit row
+        if isinstance(answer, tuple):
+            answer, state["audit_proxy_id"] = answer
         headers = [*_HEADERS_BASE, (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
@@ -155,7 +157,9 @@ def health_report() -> ShortPath:
     accept. A failed report changed nothing (its transaction rolled back), so the route may run it
     again to answer the error; once it succeeded, the answer is rendered as the route renders it."""
 
-    async def handle(api: FastAPI, caller: Caller, instance_id: str, body: bytes) -> Any:
+    async def handle(
+        api: FastAPI, caller: Caller, instance_id: str, body: bytes
+    ) -> tuple[bytes, str] | None:
         try:
             request = HealthRequest.model_validate(parse_strict_json(body))
             await api.state.ownership.check_instance(caller, instance_id)
@@ -166,7 +170,7 @@ def health_report() -> ShortPath:
             )
         except Exception:  # nothing was changed: the full route answers, errors included
             return None
-        return instance_response(instance, caller, "Instance health updated")
+        return instance_body(instance, caller, "Instance health updated"), instance.proxy_id
 
     return ShortPath(
         "PUT",

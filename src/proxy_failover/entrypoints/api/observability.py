@@ -280,8 +280,9 @@ class ObservabilityMiddleware:
     ) -> None:
         caller = state.get("caller")
         params: dict[str, Any] = scope.get("path_params") or {}
-        sent = _object(request_body)
-        answer = _object(response_body)
+        known_proxy = state.get("audit_proxy_id")  # a short path's success: no body to parse
+        sent = _object(request_body) if known_proxy is None else {"proxyId": known_proxy}
+        answer = _object(response_body) if known_proxy is None else {}
         error = answer.get("error")
         error = error if isinstance(error, dict) else None
         data = answer.get("data")

@@ -26,9 +26,16 @@ def ok(
     exclude: Iterable[str] | None = None,
 ) -> Response:
     """``{"data": <object>, "message": "..."}``."""
-    payload = _dump(data, exclude)
-    body = b'{"data":' + payload + b',"message":' + json.dumps(message).encode() + b"}"
-    return Response(body, status_code=status_code, media_type=_JSON)
+    return Response(
+        ok_body(data, message, exclude=exclude), status_code=status_code, media_type=_JSON
+    )
+
+
+def ok_body(
+    data: BaseModel | dict[str, Any], message: str, *, exclude: Iterable[str] | None = None
+) -> bytes:
+    """The bytes of ``ok``'s envelope."""
+    return b'{"data":' + _dump(data, exclude) + b',"message":' + json.dumps(message).encode() + b"}"
 
 
 def ok_list(items: Iterable[BaseModel], *, exclude: Iterable[str] | None = None) -> Response:

@@ -20,6 +20,7 @@ from proxy_failover.entrypoints.api.responses import (
     COMMON_ERRORS,
     CONFLICT_ERRORS,
     ok,
+    ok_body,
     ok_list,
 )
 from proxy_failover.entrypoints.api.routes.proxies import ProxyIdPath, _missing_proxy
@@ -49,13 +50,18 @@ def _hidden(caller: Caller) -> frozenset[str] | None:
 def instance_response(
     instance: Instance, caller: Caller, message: str, status_code: int = 200
 ) -> Response:
-    """The route's answer with one instance (the health short path renders it too)."""
+    """The route's answer with one instance."""
     return ok(
         InstancePublic.model_validate(instance),
         message,
         status_code=status_code,
         exclude=_hidden(caller),
     )
+
+
+def instance_body(instance: Instance, caller: Caller, message: str) -> bytes:
+    """``instance_response``'s body alone (the health short path sends it without a Response)."""
+    return ok_body(InstancePublic.model_validate(instance), message, exclude=_hidden(caller))
 
 
 @router.post(
