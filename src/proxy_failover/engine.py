@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import heapq
 import logging
 import random
@@ -257,6 +258,12 @@ class Engine:
         self._next_discovery = 0.0
         self.stats = EngineStats()
         prober.on_connection_lost = self._probe_soon
+        #: ``prober.start``: a probe on a pooled connection with a callback, no task (optional).
+        self._start_pooled: Callable[[Any, Callable[[CheckResult], None]], bool] | None = getattr(
+            prober, "start", None
+        )
+        self._pooled_in_flight = 0
+        self._pooled_idle: asyncio.Event | None = None
 
     # --- wake-ups --------------------------------------------------------------------------------
     def notify(self, proxy_id: str, notifications: Sequence[Notification] = ()) -> None:
@@ -304,7 +311,11 @@ class Engine:
 
     async def wait_for_probes(self) -> None:
         """Wait until every probe started so far has finished (tests, shutdown)."""
-        while self._tasks:
+        while self._tasks or self._pooled_in_flight:
+            if self._pooled_in_flight:
+                self._pooled_idle = asyncio.Event()
+                await self._pooled_idle.wait()
+                self._pooled_idle = None
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def next_deadline(self) -> float:
@@ -595,13 +606,24 @@ class Engine:
 
     def _start_due_probes(self, t: float) -> None:
         heap = self._heap
+        if not heap or heap[0][0] > t:
+            return
+        started = self._clock().timestamp()  # one reading for the batch: they start together
+        start = self._start_pooled
         while heap and heap[0][0] <= t:
             entry = heapq.heappop(heap)
             if self._is_stale_entry(entry):
                 continue
             probed = self._probed[entry[2]]
             probed.in_flight = True
-            self._track(asyncio.create_task(self._probe(probed, probed.due)))
+            due = probed.due
+            self._begin(probed, due, started)
+            if start is not None and start(
+                probed.target, functools.partial(self._answered, probed, due, started)
+            ):
+                self._pooled_in_flight += 1
+                continue
+            self._track(asyncio.create_task(self._probe(probed, due, started)))
 
     def _is_inconclusive(
         self, result: CheckResult, probed: _Probed, lag: float, started: float
@@ -626,25 +648,16 @@ class Engine:
             )
         return True
 
-    async def _probe(self, probed: _Probed, due: float) -> None:
-        """One probe: run it and queue its result for recording (see ``_flush``)."""
-        started = self._clock().timestamp()
+    def _begin(self, probed: _Probed, due: float, started: float) -> None:
         probed.last_started = started
         self.stats.probes_started += 1
         self.stats.lags.append(started - due)
+
+    async def _probe(self, probed: _Probed, due: float, started: float) -> None:
+        """One probe the prober could not start on a pooled connection (a first probe, a new
+        connection, TCP): awaited in its own task, then handled as ``_answered`` handles one."""
         try:
             result = await self._prober.probe(probed.target)
-            self.stats.probes_completed += 1
-            if not result.success:
-                self.stats.probe_failures += 1
-                probed.benign_drops = 0
-            elif probed.early:
-                probed.benign_drops += 1
-            probed.early = False
-            if self._is_inconclusive(result, probed, started - due, started):
-                # our own overload, not the instance's fault: record nothing
-                self._finish(probed, due, None)
-                return
         except asyncio.CancelledError:
             probed.in_flight = False
             raise
@@ -652,15 +665,51 @@ class Engine:
             log.warning("engine: probe of %s failed: %s", probed.instance_id, exc)
             self._finish(probed, due, None)
             return
+        if self._after_probe(probed, due, started, result):
+            await self._flush()
+
+    def _answered(self, probed: _Probed, due: float, started: float, result: CheckResult) -> None:
+        """A probe started on a pooled connection (``prober.start``) ended: no task was made."""
+        self._pooled_in_flight -= 1
+        if self._pooled_in_flight == 0 and self._pooled_idle is not None:
+            self._pooled_idle.set()
+        if self._stopping:
+            probed.in_flight = False
+            return
+        try:
+            urgent = self._after_probe(probed, due, started, result)
+        except Exception:  # never lose the schedule over one result
+            log.exception("engine: handling the probe result of %s failed", probed.instance_id)
+            self._finish(probed, due, None)
+            return
+        if urgent:
+            self._track(asyncio.get_running_loop().create_task(self._flush()))
+
+    def _after_probe(
+        self, probed: _Probed, due: float, started: float, result: CheckResult
+    ) -> bool:
+        """Count the result and queue it for recording (see ``_flush``); True when it must be
+        recorded at once: a result that may move the instance's state (or a full batch)."""
+        self.stats.probes_completed += 1
+        if not result.success:
+            self.stats.probe_failures += 1
+            probed.benign_drops = 0
+        elif probed.early:
+            probed.benign_drops += 1
+        probed.early = False
+        if self._is_inconclusive(result, probed, started - due, started):
+            # our own overload, not the instance's fault: record nothing
+            self._finish(probed, due, None)
+            return False
         self._pending.append((probed, due, result))
-        # A result that may move the instance's state is recorded at once (with whatever else is
-        # pending): only a success on a steadily healthy instance can wait for the batch.
+        # Only a success on a steadily healthy instance can wait for the batch.
         routine = result.success and probed.status is HealthStatus.HEALTHY and probed.failures == 0
         if not routine or len(self._pending) >= self._flush_size:
-            await self._flush()
-        elif not self._flush_scheduled:
+            return True
+        if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._track(asyncio.create_task(self._flush_later()))
+            self._track(asyncio.get_running_loop().create_task(self._flush_later()))
+        return False
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)

@@ -392,6 +392,31 @@ class ObservedProber:
         )
         return result
 
+    def start(self, target: Any, on_result: Callable[[CheckResult], None]) -> bool:
+        """``Prober.start``, observed the same way as ``probe``."""
+        start: Callable[[Any, Callable[[CheckResult], None]], bool] | None = getattr(
+            self._inner, "start", None
+        )
+        if start is None:
+            return False
+        if not isinstance(target, _Tagged):
+            return start(target, on_result)
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        metrics = self._metrics
+
+        def observed(result: CheckResult) -> None:
+            metrics.observe_probe(
+                target.proxy_id,
+                target.instance_id,
+                result,
+                time.perf_counter() - started,
+                started_at,
+            )
+            on_result(result)
+
+        return start(target.inner, observed)
+
     def forget(self, instance_id: str) -> None:
         self._inner.forget(instance_id)
 

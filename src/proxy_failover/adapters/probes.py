@@ -9,6 +9,7 @@ second the generic client's per-request overhead costs several cores (see docs/e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ssl
 import time
@@ -147,7 +148,8 @@ class _HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._on_idle_lost = on_idle_lost
         self._buffer = bytearray()
-        self._waiter: asyncio.Future[tuple[int, bool]] | None = None
+        #: Called once with (status, reusable) or the exception, when the response is complete.
+        self._on_done: Callable[[tuple[int, bool] | BaseException], None] | None = None
         self._status = 0
         self._keep_alive = True
         self._head_end = -1
@@ -164,7 +166,7 @@ class _HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received_any = True
         self._buffer += data
-        if self._waiter is None or self._waiter.done():
+        if self._on_done is None:
             return
         try:
             self._advance()
@@ -177,19 +179,21 @@ class _HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         closed_by_us = self.is_closed
         self.is_closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._on_done is None:
             if not closed_by_us and self._on_idle_lost is not None:
                 self._on_idle_lost()  # the peer dropped an idle pooled connection: maybe it died
             return
         if self._head_end >= 0 and self._body_length is None and not self._chunked:
-            waiter.set_result((self._status, False))  # body delimited by close
+            self._complete((self._status, False))  # body delimited by close
         else:
-            waiter.set_exception(exc or ConnectionResetError("connection closed by peer"))
+            self._complete(exc or ConnectionResetError("connection closed by peer"))
 
     # --- requests -----------------------------------------------------------------------------
-    async def request(self, payload: bytes) -> tuple[int, bool]:
-        """Send one request; returns (status, reusable) once the whole response has arrived."""
+    def send(
+        self, payload: bytes, on_done: Callable[[tuple[int, bool] | BaseException], None]
+    ) -> None:
+        """Send one request; ``on_done`` gets (status, reusable) once the whole response has
+        arrived, or the exception that ended it (the hot path: no task, no future)."""
         assert self.transport is not None
         self._buffer.clear()
         self._head_end = -1
@@ -197,18 +201,45 @@ class _HttpConnection(asyncio.Protocol):
         self._chunked = False
         self._keep_alive = True
         self.received_any = False
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._on_done = on_done
         self.transport.write(payload)
-        return await self._waiter
+
+    async def request(self, payload: bytes) -> tuple[int, bool]:
+        """``send`` awaited: (status, reusable), or the exception raised."""
+        future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: tuple[int, bool] | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.send(payload, done)
+        try:
+            return await future
+        except BaseException:
+            self._on_done = None  # cancelled (a timeout): a late answer goes nowhere
+            raise
+
+    def abandon(self) -> None:
+        """Drop the request in flight without telling anyone, and close (its probe timed out)."""
+        self._on_done = None
+        self.close()
 
     def close(self) -> None:
         self.is_closed = True
         if self.transport is not None:
             self.transport.close()
 
+    def _complete(self, outcome: tuple[int, bool] | BaseException) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(outcome)
+
     def _finish_error(self, exc: Exception) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
+        self._complete(exc)
         self.close()
 
     def _advance(self) -> None:
@@ -231,32 +262,31 @@ class _HttpConnection(asyncio.Protocol):
             return
         elif body > self._body_length:
             self._keep_alive = False  # unexpected trailing bytes: do not reuse
-        assert self._waiter is not None
-        self._waiter.set_result((self._status, self._keep_alive))
+        self._complete((self._status, self._keep_alive))
 
     def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(None, 2)
+        line_end = head.find(b"\r\n")
+        parts = (head if line_end < 0 else head[:line_end]).split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise _ProtocolError("invalid HTTP status line")
         self._status = int(parts[1])
         self._keep_alive = parts[0] != b"HTTP/1.0"
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            key = name.strip().lower()
-            if key == b"content-length":
-                try:
-                    self._body_length = int(value.strip())
-                except ValueError as exc:
-                    raise _ProtocolError("invalid Content-Length") from exc
-            elif key == b"transfer-encoding":
-                self._chunked = b"chunked" in value.lower()
-            elif key == b"connection":
-                token = value.strip().lower()
-                if token == b"close":
-                    self._keep_alive = False
-                elif token == b"keep-alive":
-                    self._keep_alive = True
+        # Only three headers matter; finding them in the lowered block beats splitting it.
+        fields = head[line_end:].lower() if line_end >= 0 else b""
+        length = _header(fields, b"\r\ncontent-length:")
+        if length is not None:
+            try:
+                self._body_length = int(length)
+            except ValueError as exc:
+                raise _ProtocolError("invalid Content-Length") from exc
+        encoding = _header(fields, b"\r\ntransfer-encoding:")
+        if encoding is not None:
+            self._chunked = b"chunked" in encoding
+        connection = _header(fields, b"\r\nconnection:")
+        if connection == b"close":
+            self._keep_alive = False
+        elif connection == b"keep-alive":
+            self._keep_alive = True
         if 100 <= self._status < 200 or self._status in (204, 304):
             self._body_length = 0
             self._chunked = False
@@ -282,6 +312,17 @@ class _HttpConnection(asyncio.Protocol):
             pos = line_end + 2 + size + 2
             if pos > len(data):
                 return False
+
+
+def _header(fields: bytes, name: bytes) -> bytes | None:
+    """The stripped value of header ``name`` (CRLF, the lower-case name, a colon) in ``fields``,
+    the lowered header block starting with its CRLF; None when absent."""
+    at = fields.find(name)
+    if at < 0:
+        return None
+    start = at + len(name)
+    stop = fields.find(b"\r\n", start)
+    return (fields[start:] if stop < 0 else fields[start:stop]).strip()
 
 
 def _describe(exc: BaseException) -> str:
@@ -316,6 +357,10 @@ class Prober:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._active = 0  # probes in flight, both paths (``start`` takes a slot only if free)
+        self._started: set[_PooledProbe] = set()  # in flight by ``start``: aclose disarms them
+        self._retries: set[asyncio.Task[None]] = set()  # their retries on a fresh connection
         # New connections cost far more CPU than a request on a pooled one; opening thousands at
         # once (a cold start) makes them all miss their timeout and retry forever. Bounding the
         # connects in flight lets each round establish what it can and the pool converge.
@@ -352,28 +397,57 @@ class Prober:
             return CheckResult(True, _elapsed_ms(started))
         return CheckResult(False, _elapsed_ms(started), f"HTTP status {response.status_code}")
 
+    def start(self, target: ProbeTarget, on_result: Callable[[CheckResult], None]) -> bool:
+        """Start an HTTP(S) probe on the instance's pooled keep-alive connection and return True;
+        ``on_result`` is called with its result, exactly once, from the event loop. False (nothing
+        started) when there is no usable pooled connection or no free slot: use ``probe``.
+
+        Why: at 10,000 probes a second, a task, a timeout context and a semaphore per probe cost
+        more CPU than the request itself; here a probe is a write, a timer and a callback.
+        """
+        if target.kind is HealthCheckType.TCP or self._active >= self._max_concurrency:
+            return False
+        pooled = self._pool.pop(target.instance_id, None)
+        if pooled is None:
+            return False
+        key, conn = pooled
+        if key != target.connection_key or conn.is_closed:
+            conn.close()
+            return False
+        self._active += 1
+        probe = _PooledProbe(self, target, conn, on_result)
+        self._started.add(probe)
+        probe.timer = asyncio.get_running_loop().call_later(target.timeout, probe.timed_out)
+        conn.send(target.request, probe.answered)
+        return True
+
     async def probe(self, target: ProbeTarget) -> CheckResult:
         """One probe of ``target``; never raises for network errors or timeouts."""
         async with self._semaphore:
-            started = time.perf_counter()
+            self._active += 1
             try:
-                async with asyncio.timeout(target.timeout):
-                    if target.kind is HealthCheckType.TCP:
-                        await self._tcp(target)
-                        return CheckResult(True, _elapsed_ms(started))
-                    status = await self._http(target)
-            except TimeoutError:
-                self._discard(target.instance_id)
-                return CheckResult(
-                    False, _elapsed_ms(started), f"timeout after {target.timeout:g}s"
-                )
-            except (OSError, _ProtocolError, ValueError) as exc:
-                self._discard(target.instance_id)
-                return CheckResult(False, _elapsed_ms(started), _describe(exc))
-            latency = _elapsed_ms(started)
-            if status_matches(target.expected, status):
-                return CheckResult(True, latency)
-            return CheckResult(False, latency, f"unexpected HTTP status {status}")
+                return await self._probe(target)
+            finally:
+                self._active -= 1
+
+    async def _probe(self, target: ProbeTarget) -> CheckResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(target.timeout):
+                if target.kind is HealthCheckType.TCP:
+                    await self._tcp(target)
+                    return CheckResult(True, _elapsed_ms(started))
+                status = await self._http(target)
+        except TimeoutError:
+            self._discard(target.instance_id)
+            return CheckResult(False, _elapsed_ms(started), f"timeout after {target.timeout:g}s")
+        except (OSError, _ProtocolError, ValueError) as exc:
+            self._discard(target.instance_id)
+            return CheckResult(False, _elapsed_ms(started), _describe(exc))
+        latency = _elapsed_ms(started)
+        if status_matches(target.expected, status):
+            return CheckResult(True, latency)
+        return CheckResult(False, latency, f"unexpected HTTP status {status}")
 
     def forget(self, instance_id: str) -> None:
         """Close and drop the pooled connection of an instance that is no longer probed."""
@@ -386,7 +460,9 @@ class Prober:
         return len(self._pool)
 
     async def aclose(self) -> None:
-        opening = list(self._opening.values())
+        for probe in list(self._started):
+            probe.disarm()
+        opening = [*self._opening.values(), *self._retries]
         for task in opening:
             task.cancel()
         await asyncio.gather(*opening, return_exceptions=True)
@@ -494,6 +570,90 @@ class Prober:
         else:
             conn.close()
         return status
+
+
+class _PooledProbe:
+    """One probe started by ``Prober.start``: its answer, its timeout or a dropped connection
+    ends it, whichever comes first; the others then find it finished."""
+
+    __slots__ = ("_conn", "_finished", "_on_result", "_prober", "_started", "_target", "timer")
+
+    def __init__(
+        self,
+        prober: Prober,
+        target: ProbeTarget,
+        conn: _HttpConnection,
+        on_result: Callable[[CheckResult], None],
+    ) -> None:
+        self._prober = prober
+        self._target = target
+        self._conn = conn
+        self._on_result = on_result
+        self._started = time.perf_counter()
+        self.timer: asyncio.TimerHandle | None = None
+        self._finished = False
+
+    def answered(self, outcome: tuple[int, bool] | BaseException) -> None:
+        if not self._finish():
+            return
+        target, conn = self._target, self._conn
+        if isinstance(outcome, BaseException):
+            conn.close()
+            if (
+                isinstance(outcome, ConnectionResetError | BrokenPipeError)
+                and not conn.received_any
+            ):
+                # The server closed the idle keep-alive connection (as ``probe`` does: retry once,
+                # on a fresh connection, within the same timeout).
+                retry = asyncio.get_running_loop().create_task(self._retry())
+                self._prober._retries.add(retry)
+                retry.add_done_callback(self._prober._retries.discard)
+                return
+            self._deliver(CheckResult(False, _elapsed_ms(self._started), _describe(outcome)))
+            return
+        status, reusable = outcome
+        prober = self._prober
+        if reusable and not conn.is_closed and target.instance_id not in prober._pool:
+            prober._pool[target.instance_id] = (target.connection_key, conn)
+        else:
+            conn.close()
+        latency = _elapsed_ms(self._started)
+        if status_matches(target.expected, status):
+            self._deliver(CheckResult(True, latency))
+        else:
+            self._deliver(CheckResult(False, latency, f"unexpected HTTP status {status}"))
+
+    def timed_out(self) -> None:
+        if not self._finish():
+            return
+        self._conn.abandon()
+        message = f"timeout after {self._target.timeout:g}s"
+        self._deliver(CheckResult(False, _elapsed_ms(self._started), message))
+
+    def disarm(self) -> None:
+        """The prober is closing: end without a result."""
+        if self._finish():
+            self._conn.abandon()
+
+    def _finish(self) -> bool:
+        """Mark finished; False if it already was."""
+        if self._finished:
+            return False
+        self._finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self._prober._active -= 1
+        self._prober._started.discard(self)
+        return True
+
+    def _deliver(self, result: CheckResult) -> None:
+        self._on_result(result)
+
+    async def _retry(self) -> None:
+        remaining = self._target.timeout - (time.perf_counter() - self._started)
+        target = dataclasses.replace(self._target, timeout=max(remaining, 0.001))
+        result = await self._prober.probe(target)
+        self._deliver(dataclasses.replace(result, latency_ms=_elapsed_ms(self._started)))
 
 
 def _elapsed_ms(started: float) -> float:
