@@ -267,3 +267,89 @@ async def test_https_probe_verifies_certificates_unless_told_not_to(tmp_path: Pa
     assert refused.error.startswith("TLS error")
     assert all(r.success for r in accepted)
     assert pooled == 1  # the TLS connection is kept alive for the next probe
+
+
+# --- Prober.start: probes on a pooled connection, by callback --------------------------------
+
+
+async def _started(prober: Prober, target: ProbeTarget) -> tuple[bool, asyncio.Future[object]]:
+    """``prober.start`` with a future for its one result."""
+    answer: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+    def on_result(result: object) -> None:
+        assert not answer.done(), "a result was delivered twice"
+        answer.set_result(result)
+
+    return prober.start(target, on_result), answer
+
+
+async def test_start_needs_a_pooled_connection_then_reuses_it(prober: Prober) -> None:
+    async with RawServer(reply=lambda line: response(200 if "health" in line else 500)) as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        began, _ = await _started(prober, target)
+        assert not began  # nothing pooled yet: the caller must use probe()
+        assert (await prober.probe(target)).success
+        results = []
+        for _ in range(3):
+            began, answer = await _started(prober, target)
+            assert began
+            results.append(await asyncio.wait_for(answer, 5))
+        bad_status = _target(f"127.0.0.1:{server.port}", path="/nope")
+        began, answer = await _started(prober, bad_status)
+        assert began
+        failed = await asyncio.wait_for(answer, 5)
+    assert all(getattr(r, "success", False) for r in results)
+    assert getattr(failed, "error", None) == "unexpected HTTP status 500"
+    assert server.connections == 1
+    assert len(server.request_lines) == 5
+
+
+async def test_start_times_out_and_drops_the_connection(prober: Prober) -> None:
+    answers = iter([response(200), None])
+    async with RawServer(reply=lambda _l: next(answers)) as server:
+        target = _target(f"127.0.0.1:{server.port}", timeout=0.1)
+        assert (await prober.probe(target)).success
+        began, answer = await _started(prober, target)
+        assert began
+        result = await asyncio.wait_for(answer, 5)
+        assert getattr(result, "error", None) == "timeout after 0.1s"
+        assert prober.pooled_connections() == 0  # a late answer must not be read as the next
+        began, _ = await _started(prober, target)
+        assert not began
+
+
+async def test_start_retries_on_a_fresh_connection_when_the_pooled_one_closes_unanswered(
+    prober: Prober,
+) -> None:
+    answers = iter([response(200), b"", response(200)])  # b"": closed without an answer
+    async with RawServer(reply=lambda _l: next(answers)) as server:
+        target = _target(f"127.0.0.1:{server.port}")
+        assert (await prober.probe(target)).success
+        began, answer = await _started(prober, target)
+        assert began
+        result = await asyncio.wait_for(answer, 5)
+    assert getattr(result, "success", False)
+    assert server.connections == 2
+    assert len(server.request_lines) == 3
+
+
+async def test_aclose_ends_started_probes_without_a_result() -> None:
+    prober = Prober()
+    async with RawServer(reply=lambda line: response(200) if "first" in line else None) as server:
+        target = _target(f"127.0.0.1:{server.port}", path="/first")
+        assert (await prober.probe(target)).success
+        silent = build_target(
+            Instance(
+                id="i-1",
+                proxy_id="p",
+                user_id="u",
+                instance_name="a",
+                endpoint=f"127.0.0.1:{server.port}",
+            ),
+            _config(path="/silent", timeout=0.2),
+        )
+        began, answer = await _started(prober, silent)
+        assert began
+        await prober.aclose()
+        await asyncio.sleep(0.3)  # past the timeout: a disarmed probe must stay silent
+        assert not answer.done()

@@ -20,7 +20,8 @@ def response(status: int, body: bytes = b"ok", *, close: bool = False) -> bytes:
 
 @dataclass
 class RawServer:
-    """Answers each request with ``reply(request_line)``; ``None`` means never answer."""
+    """Answers each request with ``reply(request_line)``; ``None`` means never answer, ``b""``
+    close the connection without answering."""
 
     reply: Callable[[str], bytes | None] = lambda _line: response(200)
     close_after_reply: bool = False
@@ -62,6 +63,8 @@ class RawServer:
                 if data is None:
                     await asyncio.sleep(3600)
                     return
+                if not data:  # b"": close without answering (a keep-alive timeout racing it)
+                    break
                 writer.write(data)
                 await writer.drain()
                 if self.close_after_reply:
