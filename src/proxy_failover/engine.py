@@ -15,7 +15,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from proxy_failover.core.model import (
     EventType,
     FailoverConfig,
     FailoverEvent,
+    HealthState,
     HealthStatus,
     Instance,
     Notification,
@@ -263,6 +264,11 @@ class Engine:
             prober, "start", None
         )
         self._pooled_in_flight = 0
+        #: ``service.record_probe_results`` (health only, routine successes in bulk), if offered.
+        self._record_probe_results: (
+            Callable[[Sequence[tuple[str, CheckResult]]], Awaitable[list[HealthState | None]]]
+            | None
+        ) = getattr(service, "record_probe_results", None)
         self._pooled_idle: asyncio.Event | None = None
 
     # --- wake-ups --------------------------------------------------------------------------------
@@ -743,10 +749,13 @@ class Engine:
     async def _record(self, batch: list[tuple[_Probed, float, CheckResult]]) -> None:
         token = _engine_writing.set(True)
         failed = False
+        items = [(probed.instance_id, result) for probed, _, result in batch]
         try:
-            answers: list[Instance | None] = await self._service.record_check_results(
-                [(probed.instance_id, result) for probed, _, result in batch]
-            )
+            answers: Sequence[HealthState | Instance | None]
+            if self._record_probe_results is not None:
+                answers = await self._record_probe_results(items)
+            else:
+                answers = await self._service.record_check_results(items)
         except asyncio.CancelledError:
             for probed, _, _ in batch:
                 probed.in_flight = False
@@ -757,35 +766,45 @@ class Engine:
             failed = True
         finally:
             _engine_writing.reset(token)
-        for (probed, due, _), instance in zip(batch, answers, strict=True):
-            if instance is None and not failed:  # removed meanwhile; the next snapshot confirms it
+        now = self._clock().timestamp()
+        for (probed, due, result), answer in zip(batch, answers, strict=True):
+            if answer is None and not failed:  # removed meanwhile; the next snapshot confirms it
                 probed.in_flight = False
                 self._unschedule(probed.instance_id)
-                self._wake_proxy(probed.proxy_id, self._clock().timestamp())
+                self._wake_proxy(probed.proxy_id, now)
                 continue
-            self._finish(probed, due, instance)
+            health = answer.health if isinstance(answer, Instance) else answer
+            self._finish(probed, due, health, now, result.error)
 
-    def _finish(self, probed: _Probed, due: float, instance: Instance | None) -> None:
+    def _finish(
+        self,
+        probed: _Probed,
+        due: float,
+        health: HealthState | None,
+        now: float | None = None,
+        error: str | None = None,
+    ) -> None:
         """After a probe was recorded (or not): wake the proxy when health moved, schedule the
         next probe."""
         probed.in_flight = False
         if self._probed.get(probed.instance_id) is not probed:
             return  # unscheduled while in flight
-        if instance is not None:
-            moved = instance.health_status is not probed.status
-            probed.status = instance.health_status
-            probed.failures = instance.consecutive_failures
-            probed.successes = instance.consecutive_successes
+        if now is None:
+            now = self._clock().timestamp()
+        if health is not None:
+            moved = health.status is not probed.status
+            probed.status = health.status
+            probed.failures = health.consecutive_failures
+            probed.successes = health.consecutive_successes
             if moved:
                 log.info(
                     "engine: %s/%s is %s%s",
                     probed.proxy_id,
-                    instance.instance_name,
-                    instance.health_status,
-                    f" ({instance.last_error})" if instance.last_error else "",
+                    probed.instance_id,
+                    health.status,
+                    f" ({error})" if error else "",
                 )
-                self._wake_proxy(probed.proxy_id, self._clock().timestamp())
-        now = self._clock().timestamp()
+                self._wake_proxy(probed.proxy_id, now)
         probed.due = max(due + self._jittered(probed.config, probed), now)
         self._push(probed)
         if probed.due < self._sleep_until - self._batch_window:

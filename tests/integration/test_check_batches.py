@@ -158,3 +158,43 @@ async def test_a_batch_with_a_non_result_is_refused_whole(service: ProxyFailover
     with pytest.raises(InvalidInput):
         await service.record_check_results([(made["a"].id, FAIL), (made["a"].id, "up")])  # type: ignore[list-item]
     assert await service.get_instance(made["a"].id) == made["a"]
+
+
+async def test_probe_results_end_where_the_same_results_one_by_one_do(
+    service: ProxyFailoverService, database_url: str, clock: FakeClock
+) -> None:
+    """The engine's form: routine successes go through one bulk UPDATE, the rest through the
+    state machine; the rows must end exactly as one result at a time leaves them."""
+    clock.step = timedelta(0)
+    one_by_one = await _fleet(service, "s")
+    batched = await _fleet(service, "b")
+    # routine successes: b (healthy, never failed) several times, across two batches, with and
+    # without a latency; plus everything SCRIPT moves
+    script = [*SCRIPT, ("1", "b", OK), ("1", "b", CheckResult(True, None))]
+    recorder = Recorder()
+    service.on_change = recorder
+    answers_one = [await service.record_check_result(one_by_one[p, n].id, r) for p, n, r in script]
+    notes_one = _by_proxy(recorder, "s")
+    recorder.clear()
+    half = len(script) // 2
+    health = []
+    for part in (script[:half], script[half:]):
+        health += await service.record_probe_results([(batched[p, n].id, r) for p, n, r in part])
+    assert health == [i.health for i in answers_one]
+    assert await _state(service, "b") == await _state(service, "s")
+    assert _by_proxy(recorder, "b") == notes_one
+    b = await service.get_instance(batched["1", "b"].id)
+    assert (b.total_requests, b.successful_requests, b.consecutive_successes) == (4, 4, 5)
+
+
+async def test_probe_results_for_a_gone_or_repeated_instance(service: ProxyFailoverService) -> None:
+    made = await proxy_with(service, "p1", ["a", "b"], config=CONFIG)
+    await service.delete_instance(made["b"].id, OWNER)
+    answers = await service.record_probe_results(
+        [(made["a"].id, OK), (made["b"].id, OK), (made["a"].id, FAIL), (made["a"].id, OK)]
+    )
+    assert answers[1] is None
+    assert [a.consecutive_failures if a else None for a in answers] == [0, None, 1, 0]
+    after = await service.get_instance(made["a"].id)
+    assert (after.total_requests, after.failed_requests) == (3, 1)
+    assert after.error_rate == pytest.approx(1 / 3)

@@ -100,7 +100,7 @@ def _config_values(config: FailoverConfig) -> dict[str, Any]:
     }
 
 
-def _config_from(row: sa.RowMapping) -> FailoverConfig:
+def _config_from(row: Mapping[Any, Any]) -> FailoverConfig:
     check = dict(row["health_check"] or {})
     return FailoverConfig(
         id=row["id"],
@@ -160,7 +160,7 @@ def _event_values(event: FailoverEvent) -> dict[str, Any]:
     return values
 
 
-def _event_from(row: sa.RowMapping) -> FailoverEvent:
+def _event_from(row: Mapping[Any, Any]) -> FailoverEvent:
     values = {name: row[name] for name in _EVENT_FIELDS}
     values["event_type"] = EventType(row["event_type"])
     values["status"] = EventStatus(row["status"])
@@ -266,6 +266,71 @@ _UPDATE_INSTANCE = (
 )
 
 
+_SELECT_CONFIG = sa.select(configurations).where(
+    configurations.c.proxy_id == sa.bindparam("p_proxy_id")
+)
+_SELECT_OPEN_SWITCH = (
+    sa.select(events)
+    .where(
+        events.c.proxy_id == sa.bindparam("p_proxy_id"),
+        # OR of equalities, not IN: a prepared statement cannot expand a list at run time
+        sa.or_(*(events.c.status == status for status in _OPEN_STATUSES)),
+        sa.or_(*(events.c.event_type == kind for kind in _SWITCH_TYPES)),
+    )
+    .order_by(events.c.created_at.desc())
+    .limit(1)
+)
+_UPDATE_REDUNDANCY = (
+    sa.update(redundancy)
+    .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .values(
+        {
+            column.name: sa.bindparam(f"p_{column.name}", type_=column.type)
+            for column in redundancy.c
+            if column.name not in ("id", "proxy_id", "user_id", "created_at")
+        }
+    )
+)
+_CONFIG_NAMES = tuple(column.name for column in configurations.c)
+_EVENT_NAMES = tuple(column.name for column in events.c)
+
+# A probe's success on a steadily healthy instance moves only its counters and timestamps: one
+# UPDATE doing the state machine's arithmetic (SQL sees the row's old values on the right, as
+# ``service._apply_checks`` reads ``before``), run for a whole batch with executemany.
+_P_LATENCY = sa.bindparam("p_latency", type_=sa.Float())
+_P_NOW = sa.bindparam("p_now", type_=instances.c.last_health_check.type)
+_ROUTINE_SUCCESS = (
+    sa.update(instances)
+    .where(instances.c.id == sa.bindparam("p_id"))
+    .values(
+        consecutive_successes=instances.c.consecutive_successes + 1,
+        last_health_check=_P_NOW,
+        last_error=None,
+        last_latency_ms=_P_LATENCY,
+        total_requests=instances.c.total_requests + 1,
+        successful_requests=instances.c.successful_requests + 1,
+        average_latency_ms=sa.case(
+            (_P_LATENCY.is_(None), instances.c.average_latency_ms),
+            (instances.c.average_latency_ms.is_(None), _P_LATENCY),
+            else_=instances.c.average_latency_ms
+            + (_P_LATENCY - instances.c.average_latency_ms) / (instances.c.total_requests + 1),
+        ),
+        error_rate=sa.cast(instances.c.failed_requests, sa.Float())
+        / (instances.c.total_requests + 1),
+        updated_at=sa.bindparam("p_updated", type_=instances.c.updated_at.type),
+    )
+)
+# What decides whether a success is routine, for a batch of instances (and their proxy's row).
+_ROUTINE_STATE = sa.select(
+    instances.c.id,
+    instances.c.health_status,
+    instances.c.consecutive_failures,
+    instances.c.consecutive_successes,
+    instances.c.admin_state,
+    redundancy.c.overridden,
+).select_from(instances.join(redundancy, redundancy.c.proxy_id == instances.c.proxy_id))
+
+
 class _Prepared:
     """A hot statement compiled once for SQLite and run on the driver connection of the unit's
     transaction, with the same bind and result type processing SQLAlchemy applies.
@@ -278,10 +343,19 @@ class _Prepared:
     def __init__(self, statement: Any, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
+        if "POSTCOMPILE" in self.sql:  # an IN list, expanded per call: not preparable
+            raise ValueError(f"cannot prepare a statement with an expanding IN: {self.sql}")
         self._binds = [
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in compiled.positiontup or ()
         ]
+        # Literals in the statement (``count + 1``) are binds too, with their value built in;
+        # the caller's values are the ``p_*`` ones.
+        self._constants = {
+            name: bind.effective_value
+            for name, bind in compiled.binds.items()
+            if not name.startswith("p_")
+        }
         columns = list(getattr(statement, "selected_columns", ()))
         processors = (
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -294,10 +368,7 @@ class _Prepared:
         self, connection: AsyncConnection, values: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """Execute with ``values`` (by bind name); the rows as tuples in select order."""
-        parameters = tuple(
-            values[name] if process is None else process(values[name])
-            for name, process in self._binds
-        )
+        parameters = self._parameters(values)
         sync: Any = connection.sync_connection  # the transaction's, already begun
         driver = sync.connection.driver_connection
         try:
@@ -313,6 +384,27 @@ class _Prepared:
                 converted[at] = process(converted[at])
             rows.append(tuple(converted))
         return rows
+
+    def _parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        if self._constants:
+            values = {**self._constants, **values}
+        return tuple(
+            values[name] if process is None else process(values[name])
+            for name, process in self._binds
+        )
+
+    async def run_many(
+        self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Execute a statement that returns nothing once per item of ``rows`` (executemany)."""
+        parameters = [self._parameters(values) for values in rows]
+        sync: Any = connection.sync_connection
+        cursor = sync.connection.driver_connection.cursor()
+        try:
+            await cursor.executemany(self.sql, parameters)
+            await cursor.close()
+        except sqlite3.Error as error:
+            raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
 
 
 _prepared: dict[tuple[int, str], _Prepared] = {}
@@ -360,6 +452,19 @@ class Reader:
         row: sa.RowMapping | None = (await self._execute(statement, parameters)).mappings().first()
         return row
 
+    async def _rows(
+        self, statement: Any, names: Sequence[str], parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """A constant statement's rows as dicts of ``names``; prepared on SQLite (see
+        ``_Prepared``), through SQLAlchemy on PostgreSQL."""
+        prepared = _prepared_for(statement, self.connection)
+        if prepared is None:
+            return [dict(row) for row in await self._all(statement, parameters)]
+        return [
+            dict(zip(names, row, strict=True))
+            for row in await prepared.run(self.connection, parameters)
+        ]
+
     async def _all(self, statement: Any, parameters: Any = None) -> Sequence[sa.RowMapping]:
         rows: Sequence[sa.RowMapping] = (
             (await self._execute(statement, parameters)).mappings().all()
@@ -367,10 +472,8 @@ class Reader:
         return rows
 
     async def get_config(self, proxy_id: str) -> FailoverConfig | None:
-        row = await self._one(
-            sa.select(configurations).where(configurations.c.proxy_id == proxy_id)
-        )
-        return None if row is None else _config_from(row)
+        rows = await self._rows(_SELECT_CONFIG, _CONFIG_NAMES, {"p_proxy_id": proxy_id})
+        return _config_from(rows[0]) if rows else None
 
     async def get_redundancy(self, proxy_id: str) -> RedundancyStatus | None:
         row = await self._one(_SELECT_REDUNDANCY, {"p_proxy_id": proxy_id})
@@ -378,7 +481,7 @@ class Reader:
 
     async def list_instances(self, proxy_id: str) -> list[Instance]:
         """The proxy's instances in preference order (priority, weight desc, registration, id)."""
-        rows = await self._all(_SELECT_INSTANCES, {"p_proxy_id": proxy_id})
+        rows = await self._rows(_SELECT_INSTANCES, _INSTANCE_NAMES, {"p_proxy_id": proxy_id})
         return [_instance_from(row) for row in rows]
 
     async def get_instance(self, instance_id: str) -> Instance | None:
@@ -395,17 +498,8 @@ class Reader:
 
     async def open_switch_event(self, proxy_id: str) -> FailoverEvent | None:
         """The proxy's pending/in-progress failover, failback or switchover (at most one)."""
-        row = await self._one(
-            sa.select(events)
-            .where(
-                events.c.proxy_id == proxy_id,
-                events.c.status.in_(_OPEN_STATUSES),
-                events.c.event_type.in_(_SWITCH_TYPES),
-            )
-            .order_by(events.c.created_at.desc())
-            .limit(1)
-        )
-        return None if row is None else _event_from(row)
+        rows = await self._rows(_SELECT_OPEN_SWITCH, _EVENT_NAMES, {"p_proxy_id": proxy_id})
+        return _event_from(rows[0]) if rows else None
 
     async def open_recovery_event(self, instance_id: str) -> FailoverEvent | None:
         row = await self._one(
@@ -575,6 +669,64 @@ class UnitOfWork(Reader):
         else:
             await self._execute(_UPDATE_INSTANCE, parameters)
 
+    async def routine_states(
+        self, instance_ids: Sequence[str]
+    ) -> dict[str, tuple[bool, HealthStatus, int, int]]:
+        """For each instance found: (a success would be routine, status, failures, successes).
+
+        Routine: healthy with no failure, not in maintenance, its proxy's redundancy row not
+        overridden: a success then moves counters only (``record_routine_successes``).
+        """
+        rows = await self._all(
+            _ROUTINE_STATE.where(instances.c.id.in_(sa.bindparam("p_ids", expanding=True))),
+            {"p_ids": list(instance_ids)},
+        )
+        states: dict[str, tuple[bool, HealthStatus, int, int]] = {}
+        for row in rows:
+            status = HealthStatus(row["health_status"])
+            routine = (
+                status is HealthStatus.HEALTHY
+                and row["consecutive_failures"] == 0
+                and row["admin_state"] != AdminState.MAINTENANCE.value
+                and not row["overridden"]
+            )
+            states[row["id"]] = (
+                routine,
+                status,
+                row["consecutive_failures"],
+                row["consecutive_successes"],
+            )
+        return states
+
+    async def record_routine_successes(
+        self, successes: Sequence[tuple[str, float | None]], now: datetime
+    ) -> None:
+        """Apply one success to each (instance id, latency ms) — instances ``routine_states``
+        found routine under the proxies' locks — in one executemany."""
+        rows = [
+            {"p_id": instance_id, "p_latency": latency, "p_now": now, "p_updated": now}
+            for instance_id, latency in successes
+        ]
+        if not rows:
+            return
+        prepared = _prepared_for(_ROUTINE_SUCCESS, self.connection)
+        if prepared is not None:
+            await prepared.run_many(self.connection, rows)
+        else:
+            await self._execute(_ROUTINE_SUCCESS, rows)
+
+    async def lock_proxies(self, proxy_ids: Sequence[str]) -> None:
+        """Lock several proxies' redundancy rows, in sorted order (SQLite: the write lock is
+        already held)."""
+        if self.connection.dialect.name == "sqlite" or not proxy_ids:
+            return
+        await self._execute(
+            sa.select(redundancy.c.proxy_id)
+            .where(redundancy.c.proxy_id.in_(sorted(proxy_ids)))
+            .order_by(redundancy.c.proxy_id)
+            .with_for_update()
+        )
+
     async def delete_instance(self, instance_id: str) -> None:
         await self._execute(sa.delete(metrics).where(metrics.c.instance_id == instance_id))
         await self._execute(sa.delete(instances).where(instances.c.id == instance_id))
@@ -598,11 +750,12 @@ class UnitOfWork(Reader):
             )
 
     async def save_redundancy(self, status: RedundancyStatus) -> None:
-        values = _redundancy_values(status)
-        values.pop("proxy_id")
-        await self._execute(
-            sa.update(redundancy).where(redundancy.c.proxy_id == status.proxy_id).values(**values)
-        )
+        parameters = {f"p_{name}": value for name, value in _redundancy_values(status).items()}
+        prepared = _prepared_for(_UPDATE_REDUNDANCY, self.connection)
+        if prepared is not None:
+            await prepared.run(self.connection, parameters)
+        else:
+            await self._execute(_UPDATE_REDUNDANCY, parameters)
 
     async def insert_event(self, event: FailoverEvent) -> None:
         await self._execute(sa.insert(events).values(**_event_values(event)))
