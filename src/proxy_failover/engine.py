@@ -177,6 +177,9 @@ class _ProxyState:
     recoveries: dict[str, _Recovery] = field(default_factory=dict)
     exhausted: set[str] = field(default_factory=set)  # recovery spent; wait for health to move
     adopted: bool = False
+    #: The last snapshot loaded and the proxy's change counter read before it (None: unknown).
+    snapshot: ProxySnapshot | None = None
+    version: int | None = None
 
 
 @dataclass(slots=True)
@@ -264,6 +267,10 @@ class Engine:
             prober, "start", None
         )
         self._pooled_in_flight = 0
+        #: ``service.proxy_versions`` (change counters: skip unchanged snapshots), if offered.
+        self._proxy_versions: Callable[[], Awaitable[dict[str, int]]] | None = getattr(
+            service, "proxy_versions", None
+        )
         #: ``service.record_probe_results`` (health only, routine successes in bulk), if offered.
         self._record_probe_results: (
             Callable[[Sequence[tuple[str, CheckResult]]], Awaitable[list[HealthState | None]]]
@@ -309,8 +316,10 @@ class Engine:
             state = self._proxies.get(proxy_id)
             if state is not None and state.next_evaluation == at and proxy_id not in woken:
                 due.append(proxy_id)
+        versions = await self._versions() if due else None
         for proxy_id in due:
-            outcomes.extend(await self._evaluate(proxy_id, now, None))
+            version = None if versions is None else versions.get(proxy_id)
+            outcomes.extend(await self._evaluate(proxy_id, now, None, version))
         if due:
             self._start_due_probes(self._clock().timestamp())
         return outcomes
@@ -426,25 +435,49 @@ class Engine:
         return [Outcome(e.proxy_id, event=e, note="stale event closed") for e in closed]
 
     # --- evaluation -----------------------------------------------------------------------------
+    async def _versions(self) -> dict[str, int] | None:
+        """Every proxy's change counter, if the service offers them (None: load every time)."""
+        if self._proxy_versions is None:
+            return None
+        try:
+            return await self._proxy_versions()
+        except Exception as exc:  # load snapshots as usual; the error shows there too
+            log.debug("engine: cannot read change counters: %s", exc)
+            return None
+
     async def _evaluate(
-        self, proxy_id: str, now: datetime, woken_at: float | None
+        self, proxy_id: str, now: datetime, woken_at: float | None, version: int | None = None
     ) -> list[Outcome]:
+        """Evaluate one proxy on its snapshot. A periodic evaluation (``version`` given, nothing
+        woke it) reuses the last snapshot when the proxy's change counter has not moved since:
+        only probe counters and timestamps can differ then, which no decision reads; the
+        decision itself is made again (time moves: failback delays, activation, recoveries)."""
         state = self._proxies.setdefault(proxy_id, _ProxyState())
         t = now.timestamp()
         detected_at = min(woken_at, t) if woken_at is not None else t
         self.stats.evaluations += 1
+        reuse = version is not None and version == state.version and state.snapshot is not None
         try:
-            snapshot = await self._service.load_snapshot(proxy_id)
+            if reuse:
+                assert state.snapshot is not None
+                snapshot = state.snapshot
+            else:
+                snapshot = await self._service.load_snapshot(proxy_id)
         except NotFound:  # the proxy was deleted
             self._drop_proxy(proxy_id)
             return []
         except Exception as exc:
+            state.snapshot = state.version = None
             return [self._error(proxy_id, state, exc, t)]
+        # A woken evaluation does not know the counter its snapshot matches: the next periodic
+        # one loads again (once) and remembers it.
+        state.snapshot, state.version = snapshot, version
         outcomes: list[Outcome] = []
         try:
             period = min(MAX_EVALUATION_PERIOD, snapshot.config.health_check_interval_seconds)
             self._schedule_evaluation(proxy_id, t + period)
-            self._sync_probes(snapshot, t)
+            if not reuse:
+                self._sync_probes(snapshot, t)
             decision = self._hold_activation(decide(snapshot, now), snapshot, t)
             event: FailoverEvent | None = None
             if decision.action is not DecisionAction.NONE:
@@ -455,6 +488,7 @@ class Engine:
                     )
                 finally:
                     _engine_writing.reset(token)
+                    state.snapshot = state.version = None  # it changed (or may have)
                 self.stats.decisions_applied += 1
                 log.warning("engine: %s: %s", proxy_id, decision.reason)
             elif decision.reason_code != state.last_reason_code:

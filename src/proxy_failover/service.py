@@ -1382,6 +1382,13 @@ class ProxyFailoverService:
         async with self.store.read() as reader:
             return await reader.list_proxy_ids()
 
+    async def proxy_versions(self) -> dict[str, int]:
+        """Every proxy's change counter: it moves with every committed change of the proxy (any
+        process, any replica) except routine probe successes, so an unchanged counter means an
+        unchanged snapshot but for probe counters and timestamps (the engine's periodic check)."""
+        async with self.store.read() as reader:
+            return await reader.proxy_versions()
+
     async def load_snapshot(self, proxy_id: str) -> ProxySnapshot:
         """One consistent view of a proxy, read in one transaction (002 if it has no config)."""
         if not isinstance(proxy_id, str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -287,10 +288,16 @@ _UPDATE_REDUNDANCY = (
         {
             column.name: sa.bindparam(f"p_{column.name}", type_=column.type)
             for column in redundancy.c
-            if column.name not in ("id", "proxy_id", "user_id", "created_at")
+            if column.name not in ("id", "proxy_id", "user_id", "created_at", "change_version")
         }
     )
 )
+_BUMP_VERSION = (
+    sa.update(redundancy)
+    .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .values(change_version=redundancy.c.change_version + 1)
+)
+_SELECT_VERSIONS = sa.select(redundancy.c.proxy_id, redundancy.c.change_version)
 _CONFIG_NAMES = tuple(column.name for column in configurations.c)
 _EVENT_NAMES = tuple(column.name for column in events.c)
 
@@ -329,6 +336,15 @@ _ROUTINE_STATE = sa.select(
     instances.c.admin_state,
     redundancy.c.overridden,
 ).select_from(instances.join(redundancy, redundancy.c.proxy_id == instances.c.proxy_id))
+
+
+# SQLite: the ids as one JSON array parameter (json_each), so the statement can be prepared.
+_ROUTINE_STATE_SQLITE = _ROUTINE_STATE.where(
+    instances.c.id.in_(
+        sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("p_ids")))
+    )
+)
+_ROUTINE_STATE_NAMES = tuple(column.name for column in _ROUTINE_STATE.selected_columns)
 
 
 class _Prepared:
@@ -394,10 +410,29 @@ class _Prepared:
         )
 
     async def run_many(
-        self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+        self,
+        connection: AsyncConnection,
+        rows: Sequence[Sequence[Any]],
+        names: Sequence[str],
+        shared: Mapping[str, Any],
     ) -> None:
-        """Execute a statement that returns nothing once per item of ``rows`` (executemany)."""
-        parameters = [self._parameters(values) for values in rows]
+        """Execute a statement that returns nothing once per item of ``rows`` (executemany).
+
+        Each row holds the values of ``names``, in that order; ``shared`` values are the same for
+        every row and are converted once.
+        """
+        fixed = self._parameters({**shared, **dict.fromkeys(names)})
+        slots: list[tuple[int, int, Callable[[Any], Any] | None]] = []
+        for position, (name, process) in enumerate(self._binds):
+            if name in names:
+                slots.append((position, names.index(name), process))
+        parameters = []
+        for row in rows:
+            values = list(fixed)
+            for position, index, process in slots:
+                value = row[index]
+                values[position] = value if process is None else process(value)
+            parameters.append(values)
         sync: Any = connection.sync_connection
         cursor = sync.connection.driver_connection.cursor()
         try:
@@ -546,6 +581,11 @@ class Reader:
         )
         return [_event_from(row) for row in rows]
 
+    async def proxy_versions(self) -> dict[str, int]:
+        """Every proxy's change counter (see migration 0005), in one query."""
+        rows = await self._rows(_SELECT_VERSIONS, ("proxy_id", "change_version"), {})
+        return {row["proxy_id"]: row["change_version"] for row in rows}
+
     async def list_proxy_ids(self) -> list[str]:
         rows = await self._execute(
             sa.select(configurations.c.proxy_id).order_by(configurations.c.proxy_id)
@@ -584,6 +624,8 @@ class UnitOfWork(Reader):
     def __init__(self, connection: AsyncConnection) -> None:
         super().__init__(connection)
         self.notifications: list[Notification] = []
+        #: Proxies this unit locked to change: their change counter is bumped before commit.
+        self.changed: set[str] = set()
         #: Set by a use case whose change moves nothing a listener acts on (e.g. a repeated
         #: health report): with no notifications either, after-commit listeners are not called.
         self.quiet = False
@@ -593,6 +635,7 @@ class UnitOfWork(Reader):
 
     async def lock_proxy(self, proxy_id: str) -> RedundancyStatus | None:
         """Lock the proxy's redundancy row (serialises writers per proxy); None if no proxy."""
+        self.changed.add(proxy_id)
         row = await self._one(_LOCK_REDUNDANCY, {"p_proxy_id": proxy_id})
         return None if row is None else _redundancy_from(row)
 
@@ -605,6 +648,7 @@ class UnitOfWork(Reader):
         lock re-reads only the locked row, so instance rows joined to it would come from before
         the previous holder's commit, and writing them back would undo its change.
         """
+        self.changed.add(proxy_id)
         parameters = {"p_proxy_id": proxy_id}
         prepared = _prepared_for(_LOCK_WITH_INSTANCES, self.connection)
         if prepared is None:
@@ -669,6 +713,17 @@ class UnitOfWork(Reader):
         else:
             await self._execute(_UPDATE_INSTANCE, parameters)
 
+    async def bump_versions(self) -> None:
+        """Move the change counter of every proxy this unit locked (just before commit)."""
+        changed = sorted(self.changed)
+        if not changed:
+            return
+        prepared = _prepared_for(_BUMP_VERSION, self.connection)
+        if prepared is not None:
+            await prepared.run_many(self.connection, [(p,) for p in changed], ("p_proxy_id",), {})
+        else:
+            await self._execute(_BUMP_VERSION, [{"p_proxy_id": p} for p in changed])
+
     async def routine_states(
         self, instance_ids: Sequence[str]
     ) -> dict[str, tuple[bool, HealthStatus, int, int]]:
@@ -677,10 +732,18 @@ class UnitOfWork(Reader):
         Routine: healthy with no failure, not in maintenance, its proxy's redundancy row not
         overridden: a success then moves counters only (``record_routine_successes``).
         """
-        rows = await self._all(
-            _ROUTINE_STATE.where(instances.c.id.in_(sa.bindparam("p_ids", expanding=True))),
-            {"p_ids": list(instance_ids)},
-        )
+        if _prepared_for(_ROUTINE_STATE_SQLITE, self.connection) is not None:
+            rows = await self._rows(
+                _ROUTINE_STATE_SQLITE, _ROUTINE_STATE_NAMES, {"p_ids": json.dumps(instance_ids)}
+            )
+        else:
+            rows = [
+                dict(row)
+                for row in await self._all(
+                    _ROUTINE_STATE.where(instances.c.id.in_(sa.bindparam("p_ids", expanding=True))),
+                    {"p_ids": list(instance_ids)},
+                )
+            ]
         states: dict[str, tuple[bool, HealthStatus, int, int]] = {}
         for row in rows:
             status = HealthStatus(row["health_status"])
@@ -703,16 +766,14 @@ class UnitOfWork(Reader):
     ) -> None:
         """Apply one success to each (instance id, latency ms) — instances ``routine_states``
         found routine under the proxies' locks — in one executemany."""
-        rows = [
-            {"p_id": instance_id, "p_latency": latency, "p_now": now, "p_updated": now}
-            for instance_id, latency in successes
-        ]
-        if not rows:
+        if not successes:
             return
+        shared = {"p_now": now, "p_updated": now}
         prepared = _prepared_for(_ROUTINE_SUCCESS, self.connection)
         if prepared is not None:
-            await prepared.run_many(self.connection, rows)
+            await prepared.run_many(self.connection, successes, ("p_id", "p_latency"), shared)
         else:
+            rows = [{"p_id": i, "p_latency": latency, **shared} for i, latency in successes]
             await self._execute(_ROUTINE_SUCCESS, rows)
 
     async def lock_proxies(self, proxy_ids: Sequence[str]) -> None:
@@ -858,6 +919,7 @@ class Store:
             unit = UnitOfWork(connection)
             try:
                 yield unit
+                await unit.bump_versions()
                 if unit.notifications:
                     for writer in self.notification_writers:
                         await writer(unit.session, tuple(unit.notifications))

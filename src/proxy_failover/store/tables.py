@@ -180,6 +180,9 @@ redundancy = sa.Table(
     sa.Column("epoch", sa.BigInteger(), nullable=False),
     sa.Column("overridden", sa.Boolean(), nullable=False),
     *_timestamps(),
+    # Bumped by every write that locks the proxy (not by routine probe successes): the engine
+    # re-reads the proxy only when it moved (migration 0005).
+    sa.Column("change_version", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 metrics = sa.Table(
