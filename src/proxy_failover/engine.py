@@ -73,8 +73,8 @@ BATCH_WINDOW = 0.005
 #: Routine probe results (a success on a steadily healthy instance) are recorded together, at
 #: most this long after the first of them, or at once when this many are pending; a result that
 #: may move an instance's state is recorded at once (with whatever is pending).
-FLUSH_WINDOW = 0.025
-FLUSH_SIZE = 500
+FLUSH_WINDOW = 0.25
+FLUSH_SIZE = 2000
 
 
 def _utcnow() -> datetime:

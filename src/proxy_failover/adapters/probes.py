@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import heapq
 import ssl
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from proxy_failover.core.model import (
 from proxy_failover.core.validation import parse_expected_status, status_matches
 
 _USER_AGENT = "proxy-failover-probe/1"
+#: How often started probes are checked for their timeout (their deadline is kept to this).
+_SWEEP_SECONDS = 0.01
 _MAX_HEAD_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -361,6 +364,9 @@ class Prober:
         self._active = 0  # probes in flight, both paths (``start`` takes a slot only if free)
         self._started: set[_PooledProbe] = set()  # in flight by ``start``: aclose disarms them
         self._retries: set[asyncio.Task[None]] = set()  # their retries on a fresh connection
+        self._deadlines: list[tuple[float, int, _PooledProbe]] = []  # (perf_counter, seq, probe)
+        self._sequence = 0
+        self._sweeper: asyncio.TimerHandle | None = None
         # New connections cost far more CPU than a request on a pooled one; opening thousands at
         # once (a cold start) makes them all miss their timeout and retry forever. Bounding the
         # connects in flight lets each round establish what it can and the pool converge.
@@ -417,9 +423,26 @@ class Prober:
         self._active += 1
         probe = _PooledProbe(self, target, conn, on_result)
         self._started.add(probe)
-        probe.timer = asyncio.get_running_loop().call_later(target.timeout, probe.timed_out)
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (probe.started + target.timeout, self._sequence, probe))
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_SECONDS, self._sweep)
         conn.send(target.request, probe.answered)
         return True
+
+    def _sweep(self) -> None:
+        """Time out the started probes past their deadline. One timer for all of them: a loop
+        timer per probe cost more than the rest of the probe; the price is up to
+        ``_SWEEP_SECONDS`` of lateness in declaring a timeout."""
+        self._sweeper = None
+        deadlines = self._deadlines
+        now = time.perf_counter()
+        while deadlines and (deadlines[0][2].finished or deadlines[0][0] <= now):
+            _, _, probe = heapq.heappop(deadlines)
+            if not probe.finished:
+                probe.timed_out()
+        if deadlines:
+            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_SECONDS, self._sweep)
 
     async def probe(self, target: ProbeTarget) -> CheckResult:
         """One probe of ``target``; never raises for network errors or timeouts."""
@@ -462,6 +485,10 @@ class Prober:
     async def aclose(self) -> None:
         for probe in list(self._started):
             probe.disarm()
+        self._deadlines.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         opening = [*self._opening.values(), *self._retries]
         for task in opening:
             task.cancel()
@@ -576,7 +603,7 @@ class _PooledProbe:
     """One probe started by ``Prober.start``: its answer, its timeout or a dropped connection
     ends it, whichever comes first; the others then find it finished."""
 
-    __slots__ = ("_conn", "_finished", "_on_result", "_prober", "_started", "_target", "timer")
+    __slots__ = ("_conn", "_on_result", "_prober", "_target", "finished", "started")
 
     def __init__(
         self,
@@ -589,9 +616,8 @@ class _PooledProbe:
         self._target = target
         self._conn = conn
         self._on_result = on_result
-        self._started = time.perf_counter()
-        self.timer: asyncio.TimerHandle | None = None
-        self._finished = False
+        self.started = time.perf_counter()
+        self.finished = False
 
     def answered(self, outcome: tuple[int, bool] | BaseException) -> None:
         if not self._finish():
@@ -609,7 +635,7 @@ class _PooledProbe:
                 self._prober._retries.add(retry)
                 retry.add_done_callback(self._prober._retries.discard)
                 return
-            self._deliver(CheckResult(False, _elapsed_ms(self._started), _describe(outcome)))
+            self._deliver(CheckResult(False, _elapsed_ms(self.started), _describe(outcome)))
             return
         status, reusable = outcome
         prober = self._prober
@@ -617,7 +643,7 @@ class _PooledProbe:
             prober._pool[target.instance_id] = (target.connection_key, conn)
         else:
             conn.close()
-        latency = _elapsed_ms(self._started)
+        latency = _elapsed_ms(self.started)
         if status_matches(target.expected, status):
             self._deliver(CheckResult(True, latency))
         else:
@@ -628,7 +654,7 @@ class _PooledProbe:
             return
         self._conn.abandon()
         message = f"timeout after {self._target.timeout:g}s"
-        self._deliver(CheckResult(False, _elapsed_ms(self._started), message))
+        self._deliver(CheckResult(False, _elapsed_ms(self.started), message))
 
     def disarm(self) -> None:
         """The prober is closing: end without a result."""
@@ -637,11 +663,9 @@ class _PooledProbe:
 
     def _finish(self) -> bool:
         """Mark finished; False if it already was."""
-        if self._finished:
+        if self.finished:
             return False
-        self._finished = True
-        if self.timer is not None:
-            self.timer.cancel()
+        self.finished = True
         self._prober._active -= 1
         self._prober._started.discard(self)
         return True
@@ -650,10 +674,10 @@ class _PooledProbe:
         self._on_result(result)
 
     async def _retry(self) -> None:
-        remaining = self._target.timeout - (time.perf_counter() - self._started)
+        remaining = self._target.timeout - (time.perf_counter() - self.started)
         target = dataclasses.replace(self._target, timeout=max(remaining, 0.001))
         result = await self._prober.probe(target)
-        self._deliver(dataclasses.replace(result, latency_ms=_elapsed_ms(self._started)))
+        self._deliver(dataclasses.replace(result, latency_ms=_elapsed_ms(self.started)))
 
 
 def _elapsed_ms(started: float) -> float:
