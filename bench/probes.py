@@ -168,12 +168,12 @@ async def run_engine(
         return [i for p in proxy_ids for i in await service.get_proxy_instances(p)]
 
     prober = Prober(max_concurrency=size)
-    engine = Engine(service, prober, clock=clock)
+    engine = Engine(service, prober, clock=clock, freeze_heap=True)  # as serve runs it
     service.on_change = engine.notify
     task = asyncio.create_task(engine.run())
     await asyncio.sleep(warmup)
     stats = engine.stats
-    lag_start = len(stats.lags)
+    started0 = stats.probes_started
     done0, failed0, inconclusive0 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     commits0 = commits[0]
     cpu0, server0, wall0 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
@@ -181,7 +181,9 @@ async def run_engine(
     done1, failed1, inconclusive1 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     commits1 = commits[0]
     cpu1, server1, wall1 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
-    lags = list(stats.lags)[lag_start:]
+    # the lags of the probes started in the window (the deque keeps only the newest ones)
+    started = stats.probes_started - started0
+    lags = list(stats.lags)[-started:] if started else []
     pooled = prober.pooled_connections()
     engine.stop()
     await task
@@ -293,7 +295,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds before measuring: the cold start (10,000 connections) and the engine's"
+        " heap freeze (engine.HEAP_FREEZE_AFTER) are over by then",
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ports", type=int, default=500)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")

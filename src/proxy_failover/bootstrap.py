@@ -126,6 +126,7 @@ def build_engine(
     metrics: Metrics | None = None,
     *,
     tls: ssl.SSLContext | None = None,
+    freeze_heap: bool = False,
 ) -> tuple[Engine, Prober]:
     """One health/failover engine over the service and the prober it owns (close it after).
 
@@ -133,10 +134,15 @@ def build_engine(
     adds ``engine.notify`` to the service's change listener (``build_leader`` does both, once
     per term of the engine lease). With ``metrics``, every probe is counted and timed (and feeds
     the time to detect). ``tls`` is the context of HTTPS probes and recovery POSTs
-    (``probe_tls_context``; default: verify against the system's CAs).
+    (``probe_tls_context``; default: verify against the system's CAs). ``freeze_heap``: keep
+    full garbage collections off the probe schedule (``Engine._tend_heap``; ``serve`` does).
     """
     prober = Prober(ssl_context=tls)
-    engine = Engine(service, ObservedProber(prober, metrics) if metrics is not None else prober)
+    engine = Engine(
+        service,
+        ObservedProber(prober, metrics) if metrics is not None else prober,
+        freeze_heap=freeze_heap,
+    )
     return engine, prober
 
 
@@ -154,7 +160,7 @@ def build_leader(
 
     @contextlib.asynccontextmanager
     async def term() -> AsyncIterator[Engine]:
-        engine, prober = build_engine(service, metrics, tls=tls)
+        engine, prober = build_engine(service, metrics, tls=tls, freeze_heap=True)
         engine.stats = stats
         try:
             yield engine

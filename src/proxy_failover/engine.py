@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import heapq
 import logging
 import random
@@ -75,6 +76,10 @@ BATCH_WINDOW = 0.005
 #: may move an instance's state is recorded at once (with whatever is pending).
 FLUSH_WINDOW = 0.25
 FLUSH_SIZE = 2000
+FLUSH_CHUNK = 500
+#: With ``freeze_heap``: the live heap is frozen this long after start, and again this often.
+HEAP_FREEZE_AFTER = 20.0
+HEAP_REFREEZE_PERIOD = 3600.0
 
 
 def _utcnow() -> datetime:
@@ -233,6 +238,7 @@ class Engine:
         batch_window: float = BATCH_WINDOW,
         flush_window: float = FLUSH_WINDOW,
         flush_size: int = FLUSH_SIZE,
+        freeze_heap: bool = False,
     ) -> None:
         self._service = service
         self._prober = prober
@@ -244,6 +250,10 @@ class Engine:
         self._batch_window = batch_window
         self._flush_window = flush_window
         self._flush_size = flush_size
+        #: ``serve`` sets it: see ``_tend_heap``.
+        self._freeze_heap = freeze_heap
+        self._heap_frozen_at: float | None = None
+        self._run_started = 0.0
         self._pending: list[tuple[_Probed, float, CheckResult]] = []
         self._flush_scheduled = False
         self._flushing = False
@@ -360,6 +370,7 @@ class Engine:
         are handled at once.
         """
         self._stopping = False
+        self._run_started = self._clock().timestamp()
         log.info("engine: started")
         try:
             while not self._stopping:
@@ -368,6 +379,8 @@ class Engine:
                     await self.tick(self._clock())
                 except Exception:  # never die: the next tick retries
                     log.exception("engine: tick failed")
+                if self._freeze_heap:
+                    self._tend_heap(self._clock().timestamp())
                 if self._stopping or self._wake.is_set():
                     continue
                 t = self._clock().timestamp()
@@ -385,6 +398,27 @@ class Engine:
         finally:
             await self._shutdown()
             log.info("engine: stopped")
+
+    def _tend_heap(self, t: float) -> None:
+        """Keep the garbage collector's full passes off the probe schedule.
+
+        With 10,000 instances the long-lived heap (instances, schedules, connections) is large,
+        and each full collection walked all of it: pauses of 100 ms and more, felt as probe lag.
+        Once the cold start has settled (``HEAP_FREEZE_AFTER`` seconds), the live heap is moved
+        out of the collector's sight (``gc.freeze``); every ``HEAP_REFREEZE_PERIOD`` it is brought
+        back, collected once (cycles that died meanwhile are freed) and frozen again.
+        """
+        frozen_at = self._heap_frozen_at
+        if frozen_at is None:
+            if t - self._run_started < HEAP_FREEZE_AFTER:
+                return
+        elif t - frozen_at < HEAP_REFREEZE_PERIOD:
+            return
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._heap_frozen_at = t
+        log.debug("engine: heap frozen (%d objects)", gc.get_freeze_count())
 
     def stop(self) -> None:
         """Ask ``run()`` to finish after the current step."""
@@ -775,8 +809,13 @@ class Engine:
         self._flushing = True
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
+                # At most FLUSH_CHUNK results per transaction: on SQLite a transaction runs on the
+                # event loop, and a long one would hold up the probes due meanwhile.
+                batch = self._pending[:FLUSH_CHUNK]
+                del self._pending[:FLUSH_CHUNK]
                 await self._record(batch)
+                if self._pending:
+                    await asyncio.sleep(0)
         finally:
             self._flushing = False
 

@@ -475,3 +475,28 @@ async def test_a_result_that_may_move_health_is_recorded_at_once_with_the_pendin
     assert h.service.instances[a.id].total_requests == 2
     assert h.service.instances[b.id].total_requests == 2
     await h.engine._shutdown()  # cancel the hour-long flush timer
+
+
+async def test_the_heap_is_frozen_once_the_start_settled_and_refrozen_hourly() -> None:
+    import gc
+
+    from proxy_failover import engine as engine_module
+
+    h = Harness()
+    engine = Engine(h.service, h.prober, clock=h.clock, freeze_heap=True)
+    start = h.clock.now.timestamp()
+    engine._run_started = start
+    try:
+        gc.unfreeze()
+        engine._tend_heap(start + engine_module.HEAP_FREEZE_AFTER - 1)
+        assert gc.get_freeze_count() == 0
+        engine._tend_heap(start + engine_module.HEAP_FREEZE_AFTER)
+        assert gc.get_freeze_count() > 0
+        first = engine._heap_frozen_at
+        engine._tend_heap(start + engine_module.HEAP_FREEZE_AFTER + 60)
+        assert engine._heap_frozen_at == first  # not every tick
+        later = start + engine_module.HEAP_FREEZE_AFTER + engine_module.HEAP_REFREEZE_PERIOD
+        engine._tend_heap(later)
+        assert engine._heap_frozen_at == later
+    finally:
+        gc.unfreeze()

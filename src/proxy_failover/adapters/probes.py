@@ -182,6 +182,7 @@ class _HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         closed_by_us = self.is_closed
         self.is_closed = True
+        self.transport = None  # no protocol <-> transport cycle left for the collector
         if self._on_done is None:
             if not closed_by_us and self._on_idle_lost is not None:
                 self._on_idle_lost()  # the peer dropped an idle pooled connection: maybe it died
