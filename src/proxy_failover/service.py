@@ -1201,7 +1201,11 @@ class ProxyFailoverService:
             return answers
         now = self._now()
         groups = sorted(by_proxy.items())
-        batches = [groups] if self.store.dialect_name == "sqlite" else [[g] for g in groups]
+        # One transaction for the whole batch on both databases: the proxies are locked in one
+        # order (sorted, ``lock_proxies``), so it never deadlocks with other writers, which
+        # lock one proxy each; per-proxy transactions made the engine wait one round trip per
+        # proxy before it could schedule those probes again.
+        batches = [groups]
         seen: dict[str, int] = {}
         for instance_id, _ in results:
             seen[instance_id] = seen.get(instance_id, 0) + 1
