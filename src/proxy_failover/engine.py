@@ -77,6 +77,8 @@ BATCH_WINDOW = 0.005
 FLUSH_WINDOW = 0.25
 FLUSH_SIZE = 2000
 FLUSH_CHUNK = 500
+#: ... and at most this share of the instance's interval after it (short intervals flush sooner).
+FLUSH_INTERVAL_SHARE = 0.25
 #: With ``freeze_heap``: the live heap is frozen this long after start, and again this often.
 HEAP_FREEZE_AFTER = 20.0
 HEAP_REFREEZE_PERIOD = 3600.0
@@ -255,7 +257,7 @@ class Engine:
         self._heap_frozen_at: float | None = None
         self._run_started = 0.0
         self._pending: list[tuple[_Probed, float, CheckResult]] = []
-        self._flush_scheduled = False
+        self._flush_due = float("inf")  # loop time of the next scheduled routine flush
         self._flushing = False
         self._sleep_until = 0.0
         self._next_first_probe = 0.0
@@ -780,20 +782,26 @@ class Engine:
         routine = result.success and probed.status is HealthStatus.HEALTHY and probed.failures == 0
         if not routine or len(self._pending) >= self._flush_size:
             return True
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._track(asyncio.get_running_loop().create_task(self._flush_later()))
+        # Recorded within the flush window, and within a quarter of the instance's interval: the
+        # probe stays in flight until then, and must not hold up its next one.
+        window = min(
+            self._flush_window, FLUSH_INTERVAL_SHARE * probed.config.health_check_interval_seconds
+        )
+        loop = asyncio.get_running_loop()
+        if loop.time() + window < self._flush_due:
+            self._flush_due = loop.time() + window
+            self._track(loop.create_task(self._flush_later(window)))
         return False
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush_later(self) -> None:
+    async def _flush_later(self, delay: float) -> None:
         try:
-            await asyncio.sleep(self._flush_window)
+            await asyncio.sleep(delay)
         finally:
-            self._flush_scheduled = False
+            self._flush_due = float("inf")
         await self._flush()
 
     async def _flush(self) -> None:
