@@ -1140,13 +1140,7 @@ class ProxyFailoverService:
             if not isinstance(result, CheckResult):
                 raise InvalidInput("a check result is required", details={"field": "body"})
         answers: list[Instance | None] = [None] * len(results)
-        by_proxy: dict[str, list[int]] = {}
-        for index, (instance_id, _) in enumerate(results):
-            try:
-                proxy_id = await self._proxy_of_instance(instance_id)
-            except NotFound:
-                continue
-            by_proxy.setdefault(proxy_id, []).append(index)
+        by_proxy = await self._indexes_by_proxy(results)
         if not by_proxy:
             return answers
         now = self._now()
@@ -1188,65 +1182,68 @@ class ProxyFailoverService:
             if not isinstance(result, CheckResult):
                 raise InvalidInput("a check result is required", details={"field": "body"})
         answers: list[HealthState | None] = [None] * len(results)
-        by_proxy: dict[str, list[int]] = {}
-        for index, (instance_id, _) in enumerate(results):
-            proxy_id = self._instance_proxy.get(instance_id)
-            if proxy_id is None:
-                try:
-                    proxy_id = await self._proxy_of_instance(instance_id)
-                except NotFound:
-                    continue
-            by_proxy.setdefault(proxy_id, []).append(index)
+        by_proxy = await self._indexes_by_proxy(results)
         if not by_proxy:
             return answers
         now = self._now()
-        groups = sorted(by_proxy.items())
         # One transaction for the whole batch on both databases: the proxies are locked in one
         # order (sorted, ``lock_proxies``), so it never deadlocks with other writers, which
         # lock one proxy each; per-proxy transactions made the engine wait one round trip per
         # proxy before it could schedule those probes again.
-        batches = [groups]
+        batch = sorted(by_proxy.items())
         seen: dict[str, int] = {}
         for instance_id, _ in results:
             seen[instance_id] = seen.get(instance_id, 0) + 1
-        for batch in batches:
-            loud: list[str] = []
-            for proxy_id, _ in batch:
-                self._cache.invalidate(proxy_id)
-            async with self.store.write() as unit:
-                await unit.lock_proxies([proxy_id for proxy_id, _ in batch])
-                candidates = [
-                    results[i][0]
-                    for _, indexes in batch
-                    for i in indexes
-                    if results[i][1].success and seen[results[i][0]] == 1
-                ]
-                states = await unit.routine_states(candidates) if candidates else {}
-                routine: list[tuple[str, float | None]] = []
-                for proxy_id, indexes in batch:
-                    rest: list[int] = []
-                    for i in indexes:
-                        instance_id, result = results[i]
-                        state = states.get(instance_id) if result.success else None
-                        if state is not None and state[0] and seen[instance_id] == 1:
-                            routine.append((instance_id, result.latency_ms))
-                            answers[i] = HealthState(state[1], 0, state[3] + 1)
-                        else:
-                            rest.append(i)
-                    if rest:
-                        items = [results[i] for i in rest]
-                        applied = await self._apply_checks(unit, proxy_id, items, now)
-                        for i, after in zip(rest, applied, strict=True):
-                            answers[i] = None if after is None else after.health
-                        loud.append(proxy_id)
-                await unit.record_routine_successes(routine, now)
-            for proxy_id, _ in batch:
-                self._cache.invalidate(proxy_id)
-            for proxy_id in loud:
-                self._notify_change(
-                    proxy_id, tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
-                )
+        loud: list[str] = []
+        for proxy_id, _ in batch:
+            self._cache.invalidate(proxy_id)
+        async with self.store.write() as unit:
+            await unit.lock_proxies([proxy_id for proxy_id, _ in batch])
+            candidates = [
+                results[i][0]
+                for _, indexes in batch
+                for i in indexes
+                if results[i][1].success and seen[results[i][0]] == 1
+            ]
+            states = await unit.routine_states(candidates) if candidates else {}
+            routine: list[tuple[str, float | None]] = []
+            for proxy_id, indexes in batch:
+                rest: list[int] = []
+                for i in indexes:
+                    instance_id, result = results[i]
+                    state = states.get(instance_id) if result.success else None
+                    if state is not None and state[0] and seen[instance_id] == 1:
+                        routine.append((instance_id, result.latency_ms))
+                        answers[i] = HealthState(state[1], 0, state[3] + 1)
+                    else:
+                        rest.append(i)
+                if rest:
+                    items = [results[i] for i in rest]
+                    applied = await self._apply_checks(unit, proxy_id, items, now)
+                    for i, after in zip(rest, applied, strict=True):
+                        answers[i] = None if after is None else after.health
+                    loud.append(proxy_id)
+            await unit.record_routine_successes(routine, now)
+        for proxy_id, _ in batch:
+            self._cache.invalidate(proxy_id)
+        for proxy_id in loud:
+            self._notify_change(
+                proxy_id, tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
+            )
         return answers
+
+    async def _indexes_by_proxy(
+        self, results: Sequence[tuple[str, CheckResult]]
+    ) -> dict[str, list[int]]:
+        """The positions of ``results`` by the proxy of their instance (gone instances left out)."""
+        by_proxy: dict[str, list[int]] = {}
+        for index, (instance_id, _) in enumerate(results):
+            try:
+                proxy_id = await self._proxy_of_instance(instance_id)
+            except NotFound:
+                continue
+            by_proxy.setdefault(proxy_id, []).append(index)
+        return by_proxy
 
     def _notify_change(self, proxy_id: str, notifications: tuple[Notification, ...]) -> None:
         if self.on_change is None:
