@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import gc
 import heapq
@@ -767,6 +768,9 @@ class Engine:
         """Count the result and queue it for recording (see ``_flush``); True when it must be
         recorded at once: a result that may move the instance's state (or a full batch)."""
         self.stats.probes_completed += 1
+        # When it was made: a result older than the instance's last status change (a report
+        # while it was in flight) is discarded by the state machine (core.health.is_out_of_date).
+        result = dataclasses.replace(result, observed_at=datetime.fromtimestamp(started, UTC))
         if not result.success:
             self.stats.probe_failures += 1
             probed.benign_drops = 0

@@ -1212,7 +1212,12 @@ class ProxyFailoverService:
                 for i in indexes:
                     instance_id, result = results[i]
                     state = states.get(instance_id) if result.success else None
-                    if state is not None and state[0] and seen[instance_id] == 1:
+                    if (
+                        state is not None
+                        and state[0]
+                        and seen[instance_id] == 1
+                        and not core_health.is_out_of_date(result.observed_at, state[4])
+                    ):
                         routine.append((instance_id, result.latency_ms))
                         answers[i] = HealthState(state[1], 0, state[3] + 1)
                     else:
@@ -1287,7 +1292,9 @@ class ProxyFailoverService:
                 self._instance_proxy.pop(instance_id, None)
                 answers.append(None)
                 continue
-            if before.admin_state is AdminState.MAINTENANCE:
+            if before.admin_state is AdminState.MAINTENANCE or core_health.is_out_of_date(
+                result.observed_at, before.status_changed_at
+            ):
                 answers.append(before)
                 continue
             if config is None:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from proxy_failover.core.errors import Conflict, ErrorCode, NotFound
-from proxy_failover.core.health import observe, report
+from proxy_failover.core.health import is_out_of_date, observe, report
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
     SWITCHING_EVENT_TYPES,
@@ -135,6 +135,8 @@ class MemoryService:
         if instance is None:
             raise NotFound(f"instance {instance_id} not found")
         self.recorded_checks += 1
+        if is_out_of_date(result.observed_at, instance.status_changed_at):
+            return instance  # as the real service: made before the last status change
         config = self.configs[instance.proxy_id]
         state = observe(instance.health, result.success, HealthRules.of(config))
         now = self.clock()

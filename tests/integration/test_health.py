@@ -241,3 +241,30 @@ async def test_a_repeated_health_report_wakes_no_listener_but_a_status_change_do
     assert [proxy for proxy, _ in recorder.calls] == ["p1"]
     await service.update_instance(made["a"].id, OWNER, {"priority": 7})
     assert len(recorder.calls) == 2  # other changes still wake listeners without notifications
+
+
+@pytest.mark.parametrize("rise", [1, 2])
+async def test_a_probe_made_before_a_report_cannot_undo_it(
+    service: ProxyFailoverService, clock: FakeClock, rise: int
+) -> None:
+    """A probe in flight when an operator reports the instance unhealthy describes the world
+    before the report: recorded after it, it must not count toward recovery (with rise 1 it would
+    have undone the report before the engine could act on it)."""
+    made = await proxy_with(service, "p1", ["a"], config={"healthyThreshold": rise})
+    probe_started = clock.now
+    clock.advance(0.05)
+    reported = await service.update_instance_health(made["a"].id, "unhealthy")
+    clock.advance(0.05)
+    stale = CheckResult(True, 3.0, observed_at=probe_started)
+    after = await service.record_check_result(made["a"].id, stale)
+    assert after == reported  # discarded whole: no counter moved
+    fresh = CheckResult(True, 3.0, observed_at=clock.now)
+    after = await service.record_check_result(made["a"].id, fresh)
+    assert after.consecutive_successes == 1
+    assert after.total_requests == reported.total_requests + 1
+    assert after.health_status.value == ("healthy" if rise == 1 else "unhealthy")
+    # the engine's path (routine successes in bulk) applies the same rule
+    before_bulk = await service.get_instance(made["a"].id)
+    (health,) = await service.record_probe_results([(made["a"].id, stale)])
+    assert health == before_bulk.health
+    assert await service.get_instance(made["a"].id) == before_bulk

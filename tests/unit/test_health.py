@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_failover.core.health import observe, report
+from proxy_failover.core.health import is_out_of_date, observe, report
 from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
 
 H, U, K = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.UNKNOWN
@@ -90,3 +90,14 @@ def test_counters_are_never_both_nonzero_and_track_the_run(
             assert state.consecutive_successes == before.consecutive_successes + 1
         else:
             assert state.consecutive_failures == before.consecutive_failures + 1
+
+
+def test_a_check_made_before_the_last_status_change_is_out_of_date() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    changed = datetime(2026, 1, 1, tzinfo=UTC)
+    assert is_out_of_date(changed - timedelta(microseconds=1), changed)
+    assert not is_out_of_date(changed, changed)
+    assert not is_out_of_date(changed + timedelta(seconds=1), changed)
+    assert not is_out_of_date(None, changed)  # a check without a time is current
+    assert not is_out_of_date(changed, None)  # a status that never changed

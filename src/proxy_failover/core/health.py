@@ -6,7 +6,18 @@ an instance's status through here, so the thresholds are applied in exactly one 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
+
+
+def is_out_of_date(observed_at: datetime | None, status_changed_at: datetime | None) -> bool:
+    """A check made before the instance's status last changed describes the world before that
+    change (say, a probe in flight when an operator reported the instance unhealthy): it must
+    not count toward moving the status back. A check with no time is current."""
+    if observed_at is None or status_changed_at is None:
+        return False
+    return observed_at < status_changed_at
 
 
 def observe(state: HealthState, success: bool, rules: HealthRules) -> HealthState:

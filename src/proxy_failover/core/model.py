@@ -245,11 +245,13 @@ class RedundancyAssessment:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One probe or externally posted check: success, latency and why it failed."""
+    """One probe or externally posted check: success, latency, why it failed, and when it was
+    made (a probe's start; None: now)."""
 
     success: bool
     latency_ms: float | None = None
     error: str | None = None
+    observed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

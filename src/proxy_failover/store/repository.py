@@ -334,6 +334,7 @@ _ROUTINE_STATE = sa.select(
     instances.c.consecutive_failures,
     instances.c.consecutive_successes,
     instances.c.admin_state,
+    instances.c.status_changed_at,
     redundancy.c.overridden,
 ).select_from(instances.join(redundancy, redundancy.c.proxy_id == instances.c.proxy_id))
 
@@ -726,8 +727,9 @@ class UnitOfWork(Reader):
 
     async def routine_states(
         self, instance_ids: Sequence[str]
-    ) -> dict[str, tuple[bool, HealthStatus, int, int]]:
-        """For each instance found: (a success would be routine, status, failures, successes).
+    ) -> dict[str, tuple[bool, HealthStatus, int, int, datetime | None]]:
+        """For each instance found: (a success would be routine, status, failures, successes,
+        when its status last changed).
 
         Routine: healthy with no failure, not in maintenance, its proxy's redundancy row not
         overridden: a success then moves counters only (``record_routine_successes``).
@@ -744,7 +746,7 @@ class UnitOfWork(Reader):
                     {"p_ids": list(instance_ids)},
                 )
             ]
-        states: dict[str, tuple[bool, HealthStatus, int, int]] = {}
+        states: dict[str, tuple[bool, HealthStatus, int, int, datetime | None]] = {}
         for row in rows:
             status = HealthStatus(row["health_status"])
             routine = (
@@ -758,6 +760,7 @@ class UnitOfWork(Reader):
                 status,
                 row["consecutive_failures"],
                 row["consecutive_successes"],
+                row["status_changed_at"],
             )
         return states
 
