@@ -90,7 +90,11 @@ def _utcnow() -> datetime:
 
 
 class ProbeAdapter(Protocol):
-    """The outbound probe edge (``adapters.probes.Prober``), injected for testability."""
+    """The outbound probe edge (``adapters.probes.Prober``), injected for testability.
+
+    Optional, used when present: ``start(target, on_result) -> bool``, a probe started without a
+    task (on a pooled connection) whose result comes by callback; False means "use ``probe``".
+    """
 
     def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
         """An opaque probe target; raises ``ValueError`` when the instance cannot be probed."""
@@ -108,7 +112,12 @@ class ProbeAdapter(Protocol):
 
 
 class EngineService(Protocol):
-    """The service methods the engine uses (``ProxyFailoverService`` provides them)."""
+    """The service methods the engine uses (``ProxyFailoverService`` provides them).
+
+    Optional, used when present: ``record_probe_results`` (results in bulk, health only) instead
+    of ``record_check_results``, and ``proxy_versions`` (change counters: unchanged snapshots are
+    not re-read). The in-memory test service has neither, and the engine works the same.
+    """
 
     async def list_proxy_ids(self) -> list[str]: ...
     async def load_snapshot(self, proxy_id: str) -> ProxySnapshot: ...
