@@ -117,12 +117,7 @@ class Leases:
         now = self._now()
         statement = (
             sa.update(t)
-            .where(
-                t.c.name == lease.name,
-                t.c.holder == lease.holder,
-                t.c.epoch == lease.epoch,
-                t.c.expires_at > now,
-            )
+            .where(_live_term(lease, now))
             .values(expires_at=self._now(ttl_seconds))
             .returning(t.c.expires_at)
         )
@@ -136,15 +131,7 @@ class Leases:
         t = leases
         now = self._now()
         statement = (
-            sa.update(t)
-            .where(
-                t.c.name == lease.name,
-                t.c.holder == lease.holder,
-                t.c.epoch == lease.epoch,
-                t.c.expires_at > now,
-            )
-            .values(expires_at=now)
-            .returning(t.c.epoch)
+            sa.update(t).where(_live_term(lease, now)).values(expires_at=now).returning(t.c.epoch)
         )
         async with self._write() as conn:
             return (await conn.execute(statement)).one_or_none() is not None
@@ -158,3 +145,14 @@ class Leases:
             )
             holder: str | None = result.scalar_one_or_none()
         return holder
+
+
+def _live_term(lease: Lease, now: Any) -> sa.ColumnElement[bool]:
+    """The lease's row while it is still this term's and has not expired."""
+    t = leases
+    return sa.and_(
+        t.c.name == lease.name,
+        t.c.holder == lease.holder,
+        t.c.epoch == lease.epoch,
+        t.c.expires_at > now,
+    )
