@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -1161,10 +1161,7 @@ class ProxyFailoverService:
                         applied.append(proxy_id)
             for proxy_id, _ in batch:
                 self._cache.invalidate(proxy_id)
-            for proxy_id in applied:
-                self._notify_change(
-                    proxy_id, tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
-                )
+            self._announce(unit, applied)
         return answers
 
     async def record_probe_results(
@@ -1231,10 +1228,7 @@ class ProxyFailoverService:
             await unit.record_routine_successes(routine, now)
         for proxy_id, _ in batch:
             self._cache.invalidate(proxy_id)
-        for proxy_id in loud:
-            self._notify_change(
-                proxy_id, tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
-            )
+        self._announce(unit, loud)
         return answers
 
     async def _indexes_by_proxy(
@@ -1249,6 +1243,14 @@ class ProxyFailoverService:
                 continue
             by_proxy.setdefault(proxy_id, []).append(index)
         return by_proxy
+
+    def _announce(self, unit: UnitOfWork, proxy_ids: Iterable[str]) -> None:
+        """After a commit that changed several proxies: tell ``on_change`` of each, with its own
+        notifications."""
+        for proxy_id in proxy_ids:
+            self._notify_change(
+                proxy_id, tuple(n for n in unit.notifications if n.proxy_id == proxy_id)
+            )
 
     def _notify_change(self, proxy_id: str, notifications: tuple[Notification, ...]) -> None:
         if self.on_change is None:
