@@ -363,9 +363,9 @@ class Prober:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
         self._active = 0  # probes in flight, both paths (``start`` takes a slot only if free)
-        self._started: set[_PooledProbe] = set()  # in flight by ``start``: aclose disarms them
         self._retries: set[asyncio.Task[None]] = set()  # their retries on a fresh connection
-        self._deadlines: list[tuple[float, int, _PooledProbe]] = []  # (perf_counter, seq, probe)
+        #: (deadline, seq, probe) of the probes ``start`` began, until swept (finished or not)
+        self._deadlines: list[tuple[float, int, _PooledProbe]] = []
         self._sequence = 0
         self._sweeper: asyncio.TimerHandle | None = None
         # New connections cost far more CPU than a request on a pooled one; opening thousands at
@@ -423,7 +423,6 @@ class Prober:
             return False
         self._active += 1
         probe = _PooledProbe(self, target, conn, on_result)
-        self._started.add(probe)
         self._sequence += 1
         heapq.heappush(self._deadlines, (probe.started + target.timeout, self._sequence, probe))
         if self._sweeper is None:
@@ -484,7 +483,7 @@ class Prober:
         return len(self._pool)
 
     async def aclose(self) -> None:
-        for probe in list(self._started):
+        for _, _, probe in self._deadlines:  # every started probe not yet swept: disarm the rest
             probe.disarm()
         self._deadlines.clear()
         if self._sweeper is not None:
@@ -668,7 +667,6 @@ class _PooledProbe:
             return False
         self.finished = True
         self._prober._active -= 1
-        self._prober._started.discard(self)
         return True
 
     def _deliver(self, result: CheckResult) -> None:

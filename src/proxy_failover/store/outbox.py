@@ -9,12 +9,11 @@ per subscription at a time, which keeps deliveries in order per subscription acr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from proxy_failover.core import webhooks
-from proxy_failover.core.errors import StorageUnavailable
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import (
     AuditEntry,
@@ -35,6 +33,7 @@ from proxy_failover.core.webhooks import (
     Subscription,
 )
 from proxy_failover.store import database
+from proxy_failover.store.group_commit import GroupCommit
 from proxy_failover.store.tables import UTCDateTime, instances, metadata, redundancy
 
 #: Who is acting in the current task: set by the API for the duration of a request. Notifications
@@ -238,20 +237,12 @@ def _audit_from(row: sa.RowMapping) -> AuditEntry:
     )
 
 
-@dataclass
-class _AuditBatch:
-    """Audit rows waiting for one transaction; ``done`` resolves when it committed or failed."""
-
-    rows: list[dict[str, Any]]
-    done: asyncio.Future[None]
-
-
 class Outbox:
     """Repository of the tables above, on the store's engine."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._audit_batch: _AuditBatch | None = None
+        self._audit_rows: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._insert_audit)
         self._writer_engine = engine.execution_options(
             **{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"}
         )
@@ -817,9 +808,9 @@ class Outbox:
     async def record_audit(self, entry: AuditEntry) -> None:
         """Write one audit row; returns once it is committed.
 
-        Group commit: the first caller leads a batch and waits for the write gate; every row
-        recorded meanwhile joins its batch, and one transaction (one multi-row INSERT) commits
-        them all. Under load that is one transaction per batch instead of one per request.
+        Group commit (``store.group_commit``): rows recorded while a batch waits for the write
+        gate join the next one, and one transaction (one multi-row INSERT) commits them all.
+        Under load that is one transaction per batch instead of one per request.
         """
         row = {
             "occurred_at": entry.occurred_at,
@@ -832,28 +823,16 @@ class Outbox:
             "request_id": entry.request_id,
             "details": dict(entry.details) or None,
         }
-        batch = self._audit_batch
-        if batch is not None:
-            batch.rows.append(row)
-            await asyncio.shield(batch.done)
-            return
-        batch = self._audit_batch = _AuditBatch([row], asyncio.get_running_loop().create_future())
-        try:
-            async with self._write() as conn:
-                self._audit_batch = None  # later rows start the next batch
-                await conn.execute(sa.insert(audit_log), batch.rows)
-        except BaseException as error:
-            if self._audit_batch is batch:
-                self._audit_batch = None
-            failure = (
-                error
-                if isinstance(error, Exception)
-                else StorageUnavailable("storage unavailable: the audit batch was cancelled")
-            )
-            batch.done.set_exception(failure)
-            batch.done.exception()  # retrieved here: followers may be none
-            raise
-        batch.done.set_result(None)
+        await self._audit_rows.submit("", row)
+
+    async def _insert_audit(
+        self, _key: str, take: Callable[[], list[dict[str, Any]]]
+    ) -> list[Exception | None]:
+        """One multi-row INSERT of the audit rows waiting when the write gate opens."""
+        async with self._write() as conn:
+            rows = take()
+            await conn.execute(sa.insert(audit_log), rows)
+        return [None] * len(rows)
 
     async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""
