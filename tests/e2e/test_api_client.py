@@ -1,7 +1,9 @@
-"""The Python client (sync and async) against a real ``proxy-failover serve`` process."""
+"""The Python client (sync and async): against a real ``proxy-failover serve`` process, and the
+library's snake_case keys it accepts."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from proxy_failover.client import AsyncFailoverClient, FailoverClient
@@ -13,11 +15,10 @@ from proxy_failover.core.model import (
     HealthStatus,
     RedundancyLevel,
 )
-from tests.e2e.conftest import ServeProcess, Tokens
-
-pytestmark = pytest.mark.slow
+from tests.e2e.conftest import Api, ServeProcess, Tokens
 
 
+@pytest.mark.slow
 async def test_sync_and_async_clients_run_the_seed_flow(
     serve_process: ServeProcess, tokens: Tokens
 ) -> None:
@@ -82,3 +83,38 @@ async def test_sync_and_async_clients_run_the_seed_flow(
         with pytest.raises(FailoverError) as gone:
             await admin.get_instance(second.id)
         assert gone.value.code is ErrorCode.INSTANCE_NOT_FOUND
+
+
+async def test_client_sends_snake_case_keys_as_camel_case(sqlite_api: Api) -> None:
+    assert sqlite_api.app is not None
+    transport = httpx.ASGITransport(app=sqlite_api.app)
+    url = "http://testserver"
+    async with AsyncFailoverClient(url, sqlite_api.tokens.admin, transport=transport) as client:
+        config = await client.create_failover_configuration(
+            "snake-keys",
+            {
+                "failover_strategy": "round_robin",
+                "enable_auto_failover": False,
+                "health_check": {"expected_status": "200,204"},
+            },
+        )
+        assert config.failover_strategy == "round_robin"
+        assert config.health_check.expected_status == "200,204"
+        instance = await client.register_proxy_instance(
+            "snake-keys", {"instance_name": "a", "priority": 7, "metadata": {"keep_me": 1}}
+        )
+        assert (instance.instance_name, instance.priority) == ("a", 7)
+        assert instance.metadata == {"keep_me": 1}  # free JSON is not renamed
+        healthy = await client.update_instance_health(
+            instance.id, "healthy", {"cpu_percent": 5, "connection_count": 3}
+        )
+        assert healthy.active_connections == 3
+        patched = await client.update_instance(instance.id, {"admin_state": "drain"})
+        assert patched.admin_state == "drain"
+        sample = await client.record_instance_metrics(instance.id, {"error_rate": 0.5})
+        assert sample.sample.error_rate == 0.5
+        status = await client.update_redundancy_status(
+            "snake-keys",
+            {"total_instances": 1, "healthy_instances": 1, "redundancy_level": "single"},
+        )
+        assert status.overridden is True

@@ -283,3 +283,20 @@ async def test_clock_skew_within_30_seconds_is_tolerated(sqlite_api: Api) -> Non
     ):
         token = jwt.encode(claims, SECRET, algorithm="HS256")
         assert (await sqlite_api.call("GET", "/proxies", token)).status_code == 200, claims
+
+
+async def test_sub_with_control_characters_is_refused(api: Api) -> None:
+    """A NUL in ``sub`` reached PostgreSQL as a user id and failed there (500/019)."""
+    for sub in ["a\x00b", "tab\there", "line\nbreak"]:
+        token = jwt.encode({"sub": sub, "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+        for method, path, kw in [
+            ("GET", "/proxies", {}),
+            ("POST", "/proxy/failover/config", {"json": {"proxyId": "sub-check"}}),
+        ]:
+            response = await api.call(method, path, token, **kw)
+            assert response.status_code == 401, (sub, path, response.text)
+            assert response.json()["error"]["code"] == "PROXY_FAILOVER_015"
+    fine = jwt.encode(
+        {"sub": "ünïcode user", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"
+    )
+    assert (await api.call("GET", "/proxies", fine)).status_code == 200

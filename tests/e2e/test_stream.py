@@ -1,4 +1,5 @@
-"""``GET /proxy/{proxyId}/stream``: server-sent events over a real socket (uvicorn)."""
+"""``GET /proxy/{proxyId}/stream``: server-sent events over a real socket (uvicorn); non-admins
+never see health-check detail in them (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from tests.e2e.conftest import Api, Tokens, api_settings
 from tests.helpers.live_app import fail_over, live_api, setup_proxy
 
 PROXY = "edge-stream"
+DETAIL_PROXY = "stream-detail"
+DETAIL = "connection refused by 10.0.0.7"
 
 
 @pytest.fixture
@@ -97,3 +100,27 @@ async def test_stream_is_for_the_owner_or_an_admin(live: Api) -> None:
         400,
         "PROXY_FAILOVER_001",
     )
+
+
+async def test_owner_stream_has_no_last_error_but_admin_stream_has(live: Api) -> None:
+    api = live
+    (instance,) = await setup_proxy(api, DETAIL_PROXY, "only")
+    path = f"/proxy/{DETAIL_PROXY}/stream"
+    async with api.http.stream("GET", path, headers=_auth(api.tokens.alice)) as response:
+        stream = EventStream(response)
+        for _ in range(3):  # the default unhealthyThreshold
+            check = {"success": False, "latencyMs": 5, "error": DETAIL}
+            await api.ok(
+                "POST", f"/proxy/instances/{instance}/checks", api.tokens.alice, json=check
+            )
+        seen = await stream.next_event(within=5.0, prefix="instance.unhealthy")
+    assert seen["data"]["data"]["instanceId"] == instance
+    assert "lastError" not in seen["data"]["data"]
+    assert DETAIL not in str(seen)
+
+    resume = _auth(api.tokens.admin, **{"Last-Event-ID": str(int(seen["id"]) - 1)})
+    async with api.http.stream("GET", path, headers=resume) as response:
+        stream = EventStream(response)
+        as_admin = await stream.next_event(within=5.0, prefix="instance.unhealthy")
+    assert as_admin["id"] == seen["id"]
+    assert as_admin["data"]["data"]["lastError"] == DETAIL

@@ -1,4 +1,4 @@
-"""QA regressions on input at the edge: what a client can send must never break later reads."""
+"""Input at the edge: what a client can send must never break later reads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""QA regressions: another owner's proxy or instance answers exactly like a missing one.
+"""Another owner's proxy or instance answers exactly like a missing one.
 
 SPEC §7: "another's proxy answers 404 with the code a missing one would get, so existence does not
 leak". The code alone is not enough: the message and details must not differ either.

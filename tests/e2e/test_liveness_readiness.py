@@ -1,4 +1,4 @@
-"""QA regression: liveness and readiness answer HEAD as well as GET (load balancers use HEAD)."""
+"""Liveness and readiness answer HEAD as well as GET (load balancers use HEAD)."""
 
 from __future__ import annotations
 
