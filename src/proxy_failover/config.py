@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_max_ttl_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Tokens that live longer (exp - iat, or exp - now without iat) are refused",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: LogLevel = "info"

@@ -43,6 +43,7 @@ _E = TypeVar("_E", bound=enum.Enum)
 _PROXY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _RESERVED_PROXY_IDS = frozenset({"failover", "instances"})
 _STATUS_PART = re.compile(r"(\d{3})(?:-(\d{3}))?")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
 WEIGHT_RANGE = (0, 1000)
@@ -135,6 +136,28 @@ def _choice(
     return enum_type(value)
 
 
+def unstorable_reason(value: object) -> str | None:
+    """Why a string anywhere in ``value`` (keys too) could not be stored and served back, or None.
+
+    A lone UTF-16 surrogate cannot be encoded as UTF-8, so a stored one fails every later read that
+    carries it; PostgreSQL text refuses NUL. Checked here, after decoding, whatever path the value
+    came by (HTTP body, library call), so no stored value can make a read fail."""
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return "must not contain a NUL character (U+0000)"
+            if _SURROGATE.search(node):
+                return "must not contain a lone UTF-16 surrogate (not valid Unicode)"
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return None
+
+
 def _text(value: object, field: str, max_length: int) -> str:
     """A non-blank string without control characters, at most ``max_length`` characters."""
     if not isinstance(value, str):
@@ -145,6 +168,8 @@ def _text(value: object, field: str, max_length: int) -> str:
         raise _fail(f"{field} must be at most {max_length} characters", field)
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise _fail(f"{field} must not contain control characters", field)
+    if _SURROGATE.search(value):
+        raise _fail(f"{field} must not contain a lone UTF-16 surrogate", field)
     return value
 
 
@@ -190,6 +215,8 @@ def _metadata(value: object, field: str) -> dict[str, Any]:
     """A JSON object of JSON values (finite numbers), deep-copied so callers cannot mutate it."""
     if not isinstance(value, dict):
         raise _fail(f"{field} must be a JSON object", field)
+    if (problem := unstorable_reason(value)) is not None:
+        raise _fail(f"{field} {problem}", field)
     try:
         return dict(json.loads(json.dumps(value, allow_nan=False)))
     except (TypeError, ValueError):
@@ -477,6 +504,8 @@ def parse_check_result(data: Mapping[str, Any]) -> CheckResult:
     error = given.get("error")
     if error is not None and (not isinstance(error, str) or len(error) > MAX_ERROR_LENGTH):
         raise _fail(f"error must be a string of at most {MAX_ERROR_LENGTH} characters", "error")
+    if (problem := unstorable_reason(error)) is not None:
+        raise _fail(f"error {problem}", "error")
     return CheckResult(
         success=_boolean(given["success"], "success"),
         latency_ms=None if latency is None else _number(latency, "latencyMs", 0.0),

@@ -53,6 +53,7 @@ class TokenVerifier:
         jwks_client: jwt.PyJWKClient | None = None,
         issuer: str | None = None,
         audience: str | None = None,
+        max_ttl_seconds: float = 86400.0,
     ) -> None:
         if (key is None) == (jwks_client is None):
             raise ValueError("give exactly one of key or jwks_client")
@@ -61,12 +62,17 @@ class TokenVerifier:
         self._jwks = jwks_client
         self._issuer = issuer
         self._audience = audience
+        self._max_ttl = max_ttl_seconds
         self._cache: dict[str, tuple[Caller, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
         """The verifier the settings describe; raises ``ValueError`` when no key is configured."""
-        common: dict[str, Any] = {"issuer": settings.jwt_issuer, "audience": settings.jwt_audience}
+        common: dict[str, Any] = {
+            "issuer": settings.jwt_issuer,
+            "audience": settings.jwt_audience,
+            "max_ttl_seconds": settings.jwt_max_ttl_seconds,
+        }
         if settings.jwt_secret is not None:
             return cls(algorithm="HS256", key=settings.jwt_secret.get_secret_value(), **common)
         if settings.jwt_public_key is not None:
@@ -126,8 +132,15 @@ class TokenVerifier:
             raise Unauthenticated("invalid token: sub must be a non-empty string")
         if not sub.isprintable():  # NUL was a 500 on PostgreSQL; control characters are no ids
             raise Unauthenticated("invalid token: sub must not contain control characters")
-        if not isinstance(claims.get("exp"), int | float):
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
             raise Unauthenticated("invalid token: exp must be a number")
+        iat = claims.get("iat")
+        born = iat if isinstance(iat, int | float) and not isinstance(iat, bool) else time.time()
+        if exp - born > self._max_ttl:  # a stolen token must not stay valid for years
+            raise Unauthenticated(
+                f"token lives longer than the allowed {self._max_ttl:g} s (PFO_JWT_MAX_TTL_SECONDS)"
+            )
         return claims
 
 

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.core.errors import ErrorCode
+from proxy_failover.core.validation import unstorable_reason
 from proxy_failover.entrypoints.api.errors import (
     JSON_ERROR_SCOPE_KEY,
     error_payload,
@@ -164,55 +165,53 @@ def _depth(value: Any) -> int:
 
 
 #: A \\u0000 or \\uD800-\\uDFFF escape: the only ways a NUL or a lone surrogate gets into a
-#: parsed string (raw control bytes and invalid UTF-8 are already refused by the parser).
-_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
-
-
-def _unstorable_string(value: Any) -> str | None:
-    """Why a string (or key) of ``value`` cannot be stored and served back, or None.
-
-    A lone surrogate cannot be encoded as UTF-8: stored, it failed every later response that
-    carried it. PostgreSQL text refuses NUL, so a NUL was a 500 there and stored on SQLite."""
-    stack: list[Any] = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node:
-                return "a string holds a NUL character (U+0000)"
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                return "a string holds a lone UTF-16 surrogate (not valid Unicode)"
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
+#: parsed string (raw control bytes and invalid UTF-8 are already refused by the decoder).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def parse_strict_json(body: bytes) -> Any:
-    """``json.loads`` without NaN/Infinity, NUL characters and lone surrogates, and with nesting
-    capped at ``MAX_JSON_DEPTH``."""
+    """The JSON value of a UTF-8 body: no NaN/Infinity, no NUL characters or lone surrogates, and
+    nesting capped at ``MAX_JSON_DEPTH``.
+
+    Decoded as strict UTF-8 *before* parsing: ``json.loads`` given bytes guesses UTF-16/32 and
+    decodes with ``surrogatepass``, which let raw surrogate bytes and UTF-16 bodies reach storage.
+    """
     try:
-        value = json.loads(body, parse_constant=_no_constants, parse_float=_finite_float)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"body is not UTF-8 (invalid byte at offset {error.start})") from error
+    try:
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError as error:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from error
-    except UnicodeDecodeError as error:
-        raise ValueError("body is not UTF-8") from error
     except json.JSONDecodeError as error:
         raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from error
     if _depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if _UNSTORABLE_ESCAPE.search(body) and (problem := _unstorable_string(value)) is not None:
-        raise ValueError(problem)
+    if _UNSTORABLE_ESCAPE.search(text) and (problem := unstorable_reason(value)) is not None:
+        raise ValueError(f"a string {problem}")
     return value
+
+
+def charset_problem(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why the declared ``Content-Type`` charset is refused (only UTF-8 is JSON here), or None."""
+    for name, value in headers:
+        if name == b"content-type":
+            for parameter in value.decode("latin-1").split(";")[1:]:
+                key, _, charset = parameter.strip().partition("=")
+                charset = charset.strip().strip('"').lower()
+                if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                    return f"request bodies must be UTF-8 JSON (charset={charset} given)"
+            return None
+    return None
 
 
 class StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             try:
+                if (problem := charset_problem(self.scope["headers"])) is not None:
+                    raise ValueError(problem)
                 self._json = parse_strict_json(await self.body())
             except ValueError as error:
                 self.scope[JSON_ERROR_SCOPE_KEY] = str(error)

@@ -1,0 +1,49 @@
+"""A maximum token lifetime: a token minted to live for ever (``exp: 1e300``) is 401/015."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from proxy_failover.config import Settings
+from proxy_failover.core.errors import Unauthenticated
+from proxy_failover.entrypoints.api.auth import TokenVerifier
+from tests.e2e.conftest import SECRET
+
+
+def _verifier(**settings: Any) -> TokenVerifier:
+    return TokenVerifier.from_settings(
+        Settings(database_url="sqlite:///unused.db", jwt_secret=SECRET, **settings)
+    )
+
+
+def _token(**claims: Any) -> str:
+    return jwt.encode({"sub": "alice", **claims}, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": 1e300},
+        {"exp": int(time.time()) + 86400 + 120},  # no iat: lifetime counted from now
+        {"iat": int(time.time()), "exp": int(time.time()) + 86400 + 1},
+        {"iat": int(time.time()) - 10 * 86400, "exp": int(time.time()) + 60},  # minted for 10 days
+    ],
+)
+async def test_tokens_living_longer_than_the_maximum_are_refused(claims: dict[str, Any]) -> None:
+    with pytest.raises(Unauthenticated, match="PFO_JWT_MAX_TTL_SECONDS"):
+        await _verifier().verify(_token(**claims))
+
+
+async def test_tokens_within_the_maximum_are_accepted_and_the_maximum_is_configurable() -> None:
+    now = int(time.time())
+    day = _token(iat=now, exp=now + 86400)
+    assert (await _verifier().verify(day)).user_id == "alice"
+    assert (await _verifier().verify(_token(exp=now + 3600))).user_id == "alice"
+    with pytest.raises(Unauthenticated):
+        await _verifier(jwt_max_ttl_seconds=600).verify(_token(iat=now, exp=now + 3600))
+    week = _token(iat=now, exp=now + 7 * 86400)
+    assert (await _verifier(jwt_max_ttl_seconds=7 * 86400).verify(week)).user_id == "alice"
