@@ -1,8 +1,8 @@
-"""Webhook delivery figures: commit-to-receipt latency and drain throughput of the durable outbox.
+"""Webhook delivery figures: commit-to-receipt latency and drain throughput of the durable queue.
 
-In one process: a store on SQLite (and PostgreSQL when ``--postgres URL`` is given), the outbox
-writer, the delivery worker, and a real receiver (uvicorn on a local port) that verifies every
-signature. Two runs per database:
+In one process: a store on SQLite (and PostgreSQL when ``--postgres URL`` is given), the
+notification writer, the delivery worker, and a real receiver (uvicorn on a local port) that
+verifies every signature. Two runs per database:
 
 - latency: events committed at a steady rate, one subscription; time from the commit to the
   receiver's receipt (p50/p99);
@@ -31,8 +31,11 @@ from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.bootstrap import open_service
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
-from proxy_failover.store.outbox import Outbox
+from proxy_failover.store.deliveries import DeliveryQueue
+from proxy_failover.store.gauges import Gauges
+from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
+from proxy_failover.store.webhooks import WebhookStore
 
 SECRET = "bench-webhook-secret"
 
@@ -91,16 +94,16 @@ async def _wait_until(condition: Any, within: float) -> None:
 async def bench(url: str, events: int, subscriptions: int) -> list[str]:
     store = Store(url)
     await store.migrate()
-    outbox = Outbox(store.engine)
-    store.notification_writers.append(outbox.write_notifications)
+    webhook_store, queue = WebhookStore(store.engine), DeliveryQueue(store.engine)
+    store.notification_writers.append(NotificationLog(store.engine).write_notifications)
     receiver = Receiver()
     server, task, port = await _serve(receiver)
     rows: list[str] = []
     try:
         hook = f"http://127.0.0.1:{port}/hook"
         now = datetime.now(UTC)
-        await outbox.create_subscription("lat", "bench", hook, SECRET, None, now)
-        worker = DeliveryWorker(outbox)
+        await webhook_store.create_subscription("lat", "bench", hook, SECRET, None, now)
+        worker = DeliveryWorker(queue)
         worker.start()
         committed: list[float] = []
         for epoch in range(events):
@@ -109,7 +112,7 @@ async def bench(url: str, events: int, subscriptions: int) -> list[str]:
             await asyncio.sleep(0.01)  # ~100 events/s
         await _wait_until(lambda: len(receiver.arrived) >= events, 60)
         await worker.stop()
-        delivered = await outbox.list_deliveries("lat", limit=events)
+        delivered = await webhook_store.list_deliveries("lat", limit=events)
         latencies = sorted(
             (receiver.arrived[d.id] - committed[n]) * 1000
             for n, d in enumerate(reversed(delivered))
@@ -122,11 +125,11 @@ async def bench(url: str, events: int, subscriptions: int) -> list[str]:
 
         receiver.arrived.clear()
         for _ in range(subscriptions):
-            await outbox.create_subscription("drain", "bench", hook, SECRET, None, now)
+            await webhook_store.create_subscription("drain", "bench", hook, SECRET, None, now)
         for epoch in range(events):
             await _emit(store, "drain", epoch)
         total = events * subscriptions
-        worker = DeliveryWorker(outbox)
+        worker = DeliveryWorker(queue)
         started = time.perf_counter()
         worker.start()
         await _wait_until(lambda: len(receiver.arrived) >= total, 300)
@@ -153,11 +156,11 @@ async def scrape(url: str, proxies: int = 300) -> str:
                 await service.register_proxy_instance(
                     f"scrape-{p}", "bench", {"instanceName": f"i{i}"}
                 )
-        metrics, outbox = Metrics(), Outbox(service.store.engine)
+        metrics, gauges = Metrics(), Gauges(service.store.engine)
         times = []
         for _ in range(5):
             started = time.perf_counter()
-            await metrics.refresh(outbox)
+            await metrics.refresh(gauges)
             size = len(metrics.render())
             times.append((time.perf_counter() - started) * 1000)
     median = statistics.median(times)

@@ -28,8 +28,12 @@ from proxy_failover.service import (
     ProxyFailoverService,
 )
 from proxy_failover.store import NotificationWriter, Store
+from proxy_failover.store.audit import AuditLog
+from proxy_failover.store.deliveries import DeliveryQueue
+from proxy_failover.store.gauges import Gauges
 from proxy_failover.store.leases import Leases
-from proxy_failover.store.outbox import Outbox
+from proxy_failover.store.notifications import NotificationLog
+from proxy_failover.store.webhooks import WebhookStore
 
 if TYPE_CHECKING:
     from proxy_failover.config import Settings
@@ -206,20 +210,29 @@ def chain_listeners(*listeners: ChangeListener | None) -> ChangeListener | None:
 
 
 def build_notifier(settings: Settings, service: ProxyFailoverService) -> Notifier:
-    """Webhook outbox (written in every change's transaction), delivery worker, metrics, streams.
+    """Notification log (written in every change's transaction), webhooks, audit, delivery worker,
+    metrics, streams.
 
     The worker is started by whoever runs the process (the API lifespan), not here.
     """
-    outbox = Outbox(service.store.engine)
+    engine = service.store.engine
+    notification_log = NotificationLog(engine)
     metrics = Metrics()
     worker = DeliveryWorker(
-        outbox,
+        DeliveryQueue(engine),
         time_scale=settings.webhook_time_scale,
         timeout_seconds=settings.webhook_timeout_seconds,
         on_attempt=metrics.observe_delivery,
     )
-    notifier = Notifier(outbox, worker, metrics)
-    service.store.notification_writers.append(outbox.write_notifications)
+    notifier = Notifier(
+        worker,
+        metrics,
+        notification_log=notification_log,
+        webhooks=WebhookStore(engine),
+        audit=AuditLog(engine),
+        gauges=Gauges(engine),
+    )
+    service.store.notification_writers.append(notification_log.write_notifications)
     service.on_change = chain_listeners(service.on_change, notifier.on_change)
     return notifier
 

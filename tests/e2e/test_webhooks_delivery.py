@@ -1,4 +1,5 @@
-"""The outbox and delivery worker with real parts: SQLite/PostgreSQL, a real HTTP receiver.
+"""Notification log, webhook store, delivery queue and worker with real parts: SQLite/PostgreSQL,
+a real HTTP receiver.
 
 Notifications go in through the store's write unit of work (as the service's do), so these tests
 cover the writer running inside the change's transaction as well as the worker.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +19,12 @@ from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.store import database
-from proxy_failover.store.outbox import Outbox
+from proxy_failover.store.audit import AuditLog, current_actor
+from proxy_failover.store.deliveries import DeliveryQueue
+from proxy_failover.store.gauges import Gauges
+from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
+from proxy_failover.store.webhooks import WebhookStore
 from tests.helpers.processes import wait_for
 from tests.helpers.webhook_receiver import WebhookReceiver, free_port
 
@@ -36,11 +42,24 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         await store.close()
 
 
+@dataclass(frozen=True)
+class Repositories:
+    """The store's notification-side repositories, on one engine."""
+
+    webhooks: WebhookStore
+    queue: DeliveryQueue
+    audit: AuditLog
+    gauges: Gauges
+
+
 @pytest.fixture
-def outbox(store: Store) -> Outbox:
-    box = Outbox(store.engine)
-    store.notification_writers.append(box.write_notifications)
-    return box
+def repos(store: Store) -> Repositories:
+    """The repositories, with the notification log writing inside every change's transaction."""
+    store.notification_writers.append(NotificationLog(store.engine).write_notifications)
+    engine = store.engine
+    return Repositories(
+        WebhookStore(engine), DeliveryQueue(engine), AuditLog(engine), Gauges(engine)
+    )
 
 
 def _note(kind: str, epoch: int, **data: object) -> Notification:
@@ -62,19 +81,19 @@ async def _worker_running(worker: DeliveryWorker) -> AsyncIterator[DeliveryWorke
 
 
 async def test_receiver_down_then_up_gets_every_delivery_signed_in_order(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     receiver = WebhookReceiver(SECRET)  # port reserved, not listening yet
-    sub = await outbox.create_subscription(
+    sub = await repos.webhooks.create_subscription(
         PROXY, "alice", receiver.url, SECRET, None, datetime.now(UTC)
     )
     await _emit(store, _note("instance.unhealthy", 1, instanceId="a"))
     await _emit(store, _note("failover.completed", 2, targetInstanceId="b"))
-    worker = DeliveryWorker(outbox, time_scale=0.001, poll_interval_seconds=0.05)
+    worker = DeliveryWorker(repos.queue, time_scale=0.001, poll_interval_seconds=0.05)
     async for _ in _worker_running(worker):
 
         async def failed_twice() -> bool:
-            return (await outbox.list_deliveries(PROXY))[-1].attempts >= 2
+            return (await repos.webhooks.list_deliveries(PROXY))[-1].attempts >= 2
 
         await wait_for(failed_twice, within=10)
         await receiver.start()
@@ -92,7 +111,7 @@ async def test_receiver_down_then_up_gets_every_delivery_signed_in_order(
     first = receiver.accepted[0]
     assert first.headers["x-pfo-event"] == "instance.unhealthy"
     assert set(first.payload) == {"id", "type", "proxyId", "occurredAt", "epoch", "data"}
-    deliveries = await outbox.list_deliveries(PROXY)
+    deliveries = await repos.webhooks.list_deliveries(PROXY)
     assert {d.status for d in deliveries} == {DeliveryStatus.DELIVERED}
     assert {d.subscription_id for d in deliveries} == {sub.id}
     oldest = deliveries[-1]
@@ -108,7 +127,7 @@ async def _count(receiver: WebhookReceiver, n: int) -> bool:
 
 
 async def test_only_subscriptions_made_by_admins_receive_health_check_detail(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     """SPEC §7: non-admins never see lastError/lastLatencyMs, in a webhook no more than the API."""
     owners = WebhookReceiver(SECRET)
@@ -116,15 +135,15 @@ async def test_only_subscriptions_made_by_admins_receive_health_check_detail(
     await owners.start()
     await admins.start()
     now = datetime.now(UTC)
-    await outbox.create_subscription(PROXY, "alice", owners.url, SECRET, None, now)
-    await outbox.create_subscription(
+    await repos.webhooks.create_subscription(PROXY, "alice", owners.url, SECRET, None, now)
+    await repos.webhooks.create_subscription(
         PROXY, "root", admins.url, SECRET, None, now, include_health_detail=True
     )
     await _emit(
         store,
         _note("instance.unhealthy", 1, instanceId="a", lastError="refused", lastLatencyMs=2.0),
     )
-    worker = DeliveryWorker(outbox, poll_interval_seconds=0.05)
+    worker = DeliveryWorker(repos.queue, poll_interval_seconds=0.05)
     try:
         async for _ in _worker_running(worker):
             await wait_for(lambda: _count(owners, 1), within=10)
@@ -142,11 +161,11 @@ async def test_only_subscriptions_made_by_admins_receive_health_check_detail(
 
 
 async def test_next_delivery_waits_until_the_previous_one_succeeded(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     receiver = await WebhookReceiver(SECRET, fail_first=2).start()
     try:
-        await outbox.create_subscription(
+        await repos.webhooks.create_subscription(
             PROXY, "alice", receiver.url, SECRET, ["failover.completed"], datetime.now(UTC)
         )
         await _emit(
@@ -156,7 +175,7 @@ async def test_next_delivery_waits_until_the_previous_one_succeeded(
             _note("failover.completed", 2),
             _note("failover.completed", 3),
         )
-        worker = DeliveryWorker(outbox, time_scale=0.001, poll_interval_seconds=0.05)
+        worker = DeliveryWorker(repos.queue, time_scale=0.001, poll_interval_seconds=0.05)
         async for _ in _worker_running(worker):
             await wait_for(lambda: _count(receiver, 3), within=10)
     finally:
@@ -164,22 +183,22 @@ async def test_next_delivery_waits_until_the_previous_one_succeeded(
     # Epoch 1 was refused twice and retried before epoch 2 was ever sent.
     assert [r.payload["epoch"] for r in receiver.received] == [1, 1, 1, 2, 3]
     assert len({r.delivery_id for r in receiver.accepted}) == 3
-    assert len(await outbox.list_deliveries(PROXY)) == 3
+    assert len(await repos.webhooks.list_deliveries(PROXY)) == 3
 
 
 async def test_two_workers_share_the_queue_without_duplicates_or_reordering(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     receivers = [await WebhookReceiver(SECRET).start() for _ in range(3)]
     try:
         for receiver in receivers:
-            await outbox.create_subscription(
+            await repos.webhooks.create_subscription(
                 PROXY, "alice", receiver.url, SECRET, None, datetime.now(UTC)
             )
         for epoch in range(1, 11):
             await _emit(store, _note("failover.completed", epoch))
         workers = [
-            DeliveryWorker(Outbox(store.engine), batch_size=2, poll_interval_seconds=0.02)
+            DeliveryWorker(DeliveryQueue(store.engine), batch_size=2, poll_interval_seconds=0.02)
             for _ in range(2)
         ]
         for worker in workers:
@@ -202,15 +221,15 @@ async def test_two_workers_share_the_queue_without_duplicates_or_reordering(
 
 
 async def test_a_hanging_receiver_holds_back_only_its_own_subscription(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     hanging = await WebhookReceiver(SECRET).start()
     healthy = await WebhookReceiver(SECRET).start()
     hanging.answering.clear()
-    worker = DeliveryWorker(outbox, timeout_seconds=30, poll_interval_seconds=0.05)
+    worker = DeliveryWorker(repos.queue, timeout_seconds=30, poll_interval_seconds=0.05)
     try:
         for receiver in (hanging, healthy):
-            await outbox.create_subscription(
+            await repos.webhooks.create_subscription(
                 PROXY, "alice", receiver.url, SECRET, None, datetime.now(UTC)
             )
         await _emit(store, _note("failover.completed", 1))
@@ -236,20 +255,20 @@ class FakeClock:
 
 
 async def test_delivery_is_dead_after_24h_of_hourly_retries_and_redeliver_revives_it(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     closed_port = free_port()
     url = f"http://127.0.0.1:{closed_port}/hook"
-    await outbox.create_subscription(PROXY, "alice", url, SECRET, None, datetime.now(UTC))
+    await repos.webhooks.create_subscription(PROXY, "alice", url, SECRET, None, datetime.now(UTC))
     await _emit(store, _note("redundancy.degraded", 4))
     t0 = datetime.now(UTC)
     clock = FakeClock(t0)
-    worker = DeliveryWorker(outbox, clock=clock)
+    worker = DeliveryWorker(repos.queue, clock=clock)
     attempts = 0
     while True:
         assert await worker.run_once() == 1
         attempts += 1
-        (delivery,) = await outbox.list_deliveries(PROXY)
+        (delivery,) = await repos.webhooks.list_deliveries(PROXY)
         if delivery.status is not DeliveryStatus.PENDING:
             break
         assert delivery.next_attempt_at is not None
@@ -264,47 +283,49 @@ async def test_delivery_is_dead_after_24h_of_hourly_retries_and_redeliver_revive
     assert await worker.run_once() == 0  # dead deliveries are never claimed
 
     clock.now = datetime.now(UTC)  # receivers refuse stale timestamps: sign with real time
-    revived = await outbox.redeliver(PROXY, delivery.id, clock.now)
+    revived = await repos.webhooks.redeliver(PROXY, delivery.id, clock.now)
     assert revived is not None
     assert revived.status is DeliveryStatus.PENDING
     assert revived.id == delivery.id
-    assert await outbox.redeliver("other-proxy", delivery.id, clock.now) is None
+    assert await repos.webhooks.redeliver("other-proxy", delivery.id, clock.now) is None
     receiver = await WebhookReceiver(SECRET, port=closed_port).start()
     try:
         assert await worker.run_once() == 1
     finally:
         await receiver.stop()
         await worker.stop()
-    (done,) = await outbox.list_deliveries(PROXY)
+    (done,) = await repos.webhooks.list_deliveries(PROXY)
     assert done.status is DeliveryStatus.DELIVERED
     assert done.attempts == 29
     assert receiver.accepted[0].delivery_id == delivery.id
 
 
 async def test_removed_subscription_cancels_pending_deliveries_and_gets_no_new_ones(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     now = datetime.now(UTC)
-    sub = await outbox.create_subscription(
+    sub = await repos.webhooks.create_subscription(
         PROXY, "alice", "http://127.0.0.1:9/x", SECRET, None, now
     )
     await _emit(store, _note("failover.started", 1))
-    assert await outbox.delete_subscription(PROXY, sub.id, now)
-    assert not await outbox.delete_subscription(PROXY, sub.id, now)
+    assert await repos.webhooks.delete_subscription(PROXY, sub.id, now)
+    assert not await repos.webhooks.delete_subscription(PROXY, sub.id, now)
     await _emit(store, _note("failover.completed", 1))
-    (delivery,) = await outbox.list_deliveries(PROXY)
+    (delivery,) = await repos.webhooks.list_deliveries(PROXY)
     assert delivery.status is DeliveryStatus.CANCELLED
-    assert await outbox.list_subscriptions(PROXY) == []
-    assert await outbox.redeliver(PROXY, delivery.id, now) is None
-    worker = DeliveryWorker(outbox)
+    assert await repos.webhooks.list_subscriptions(PROXY) == []
+    assert await repos.webhooks.redeliver(PROXY, delivery.id, now) is None
+    worker = DeliveryWorker(repos.queue)
     assert await worker.run_once() == 0
 
 
 async def test_a_failing_writer_transaction_leaves_no_delivery(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     now = datetime.now(UTC)
-    await outbox.create_subscription(PROXY, "alice", "http://127.0.0.1:9/x", SECRET, None, now)
+    await repos.webhooks.create_subscription(
+        PROXY, "alice", "http://127.0.0.1:9/x", SECRET, None, now
+    )
 
     class Boom(Exception):
         pass
@@ -316,30 +337,28 @@ async def test_a_failing_writer_transaction_leaves_no_delivery(
 
     with pytest.raises(Boom):
         await change_that_fails()
-    assert await outbox.list_deliveries(PROXY) == []
-    assert await outbox.backlog() == {}
+    assert await repos.webhooks.list_deliveries(PROXY) == []
+    assert await repos.gauges.backlog() == {}
     await _emit(store, _note("failover.completed", 2))
-    assert await outbox.backlog() == {PROXY: 1}
+    assert await repos.gauges.backlog() == {PROXY: 1}
 
 
 async def test_system_notifications_are_audited_and_api_ones_are_not(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
-    from proxy_failover.store.outbox import current_actor
-
     await _emit(store, _note("failover.completed", 3, eventId="ev-1", triggeredBy="system"))
     token = current_actor.set("alice")
     try:
         await _emit(store, _note("instance.unhealthy", 3, instanceId="i-1"))
     finally:
         current_actor.reset(token)
-    (entry,) = await outbox.list_audit(PROXY)
+    (entry,) = await repos.audit.list_audit(PROXY)
     assert (entry.actor, entry.action, entry.target) == ("system", "failover.completed", "ev-1")
     assert entry.details["epoch"] == 3
 
 
 async def test_concurrent_audit_rows_commit_together_and_each_call_waits_for_its_row(
-    store: Store, outbox: Outbox
+    store: Store, repos: Repositories
 ) -> None:
     from proxy_failover.core.webhooks import AuditEntry
 
@@ -356,9 +375,9 @@ async def test_concurrent_audit_rows_commit_together_and_each_call_waits_for_its
         )
 
     async def record_then_read(index: int) -> bool:
-        await outbox.record_audit(entry(index))
+        await repos.audit.record_audit(entry(index))
         # committed by the time the call returns: a fresh read sees it
-        return any(e.request_id == f"req-{index}" for e in await outbox.list_audit(PROXY, 100))
+        return any(e.request_id == f"req-{index}" for e in await repos.audit.list_audit(PROXY, 100))
 
     commits: list[object] = []
     sa.event.listen(store.engine.sync_engine, "commit", commits.append)
@@ -367,7 +386,7 @@ async def test_concurrent_audit_rows_commit_together_and_each_call_waits_for_its
         calls = [asyncio.create_task(record_then_read(i)) for i in range(20)]
         await asyncio.sleep(0)  # one loop turn: each call runs up to its first wait
     assert all(await asyncio.gather(*calls))
-    rows = await outbox.list_audit(PROXY, 100)
+    rows = await repos.audit.list_audit(PROXY, 100)
     assert sorted(e.request_id or "" for e in rows) == sorted(f"req-{i}" for i in range(20))
     if store.dialect_name == "sqlite":
         assert len(commits) == 1  # the first call led one batch; the other 19 joined it

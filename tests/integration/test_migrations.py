@@ -18,7 +18,7 @@ from proxy_failover.store.tables import metadata
 
 
 def _load_every_table_module() -> None:
-    """Tables defined by any store module (e.g. the outbox) belong to the same metadata."""
+    """Every store module loaded: a table defined outside ``tables.py`` would still be compared."""
     for module in pkgutil.iter_modules(proxy_failover.store.__path__):
         if module.name != "migrations":
             importlib.import_module(f"proxy_failover.store.{module.name}")

@@ -36,7 +36,7 @@ from proxy_failover.core.model import (
     Notification,
 )
 from proxy_failover.core.webhooks import DeliveryStatus
-from proxy_failover.store.outbox import InstanceGauge, ProxyGauge
+from proxy_failover.store.gauges import InstanceGauge, ProxyGauge
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -192,7 +192,7 @@ class _EngineCollector(Collector):
 
 
 class StateSource(Protocol):
-    """The reads ``refresh`` needs (``store.outbox.Outbox`` provides them)."""
+    """The reads ``refresh`` needs (``store.gauges.Gauges`` provides them)."""
 
     async def gauges(self) -> tuple[list[ProxyGauge], list[InstanceGauge]]: ...
     async def backlog(self) -> dict[str, int]: ...

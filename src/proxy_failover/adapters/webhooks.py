@@ -1,9 +1,10 @@
-"""The webhook delivery worker: posts due outbox deliveries, signed, and records every attempt.
+"""The webhook delivery worker: posts due queued deliveries, signed, and records every attempt.
 
-Everything it knows lives in the database (``store.outbox``): a worker killed at any moment loses
-nothing; a delivery in flight keeps its lease until it expires and is then retried (at-least-once;
-receivers de-duplicate by ``X-PFO-Delivery``). Several workers, in one process or several replicas,
-share the queue safely: claims are leased, and a subscription has at most one delivery in flight.
+Everything it knows lives in the database (``store.deliveries``): a worker killed at any moment
+loses nothing; a delivery in flight keeps its lease until it expires and is then retried
+(at-least-once; receivers de-duplicate by ``X-PFO-Delivery``). Several workers, in one process or
+several replicas, share the queue safely: claims are leased, and a subscription has at most one
+delivery in flight.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
-from proxy_failover.store.outbox import Outbox
+from proxy_failover.store.audit import AuditLog
+from proxy_failover.store.deliveries import DeliveryQueue
+from proxy_failover.store.gauges import Gauges
+from proxy_failover.store.notifications import NotificationLog
+from proxy_failover.store.webhooks import WebhookStore
 
 log = logging.getLogger("proxy_failover.webhooks")
 
@@ -53,7 +58,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        outbox: Outbox,
+        queue: DeliveryQueue,
         *,
         clock: Callable[[], datetime] = utc_now,
         time_scale: float = 1.0,
@@ -63,7 +68,7 @@ class DeliveryWorker:
         transport: httpx.AsyncBaseTransport | None = None,
         on_attempt: AttemptObserver | None = None,
     ) -> None:
-        self.outbox = outbox
+        self.queue = queue
         self.clock = clock
         self.time_scale = time_scale
         self.timeout_seconds = timeout_seconds
@@ -113,7 +118,7 @@ class DeliveryWorker:
         await asyncio.gather(*in_flight, return_exceptions=True)
         if in_flight:
             with contextlib.suppress(Exception):  # else the leases simply expire
-                await self.outbox.release(self.owner)
+                await self.queue.release(self.owner)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -138,7 +143,7 @@ class DeliveryWorker:
             claimed: list[ClaimedDelivery] = []
             if free > 0:
                 try:
-                    claimed = await self.outbox.claim_due(
+                    claimed = await self.queue.claim_due(
                         self.owner, self.clock(), self.lease_seconds, free
                     )
                 except Exception as exc:
@@ -179,7 +184,7 @@ class DeliveryWorker:
         if not at_capacity:
             with contextlib.suppress(Exception):
                 now = self.clock()
-                due = await self.outbox.next_due_at(now)
+                due = await self.queue.next_due_at(now)
                 if due is not None:
                     timeout = max(0.0, min(timeout, (due - now).total_seconds()))
         with contextlib.suppress(TimeoutError):
@@ -192,7 +197,7 @@ class DeliveryWorker:
         The batch holds at most one delivery per subscription, so posting them concurrently keeps
         each subscription's order.
         """
-        claimed = await self.outbox.claim_due(
+        claimed = await self.queue.claim_due(
             self.owner, self.clock(), self.lease_seconds, self.batch_size
         )
         if not claimed:
@@ -202,7 +207,7 @@ class DeliveryWorker:
         except BaseException:
             # Cancelled mid-batch: hand back what was not recorded so nobody waits for the lease.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.outbox.release(self.owner))
+                await asyncio.shield(self.queue.release(self.owner))
             raise
         return len(claimed)
 
@@ -246,7 +251,7 @@ class DeliveryWorker:
                 self.time_scale,
             )
         )
-        status, following = await self.outbox.record_attempt(
+        status, following = await self.queue.record_attempt(
             delivery,
             self.owner,
             attempted_at,
@@ -285,15 +290,28 @@ class DeliveryWorker:
 
 
 class Notifier:
-    """The notification side of a running process: outbox, delivery worker, metrics, live feeds.
+    """The notification side of a running process: its store repositories (notification log,
+    webhooks, audit, gauges), the delivery worker, metrics, live feeds.
 
     ``on_change`` is the service's after-commit listener: it counts what happened, wakes the
     delivery worker, and wakes the live streams of that proxy (which then read the durable event
     log, so a stream also sees what other replicas committed, within its poll interval).
     """
 
-    def __init__(self, outbox: Outbox, worker: DeliveryWorker, metrics: Metrics) -> None:
-        self.outbox = outbox
+    def __init__(
+        self,
+        worker: DeliveryWorker,
+        metrics: Metrics,
+        *,
+        notification_log: NotificationLog,
+        webhooks: WebhookStore,
+        audit: AuditLog,
+        gauges: Gauges,
+    ) -> None:
+        self.notification_log = notification_log
+        self.webhooks = webhooks
+        self.audit = audit
+        self.gauges = gauges
         self.worker = worker
         self.metrics = metrics
         self._feeds: dict[str, set[asyncio.Event]] = {}

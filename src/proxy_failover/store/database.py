@@ -133,7 +133,7 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 
 #: One in-process write gate per SQLite engine, shared by every writer on it (the store's units
-#: of work, the outbox, the audit log). Keyed by the base engine so derived option engines share it.
+#: of work, ``EngineAccess``). Keyed by the base engine so derived option engines share it.
 _write_gates: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
@@ -153,6 +153,32 @@ def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[An
     if gate is None:
         gate = _write_gates[base] = asyncio.Lock()
     return gate
+
+
+class EngineAccess:
+    """Gated write transactions and plain read connections on one engine.
+
+    The repositories outside the per-proxy unit of work (webhooks, audit, event log, leases) each
+    write in a short transaction of their own: through the engine's write gate, with
+    ``BEGIN IMMEDIATE`` on SQLite and driver errors mapped, written once here.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._writer = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; commits when the block ends normally."""
+        async with write_gate(self.engine), mapped_errors(), self._writer.begin() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (autobegin; rolled back on release)."""
+        async with mapped_errors(), self.engine.connect() as conn:
+            yield conn
 
 
 # --- error mapping ---------------------------------------------------------------------------

@@ -14,30 +14,16 @@ little earlier than the database does (``leadership`` stops its work well before
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy_failover.store import database
-from proxy_failover.store.tables import UTCDateTime, metadata
-
-leases = sa.Table(
-    "pfo_leases",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("holder", sa.String(255), nullable=False),
-    # Fencing counter: grows whenever the lease starts a new term (another holder, or the same
-    # one after it had expired or been released); never reset, so rows are never deleted.
-    sa.Column("epoch", sa.BigInteger(), nullable=False),
-    sa.Column("acquired_at", UTCDateTime(), nullable=False),
-    sa.Column("expires_at", UTCDateTime(), nullable=False),
-)
+from proxy_failover.store.tables import UTCDateTime, leases
 
 #: SQLite's time as SQLAlchemy stores UTC datetimes there (naive text), millisecond precision:
 #: every expiry is written and compared in this one format, so text order is time order.
@@ -59,17 +45,8 @@ class Leases:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._writer = engine.execution_options(**{database.SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        self._is_postgres = engine.dialect.name == "postgresql"
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with (
-            database.write_gate(self.engine),
-            database.mapped_errors(),
-            self._writer.begin() as conn,
-        ):
-            yield conn
+        self._db = database.EngineAccess(engine)
+        self._is_postgres = self._db.is_postgres
 
     def _now(self, plus_seconds: float = 0.0) -> sa.ColumnElement[datetime]:
         """The database's current time (plus some seconds), as the column stores it."""
@@ -106,7 +83,7 @@ class Leases:
             },
             where=sa.or_(own_live, t.c.expires_at <= now),
         ).returning(t.c.epoch, t.c.expires_at)
-        async with self._write() as conn:
+        async with self._db.write() as conn:
             row = (await conn.execute(statement)).one_or_none()
         return None if row is None else Lease(name, holder, row.epoch, row.expires_at)
 
@@ -121,7 +98,7 @@ class Leases:
             .values(expires_at=self._now(ttl_seconds))
             .returning(t.c.expires_at)
         )
-        async with self._write() as conn:
+        async with self._db.write() as conn:
             row = (await conn.execute(statement)).one_or_none()
         return None if row is None else Lease(lease.name, lease.holder, lease.epoch, row[0])
 
@@ -133,13 +110,13 @@ class Leases:
         statement = (
             sa.update(t).where(_live_term(lease, now)).values(expires_at=now).returning(t.c.epoch)
         )
-        async with self._write() as conn:
+        async with self._db.write() as conn:
             return (await conn.execute(statement)).one_or_none() is not None
 
     async def holder_of(self, name: str) -> str | None:
         """Who holds ``name`` now (None: nobody, or the lease expired)."""
         t = leases
-        async with database.mapped_errors(), self.engine.connect() as conn:
+        async with self._db.read() as conn:
             result = await conn.execute(
                 sa.select(t.c.holder).where(t.c.name == name, t.c.expires_at > self._now())
             )

@@ -46,7 +46,7 @@ from proxy_failover.store import database
 from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
 
 #: Called inside a write transaction, just before commit, with the notifications it produced — so
-#: a durable outbox (webhook deliveries, audit) is written atomically with the change.
+#: the notification log (webhook deliveries, audit) is written atomically with the change.
 NotificationWriter = Callable[[AsyncSession, Sequence[Notification]], Awaitable[None]]
 
 _OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.IN_PROGRESS.value)
@@ -850,7 +850,7 @@ class Store:
     """Owns the engine; hands out read transactions and per-proxy write units of work.
 
     ``notification_writers`` run inside every write transaction that produced notifications, just
-    before commit (e.g. a webhook outbox); an exception there rolls the whole change back.
+    before commit (e.g. ``store.notifications``); an exception there rolls the whole change back.
     """
 
     def __init__(

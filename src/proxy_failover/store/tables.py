@@ -1,4 +1,6 @@
-"""The database schema as SQLAlchemy Core tables: the seed's four tables plus metric samples.
+"""The database schema as SQLAlchemy Core tables, every one of them: the seed's four tables, metric
+samples, the notification tables (event log, webhook subscriptions/deliveries/attempts, audit log)
+and the lease table.
 
 Column names are the snake_case of SPEC §3. Migrations (``store/migrations``) must create exactly
 this; a test compares them with Alembic's autogenerate on both databases.
@@ -208,8 +210,110 @@ metrics = sa.Table(
     sa.Index("ix_proxy_instance_metrics_instance_id_recorded_at", "instance_id", "recorded_at"),
 )
 
-# The notification tables (event log, webhook subscriptions/deliveries/attempts, audit log) and
-# the lease table live with their repositories; importing them here puts them in ``metadata`` for
-# Alembic and tests.
-from proxy_failover.store import leases as _leases  # noqa: E402, F401
-from proxy_failover.store import outbox as _outbox  # noqa: E402, F401
+# --- notifications: the event log, webhook subscriptions, deliveries and attempts, audit ------
+
+notification_log = sa.Table(
+    "notification_log",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    # The encoded webhook payload: stored once so every retry posts the very same bytes.
+    sa.Column("body", sa.Text(), nullable=False),
+)
+
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
+    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(512), nullable=False),
+    sa.Column("events", sa.JSON(), nullable=True),
+    # Whether deliveries carry admin-only health detail (lastError, lastLatencyMs): only when an
+    # admin created the subscription.
+    sa.Column("include_health_detail", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Soft delete: the delivery history of a removed subscription stays readable.
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column(
+        "subscription_id",
+        sa.String(36),
+        sa.ForeignKey("webhook_subscriptions.id"),
+        nullable=False,
+    ),
+    sa.Column(
+        "notification_id", sa.String(36), sa.ForeignKey("notification_log.id"), nullable=False
+    ),
+    sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Index(
+        "ix_webhook_deliveries_subscription_id_status_seq", "subscription_id", "status", "seq"
+    ),
+)
+
+webhook_delivery_attempts = sa.Table(
+    "webhook_delivery_attempts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("delivery_id", sa.String(36), sa.ForeignKey("webhook_deliveries.id"), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("attempted_at", UTCDateTime(), nullable=False),
+    sa.Column("success", sa.Boolean(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("latency_ms", sa.Float(), nullable=False),
+    sa.Index("ix_webhook_delivery_attempts_delivery_id_attempt", "delivery_id", "attempt"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.String(255), nullable=False, index=True),
+    sa.Column("action", sa.String(128), nullable=False),
+    sa.Column("proxy_id", sa.String(128), nullable=True, index=True),
+    sa.Column("target", sa.String(255), nullable=True),
+    sa.Column("result", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("details", sa.JSON(), nullable=True),
+)
+
+
+# --- leases (``store.leases``) ----------------------------------------------------------------
+
+leases = sa.Table(
+    "pfo_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    # Fencing counter: grows whenever the lease starts a new term (another holder, or the same
+    # one after it had expired or been released); never reset, so rows are never deleted.
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)

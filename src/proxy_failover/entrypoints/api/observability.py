@@ -35,7 +35,7 @@ from proxy_failover.entrypoints.api.schemas import (
 )
 from proxy_failover.entrypoints.api.webhooks import NotifierDep, check_proxy
 from proxy_failover.entrypoints.logs import bound_request_id
-from proxy_failover.store.outbox import current_actor
+from proxy_failover.store.audit import current_actor
 
 log = logging.getLogger("proxy_failover.api")
 
@@ -66,7 +66,7 @@ _TARGET_PARAMS = ("instanceId", "eventId", "subscriptionId", "deliveryId")
     responses={200: {"content": {"text/plain": {}}}},
 )
 async def metrics(notifier: NotifierDep) -> Response:
-    await notifier.metrics.refresh(notifier.outbox)
+    await notifier.metrics.refresh(notifier.gauges)
     return Response(notifier.metrics.render(), media_type=CONTENT_TYPE)
 
 
@@ -98,7 +98,7 @@ async def audit(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    entries = await notifier.outbox.list_audit(proxy_id or None, limit)
+    entries = await notifier.audit.list_audit(proxy_id or None, limit)
     return ok_list(AuditPublic.model_validate(e) for e in entries)
 
 
@@ -146,8 +146,8 @@ async def stream(
     """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the
     same JSON object a webhook receives; for non-admins without ``lastError``/``lastLatencyMs``)."""
     await check_proxy(caller, proxy_id, ownership)
-    outbox = notifier.outbox
-    start = int(last_event_id) if last_event_id else await outbox.last_notification_seq(proxy_id)
+    stored = notifier.notification_log
+    start = int(last_event_id) if last_event_id else await stored.last_notification_seq(proxy_id)
 
     async def events() -> AsyncIterator[bytes]:
         last = start
@@ -156,7 +156,7 @@ async def stream(
         with notifier.feed(proxy_id) as woken:
             while True:  # ends when the client goes: the response cancels this generator
                 woken.clear()
-                batch = await outbox.notifications_after(proxy_id, last, STREAM_BATCH)
+                batch = await stored.notifications_after(proxy_id, last, STREAM_BATCH)
                 for item in batch:
                     last = item.seq
                     quiet_since = time.monotonic()
@@ -301,7 +301,7 @@ class ObservabilityMiddleware:
             status_code=status,
             request_id=request_id,
         )
-        await notifier.outbox.record_audit(entry)
+        await notifier.audit.record_audit(entry)
 
 
 def _notifier_of(scope: Scope) -> Any:

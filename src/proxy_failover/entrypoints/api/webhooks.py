@@ -147,7 +147,7 @@ async def subscribe(
     secret = webhooks.validate_secret(body.secret)
     events = webhooks.validate_events(body.events)
     await check_proxy(caller, proxy_id, ownership)
-    sub = await notifier.outbox.create_subscription(
+    sub = await notifier.webhooks.create_subscription(
         proxy_id, caller.user_id, url, secret, events, _now(), include_health_detail=caller.is_admin
     )
     return ok(
@@ -164,7 +164,7 @@ async def list_subscriptions(
     proxy_id: ProxyIdPath, caller: CallerDep, ownership: OwnershipDep, notifier: NotifierDep
 ) -> Response:
     await check_proxy(caller, proxy_id, ownership)
-    subs = await notifier.outbox.list_subscriptions(proxy_id)
+    subs = await notifier.webhooks.list_subscriptions(proxy_id)
     return ok_list(SubscriptionPublic.model_validate(s) for s in subs)
 
 
@@ -183,7 +183,7 @@ async def list_deliveries(
     subscription_id: Annotated[str | None, Query(alias="subscriptionId", max_length=64)] = None,
 ) -> Response:
     await check_proxy(caller, proxy_id, ownership)
-    deliveries = await notifier.outbox.list_deliveries(
+    deliveries = await notifier.webhooks.list_deliveries(
         proxy_id, limit, status=status, subscription_id=subscription_id
     )
     return ok_list(DeliveryPublic.model_validate(d) for d in deliveries)
@@ -204,7 +204,7 @@ async def redeliver(
     await check_proxy(caller, proxy_id, ownership)
     if not _is_uuid(delivery_id):
         raise _not_found("delivery", delivery_id)
-    delivery = await notifier.outbox.redeliver(proxy_id, delivery_id, _now())
+    delivery = await notifier.webhooks.redeliver(proxy_id, delivery_id, _now())
     if delivery is None:
         raise _not_found("delivery", delivery_id)
     notifier.worker.wake()
@@ -224,7 +224,7 @@ async def unsubscribe(
     notifier: NotifierDep,
 ) -> Response:
     await check_proxy(caller, proxy_id, ownership)
-    if not _is_uuid(subscription_id) or not await notifier.outbox.delete_subscription(
+    if not _is_uuid(subscription_id) or not await notifier.webhooks.delete_subscription(
         proxy_id, subscription_id, _now()
     ):
         raise _not_found("webhook subscription", subscription_id)

@@ -1,0 +1,115 @@
+"""The audit log: who did what, when, with what result.
+
+API calls are audited by the API itself, with their caller (``AuditLog.record_audit``). Automatic
+actions (the engine's failovers, recoveries, health changes) are audited by the notification
+writer (``store.notifications``), inside the transaction of the change, as ``system`` actions:
+``current_actor`` tells the two apart.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy_failover.core.model import Notification
+from proxy_failover.core.webhooks import AuditEntry
+from proxy_failover.store import database
+from proxy_failover.store.group_commit import GroupCommit
+from proxy_failover.store.tables import audit_log
+
+#: Who is acting in the current task: set by the API for the duration of a request. Notifications
+#: written while it is unset come from background work and are audited as ``system`` actions.
+current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pfo_current_actor", default=None
+)
+
+SYSTEM_ACTOR = "system"
+
+
+def _audit_target(notification: Notification) -> str | None:
+    """The most specific thing an automatic action touched: its event, else its instance."""
+    data = notification.data
+    for key in ("eventId", "id", "instanceId", "targetInstanceId"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value[:255]
+    return None
+
+
+def system_row(notification: Notification, data: Any) -> dict[str, Any]:
+    """The audit row of an automatic action; ``data`` is the payload's ``data`` as delivered."""
+    return {
+        "occurred_at": notification.occurred_at,
+        "actor": SYSTEM_ACTOR,
+        "action": notification.type,
+        "proxy_id": notification.proxy_id,
+        "target": _audit_target(notification),
+        "result": "success",
+        "details": {"epoch": notification.epoch, "data": data},
+    }
+
+
+def _audit_from(row: sa.RowMapping) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        occurred_at=row["occurred_at"],
+        actor=row["actor"],
+        action=row["action"],
+        proxy_id=row["proxy_id"],
+        target=row["target"],
+        result=row["result"],
+        status_code=row["status_code"],
+        request_id=row["request_id"],
+        details=dict(row["details"] or {}),
+    )
+
+
+class AuditLog:
+    """Writes (group-committed) and reads of ``audit_log``, on the store's engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._db = database.EngineAccess(engine)
+        self._audit_rows: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._insert_audit)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Write one audit row; returns once it is committed.
+
+        Group commit (``store.group_commit``): rows recorded while a batch waits for the write
+        gate join the next one, and one transaction (one multi-row INSERT) commits them all.
+        Under load that is one transaction per batch instead of one per request.
+        """
+        row = {
+            "occurred_at": entry.occurred_at,
+            "actor": entry.actor[:255],
+            "action": entry.action[:128],
+            "proxy_id": None if entry.proxy_id is None else entry.proxy_id[:128],
+            "target": None if entry.target is None else entry.target[:255],
+            "result": entry.result[:64],
+            "status_code": entry.status_code,
+            "request_id": entry.request_id,
+            "details": dict(entry.details) or None,
+        }
+        await self._audit_rows.submit("", row)
+
+    async def _insert_audit(
+        self, _key: str, take: Callable[[], list[dict[str, Any]]]
+    ) -> list[Exception | None]:
+        """One multi-row INSERT of the audit rows waiting when the write gate opens."""
+        async with self._db.write() as conn:
+            rows = take()
+            await conn.execute(sa.insert(audit_log), rows)
+        return [None] * len(rows)
+
+    async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first."""
+        statement = sa.select(audit_log)
+        if proxy_id is not None:
+            statement = statement.where(audit_log.c.proxy_id == proxy_id)
+        statement = statement.order_by(audit_log.c.id.desc()).limit(limit)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(statement)).mappings().all()
+        return [_audit_from(row) for row in rows]

@@ -1,0 +1,91 @@
+"""The notification log: every notification a change produced, durable with the change.
+
+``NotificationLog.write_notifications`` is a ``store.NotificationWriter``: it runs inside the
+transaction of the change that produced the notifications, so an event, its webhook deliveries and
+the audit row of an automatic action are committed together with the change or not at all.
+The live event streams (SSE) read the log back by sequence number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from proxy_failover.core import webhooks
+from proxy_failover.core.model import Notification
+from proxy_failover.core.webhooks import StoredNotification
+from proxy_failover.store import audit, database, deliveries
+from proxy_failover.store.repository import new_id
+from proxy_failover.store.tables import audit_log, notification_log
+from proxy_failover.store.webhooks import subscriptions_of
+
+
+class NotificationLog:
+    """Writes ``notification_log`` (with deliveries and system audit rows) and reads it back."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._db = database.EngineAccess(engine)
+
+    async def write_notifications(
+        self, session: AsyncSession, notifications: Sequence[Notification]
+    ) -> None:
+        """Log each notification, queue a delivery per interested subscription, audit system acts.
+
+        Runs before the change commits: all of it is durable exactly when the change is.
+        """
+        if not notifications:
+            return
+        subscriptions = await subscriptions_of(session, sorted({n.proxy_id for n in notifications}))
+        actor = audit.current_actor.get()
+        for notification in notifications:
+            event_id = new_id()
+            body = webhooks.encode_payload(webhooks.build_payload(event_id, notification))
+            await session.execute(
+                sa.insert(notification_log).values(
+                    id=event_id,
+                    proxy_id=notification.proxy_id,
+                    type=notification.type,
+                    epoch=notification.epoch,
+                    occurred_at=notification.occurred_at,
+                    body=body,
+                )
+            )
+            await deliveries.queue_deliveries(session, subscriptions, notification, event_id)
+            if actor is None:  # API calls are audited by the API itself, with their caller
+                row = audit.system_row(notification, json.loads(body)["data"])
+                await session.execute(sa.insert(audit_log).values(**row))
+
+    async def last_notification_seq(self, proxy_id: str) -> int:
+        """Where a new stream starts: it sees only what happens after it connected."""
+        n = notification_log
+        async with self._db.read() as conn:
+            last = (
+                await conn.execute(sa.select(sa.func.max(n.c.seq)).where(n.c.proxy_id == proxy_id))
+            ).scalar()
+        return int(last or 0)
+
+    async def notifications_after(
+        self, proxy_id: str, after_seq: int, limit: int = 100
+    ) -> list[StoredNotification]:
+        """The proxy's notifications with ``seq > after_seq``, oldest first."""
+        n = notification_log
+        async with self._db.read() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(n)
+                        .where(n.c.proxy_id == proxy_id, n.c.seq > after_seq)
+                        .order_by(n.c.seq)
+                        .limit(limit)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [
+            StoredNotification(seq=row["seq"], id=row["id"], type=row["type"], body=row["body"])
+            for row in rows
+        ]

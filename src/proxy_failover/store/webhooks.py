@@ -1,0 +1,256 @@
+"""Webhooks as the API sees them: subscriptions, and each delivery with its attempts.
+
+Deliveries are queued by the notification writer (``store.notifications``), in the transaction of
+the change, and worked off by the delivery workers through ``store.deliveries``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from proxy_failover.core.webhooks import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Subscription,
+)
+from proxy_failover.store import database
+from proxy_failover.store.repository import new_id
+from proxy_failover.store.tables import (
+    webhook_deliveries,
+    webhook_delivery_attempts,
+    webhook_subscriptions,
+)
+
+_PENDING = DeliveryStatus.PENDING.value
+
+
+# --- row <-> value ---------------------------------------------------------------------------
+
+
+def _subscription_from(row: sa.RowMapping) -> Subscription:
+    events = row["events"]
+    return Subscription(
+        id=row["id"],
+        proxy_id=row["proxy_id"],
+        user_id=row["user_id"],
+        url=row["url"],
+        events=None if events is None else tuple(events),
+        created_at=row["created_at"],
+    )
+
+
+def _attempt_from(row: sa.RowMapping) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        attempt=row["attempt"],
+        attempted_at=row["attempted_at"],
+        success=row["success"],
+        status_code=row["status_code"],
+        error=row["error"],
+        latency_ms=row["latency_ms"],
+    )
+
+
+def _delivery_from(row: sa.RowMapping, attempts: Sequence[DeliveryAttempt]) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        subscription_id=row["subscription_id"],
+        proxy_id=row["proxy_id"],
+        event_id=row["notification_id"],
+        event_type=row["event_type"],
+        status=DeliveryStatus(row["status"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        last_attempt_at=row["last_attempt_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        attempt_log=tuple(attempts),
+    )
+
+
+def _active_subscriptions(proxy_ids: Sequence[str]) -> sa.Select[Any]:
+    """The live (not deleted) subscriptions of these proxies, oldest first."""
+    s = webhook_subscriptions
+    return (
+        sa.select(s)
+        .where(s.c.proxy_id.in_(list(proxy_ids)), s.c.deleted_at.is_(None))
+        .order_by(s.c.created_at, s.c.id)
+    )
+
+
+async def subscriptions_of(session: AsyncSession, proxy_ids: Sequence[str]) -> list[Subscription]:
+    """The live subscriptions of these proxies, read in the caller's transaction."""
+    rows = (await session.execute(_active_subscriptions(proxy_ids))).mappings().all()
+    return [_subscription_from(row) for row in rows]
+
+
+class WebhookStore:
+    """Subscriptions, deliveries and attempts, on the store's engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._db = database.EngineAccess(engine)
+
+    # --- subscriptions -------------------------------------------------------------------------
+
+    async def create_subscription(
+        self,
+        proxy_id: str,
+        user_id: str,
+        url: str,
+        secret: str,
+        events: Sequence[str] | None,
+        now: datetime,
+        *,
+        include_health_detail: bool = False,
+    ) -> Subscription:
+        sub = Subscription(
+            id=new_id(),
+            proxy_id=proxy_id,
+            user_id=user_id,
+            url=url,
+            events=None if events is None else tuple(events),
+            created_at=now,
+        )
+        async with self._db.write() as conn:
+            await conn.execute(
+                sa.insert(webhook_subscriptions).values(
+                    id=sub.id,
+                    proxy_id=proxy_id,
+                    user_id=user_id,
+                    url=url,
+                    secret=secret,
+                    events=None if events is None else list(events),
+                    include_health_detail=include_health_detail,
+                    created_at=now,
+                )
+            )
+        return sub
+
+    async def list_subscriptions(self, proxy_id: str) -> list[Subscription]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(_active_subscriptions([proxy_id]))).mappings().all()
+        return [_subscription_from(row) for row in rows]
+
+    async def delete_subscription(self, proxy_id: str, subscription_id: str, now: datetime) -> bool:
+        """Remove a subscription and cancel its pending deliveries; False when there is none."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                sa.update(webhook_subscriptions)
+                .where(
+                    webhook_subscriptions.c.id == subscription_id,
+                    webhook_subscriptions.c.proxy_id == proxy_id,
+                    webhook_subscriptions.c.deleted_at.is_(None),
+                )
+                .values(deleted_at=now)
+            )
+            if not result.rowcount:
+                return False
+            await conn.execute(
+                sa.update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.subscription_id == subscription_id,
+                    webhook_deliveries.c.status == _PENDING,
+                )
+                .values(
+                    status=DeliveryStatus.CANCELLED.value,
+                    next_attempt_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return True
+
+    # --- deliveries: API -----------------------------------------------------------------------
+
+    async def _attempts_for(
+        self, conn: AsyncConnection, delivery_ids: Sequence[str]
+    ) -> dict[str, list[DeliveryAttempt]]:
+        by_delivery: dict[str, list[DeliveryAttempt]] = {d: [] for d in delivery_ids}
+        if not delivery_ids:
+            return by_delivery
+        rows = (
+            (
+                await conn.execute(
+                    sa.select(webhook_delivery_attempts)
+                    .where(webhook_delivery_attempts.c.delivery_id.in_(list(delivery_ids)))
+                    .order_by(
+                        webhook_delivery_attempts.c.delivery_id,
+                        webhook_delivery_attempts.c.attempt,
+                    )
+                )
+            )
+            .mappings()
+            .all()
+        )
+        for row in rows:
+            by_delivery[row["delivery_id"]].append(_attempt_from(row))
+        return by_delivery
+
+    async def list_deliveries(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: DeliveryStatus | None = None,
+        subscription_id: str | None = None,
+    ) -> list[Delivery]:
+        """Newest first, each with its attempts (oldest first)."""
+        d = webhook_deliveries
+        statement = sa.select(d).where(d.c.proxy_id == proxy_id)
+        if status is not None:
+            statement = statement.where(d.c.status == status.value)
+        if subscription_id is not None:
+            statement = statement.where(d.c.subscription_id == subscription_id)
+        async with self._db.read() as conn:
+            return await self._deliveries(conn, statement.order_by(d.c.seq.desc()).limit(limit))
+
+    async def _deliveries(self, conn: AsyncConnection, statement: sa.Select[Any]) -> list[Delivery]:
+        """The deliveries ``statement`` selects, in its order, each with its attempts."""
+        rows = (await conn.execute(statement)).mappings().all()
+        attempts = await self._attempts_for(conn, [row["id"] for row in rows])
+        return [_delivery_from(row, attempts[row["id"]]) for row in rows]
+
+    async def redeliver(self, proxy_id: str, delivery_id: str, now: datetime) -> Delivery | None:
+        """Queue a delivery again, due now, with a fresh 24 h window; None if no such delivery.
+
+        The delivery keeps its id (receivers de-duplicate by it, as with GitHub's redeliveries)
+        and its attempt history. A delivery of a removed subscription cannot be redelivered.
+        """
+        async with self._db.write() as conn:
+            active_subscription = (
+                sa.select(webhook_subscriptions.c.id)
+                .where(
+                    webhook_subscriptions.c.id == webhook_deliveries.c.subscription_id,
+                    webhook_subscriptions.c.deleted_at.is_(None),
+                )
+                .exists()
+            )
+            result = await conn.execute(
+                sa.update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id == delivery_id,
+                    webhook_deliveries.c.proxy_id == proxy_id,
+                    active_subscription,
+                )
+                .values(
+                    status=_PENDING,
+                    next_attempt_at=now,
+                    first_attempt_at=None,
+                    delivered_at=None,
+                )
+            )
+            if not result.rowcount:
+                return None
+            # read in the same transaction: what was queued, before any worker can touch it
+            (delivery,) = await self._deliveries(
+                conn, sa.select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
+            )
+        return delivery
