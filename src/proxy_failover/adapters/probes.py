@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from proxy_failover.adapters.outbound import post_for_status
 from proxy_failover.core.model import (
     CheckResult,
     FailoverConfig,
@@ -397,12 +398,17 @@ class Prober:
             self._http_client = httpx.AsyncClient(verify=self._ssl)
         started = time.perf_counter()
         try:
-            response = await self._http_client.post(url, json=payload, timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):  # the whole exchange, a dripped body too
+                status = await post_for_status(
+                    self._http_client, url, json=payload, timeout=timeout_s
+                )
+        except TimeoutError:
+            return CheckResult(False, _elapsed_ms(started), f"timed out after {timeout_s:g} s")
         except httpx.HTTPError as exc:
             return CheckResult(False, _elapsed_ms(started), f"{type(exc).__name__}: {exc}")
-        if response.is_success:
+        if 200 <= status < 300:
             return CheckResult(True, _elapsed_ms(started))
-        return CheckResult(False, _elapsed_ms(started), f"HTTP status {response.status_code}")
+        return CheckResult(False, _elapsed_ms(started), f"HTTP status {status}")
 
     def start(self, target: ProbeTarget, on_result: Callable[[CheckResult], None]) -> bool:
         """Start an HTTP(S) probe on the instance's pooled keep-alive connection and return True;

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import httpx
 
 from proxy_failover.adapters.metrics import Metrics
+from proxy_failover.adapters.outbound import post_for_status
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
@@ -230,8 +231,9 @@ class DeliveryWorker:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_seconds):  # bounds the whole exchange
-                response = await self._http().post(delivery.url, content=body, headers=headers)
-            status_code = response.status_code
+                status_code = await post_for_status(
+                    self._http(), delivery.url, content=body, headers=headers
+                )
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except TimeoutError:
