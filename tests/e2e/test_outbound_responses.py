@@ -10,12 +10,21 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from proxy_failover.adapters.outbound import RESPONSE_READ_LIMIT, post_for_status
 from proxy_failover.adapters.probes import Prober
+from proxy_failover.adapters.webhooks import DeliveryWorker
+from proxy_failover.core.model import Notification
+from proxy_failover.core.webhooks import DeliveryStatus
+from proxy_failover.store.deliveries import DeliveryQueue
+from proxy_failover.store.notifications import NotificationLog
+from proxy_failover.store.repository import Store
+from proxy_failover.store.webhooks import WebhookStore
+from tests.helpers.processes import wait_for
 
 _GIB = 1024**3
 _CHUNK = b"x" * 65536
@@ -93,3 +102,32 @@ async def test_a_recovery_endpoint_that_floods_or_drips_ends_within_the_timeout(
                 assert result.error == "timed out after 0.5 s"
     finally:
         await prober.aclose()
+
+
+async def test_a_webhook_receiver_streaming_gigabytes_is_delivered_to_without_reading_them(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    store.notification_writers.append(NotificationLog(store.engine).write_notifications)
+    hooks = WebhookStore(store.engine)
+    worker = DeliveryWorker(DeliveryQueue(store.engine), poll_interval_seconds=0.05)
+    try:
+        async with flooding("chunked") as receiver:
+            now = datetime.now(UTC)
+            url = f"http://127.0.0.1:{receiver.port}/hook"
+            await hooks.create_subscription("flood", "alice", url, "s" * 16, None, now)
+            async with store.write() as unit:
+                unit.notify(Notification("instance.unhealthy", "flood", 1, now, {}))
+            worker.start()
+
+            async def delivered() -> bool:
+                deliveries = await hooks.list_deliveries("flood")
+                return [d.status for d in deliveries] == [DeliveryStatus.DELIVERED]
+
+            await wait_for(delivered, within=10)
+            async with asyncio.timeout(10):
+                await receiver.closed.wait()
+        assert receiver.sent < 64 * 1024 * 1024, receiver.sent
+    finally:
+        await worker.stop()
+        await store.close()
