@@ -15,8 +15,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -25,6 +24,7 @@ import pytest
 from proxy_failover.bootstrap import open_service
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store import migrate
+from tests.helpers.clock import FakeClock
 
 DEFAULT_POSTGRES_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -136,25 +136,10 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-@dataclass
-class FakeClock:
-    """A controllable UTC clock; each reading moves it on by ``step`` so times are distinct."""
-
-    now: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
-    step: timedelta = timedelta(milliseconds=1)
-
-    def __call__(self) -> datetime:
-        current = self.now
-        self.now = current + self.step
-        return current
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """A clock stepping a millisecond per reading, so rows written in a row get distinct times."""
+    return FakeClock(step=timedelta(milliseconds=1))
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from proxy_failover.core.model import (
     HealthStatus,
     RedundancyLevel,
 )
-from tests.e2e.conftest import Api, ServeProcess, Tokens
+from tests.helpers.api import Api, Tokens
+from tests.helpers.serve import ServeProcess
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.entrypoints.api.middleware import MAX_BODY_BYTES
-from tests.e2e.conftest import SECRET, Api, api_settings
+from tests.helpers.api import SECRET, Api, api_settings
 
 PROXY = "proxy-123"
 JSON = {"Content-Type": "application/json"}
@@ -287,7 +287,7 @@ async def test_storage_outage_is_503_018_with_retry_after(sqlite_url: str, tmp_p
     """The database file disappears under a running app: 503 with Retry-After, then recovery."""
     import httpx
 
-    from tests.e2e.conftest import Tokens
+    from tests.helpers.api import Tokens
 
     tokens = Tokens.signed_with(SECRET)
     database = Path(sqlite_url.removeprefix("sqlite+aiosqlite:///"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 
 PROXY = "qa-input"
 

@@ -10,7 +10,7 @@ import re
 import structlog
 
 from proxy_failover.entrypoints.logs import bound_request_id, configure_logging
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 from tests.helpers.live_app import fail_over, setup_proxy
 
 PROXY = "edge-audit"

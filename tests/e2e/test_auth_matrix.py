@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 
-from tests.e2e.conftest import SECRET, Api
+from tests.helpers.api import SECRET, Api
 
 PROXY = "proxy-owned-by-alice"
 

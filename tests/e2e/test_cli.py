@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from proxy_failover.entrypoints.cli import app
-from tests.e2e.conftest import SECRET, start_serve, stop_serve
+from tests.helpers.api import SECRET
+from tests.helpers.serve import start_serve, stop_serve
 
 runner = CliRunner()
 

@@ -19,7 +19,7 @@ from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.leadership import ENGINE_LEASE
 from proxy_failover.store.leases import Leases
-from tests.e2e.conftest import Api, Tokens, api_settings
+from tests.helpers.api import Api, Tokens, api_settings
 from tests.helpers.processes import InstanceProcess, wait_for
 
 pytestmark = pytest.mark.slow

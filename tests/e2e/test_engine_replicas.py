@@ -16,8 +16,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import SECRET, ServeProcess, Tokens, start_serve, stop_serve
+from tests.helpers.api import SECRET, Tokens
 from tests.helpers.processes import InstanceProcess, wait_for
+from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServeProcess, Tokens
+from tests.helpers.api import Tokens
 from tests.helpers.processes import InstanceProcess, wait_for
+from tests.helpers.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

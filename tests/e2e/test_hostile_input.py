@@ -10,7 +10,7 @@ import pytest
 
 from proxy_failover.core.errors import ErrorCode, FailoverError
 from proxy_failover.service import ProxyFailoverService
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 
 PROXY = "hostile"
 JSON = {"Content-Type": "application/json"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 
 
 async def test_healthz_and_readyz_answer_head(sqlite_api: Api) -> None:

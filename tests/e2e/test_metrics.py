@@ -9,9 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.core.model import FailoverConfig, Instance, Notification
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 from tests.helpers.live_app import fail_over, setup_proxy
-from tests.helpers.webhook_receiver import free_port
+from tests.helpers.processes import free_port
 
 PROXY = "edge-metrics"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

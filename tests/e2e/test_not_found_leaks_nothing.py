@@ -10,7 +10,7 @@ import json
 import uuid
 from typing import Any
 
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 
 
 async def _error_body(api: Api, method: str, path: str, token: str, **kw: Any) -> object:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from proxy_failover.bootstrap import running
 from proxy_failover.config import Settings
 from proxy_failover.core.model import HealthStatus, Instance
-from tests.e2e.conftest import SECRET
+from tests.helpers.api import SECRET
 from tests.helpers.processes import wait_for
 from tests.helpers.tls_server import self_signed_certificate, tls_instance
 

@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 
 from proxy_failover.config import Settings
 from proxy_failover.entrypoints.api import create_app
-from tests.e2e.conftest import SECRET, Tokens, free_port
+from tests.helpers.api import SECRET, Tokens
+from tests.helpers.processes import free_port
 
 MAX_EXAMPLES = 6
 CHECKS = [

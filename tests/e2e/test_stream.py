@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Api, Tokens, api_settings
+from tests.helpers.api import Api, Tokens, api_settings
 from tests.helpers.live_app import fail_over, live_api, setup_proxy
 
 PROXY = "edge-stream"

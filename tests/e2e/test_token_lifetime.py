@@ -11,7 +11,7 @@ import pytest
 from proxy_failover.config import Settings
 from proxy_failover.core.errors import Unauthenticated
 from proxy_failover.entrypoints.api.auth import TokenVerifier
-from tests.e2e.conftest import SECRET
+from tests.helpers.api import SECRET
 
 
 def _verifier(**settings: Any) -> TokenVerifier:

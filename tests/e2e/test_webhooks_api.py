@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from proxy_failover.entrypoints.api import create_app
-from tests.e2e.conftest import Api, Tokens, api_settings
+from tests.helpers.api import Api, Tokens, api_settings
 from tests.helpers.live_app import fail_over, setup_proxy
-from tests.helpers.processes import wait_for
-from tests.helpers.webhook_receiver import WebhookReceiver, free_port
+from tests.helpers.processes import free_port, wait_for
+from tests.helpers.webhook_receiver import WebhookReceiver
 
 PROXY = "edge-hooks"
 SECRET = "receiver-secret-0123456789"

@@ -25,8 +25,9 @@ from proxy_failover.store.gauges import Gauges
 from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
 from proxy_failover.store.webhooks import WebhookStore
-from tests.helpers.processes import wait_for
-from tests.helpers.webhook_receiver import WebhookReceiver, free_port
+from tests.helpers.clock import FakeClock
+from tests.helpers.processes import free_port, wait_for
+from tests.helpers.webhook_receiver import WebhookReceiver
 
 SECRET = "a-webhook-secret-of-some-length"
 PROXY = "edge-1"
@@ -246,14 +247,6 @@ async def test_a_hanging_receiver_holds_back_only_its_own_subscription(
     assert [r.payload["epoch"] for r in hanging.accepted] == [1, 2]
 
 
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def test_delivery_is_dead_after_24h_of_hourly_retries_and_redeliver_revives_it(
     store: Store, repos: Repositories
 ) -> None:
@@ -262,7 +255,7 @@ async def test_delivery_is_dead_after_24h_of_hourly_retries_and_redeliver_revive
     await repos.webhooks.create_subscription(PROXY, "alice", url, SECRET, None, datetime.now(UTC))
     await _emit(store, _note("redundancy.degraded", 4))
     t0 = datetime.now(UTC)
-    clock = FakeClock(t0)
+    clock = FakeClock(now=t0)
     worker = DeliveryWorker(repos.queue, clock=clock)
     attempts = 0
     while True:

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import SECRET as JWT_SECRET
-from tests.e2e.conftest import Api, ServeProcess, Tokens, start_serve, stop_serve
+from tests.helpers.api import SECRET as JWT_SECRET
+from tests.helpers.api import Api, Tokens
 from tests.helpers.live_app import fail_over, setup_proxy
 from tests.helpers.processes import wait_for
+from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 from tests.helpers.webhook_receiver import WebhookReceiver
 
 PROXY = "edge-restart"

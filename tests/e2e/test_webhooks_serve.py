@@ -14,9 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import SECRET as JWT_SECRET
-from tests.e2e.conftest import Tokens, start_serve, stop_serve
+from tests.helpers.api import SECRET as JWT_SECRET
+from tests.helpers.api import Tokens
 from tests.helpers.processes import InstanceProcess, wait_for
+from tests.helpers.serve import start_serve, stop_serve
 from tests.helpers.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow

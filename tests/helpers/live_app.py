@@ -13,8 +13,8 @@ import uvicorn
 
 from proxy_failover.config import Settings
 from proxy_failover.entrypoints.api import create_app
-from tests.e2e.conftest import Api
-from tests.helpers.webhook_receiver import free_port
+from tests.helpers.api import Api
+from tests.helpers.processes import free_port
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""Start, kill -9 and restart real instance servers; poll conditions with a deadline."""
+"""Start, kill -9 and restart real instance servers; free ports; poll conditions with a deadline."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +16,14 @@ from typing import Any, TypeVar
 
 _ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class InstanceProcess:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from proxy_failover.core.webhooks import verify
+from tests.helpers.processes import free_port
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -39,13 +39,6 @@ class Received:
     @property
     def delivery_id(self) -> str:
         return self.headers["x-pfo-delivery"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class WebhookReceiver:

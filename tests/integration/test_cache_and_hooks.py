@@ -15,7 +15,7 @@ from proxy_failover.bootstrap import open_service
 from proxy_failover.core.model import Notification
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store.tables import events
-from tests.integration.scenario import ADMIN, OWNER, activate, proxy_with
+from tests.helpers.scenario import ADMIN, OWNER, activate, proxy_with
 
 
 async def test_a_read_after_a_write_never_returns_the_old_value(database_url: str) -> None:

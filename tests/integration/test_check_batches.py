@@ -6,19 +6,26 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from proxy_failover import service as service_module
 from proxy_failover.core.errors import InvalidInput, NotFound
-from proxy_failover.core.model import CheckResult, Instance
+from proxy_failover.core.model import CheckResult
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store import UnitOfWork
-from tests.conftest import FakeClock
-from tests.integration.scenario import OWNER, Recorder, activate, proxy_with
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import (
+    FLEET_CONFIG,
+    OWNER,
+    Recorder,
+    fleet,
+    fleet_state,
+    notes_by_proxy,
+    proxy_with,
+)
 
-CONFIG: dict[str, object] = {"unhealthyThreshold": 2, "healthyThreshold": 2}
+CONFIG = FLEET_CONFIG
 FAIL = CheckResult(False, 40.0, "connection refused")
 OK = CheckResult(True, 10.0)
 # (proxy, instance, result): a (active) fails over the threshold, b succeeds, m is in
@@ -36,37 +43,6 @@ SCRIPT = [
 ]
 
 
-async def _fleet(service: ProxyFailoverService, prefix: str) -> dict[tuple[str, str], Instance]:
-    one = await proxy_with(service, f"{prefix}1", ["a", "b", "m"], config=CONFIG)
-    await activate(service, f"{prefix}1", one["a"])
-    await service.update_instance(one["m"].id, OWNER, {"adminState": "maintenance"})
-    two = await proxy_with(service, f"{prefix}2", ["x", "y"], unhealthy=["x"], config=CONFIG)
-    return {("1", k): v for k, v in one.items()} | {("2", k): v for k, v in two.items()}
-
-
-async def _state(service: ProxyFailoverService, prefix: str) -> dict[str, Any]:
-    """Everything the results can move, with ids replaced by names so two fleets compare."""
-    state: dict[str, Any] = {}
-    for n in ("1", "2"):
-        proxy_id = f"{prefix}{n}"
-        instances = await service.get_proxy_instances(proxy_id)
-        names = {i.id: i.instance_name for i in instances}
-        state[f"instances{n}"] = [dataclasses.replace(i, id="", proxy_id="") for i in instances]
-        status = await service.get_redundancy_status(proxy_id)
-        assert status is not None
-        state[f"redundancy{n}"] = dataclasses.replace(
-            status,
-            proxy_id="",
-            active_instance_id=names.get(status.active_instance_id or ""),
-            backup_instance_ids=tuple(names[i] for i in status.backup_instance_ids),
-        )
-        state[f"events{n}"] = sorted(
-            (e.event_type.value, e.status.value, e.reason, names.get(e.target_instance_id or ""))
-            for e in await service.get_failover_events(proxy_id)
-        )
-    return state
-
-
 def _counting_writes(service: ProxyFailoverService) -> list[int]:
     """Count the service's write transactions (one list entry per commit)."""
     commits: list[int] = []
@@ -82,13 +58,6 @@ def _counting_writes(service: ProxyFailoverService) -> list[int]:
     return commits
 
 
-def _by_proxy(recorder: Recorder, prefix: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for proxy_id, notes in recorder.calls:
-        out.setdefault(proxy_id.removeprefix(prefix), []).extend(n.type for n in notes)
-    return out
-
-
 @pytest.mark.parametrize("few", [8, 0], ids=["lookups", "one-list"])
 async def test_a_batch_ends_where_the_same_results_one_by_one_do(
     service: ProxyFailoverService,
@@ -99,12 +68,12 @@ async def test_a_batch_ends_where_the_same_results_one_by_one_do(
 ) -> None:
     monkeypatch.setattr(service_module, "_FEW_CHECKS", few)  # both ways of loading instances
     clock.step = timedelta(0)  # both fleets live at the same instant, so timestamps compare
-    one_by_one = await _fleet(service, "s")
-    batched = await _fleet(service, "b")
+    one_by_one = await fleet(service, "s")
+    batched = await fleet(service, "b")
     recorder = Recorder()
     service.on_change = recorder
     answers_one = [await service.record_check_result(one_by_one[p, n].id, r) for p, n, r in SCRIPT]
-    notes_one = _by_proxy(recorder, "s")
+    notes_one = notes_by_proxy(recorder, "s")
     recorder.clear()
     commits = _counting_writes(service)
     answers_batch = await service.record_check_results(
@@ -115,9 +84,9 @@ async def test_a_batch_ends_where_the_same_results_one_by_one_do(
     assert [
         None if i is None else dataclasses.replace(i, id="", proxy_id="") for i in answers_batch
     ] == strip
-    assert await _state(service, "b") == await _state(service, "s")
+    assert await fleet_state(service, "b") == await fleet_state(service, "s")
     # what moved: a failed over the threshold (degraded), x recovered, m ignored
-    state = await _state(service, "b")
+    state = await fleet_state(service, "b")
     assert [i.health_status.value for i in state["instances1"]] == [
         "unhealthy",
         "healthy",
@@ -125,7 +94,7 @@ async def test_a_batch_ends_where_the_same_results_one_by_one_do(
     ]
     assert ("recovery", "completed") in [e[:2] for e in state["events2"]]
     # the same notifications, told once per proxy after the batch's commit(s)
-    assert _by_proxy(recorder, "b") == notes_one
+    assert notes_by_proxy(recorder, "b") == notes_one
     assert [proxy_id for proxy_id, _ in recorder.calls] == ["b1", "b2"]
     assert "instance.unhealthy" in notes_one["1"]
     assert "instance.healthy" in notes_one["2"]
@@ -166,23 +135,23 @@ async def test_probe_results_end_where_the_same_results_one_by_one_do(
     """The engine's form: routine successes go through one bulk UPDATE, the rest through the
     state machine; the rows must end exactly as one result at a time leaves them."""
     clock.step = timedelta(0)
-    one_by_one = await _fleet(service, "s")
-    batched = await _fleet(service, "b")
+    one_by_one = await fleet(service, "s")
+    batched = await fleet(service, "b")
     # routine successes: b (healthy, never failed) several times, across two batches, with and
     # without a latency; plus everything SCRIPT moves
     script = [*SCRIPT, ("1", "b", OK), ("1", "b", CheckResult(True, None))]
     recorder = Recorder()
     service.on_change = recorder
     answers_one = [await service.record_check_result(one_by_one[p, n].id, r) for p, n, r in script]
-    notes_one = _by_proxy(recorder, "s")
+    notes_one = notes_by_proxy(recorder, "s")
     recorder.clear()
     half = len(script) // 2
     health = []
     for part in (script[:half], script[half:]):
         health += await service.record_probe_results([(batched[p, n].id, r) for p, n, r in part])
     assert health == [i.health for i in answers_one]
-    assert await _state(service, "b") == await _state(service, "s")
-    assert _by_proxy(recorder, "b") == notes_one
+    assert await fleet_state(service, "b") == await fleet_state(service, "s")
+    assert notes_by_proxy(recorder, "b") == notes_one
     b = await service.get_instance(batched["1", "b"].id)
     assert (b.total_requests, b.successful_requests, b.consecutive_successes) == (4, 4, 5)
 

@@ -25,7 +25,7 @@ from proxy_failover.core.errors import ErrorCode, FailoverError
 from proxy_failover.core.model import EventStatus, Instance
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store import Store
-from tests.integration.scenario import OWNER, activate
+from tests.helpers.scenario import OWNER, activate
 
 RACERS = 50
 SERVICES = 10
@@ -117,7 +117,7 @@ async def test_racing_processes_on_sqlite_have_exactly_one_winner(
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "tests.integration.race_worker",
+                "tests.helpers.race_worker",
                 sqlite_url,
                 "race",
                 source,

@@ -18,7 +18,7 @@ from proxy_failover.core.model import (
     RedundancyLevel,
 )
 from proxy_failover.service import ProxyFailoverService
-from tests.integration.scenario import ADMIN, OWNER, Recorder, activate, proxy_with
+from tests.helpers.scenario import ADMIN, OWNER, Recorder, activate, proxy_with
 
 
 async def test_new_config_gets_defaults_and_the_creator_as_owner(

@@ -18,8 +18,8 @@ from proxy_failover.core.model import (
     ReasonCode,
 )
 from proxy_failover.service import ProxyFailoverService
-from tests.conftest import FakeClock
-from tests.integration.scenario import ADMIN, OWNER, Recorder, activate, proxy_with
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import ADMIN, OWNER, Recorder, activate, proxy_with
 
 
 async def test_snapshot_is_one_consistent_view(service: ProxyFailoverService) -> None:

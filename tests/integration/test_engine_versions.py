@@ -10,9 +10,9 @@ from proxy_failover.bootstrap import open_service
 from proxy_failover.core.model import CheckResult, DecisionAction
 from proxy_failover.engine import Engine
 from proxy_failover.service import ProxyFailoverService
-from tests.conftest import FakeClock
-from tests.integration.scenario import activate, proxy_with
-from tests.unit.test_engine import ScriptedProber
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import activate, proxy_with
+from tests.helpers.scripted_prober import ScriptedProber
 
 
 async def test_unchanged_proxies_are_not_reloaded_but_another_replicas_change_is_seen(

@@ -10,8 +10,8 @@ import pytest
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, NotFound
 from proxy_failover.core.model import EventStatus, EventType, ReasonCode
 from proxy_failover.service import ProxyFailoverService
-from tests.conftest import FakeClock
-from tests.integration.scenario import ADMIN, OWNER, Recorder, activate, proxy_with
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import ADMIN, OWNER, Recorder, activate, proxy_with
 
 
 async def test_evaluate_proposes_activation_then_failover_away_from_an_unhealthy_active(

@@ -14,8 +14,8 @@ from proxy_failover.core.model import (
     HealthStatus,
 )
 from proxy_failover.service import ProxyFailoverService
-from tests.conftest import FakeClock
-from tests.integration.scenario import OWNER, Recorder, activate, proxy_with
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import OWNER, Recorder, activate, proxy_with
 
 
 async def test_reported_status_holds_at_once_and_moves_the_counters(

@@ -14,9 +14,16 @@ import pytest
 from proxy_failover.core.errors import NotFound, StorageUnavailable
 from proxy_failover.core.model import Instance, Notification
 from proxy_failover.service import ProxyFailoverService
-from tests.conftest import FakeClock
-from tests.integration.scenario import OWNER, Recorder, activate, proxy_with
-from tests.integration.test_check_batches import _by_proxy, _fleet, _state
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import (
+    OWNER,
+    Recorder,
+    activate,
+    fleet,
+    fleet_state,
+    notes_by_proxy,
+    proxy_with,
+)
 
 # (proxy, instance, status, metrics): a (active) is reported unhealthy (a failover is due, not
 # made: the service never switches by itself), b healthy twice, m is in maintenance, x recovers
@@ -44,15 +51,15 @@ async def test_concurrent_reports_end_where_the_same_reports_one_by_one_do(
     service: ProxyFailoverService, database_url: str, clock: FakeClock
 ) -> None:
     clock.step = timedelta(0)  # both fleets live at the same instant, so timestamps compare
-    one_by_one = await _fleet(service, "s")
-    batched = await _fleet(service, "b")
+    one_by_one = await fleet(service, "s")
+    batched = await fleet(service, "b")
     recorder = Recorder()
     service.on_change = recorder
     answers_one = [
         await service.update_instance_health(one_by_one[p, n].id, status, metrics)
         for p, n, status, metrics in SCRIPT
     ]
-    notes_one = _by_proxy(recorder, "s")
+    notes_one = notes_by_proxy(recorder, "s")
     recorder.clear()
     transactions = service.health_reports.transactions
     # All submitted in one turn of the loop: they queue together, in this order.
@@ -64,11 +71,11 @@ async def test_concurrent_reports_end_where_the_same_reports_one_by_one_do(
     )
 
     assert [_strip(i) for i in answers_batch] == [_strip(i) for i in answers_one]
-    assert await _state(service, "b") == await _state(service, "s")
-    state = await _state(service, "b")
+    assert await fleet_state(service, "b") == await fleet_state(service, "s")
+    state = await fleet_state(service, "b")
     assert [i.health_status.value for i in state["instances1"]] == ["healthy", "healthy", "unknown"]
     assert [i.health_status.value for i in state["instances2"]] == ["healthy", "unhealthy"]
-    assert _by_proxy(recorder, "b") == notes_one
+    assert notes_by_proxy(recorder, "b") == notes_one
     assert "instance.unhealthy" in notes_one["1"]
     # the samples were stored, one per report that carried one
     samples = await service.get_instance_metrics(batched["1", "a"].id)

@@ -9,7 +9,7 @@ import pytest
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, NotFound
 from proxy_failover.core.model import RedundancyLevel
 from proxy_failover.service import ProxyFailoverService
-from tests.integration.scenario import ADMIN, OWNER, activate, proxy_with
+from tests.helpers.scenario import ADMIN, OWNER, activate, proxy_with
 
 
 async def test_redundancy_counts_level_and_degradation_follow_the_instances(

@@ -32,8 +32,8 @@ from proxy_failover.core.model import (
 )
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store import Store, new_id
-from tests.conftest import FakeClock
-from tests.integration.scenario import ADMIN, OWNER, activate, proxy_with
+from tests.helpers.clock import FakeClock
+from tests.helpers.scenario import ADMIN, OWNER, activate, proxy_with
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:

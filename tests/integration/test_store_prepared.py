@@ -15,7 +15,7 @@ from proxy_failover.core.errors import StorageUnavailable
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store import Store, repository, sqlite_inline
 from proxy_failover.store.tables import instances
-from tests.integration.scenario import proxy_with
+from tests.helpers.scenario import proxy_with
 
 
 async def test_prepared_lock_and_update_match_sqlalchemy(

@@ -6,16 +6,14 @@ import asyncio
 import itertools
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from proxy_failover.core.model import (
     AdminState,
-    CheckResult,
     DecisionAction,
     EventStatus,
     EventType,
@@ -26,59 +24,9 @@ from proxy_failover.core.model import (
     ReasonCode,
 )
 from proxy_failover.engine import Engine, Outcome
+from tests.helpers.clock import T0, FakeClock
 from tests.helpers.memory_service import MemoryService
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class ScriptedProber:
-    """Answers each instance's probes from its script (True = success); default: success."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[bool]] = defaultdict(list)
-        self.down: set[str] = set()
-        self.calls: list[tuple[str, datetime]] = []
-        self.recovery_posts: list[tuple[str, dict[str, Any]]] = []
-        self.forgotten: list[str] = []
-        self.clock: FakeClock | None = None
-        self.on_connection_lost: Callable[[str], None] | None = None
-        self.duration = 0.0
-
-    def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
-        if not instance.endpoint or instance.endpoint == "bad":
-            raise ValueError("no usable endpoint")
-        return instance.id
-
-    async def probe(self, target: Any) -> CheckResult:
-        assert self.clock is not None
-        self.calls.append((target, self.clock.now))
-        self.clock.advance(self.duration)  # a slow answer (a timeout when >= the timeout)
-        planned = self.script[target]
-        ok = planned.pop(0) if planned else target not in self.down
-        return CheckResult(ok, 1.0, None if ok else "connection refused")
-
-    def forget(self, instance_id: str) -> None:
-        self.forgotten.append(instance_id)
-
-    async def request_recovery(
-        self, url: str, payload: dict[str, Any], timeout_s: float
-    ) -> CheckResult:
-        self.recovery_posts.append((url, payload))
-        return CheckResult(True, 1.0)
-
-    def probed_ids(self) -> set[str]:
-        return {c[0] for c in self.calls}
+from tests.helpers.scripted_prober import ScriptedProber
 
 
 class Harness:

@@ -23,7 +23,8 @@ from proxy_failover.core.model import (
     ReasonCode,
 )
 from proxy_failover.core.strategies import is_eligible
-from tests.unit.factories import PROXY, T0, USER, inst, snapshot
+from tests.helpers.clock import T0
+from tests.helpers.factories import PROXY, USER, inst, snapshot
 
 H, U, K = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.UNKNOWN
 NOW = T0 + timedelta(hours=1)

@@ -26,7 +26,8 @@ from proxy_failover.core.model import (
     HealthState,
     HealthStatus,
 )
-from tests.unit.factories import PROXY, T0, USER, inst
+from tests.helpers.clock import T0
+from tests.helpers.factories import PROXY, USER, inst
 
 
 def test_open_event_statuses() -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from proxy_failover.core.model import AdminState, HealthStatus, Instance, RedundancyLevel
 from proxy_failover.core.redundancy import assess, level_for, next_epoch
-from tests.unit.factories import inst
+from tests.helpers.factories import inst
 
 H, U, K = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.UNKNOWN
 

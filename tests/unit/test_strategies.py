@@ -24,7 +24,7 @@ from proxy_failover.core.strategies import (
     preference_key,
     select_target,
 )
-from tests.unit.factories import inst
+from tests.helpers.factories import inst
 
 H, U, K = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.UNKNOWN
 PRIO, RR, LC = (

@@ -37,7 +37,8 @@ from proxy_failover.core.validation import (
     validate_proxy_id,
     validate_redundancy_override,
 )
-from tests.unit.factories import PROXY, T0, USER, inst
+from tests.helpers.clock import T0
+from tests.helpers.factories import PROXY, USER, inst
 
 LATER = T0 + timedelta(minutes=5)
 INVALID = ErrorCode.INVALID_INPUT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from proxy_failover.core.model import (
@@ -14,8 +14,8 @@ from proxy_failover.core.model import (
     ProxySnapshot,
     RedundancyStatus,
 )
+from tests.helpers.clock import T0
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PROXY = "proxy-1"
 USER = "user-1"
 

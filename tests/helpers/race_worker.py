@@ -1,6 +1,6 @@
 """A separate process in the cross-process race: fires concurrent executes when told to go.
 
-Usage: python -m tests.integration.race_worker DB_URL PROXY_ID SOURCE_ID GO_FILE TARGET_ID...
+Usage: python -m tests.helpers.race_worker DB_URL PROXY_ID SOURCE_ID GO_FILE TARGET_ID...
 Prints "ready", waits for GO_FILE to exist, then prints one JSON line: the outcome per target
 ("ok" or the error code).
 """
