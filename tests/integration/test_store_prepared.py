@@ -1,4 +1,4 @@
-"""The health report's hot statements run on SQLite's driver connection (``_Prepared``, and the
+"""The health report's hot statements run on SQLite's driver connection (``store.prepared``, and the
 ``BEGIN`` hook): they must read and write exactly what SQLAlchemy's own execution does, and fail
 the same way."""
 
@@ -27,7 +27,7 @@ async def test_prepared_lock_and_update_match_sqlalchemy(
     async with store.write() as unit:
         status, found = await unit.lock_proxy_with_instances("p-prep")
         # The same statement through SQLAlchemy's regular execution.
-        rows = await unit._all(repository._LOCK_WITH_INSTANCES, {"p_proxy_id": "p-prep"})
+        rows = await unit._all(repository._LOCK_WITH_INSTANCES.statement, {"p_proxy_id": "p-prep"})
         expected = [
             repository._instance_from({c.name: row[f"i_{c.name}"] for c in instances.c})
             for row in rows
@@ -55,7 +55,7 @@ async def test_prepared_lock_and_update_match_sqlalchemy(
     async with store.write() as unit:
         assert await unit.lock_proxy_with_instances("missing") == (None, [])
     assert (database_url.startswith("sqlite")) == (
-        repository._prepared_for(repository._UPDATE_INSTANCE, unit.connection) is not None
+        repository._UPDATE_INSTANCE.compiled_for(unit.connection) is not None
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -19,7 +18,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from proxy_failover.core.model import (
@@ -43,6 +41,7 @@ from proxy_failover.core.model import (
     StoredMetricSample,
 )
 from proxy_failover.store import database
+from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
 
 #: Called inside a write transaction, just before commit, with the notifications it produced — so
@@ -226,16 +225,18 @@ _SELECT_REDUNDANCY = sa.select(redundancy).where(
     redundancy.c.proxy_id == sa.bindparam("p_proxy_id")
 )
 _LOCK_REDUNDANCY = _SELECT_REDUNDANCY.with_for_update()
-_SELECT_INSTANCES = (
+_SELECT_INSTANCES = PreparedStatement(
+    "select_instances",
     sa.select(instances)
     .where(instances.c.proxy_id == sa.bindparam("p_proxy_id"))
     .order_by(
         instances.c.priority, instances.c.weight.desc(), instances.c.created_at, instances.c.id
-    )
+    ),
 )
 # The lock and the proxy's instances in one round trip (the redundancy row is the lock; its
 # columns repeat on each instance row, prefixed r_, the instance columns prefixed i_).
-_LOCK_WITH_INSTANCES = (
+_LOCK_WITH_INSTANCES = PreparedStatement(
+    "lock_with_instances",
     sa.select(
         *(column.label(f"r_{column.name}") for column in redundancy.c),
         *(column.label(f"i_{column.name}") for column in instances.c),
@@ -245,7 +246,7 @@ _LOCK_WITH_INSTANCES = (
     .order_by(
         instances.c.priority, instances.c.weight.desc(), instances.c.created_at, instances.c.id
     )
-    .with_for_update(of=redundancy)
+    .with_for_update(of=redundancy),
 )
 # Row layout of _LOCK_WITH_INSTANCES: the redundancy columns, then the instance columns.
 _REDUNDANCY_NAMES = tuple(column.name for column in redundancy.c)
@@ -255,7 +256,8 @@ _INSTANCE_ID_AT = _SPLIT + _INSTANCE_NAMES.index("id")
 _SAVED_INSTANCE_FIELDS = tuple(
     name for name in _INSTANCE_FIELDS if name not in ("id", "proxy_id", "user_id", "created_at")
 )
-_UPDATE_INSTANCE = (
+_UPDATE_INSTANCE = PreparedStatement(
+    "update_instance",
     sa.update(instances)
     .where(instances.c.id == sa.bindparam("p_id"))
     .values(
@@ -263,14 +265,16 @@ _UPDATE_INSTANCE = (
             name: sa.bindparam(f"p_{name}", type_=instances.c[name].type)
             for name in _SAVED_INSTANCE_FIELDS
         }
-    )
+    ),
 )
 
 
-_SELECT_CONFIG = sa.select(configurations).where(
-    configurations.c.proxy_id == sa.bindparam("p_proxy_id")
+_SELECT_CONFIG = PreparedStatement(
+    "select_config",
+    sa.select(configurations).where(configurations.c.proxy_id == sa.bindparam("p_proxy_id")),
 )
-_SELECT_OPEN_SWITCH = (
+_SELECT_OPEN_SWITCH = PreparedStatement(
+    "select_open_switch",
     sa.select(events)
     .where(
         events.c.proxy_id == sa.bindparam("p_proxy_id"),
@@ -279,9 +283,10 @@ _SELECT_OPEN_SWITCH = (
         sa.or_(*(events.c.event_type == kind for kind in _SWITCH_TYPES)),
     )
     .order_by(events.c.created_at.desc())
-    .limit(1)
+    .limit(1),
 )
-_UPDATE_REDUNDANCY = (
+_UPDATE_REDUNDANCY = PreparedStatement(
+    "update_redundancy",
     sa.update(redundancy)
     .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
     .values(
@@ -290,14 +295,17 @@ _UPDATE_REDUNDANCY = (
             for column in redundancy.c
             if column.name not in ("id", "proxy_id", "user_id", "created_at", "change_version")
         }
-    )
+    ),
 )
-_BUMP_VERSION = (
+_BUMP_VERSION = PreparedStatement(
+    "bump_version",
     sa.update(redundancy)
     .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
-    .values(change_version=redundancy.c.change_version + 1)
+    .values(change_version=redundancy.c.change_version + 1),
 )
-_SELECT_VERSIONS = sa.select(redundancy.c.proxy_id, redundancy.c.change_version)
+_SELECT_VERSIONS = PreparedStatement(
+    "select_versions", sa.select(redundancy.c.proxy_id, redundancy.c.change_version)
+)
 _CONFIG_NAMES = tuple(column.name for column in configurations.c)
 _EVENT_NAMES = tuple(column.name for column in events.c)
 
@@ -306,7 +314,8 @@ _EVENT_NAMES = tuple(column.name for column in events.c)
 # ``service._apply_checks`` reads ``before``), run for a whole batch with executemany.
 _P_LATENCY = sa.bindparam("p_latency", type_=sa.Float())
 _P_NOW = sa.bindparam("p_now", type_=instances.c.last_health_check.type)
-_ROUTINE_SUCCESS = (
+_ROUTINE_SUCCESS = PreparedStatement(
+    "routine_success",
     sa.update(instances)
     .where(instances.c.id == sa.bindparam("p_id"))
     .values(
@@ -325,7 +334,7 @@ _ROUTINE_SUCCESS = (
         error_rate=sa.cast(instances.c.failed_requests, sa.Float())
         / (instances.c.total_requests + 1),
         updated_at=sa.bindparam("p_updated", type_=instances.c.updated_at.type),
-    )
+    ),
 )
 # What decides whether a success is routine, for a batch of instances (and their proxy's row).
 _ROUTINE_STATE = sa.select(
@@ -340,122 +349,15 @@ _ROUTINE_STATE = sa.select(
 
 
 # SQLite: the ids as one JSON array parameter (json_each), so the statement can be prepared.
-_ROUTINE_STATE_SQLITE = _ROUTINE_STATE.where(
-    instances.c.id.in_(
-        sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("p_ids")))
-    )
+_ROUTINE_STATE_SQLITE = PreparedStatement(
+    "routine_state_sqlite",
+    _ROUTINE_STATE.where(
+        instances.c.id.in_(
+            sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("p_ids")))
+        )
+    ),
 )
 _ROUTINE_STATE_NAMES = tuple(column.name for column in _ROUTINE_STATE.selected_columns)
-
-
-class _Prepared:
-    """A hot statement compiled once for SQLite and run on the driver connection of the unit's
-    transaction, with the same bind and result type processing SQLAlchemy applies.
-
-    Why: per call, ``Connection.execute`` (compiled-cache lookup, execution context, result and
-    row objects, greenlet hops) cost several times what SQLite spends on the statement; a health
-    report runs two of these. PostgreSQL keeps the regular path.
-    """
-
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        if "POSTCOMPILE" in self.sql:  # an IN list, expanded per call: not preparable
-            raise ValueError(f"cannot prepare a statement with an expanding IN: {self.sql}")
-        self._binds = [
-            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup or ()
-        ]
-        # Literals in the statement (``count + 1``) are binds too, with their value built in;
-        # the caller's values are the ``p_*`` ones.
-        self._constants = {
-            name: bind.effective_value
-            for name, bind in compiled.binds.items()
-            if not name.startswith("p_")
-        }
-        columns = list(getattr(statement, "selected_columns", ()))
-        processors = (
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        )
-        # Only the columns that need converting (datetimes, JSON, booleans), by position.
-        self._results = [(at, process) for at, process in enumerate(processors) if process]
-        self._returns_rows = bool(columns)
-
-    async def run(
-        self, connection: AsyncConnection, values: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        """Execute with ``values`` (by bind name); the rows as tuples in select order."""
-        parameters = self._parameters(values)
-        sync: Any = connection.sync_connection  # the transaction's, already begun
-        driver = sync.connection.driver_connection
-        try:
-            cursor = await driver.execute(self.sql, parameters)
-            raw = await cursor.fetchall() if self._returns_rows else []
-            await cursor.close()
-        except sqlite3.Error as error:  # as SQLAlchemy would raise it (mapped_errors maps it)
-            raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
-        rows = []
-        for row in raw:
-            converted = list(row)
-            for at, process in self._results:
-                converted[at] = process(converted[at])
-            rows.append(tuple(converted))
-        return rows
-
-    def _parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        if self._constants:
-            values = {**self._constants, **values}
-        return tuple(
-            values[name] if process is None else process(values[name])
-            for name, process in self._binds
-        )
-
-    async def run_many(
-        self,
-        connection: AsyncConnection,
-        rows: Sequence[Sequence[Any]],
-        names: Sequence[str],
-        shared: Mapping[str, Any],
-    ) -> None:
-        """Execute a statement that returns nothing once per item of ``rows`` (executemany).
-
-        Each row holds the values of ``names``, in that order; ``shared`` values are the same for
-        every row and are converted once.
-        """
-        fixed = self._parameters({**shared, **dict.fromkeys(names)})
-        slots: list[tuple[int, int, Callable[[Any], Any] | None]] = []
-        for position, (name, process) in enumerate(self._binds):
-            if name in names:
-                slots.append((position, names.index(name), process))
-        parameters = []
-        for row in rows:
-            values = list(fixed)
-            for position, index, process in slots:
-                value = row[index]
-                values[position] = value if process is None else process(value)
-            parameters.append(values)
-        sync: Any = connection.sync_connection
-        cursor = sync.connection.driver_connection.cursor()
-        try:
-            await cursor.executemany(self.sql, parameters)
-            await cursor.close()
-        except sqlite3.Error as error:
-            raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
-
-
-_prepared: dict[tuple[int, str], _Prepared] = {}
-
-
-def _prepared_for(statement: Any, connection: AsyncConnection) -> _Prepared | None:
-    """The statement prepared for this connection's SQLite dialect, or None (PostgreSQL)."""
-    dialect = connection.dialect
-    if dialect.name != "sqlite":
-        return None
-    key = (id(statement), dialect.name)
-    prepared = _prepared.get(key)
-    if prepared is None:
-        prepared = _prepared[key] = _Prepared(statement, dialect)
-    return prepared
 
 
 class Reader:
@@ -489,17 +391,15 @@ class Reader:
         return row
 
     async def _rows(
-        self, statement: Any, names: Sequence[str], parameters: Mapping[str, Any]
+        self, statement: PreparedStatement, names: Sequence[str], parameters: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        """A constant statement's rows as dicts of ``names``; prepared on SQLite (see
-        ``_Prepared``), through SQLAlchemy on PostgreSQL."""
-        prepared = _prepared_for(statement, self.connection)
-        if prepared is None:
-            return [dict(row) for row in await self._all(statement, parameters)]
-        return [
-            dict(zip(names, row, strict=True))
-            for row in await prepared.run(self.connection, parameters)
-        ]
+        """A declared statement's rows as dicts of ``names``; prepared on SQLite (see
+        ``store.prepared``), through SQLAlchemy on PostgreSQL. Nothing else is accepted."""
+        if not isinstance(statement, PreparedStatement):
+            raise TypeError(
+                f"_rows runs only module-level PreparedStatement objects, not {type(statement)!r}"
+            )
+        return await statement.rows(self.connection, names, parameters)
 
     async def _all(self, statement: Any, parameters: Any = None) -> Sequence[sa.RowMapping]:
         rows: Sequence[sa.RowMapping] = (
@@ -651,7 +551,7 @@ class UnitOfWork(Reader):
         """
         self.changed.add(proxy_id)
         parameters = {"p_proxy_id": proxy_id}
-        prepared = _prepared_for(_LOCK_WITH_INSTANCES, self.connection)
+        prepared = _LOCK_WITH_INSTANCES.compiled_for(self.connection)
         if prepared is None:
             locked = await self.lock_proxy(proxy_id)
             return locked, [] if locked is None else await self.list_instances(proxy_id)
@@ -708,22 +608,16 @@ class UnitOfWork(Reader):
         values = _instance_values(instance)
         parameters = {f"p_{name}": values[name] for name in _SAVED_INSTANCE_FIELDS}
         parameters["p_id"] = instance.id
-        prepared = _prepared_for(_UPDATE_INSTANCE, self.connection)
-        if prepared is not None:
-            await prepared.run(self.connection, parameters)
-        else:
-            await self._execute(_UPDATE_INSTANCE, parameters)
+        await _UPDATE_INSTANCE.execute(self.connection, parameters)
 
     async def bump_versions(self) -> None:
         """Move the change counter of every proxy this unit locked (just before commit)."""
         changed = sorted(self.changed)
         if not changed:
             return
-        prepared = _prepared_for(_BUMP_VERSION, self.connection)
-        if prepared is not None:
-            await prepared.run_many(self.connection, [(p,) for p in changed], ("p_proxy_id",), {})
-        else:
-            await self._execute(_BUMP_VERSION, [{"p_proxy_id": p} for p in changed])
+        await _BUMP_VERSION.execute_many(
+            self.connection, [(p,) for p in changed], ("p_proxy_id",), {}
+        )
 
     async def routine_states(
         self, instance_ids: Sequence[str]
@@ -734,7 +628,7 @@ class UnitOfWork(Reader):
         Routine: healthy with no failure, not in maintenance, its proxy's redundancy row not
         overridden: a success then moves counters only (``record_routine_successes``).
         """
-        if _prepared_for(_ROUTINE_STATE_SQLITE, self.connection) is not None:
+        if _ROUTINE_STATE_SQLITE.compiled_for(self.connection) is not None:
             rows = await self._rows(
                 _ROUTINE_STATE_SQLITE, _ROUTINE_STATE_NAMES, {"p_ids": json.dumps(instance_ids)}
             )
@@ -772,12 +666,9 @@ class UnitOfWork(Reader):
         if not successes:
             return
         shared = {"p_now": now, "p_updated": now}
-        prepared = _prepared_for(_ROUTINE_SUCCESS, self.connection)
-        if prepared is not None:
-            await prepared.run_many(self.connection, successes, ("p_id", "p_latency"), shared)
-        else:
-            rows = [{"p_id": i, "p_latency": latency, **shared} for i, latency in successes]
-            await self._execute(_ROUTINE_SUCCESS, rows)
+        await _ROUTINE_SUCCESS.execute_many(
+            self.connection, successes, ("p_id", "p_latency"), shared
+        )
 
     async def lock_proxies(self, proxy_ids: Sequence[str]) -> None:
         """Lock several proxies' redundancy rows, in sorted order (SQLite: the write lock is
@@ -815,11 +706,7 @@ class UnitOfWork(Reader):
 
     async def save_redundancy(self, status: RedundancyStatus) -> None:
         parameters = {f"p_{name}": value for name, value in _redundancy_values(status).items()}
-        prepared = _prepared_for(_UPDATE_REDUNDANCY, self.connection)
-        if prepared is not None:
-            await prepared.run(self.connection, parameters)
-        else:
-            await self._execute(_UPDATE_REDUNDANCY, parameters)
+        await _UPDATE_REDUNDANCY.execute(self.connection, parameters)
 
     async def insert_event(self, event: FailoverEvent) -> None:
         await self._execute(sa.insert(events).values(**_event_values(event)))

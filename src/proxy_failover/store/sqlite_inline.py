@@ -11,6 +11,10 @@ timeout is 0 and ``SQLITE_BUSY`` is retried here with ``asyncio.sleep`` back-off
 30 s budget, so the loop keeps serving. Writers of this process queue on ``database.write_gate``
 before ``BEGIN IMMEDIATE`` and so never meet each other's lock. SQLAlchemy's aiosqlite dialect
 drives these objects through ``create_async_engine(..., async_creator=...)``.
+
+The adapter's side of that contract is private to SQLAlchemy: ``pyproject.toml`` pins SQLAlchemy
+to the minor version tested, and ``tests/integration/test_sqlite_adapter_contract.py`` fails,
+saying what to re-check, when the adapter stops driving these objects as expected.
 """
 
 from __future__ import annotations

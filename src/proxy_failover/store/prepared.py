@@ -1,0 +1,185 @@
+"""Hot constant statements, declared once at module level and run prepared on SQLite.
+
+Why: per call, ``Connection.execute`` (compiled-cache lookup, execution context, result and row
+objects, greenlet hops) cost several times what SQLite spends on the statement; a health report
+runs a few of these. On SQLite a ``PreparedStatement`` is compiled once per dialect and run on the
+driver connection of the caller's transaction, with the same bind and result processing
+SQLAlchemy applies; PostgreSQL keeps SQLAlchemy's regular path.
+
+The compiled form lives on the ``PreparedStatement`` object itself, so the cache holds exactly the
+declared statements: nothing keyed by ``id()`` that could grow with statements built per call, or
+run another statement's SQL once an id is recycled. Declaring a name twice (a statement built per
+call) is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+#: What can be prepared: a SELECT (rows) or an UPDATE (none).
+Statement = sa.Select[Any] | sa.Update
+
+
+class _Compiled:
+    """A statement compiled for SQLite, run on the driver connection of the unit's transaction."""
+
+    def __init__(self, statement: Statement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        if "POSTCOMPILE" in self.sql:  # an IN list, expanded per call: not preparable
+            raise ValueError(f"cannot prepare a statement with an expanding IN: {self.sql}")
+        self._binds: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in compiled.positiontup or ()
+        ]
+        # Literals in the statement (``count + 1``) are binds too, with their value built in;
+        # the caller's values are the ``p_*`` ones.
+        self._constants = {
+            name: bind.effective_value
+            for name, bind in compiled.binds.items()
+            if not name.startswith("p_")
+        }
+        columns = list(getattr(statement, "selected_columns", ()))
+        processors = (
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+        # Only the columns that need converting (datetimes, JSON, booleans), by position.
+        self._results = [(at, process) for at, process in enumerate(processors) if process]
+        self._returns_rows = bool(columns)
+
+    async def run(
+        self, connection: AsyncConnection, values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Execute with ``values`` (by bind name); the rows as tuples in select order."""
+        parameters = self._parameters(values)
+        sync: Any = connection.sync_connection  # the transaction's, already begun
+        driver = sync.connection.driver_connection
+        try:
+            cursor = await driver.execute(self.sql, parameters)
+            raw = await cursor.fetchall() if self._returns_rows else []
+            await cursor.close()
+        except sqlite3.Error as error:  # as SQLAlchemy would raise it (mapped_errors maps it)
+            raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
+        rows = []
+        for row in raw:
+            converted = list(row)
+            for at, process in self._results:
+                converted[at] = process(converted[at])
+            rows.append(tuple(converted))
+        return rows
+
+    def _parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        if self._constants:
+            values = {**self._constants, **values}
+        return tuple(
+            values[name] if process is None else process(values[name])
+            for name, process in self._binds
+        )
+
+    async def run_many(
+        self,
+        connection: AsyncConnection,
+        rows: Sequence[Sequence[Any]],
+        names: Sequence[str],
+        shared: Mapping[str, Any],
+    ) -> None:
+        """Execute a statement that returns nothing once per item of ``rows`` (executemany).
+
+        Each row holds the values of ``names``, in that order; ``shared`` values are the same for
+        every row and are converted once.
+        """
+        fixed = self._parameters({**shared, **dict.fromkeys(names)})
+        slots: list[tuple[int, int, Callable[[Any], Any] | None]] = []
+        for position, (name, process) in enumerate(self._binds):
+            if name in names:
+                slots.append((position, names.index(name), process))
+        parameters = []
+        for row in rows:
+            values = list(fixed)
+            for position, index, process in slots:
+                value = row[index]
+                values[position] = value if process is None else process(value)
+            parameters.append(values)
+        sync: Any = connection.sync_connection
+        cursor = sync.connection.driver_connection.cursor()
+        try:
+            await cursor.executemany(self.sql, parameters)
+            await cursor.close()
+        except sqlite3.Error as error:
+            raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedStatement:
+    """A constant statement with ``p_*`` bind parameters, declared once at module level.
+
+    ``name`` is unique: declaring it again (e.g. building the statement per call) raises.
+    """
+
+    name: str
+    statement: Statement
+    _compiled: dict[str, _Compiled] = field(default_factory=dict, init=False, repr=False)
+
+    _declared: ClassVar[set[str]] = set()
+
+    def __post_init__(self) -> None:
+        if self.name in PreparedStatement._declared:
+            raise ValueError(
+                f"prepared statement {self.name!r} declared twice: declare each one once, "
+                "at module level (a statement built per call would be compiled per call)"
+            )
+        PreparedStatement._declared.add(self.name)
+
+    def compiled_for(self, connection: AsyncConnection) -> _Compiled | None:
+        """The statement compiled for this connection's SQLite dialect (once), or None
+        (PostgreSQL: SQLAlchemy's regular execution)."""
+        dialect = connection.dialect
+        if dialect.name != "sqlite":
+            return None
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+        return compiled
+
+    async def rows(
+        self, connection: AsyncConnection, names: Sequence[str], parameters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The rows as dicts of ``names`` (the selected columns' names, in order)."""
+        compiled = self.compiled_for(connection)
+        if compiled is None:
+            result = await connection.execute(self.statement, dict(parameters))
+            return [dict(row) for row in result.mappings().all()]
+        return [
+            dict(zip(names, row, strict=True)) for row in await compiled.run(connection, parameters)
+        ]
+
+    async def execute(self, connection: AsyncConnection, parameters: Mapping[str, Any]) -> None:
+        """Run a statement that returns nothing (an UPDATE) once."""
+        compiled = self.compiled_for(connection)
+        if compiled is None:
+            await connection.execute(self.statement, dict(parameters))
+        else:
+            await compiled.run(connection, parameters)
+
+    async def execute_many(
+        self,
+        connection: AsyncConnection,
+        rows: Sequence[Sequence[Any]],
+        names: Sequence[str],
+        shared: Mapping[str, Any],
+    ) -> None:
+        """Run a statement that returns nothing once per row (executemany); each row holds the
+        values of ``names`` in order, ``shared`` the values common to every row."""
+        compiled = self.compiled_for(connection)
+        if compiled is None:
+            batch = [{**dict(zip(names, row, strict=True)), **shared} for row in rows]
+            await connection.execute(self.statement, batch)
+        else:
+            await compiled.run_many(connection, rows, names, shared)
