@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit lint format bench clean
+.PHONY: install system-deps run test unit lint format bench clean
 
 install: $(STAMP)
 
@@ -27,7 +27,12 @@ format: install
 	$(BIN)/ruff format src tests bench examples
 	$(BIN)/ruff check --fix src tests bench examples
 
-test: lint
+# Binaries the suite drives for real (Debian packages; installed when missing, never downloaded
+# otherwise): the dashboard's browser tests need chromium.
+system-deps:
+	scripts/ensure-system-packages /usr/bin/chromium=chromium
+
+test: lint system-deps
 	$(BIN)/pytest
 
 unit: install
