@@ -84,6 +84,7 @@ def test_serve_without_a_secret_prints_a_working_admin_token(
         assert "development mode" in output
         token = re.search(r"^(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", output, re.MULTILINE)
         assert token is not None, output
+        assert f"dashboard: {server.url}/ui#token={token.group(1)}" in output
         headers = {"Authorization": f"Bearer {token.group(1)}"}
         response = httpx.get(f"{server.url}/proxy/instances/x/metrics", headers=headers)
         assert response.status_code == 404  # an admin-only route answered past auth: admin

@@ -81,6 +81,9 @@ def serve(
             f"http://{settings.host}:{settings.port}/proxies",
             err=True,
         )
+        typer.echo(
+            f"  dashboard: http://{settings.host}:{settings.port}/ui#token={token}", err=True
+        )
     try:
         application = create_app(settings, run_engine=True)
     except ValueError as error:

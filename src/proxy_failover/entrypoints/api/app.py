@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from proxy_failover import __version__
 from proxy_failover.bootstrap import Runtime, build
 from proxy_failover.config import Settings
+from proxy_failover.entrypoints import ui
 from proxy_failover.entrypoints.api import observability, webhooks
 from proxy_failover.entrypoints.api.auth import TokenVerifier
 from proxy_failover.entrypoints.api.deps import Ownership
@@ -91,6 +92,7 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.include_router(webhooks.router)
     app.include_router(observability.router)
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
+    ui.mount(app)  # the dashboard at /ui (entrypoints/ui)
     # Added last = outermost: the size limit runs before anything reads the body.
     app.add_middleware(ShortPaths, api=app)  # the hottest calls, past routing (hotpath.py)
     app.add_middleware(CatchAllMiddleware)
