@@ -1,0 +1,61 @@
+"""Debian's Chromium, headless, driven by Playwright for Python: the dashboard's browser tests.
+
+The browser is the system package (``/usr/bin/chromium``, installed by
+``scripts/ensure-system-packages``, which ``make test`` runs); Playwright never downloads one.
+Every launch gets a new empty profile and no background network traffic of its own. A missing
+browser fails the test loudly: a browser test that skips proves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import BrowserContext, ViewportSize, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # root in CI containers: the setuid sandbox is unavailable there
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+def require_chromium() -> Path:
+    """The browser's path; fails the test (never skips) when the system package is missing."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `scripts/ensure-system-packages {CHROMIUM}=chromium` "
+            "(make test does) to install Debian's chromium",
+            pytrace=False,
+        )
+    return CHROMIUM
+
+
+@contextlib.asynccontextmanager
+async def chromium(viewport: ViewportSize | None = None) -> AsyncIterator[BrowserContext]:
+    """A headless Chromium with a fresh profile; closed (and its profile removed) on exit."""
+    executable = require_chromium()
+    with tempfile.TemporaryDirectory(prefix="pfo-chromium-") as profile:
+        async with async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(executable),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport=viewport or DESKTOP,
+            )
+            try:
+                yield context
+            finally:
+                await context.close()
