@@ -14,10 +14,11 @@ import httpx
 import pytest
 from playwright.async_api import Page, Request, expect
 
-from tests.e2e.conftest import ServeProcess, Tokens, api_settings
+from tests.helpers.api import Tokens, api_settings
 from tests.helpers.browser import PHONE, chromium
 from tests.helpers.live_app import fail_over, live_api, setup_proxy
 from tests.helpers.processes import InstanceProcess, wait_for
+from tests.helpers.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from proxy_failover.entrypoints.ui import CONTENT_SECURITY_POLICY, STATIC_DIR
-from tests.e2e.conftest import Api
+from tests.helpers.api import Api
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILES = ("index.html", "dashboard.js", "dashboard.css", "favicon.svg")
