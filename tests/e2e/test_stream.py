@@ -102,6 +102,20 @@ async def test_stream_is_for_the_owner_or_an_admin(live: Api) -> None:
     )
 
 
+@pytest.mark.parametrize("bad", ["-1", "2147483648", "9223372036854775808", "99999999999999999999"])
+async def test_a_last_event_id_past_the_event_sequence_is_400_on_both_databases(
+    api: Api, bad: str
+) -> None:
+    """Past the 32-bit sequence the stream broke mid-response (PostgreSQL; at 2^63 on SQLite)."""
+    await setup_proxy(api, PROXY)
+    resume = {"Last-Event-ID": bad}
+    path = f"/proxy/{PROXY}/stream"
+    assert await api.error("GET", path, api.tokens.admin, headers=resume) == (
+        400,
+        "PROXY_FAILOVER_001",
+    )
+
+
 async def test_owner_stream_has_no_last_error_but_admin_stream_has(live: Api) -> None:
     api = live
     (instance,) = await setup_proxy(api, DETAIL_PROXY, "only")

@@ -52,6 +52,8 @@ MAX_TYPE_LENGTH = 64
 MAX_URL_LENGTH = 2048
 MAX_ERROR_LENGTH = 1000
 MAX_PATH_LENGTH = 1024
+#: The event log's sequence (``Last-Event-ID``) is a 32-bit integer column on every database.
+MAX_EVENT_SEQUENCE = 2**31 - 1
 
 
 def _camel(snake: str) -> str:
