@@ -90,6 +90,30 @@ class Settings(BaseSettings):
         le=300.0,
         description="TTL of the engine leader lease: the longest a dead leader's work waits",
     )
+    http_max_head_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line + headers; a larger head is refused with 431",
+    )
+    http_head_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A connection must send a whole request head within this (else 408/close)",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A request body must arrive whole within this after its head (else close)",
+    )
+    http_keep_alive_seconds: int = Field(
+        default=5,
+        gt=0,
+        le=600,
+        description="An idle kept-alive connection is closed after this",
+    )
     probe_tls_verify: bool = Field(
         default=True,
         description="HTTPS probes (and recovery POSTs) verify the instance's certificate",

@@ -51,6 +51,7 @@ def serve(
 
     from proxy_failover.entrypoints.api import create_app
     from proxy_failover.entrypoints.api.auth import mint_token, random_secret
+    from proxy_failover.entrypoints.api.server import HttpLimits, guarded_protocol
     from proxy_failover.entrypoints.logs import configure_logging
 
     overrides: dict[str, object] = {}
@@ -99,7 +100,14 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(
+            HttpLimits(
+                max_head_bytes=settings.http_max_head_bytes,
+                head_timeout_seconds=settings.http_head_timeout_seconds,
+                body_timeout_seconds=settings.http_body_timeout_seconds,
+            )
+        ),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         log_config=None,
         log_level=settings.log_level,
         access_log=access_log,
