@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ServeProcess, start_serve, stop_serve
+from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 
 HEAD_TIMEOUT = 0.5
 BODY_TIMEOUT = 0.5
