@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from proxy_failover import service as service_module
+from proxy_failover.service import checks as service_module
 from proxy_failover.core.errors import InvalidInput, NotFound
 from proxy_failover.core.model import CheckResult
 from proxy_failover.service import ProxyFailoverService

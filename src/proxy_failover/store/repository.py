@@ -311,7 +311,7 @@ _EVENT_NAMES = tuple(column.name for column in events.c)
 
 # A probe's success on a steadily healthy instance moves only its counters and timestamps: one
 # UPDATE doing the state machine's arithmetic (SQL sees the row's old values on the right, as
-# ``service._apply_checks`` reads ``before``), run for a whole batch with executemany.
+# ``service.checks._apply_checks`` reads ``before``), run for a whole batch with executemany.
 _P_LATENCY = sa.bindparam("p_latency", type_=sa.Float())
 _P_NOW = sa.bindparam("p_now", type_=instances.c.last_health_check.type)
 _ROUTINE_SUCCESS = PreparedStatement(

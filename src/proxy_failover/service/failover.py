@@ -1,0 +1,184 @@
+"""Failover: evaluate it, execute a manual switch, and apply the engine's decisions."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+from proxy_failover.core import failover as core_failover
+from proxy_failover.core import redundancy as core_redundancy
+from proxy_failover.core import strategies
+from proxy_failover.core.errors import InvalidInput
+from proxy_failover.core.model import (
+    AdminState,
+    Decision,
+    DecisionAction,
+    Evaluation,
+    EventStatus,
+    FailoverEvent,
+    HealthStatus,
+    Notification,
+    ProxySnapshot,
+)
+from proxy_failover.service.common import (
+    DEFAULT_REASON,
+    FAILOVER_COMPLETED,
+    FAILOVER_FAILED,
+    FAILOVER_STARTED,
+    SUPERSEDED_MESSAGE,
+    config_not_found,
+    event_data,
+    ms_between,
+    require_text,
+)
+from proxy_failover.service.context import ServiceContext, read_snapshot
+from proxy_failover.service.engine_ops import load_snapshot
+from proxy_failover.service.redundancy import recompute
+from proxy_failover.store import new_id
+
+
+async def evaluate_failover(ctx: ServiceContext, proxy_id: str) -> Evaluation:
+    """Side-effect free: is a failover due, from where to where, and why (002 if no proxy)."""
+    snapshot = await load_snapshot(ctx, proxy_id)
+    return core_failover.evaluate(snapshot, ctx.now())
+
+
+async def execute_failover(
+    ctx: ServiceContext,
+    proxy_id: str,
+    user_id: str,
+    source_id: str | None,
+    target_id: str,
+    reason: str | None = None,
+) -> FailoverEvent:
+    """Switch the active instance: a compare-and-swap on the pointer, in one transaction.
+
+    Checks 002, 004, 011, 010, 009 against the locked state; records the event
+    ``in_progress``, moves the pointer, bumps the epoch and recomputes redundancy.
+    """
+    if not isinstance(proxy_id, str) or not proxy_id:
+        raise InvalidInput("proxyId is required", details={"field": "proxyId"})
+    user = require_text(user_id, "userId")
+    target = require_text(target_id, "targetInstanceId")
+    source = require_text(source_id, "sourceInstanceId", optional=True)
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidInput("reason must be a string", details={"field": "reason"})
+    assert user is not None
+    assert target is not None
+    why = reason if reason and reason.strip() else DEFAULT_REASON
+    now = ctx.now()
+    async with ctx.write(proxy_id) as (unit, locked):
+        if locked is None:
+            raise config_not_found(proxy_id)
+        snapshot = await read_snapshot(unit, proxy_id, locked)
+        event_type = core_failover.check_execute(snapshot, source, target)
+        event = FailoverEvent(
+            id=new_id(),
+            proxy_id=proxy_id,
+            user_id=user,
+            event_type=event_type,
+            source_instance_id=source,
+            target_instance_id=target,
+            reason=why,
+            status=EventStatus.IN_PROGRESS,
+            triggered_by=user,
+            epoch=core_redundancy.next_epoch(locked.epoch),
+            created_at=now,
+        )
+        await unit.insert_event(event)
+        await recompute(unit, locked, now, move_to=target, epoch=event.epoch, failover_reason=why)
+        unit.notify(Notification(FAILOVER_STARTED, proxy_id, event.epoch, now, event_data(event)))
+    ctx.logger.info(
+        "proxy %s: %s %s -> %s started by %s (epoch %d)",
+        proxy_id,
+        event_type.value,
+        source,
+        target,
+        user,
+        event.epoch,
+    )
+    return event
+
+
+async def apply_decision(
+    ctx: ServiceContext, proxy_id: str, decision: Decision, detected_at: datetime
+) -> FailoverEvent | None:
+    """Apply the engine's decision in one transaction, or None if it no longer holds.
+
+    Compare-and-swap against the locked state: the active pointer must still be the
+    decision's source, the target still eligible, an unhealthy/unavailable source still so,
+    and automatic failover (failback) still enabled. The event is recorded already
+    ``completed`` (``triggeredBy: system``, ``durationMs`` from detection to commit); an open
+    manual switch is closed ``failed`` ("superseded by automatic failover").
+    """
+    if decision.action is DecisionAction.NONE or decision.target_instance_id is None:
+        return None
+    now = ctx.now()
+    async with ctx.write(proxy_id) as (unit, locked):
+        if locked is None:
+            return None
+        snapshot = await read_snapshot(unit, proxy_id, locked)
+        if not _decision_holds(snapshot, decision):
+            return None
+        open_event = snapshot.open_switch_event
+        if open_event is not None:
+            superseded = dataclasses.replace(
+                open_event,
+                status=EventStatus.FAILED,
+                error_message=SUPERSEDED_MESSAGE,
+                completed_at=now,
+                duration_ms=ms_between(open_event.created_at, now),
+            )
+            await unit.save_event(superseded)
+            unit.notify(
+                Notification(FAILOVER_FAILED, proxy_id, locked.epoch, now, event_data(superseded))
+            )
+        started = min(detected_at.astimezone(UTC), now)
+        event = FailoverEvent(
+            id=new_id(),
+            proxy_id=proxy_id,
+            user_id=snapshot.config.user_id,
+            event_type=decision.event_type,
+            source_instance_id=locked.active_instance_id,
+            target_instance_id=decision.target_instance_id,
+            reason=decision.reason,
+            status=EventStatus.COMPLETED,
+            triggered_by="system",
+            epoch=core_redundancy.next_epoch(locked.epoch),
+            created_at=started,
+            duration_ms=ms_between(started, now),
+            completed_at=now,
+        )
+        await unit.insert_event(event)
+        await recompute(
+            unit,
+            locked,
+            now,
+            move_to=decision.target_instance_id,
+            epoch=event.epoch,
+            failover_reason=decision.reason,
+        )
+        unit.notify(Notification(FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)))
+    ctx.logger.info("proxy %s: %s (epoch %d)", proxy_id, decision.reason, event.epoch)
+    return event
+
+
+def _decision_holds(snapshot: ProxySnapshot, decision: Decision) -> bool:
+    config = snapshot.config
+    if not config.enable_auto_failover:
+        return False
+    active = snapshot.active
+    active_id = active.id if active is not None else None
+    if active_id != decision.source_instance_id:
+        return False
+    target = next((i for i in snapshot.instances if i.id == decision.target_instance_id), None)
+    if target is None or not strategies.is_eligible(target, active_id):
+        return False
+    if decision.action is DecisionAction.ACTIVATE:
+        return active is None
+    if decision.action is DecisionAction.FAILBACK:
+        return config.enable_auto_failback and snapshot.open_switch_event is None
+    # FAILOVER: only away from an active instance that is (still) not healthy-and-enabled.
+    return active is None or not (
+        active.health_status is HealthStatus.HEALTHY and active.admin_state is AdminState.ENABLED
+    )

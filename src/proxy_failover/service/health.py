@@ -1,0 +1,308 @@
+"""Health: the one function that applies an instance's health change (whatever path it came
+from: a report, a check, a probe batch), and the report path (``update_instance_health``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from proxy_failover.core import health as core_health
+from proxy_failover.core import validation
+from proxy_failover.core.model import (
+    AdminState,
+    EventStatus,
+    EventType,
+    FailoverEvent,
+    HealthState,
+    HealthStatus,
+    Instance,
+    MetricSample,
+    Notification,
+    RedundancyStatus,
+    StoredMetricSample,
+)
+from proxy_failover.service.common import (
+    INSTANCE_HEALTHY,
+    INSTANCE_UNHEALTHY,
+    instance_not_found,
+    ms_between,
+)
+from proxy_failover.service.context import ServiceContext
+from proxy_failover.service.redundancy import recompute
+from proxy_failover.store import UnitOfWork, new_id
+from proxy_failover.store.group_commit import GroupCommit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthReport:
+    """One ``update_instance_health`` call waiting for its (shared) transaction."""
+
+    proxy_id: str
+    instance_id: str
+    status: HealthStatus
+    sample: MetricSample | None
+
+
+HealthReports = GroupCommit[str, HealthReport, Instance]
+
+
+def with_health(instance: Instance, state: HealthState, now: datetime, **changes: Any) -> Instance:
+    """``instance`` in health ``state``; ``statusChangedAt`` moves only when the status does."""
+    changed = state.status != instance.health_status
+    return dataclasses.replace(
+        instance,
+        health_status=state.status,
+        consecutive_failures=state.consecutive_failures,
+        consecutive_successes=state.consecutive_successes,
+        status_changed_at=now if changed else instance.status_changed_at,
+        updated_at=now,
+        **changes,
+    )
+
+
+def with_sample(instance: Instance, sample: MetricSample | None) -> Instance:
+    """Metric samples set activeConnections and overwrite average latency and error rate."""
+    if sample is None:
+        return instance
+    changes: dict[str, Any] = {}
+    if sample.connection_count is not None:
+        changes["active_connections"] = sample.connection_count
+    if sample.average_latency_ms is not None:
+        changes["average_latency_ms"] = sample.average_latency_ms
+    if sample.error_rate is not None:
+        changes["error_rate"] = sample.error_rate
+    return dataclasses.replace(instance, **changes) if changes else instance
+
+
+def is_repeat(before: Instance, after: Instance) -> bool:
+    """A report that leaves every decision input as it was (same status, checked before).
+
+    Redundancy is then unchanged too (it follows from the statuses) and no event moved, so
+    no listener has anything to act on; the engine's periodic evaluation still sees the
+    new counters and metrics.
+    """
+    return (
+        after.health_status is before.health_status
+        and after.admin_state is before.admin_state
+        and before.last_health_check is not None
+    )
+
+
+def health_notifications(
+    before: Instance, after: Instance, epoch: int, now: datetime
+) -> list[Notification]:
+    """instance.healthy / instance.unhealthy when the status moved to one of them."""
+    if after.health_status == before.health_status:
+        return []
+    kinds = {HealthStatus.HEALTHY: INSTANCE_HEALTHY, HealthStatus.UNHEALTHY: INSTANCE_UNHEALTHY}
+    kind = kinds.get(after.health_status)
+    if kind is None:
+        return []
+    return [
+        Notification(
+            kind,
+            after.proxy_id,
+            epoch,
+            now,
+            {
+                "instanceId": after.id,
+                "instanceName": after.instance_name,
+                "previousStatus": before.health_status.value,
+                "status": after.health_status.value,
+                "consecutiveFailures": after.consecutive_failures,
+                "consecutiveSuccesses": after.consecutive_successes,
+                "lastError": after.last_error,
+            },
+        )
+    ]
+
+
+async def apply_health_change(
+    unit: UnitOfWork,
+    before: Instance,
+    after: Instance,
+    now: datetime,
+    status: RedundancyStatus,
+    instances: Sequence[Instance],
+    *,
+    record_recovery: bool,
+) -> RedundancyStatus:
+    """What follows from an instance's health moving from ``before`` to ``after``, for every path
+    (health report, check result, probe batch): recompute redundancy, notify the health
+    transition, and on recovery close the open recovery event (or, with ``record_recovery``,
+    record a completed one).
+
+    ``instances`` is the proxy's instances as loaded in this unit of work, before the change.
+    Returns the redundancy row as it now is (for the next change in the same unit).
+    """
+    current = [after if i.id == after.id else i for i in instances]
+    recomputed = await recompute(unit, status, now, instances=current)
+    unit.notify(*health_notifications(before, after, recomputed.epoch, now))
+    recovered = (
+        before.health_status is HealthStatus.UNHEALTHY
+        and after.health_status is HealthStatus.HEALTHY
+    )
+    if not recovered:
+        return recomputed
+    config = await unit.get_config(after.proxy_id)
+    owner = config.user_id if config is not None else after.user_id
+    open_recovery = await unit.open_recovery_event(after.id)
+    if open_recovery is not None:
+        await unit.save_event(
+            dataclasses.replace(
+                open_recovery,
+                status=EventStatus.COMPLETED,
+                completed_at=now,
+                duration_ms=ms_between(open_recovery.created_at, now),
+            )
+        )
+    elif record_recovery:
+        await unit.insert_event(
+            FailoverEvent(
+                id=new_id(),
+                proxy_id=after.proxy_id,
+                user_id=owner,
+                event_type=EventType.RECOVERY,
+                source_instance_id=None,
+                target_instance_id=after.id,
+                reason=(
+                    f"Instance {after.instance_name} recovered after "
+                    f"{after.consecutive_successes} consecutive successful checks"
+                ),
+                status=EventStatus.COMPLETED,
+                triggered_by="system",
+                epoch=recomputed.epoch,
+                created_at=now,
+                duration_ms=0,
+                completed_at=now,
+            )
+        )
+    return recomputed
+
+
+# --- the report path ----------------------------------------------------------------------------
+
+
+async def update_instance_health(
+    ctx: ServiceContext,
+    reports: HealthReports,
+    instance_id: str,
+    health_status: str,
+    metrics: Mapping[str, Any] | None = None,
+) -> Instance:
+    """An authoritative health report (SPEC §4); an optional metrics sample is stored too.
+
+    An instance in maintenance keeps reading ``unknown``: the report's sample is stored and
+    ``lastHealthCheck`` moves, but its status does not.
+    """
+    status = validation.parse_health_status(health_status)
+    sample = validation.parse_metric_sample(metrics, require_one=False)
+    proxy_id = await ctx.proxy_of_instance(instance_id)
+    # Reports waiting for the same lock share one transaction (see ``store.group_commit``):
+    # SQLite has a single writer, so all proxies wait together; PostgreSQL locks per proxy.
+    key = "" if ctx.store.dialect_name == "sqlite" else proxy_id
+    return await reports.submit(key, HealthReport(proxy_id, instance_id, status, sample))
+
+
+async def commit_health_reports(
+    ctx: ServiceContext, key: str, take: Callable[[], list[HealthReport]]
+) -> list[Instance | Exception]:
+    """One transaction for the health reports queued under ``key``, in arrival order.
+
+    Proxies are locked in one order (sorted ids), so batches never deadlock each other; on
+    PostgreSQL ``key`` is the one proxy, locked before the batch is taken, so reports that
+    arrive while it waits for the row lock join it.
+    """
+    touched: set[str] = set()
+    try:
+        async with ctx.store.write() as unit:
+            first = await unit.lock_proxy_with_instances(key) if key else None
+            reports = take()
+            now = ctx.now()
+            outcomes: list[Instance | Exception] = [
+                instance_not_found(r.instance_id) for r in reports
+            ]
+            by_proxy: dict[str, list[int]] = {}
+            for index, report in enumerate(reports):
+                by_proxy.setdefault(report.proxy_id, []).append(index)
+            loud: set[str] = set()
+            for proxy_id in sorted(by_proxy):
+                touched.add(proxy_id)
+                ctx.cache.invalidate(proxy_id)
+                indexes = by_proxy[proxy_id]
+                loaded = (
+                    first
+                    if first is not None and proxy_id == key
+                    else await unit.lock_proxy_with_instances(proxy_id)
+                )
+                applied, quiet = await _apply_health_reports(
+                    ctx, unit, loaded, [reports[i] for i in indexes], now
+                )
+                for index, outcome in zip(indexes, applied, strict=True):
+                    outcomes[index] = outcome
+                if not quiet:
+                    loud.add(proxy_id)
+    finally:
+        for proxy_id in touched:
+            ctx.cache.invalidate(proxy_id)
+    ctx.announce(unit, sorted(touched), quiet=touched - loud)
+    return outcomes
+
+
+async def _apply_health_reports(
+    ctx: ServiceContext,
+    unit: UnitOfWork,
+    loaded: tuple[RedundancyStatus | None, list[Instance]],
+    reports: Sequence[HealthReport],
+    now: datetime,
+) -> tuple[list[Instance | Exception], bool]:
+    """Apply one proxy's reports in order under its lock; (outcomes, all were repeats).
+
+    Each report sees the state the previous one left; each instance row is written once, at
+    the end, with its last state (the redundancy row and events as each report moves them).
+    """
+    locked, instances = loaded
+    current = {instance.id: instance for instance in instances}
+    outcomes: list[Instance | Exception] = []
+    changed: dict[str, None] = {}
+    quiet = True
+    for report in reports:
+        before = current.get(report.instance_id)
+        if locked is None or before is None:
+            ctx.forget_instance(report.instance_id)
+            outcomes.append(instance_not_found(report.instance_id))
+            continue
+        state = (
+            before.health
+            if before.admin_state is AdminState.MAINTENANCE
+            else core_health.report(before.health, report.status)
+        )
+        after = with_sample(with_health(before, state, now, last_health_check=now), report.sample)
+        if report.sample is not None:
+            await unit.insert_metric(
+                StoredMetricSample(
+                    new_id(), after.id, after.proxy_id, after.user_id, report.sample, now
+                )
+            )
+        recomputed = await apply_health_change(
+            unit, before, after, now, locked, list(current.values()), record_recovery=False
+        )
+        current[after.id] = after
+        changed[after.id] = None
+        if recomputed.active_instance_id != locked.active_instance_id or locked.overridden:
+            # recompute moved the is_active mirror in the database: keep ours in step.
+            active = recomputed.active_instance_id
+            current = {
+                i: dataclasses.replace(v, is_active=i == active)
+                if v.is_active != (i == active)
+                else v
+                for i, v in current.items()
+            }
+        locked = recomputed
+        quiet = quiet and is_repeat(before, after)
+        outcomes.append(after)
+    for instance_id in changed:
+        await unit.save_instance(current[instance_id])
+    return outcomes, quiet
