@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from proxy_failover.service import checks as service_module
 from proxy_failover.core.errors import InvalidInput, NotFound
 from proxy_failover.core.model import CheckResult
 from proxy_failover.service import ProxyFailoverService
+from proxy_failover.service import checks as service_module
 from proxy_failover.store import UnitOfWork
 from tests.helpers.clock import FakeClock
 from tests.helpers.scenario import (
