@@ -202,6 +202,33 @@ async def test_owner_on_a_phone_sees_no_admin_controls_and_no_probe_detail(
             assert await page.evaluate("sessionStorage.getItem('pfo.token')") is None
 
 
+async def test_markup_in_names_is_text_and_another_owner_sees_nothing(
+    sqlite_url: str, tokens: Tokens
+) -> None:
+    hostile = '<img src=x onerror="window.__pwned = 1">'
+    async with live_api(api_settings(sqlite_url), tokens) as api:
+        ids = await setup_proxy(api, "cdn", "cdn-a", hostile)
+        await fail_over(api, "cdn", None, ids[1])
+        url = str(api.http.base_url).rstrip("/")
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(f"{url}/ui#token={tokens.admin}&proxy=cdn")
+            await expect(page.locator("#active-name")).to_have_text(hostile)
+            await expect(page.locator("#instances .name").filter(has_text=hostile)).to_have_count(1)
+            await expect(page.locator("#timeline")).to_contain_text(f"→ {hostile}")
+            assert await page.locator("#main img").count() == 0
+            assert await page.evaluate("window.__pwned") is None
+
+            # bob owns nothing: an empty overview, and alice's proxy is "not found" for him.
+            await page.get_by_role("button", name="Sign out").click()
+            await page.goto(f"{url}/ui#token={tokens.bob}")
+            await expect(page.locator("#overview-empty")).to_be_visible()
+            await page.goto(f"{url}/ui#token={tokens.bob}&proxy=cdn")
+            await expect(page.locator("#notice")).to_contain_text("PROXY_FAILOVER_002")
+            await expect(page.locator("#live")).to_have_text("not found")
+            assert await page.locator("#instances tbody tr").count() == 0
+
+
 def _request_line(request: Request) -> str:
     return f"{request.method} {request.url}"
 

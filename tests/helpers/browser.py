@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, ViewportSize, async_playwright
+from playwright.async_api import BrowserContext, ViewportSize, async_playwright, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -27,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: How long a page action or an ``expect`` waits by default: generous, the suite shares two cores.
+PAGE_TIMEOUT_MS = 15_000
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
@@ -55,6 +57,8 @@ async def chromium(viewport: ViewportSize | None = None) -> AsyncIterator[Browse
                 args=CHROMIUM_ARGS,
                 viewport=viewport or DESKTOP,
             )
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
+            expect.set_options(timeout=PAGE_TIMEOUT_MS)
             try:
                 yield context
             finally:

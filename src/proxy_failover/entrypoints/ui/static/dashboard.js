@@ -502,6 +502,10 @@
             signOut("Your session ended: sign in again.");
             return;
           }
+          if (response.status === 404) { // no such proxy, or not this token's: retrying won't help
+            setLive("down", "not found");
+            return;
+          }
           if (!response.ok || !response.body) throw new Error("stream answered " + response.status);
           setLive("live", "live");
           refreshSoon(); // catch up on what happened while (re)connecting
