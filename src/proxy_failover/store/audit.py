@@ -8,7 +8,9 @@ writer (``store.notifications``), inside the transaction of the change, as ``sys
 
 from __future__ import annotations
 
+import collections
 import contextvars
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,8 @@ from proxy_failover.core.webhooks import AuditEntry
 from proxy_failover.store import database
 from proxy_failover.store.group_commit import GroupCommit
 from proxy_failover.store.tables import audit_log
+
+log = logging.getLogger("proxy_failover.audit")
 
 #: Who is acting in the current task: set by the API for the duration of a request. Notifications
 #: written while it is unset come from background work and are audited as ``system`` actions.
@@ -68,12 +72,40 @@ def _audit_from(row: sa.RowMapping) -> AuditEntry:
     )
 
 
+#: Audit rows kept in memory while the database refuses them (a full disk), oldest dropped first.
+BACKLOG_LIMIT = 10_000
+
+
 class AuditLog:
-    """Writes (group-committed) and reads of ``audit_log``, on the store's engine."""
+    """Writes (group-committed) and reads of ``audit_log``, on the store's engine.
+
+    A row the database refuses (a full disk, a lost connection) is not dropped: it waits in a
+    bounded backlog, written before the next row once writes succeed again (``flush_backlog``).
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._db = database.EngineAccess(engine)
         self._audit_rows: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._insert_audit)
+        self._backlog: collections.deque[dict[str, Any]] = collections.deque(maxlen=BACKLOG_LIMIT)
+
+    @property
+    def backlog(self) -> int:
+        """Rows recorded but not yet written (the database refused them so far)."""
+        return len(self._backlog)
+
+    async def flush_backlog(self) -> int:
+        """Write the rows the database refused earlier, oldest first; returns how many remain."""
+        while self._backlog:
+            rows = list(self._backlog)
+            try:
+                async with self._db.write() as conn:
+                    await conn.execute(sa.insert(audit_log), rows)
+            except Exception as error:
+                log.warning("audit: %d rows still waiting for the database: %s", len(rows), error)
+                break
+            for _ in rows:
+                self._backlog.popleft()
+        return len(self._backlog)
 
     async def record_audit(self, entry: AuditEntry) -> None:
         """Write one audit row; returns once it is committed.
@@ -93,7 +125,15 @@ class AuditLog:
             "request_id": entry.request_id,
             "details": dict(entry.details) or None,
         }
-        await self._audit_rows.submit("", row)
+        if self._backlog and await self.flush_backlog():
+            self._backlog.append(row)  # keep the order: behind the rows still waiting
+            return
+        try:
+            await self._audit_rows.submit("", row)
+        except Exception as error:
+            if not self._backlog:
+                log.error("audit: the database refused a row, keeping it to retry: %s", error)
+            self._backlog.append(row)
 
     async def _insert_audit(
         self, _key: str, take: Callable[[], list[dict[str, Any]]]

@@ -195,6 +195,10 @@ def _object(raw: bytearray) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+#: Refusals whose request names a proxy the caller may not touch (or that does not exist).
+_NOT_FILED_UNDER_PROXY = frozenset({401, 403, 404})
+
+
 class ObservabilityMiddleware:
     """Request id, HTTP metrics, and the audit row of every mutating call."""
 
@@ -286,6 +290,8 @@ class ObservabilityMiddleware:
         response_body: bytearray,
     ) -> None:
         caller = state.get("caller")
+        if caller is None:  # unauthenticated: no row (an anonymous flood must not fill the log)
+            return
         params: dict[str, Any] = scope.get("path_params") or {}
         known_proxy = state.get("audit_proxy_id")  # a short path's success: no body to parse
         sent = _object(request_body) if known_proxy is None else {"proxyId": known_proxy}
@@ -295,6 +301,8 @@ class ObservabilityMiddleware:
         data = answer.get("data")
         data = data if isinstance(data, dict) else {}
         proxy_id = params.get("proxyId") or sent.get("proxyId") or data.get("proxyId")
+        if status in _NOT_FILED_UNDER_PROXY:  # not the caller's (or no such) proxy: file it
+            proxy_id = None  # globally, so nobody writes into another owner's audit trail
         target = next((params[p] for p in _TARGET_PARAMS if p in params), None)
         if target is None:
             target = sent.get("targetInstanceId") or data.get("id")

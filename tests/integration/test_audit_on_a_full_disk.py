@@ -1,0 +1,50 @@
+"""Audit rows survive a full disk: kept in a bounded backlog and written once space returns.
+
+Before, 19 rows were lost when SQLite's disk filled: the group commit failed and nothing kept them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from proxy_failover.core.webhooks import AuditEntry
+from proxy_failover.store import Store
+from proxy_failover.store.audit import AuditLog
+from tests.helpers.full_disk import fill, small_filesystem
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _entry(n: int) -> AuditEntry:
+    return AuditEntry(
+        occurred_at=T0 + timedelta(seconds=n),
+        actor="alice",
+        action="POST /proxy/instances",
+        result="success",
+        proxy_id="edge",
+        target=f"row-{n}",
+        status_code=201,
+        request_id=f"req-{n}",
+    )
+
+
+async def test_audit_rows_refused_by_a_full_disk_are_written_once_space_returns() -> None:
+    with small_filesystem() as folder:
+        store = Store(f"sqlite+aiosqlite:///{folder / 'pfo.db'}")
+        try:
+            await store.migrate()
+            audit = AuditLog(store.engine)
+            await audit.record_audit(_entry(0))
+            filler = fill(folder)
+            for n in range(1, 20):
+                await audit.record_audit(_entry(n))  # refused by the disk: never raises
+            assert audit.backlog > 0
+            assert await audit.flush_backlog() == audit.backlog  # still full: nothing written
+
+            filler.unlink()
+            await audit.record_audit(_entry(20))  # writes the backlog first, then this one
+            assert audit.backlog == 0
+            rows = await audit.list_audit("edge", limit=100)
+        finally:
+            await store.close()
+    assert [row.target for row in reversed(rows)] == [f"row-{n}" for n in range(21)]
