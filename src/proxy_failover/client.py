@@ -157,6 +157,10 @@ class _Calls:
         return _Call("GET", f"/proxy/failover/config/{_p(proxy_id)}", FailoverConfig)
 
     @staticmethod
+    def delete_config(proxy_id: str) -> _Call[None]:
+        return _Call("DELETE", f"/proxy/failover/config/{_p(proxy_id)}", None)
+
+    @staticmethod
     def register(proxy_id: str, instance_data: Mapping[str, Any]) -> _Call[Instance]:
         body = {"proxyId": proxy_id, "instanceData": _body(instance_data)}
         return _Call("POST", "/proxy/instances", Instance, body)
@@ -316,6 +320,10 @@ class FailoverClient:
                 return None
             raise
 
+    def delete_failover_configuration(self, proxy_id: str) -> None:
+        """Delete the proxy with its instances and webhooks (its events and audit rows stay)."""
+        self._run(_Calls.delete_config(proxy_id))
+
     def register_proxy_instance(self, proxy_id: str, instance_data: Mapping[str, Any]) -> Instance:
         return self._run(_Calls.register(proxy_id, instance_data))
 
@@ -440,6 +448,10 @@ class AsyncFailoverClient:
             if error.code is ErrorCode.CONFIG_NOT_FOUND:
                 return None
             raise
+
+    async def delete_failover_configuration(self, proxy_id: str) -> None:
+        """Delete the proxy with its instances and webhooks (its events and audit rows stay)."""
+        await self._run(_Calls.delete_config(proxy_id))
 
     async def register_proxy_instance(
         self, proxy_id: str, instance_data: Mapping[str, Any]

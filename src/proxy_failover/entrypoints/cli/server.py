@@ -1,4 +1,4 @@
-"""The ``proxy-failover`` command: ``serve``, ``token``, ``migrate``, ``version``.
+"""The commands that run the service itself: ``serve``, ``token``, ``migrate``, ``version``.
 
 Settings come from ``PFO_*`` variables; invalid ones stop the command with the validator's message
 (exit code 2) rather than a traceback.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from typing import Annotated
 
 import typer
@@ -16,14 +15,6 @@ from pydantic import SecretStr, ValidationError
 
 from proxy_failover import __version__
 from proxy_failover.config import Settings
-
-app = typer.Typer(
-    name="proxy-failover",
-    help="Failover and redundancy control plane for streaming proxies.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 #: Lifetime of the admin token printed in development mode.
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
@@ -40,10 +31,13 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(code=2) from None
 
 
-@app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [default: PFO_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: PFO_PORT]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind, instead of PFO_HOST [default: 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port, instead of PFO_PORT [default: 8080]")
+    ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
     """Serve the REST API (and whatever background parts the runtime has) with uvicorn."""
@@ -115,7 +109,6 @@ def serve(
     )
 
 
-@app.command()
 def token(
     sub: Annotated[str, typer.Option("--sub", help="User id (the token's sub claim)")],
     admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role")] = False,
@@ -143,7 +136,6 @@ def token(
     )
 
 
-@app.command()
 def migrate() -> None:
     """Bring the database at PFO_DATABASE_URL to the latest schema."""
     from proxy_failover.core.errors import FailoverError
@@ -158,7 +150,6 @@ def migrate() -> None:
     typer.echo(f"database at {_redacted(settings.database_url)} is up to date")
 
 
-@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
@@ -173,5 +164,7 @@ def _redacted(url: str) -> str:
         return url
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    for command in (serve, token, migrate, version):
+        app.command()(command)

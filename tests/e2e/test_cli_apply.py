@@ -1,0 +1,152 @@
+"""``proxy-failover apply -f``: declarative proxies and instances by name, against a real ``serve``.
+
+The plan is a diff, a second apply changes nothing, ``--dry-run`` writes nothing, ``--prune``
+deletes what the file no longer names, and bad files are refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from proxy_failover.client import FailoverClient
+from proxy_failover.core.model import AdminState
+from proxy_failover.entrypoints.api.auth import mint_token
+from proxy_failover.entrypoints.cli import app
+from tests.e2e.conftest import SECRET, ServeProcess
+
+pytestmark = pytest.mark.slow
+
+runner = CliRunner()
+ALICE = mint_token(SECRET, "alice")
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "proxies.yaml"
+
+
+def apply(server: ServeProcess, file: Path, *flags: str) -> Result:
+    env = {"PFO_URL": server.url, "PFO_TOKEN": ALICE}
+    return runner.invoke(app, ["apply", "-f", str(file), *flags], env=env)
+
+
+def writes_by_alice(server: ServeProcess) -> int:
+    """Audit rows of alice's calls (the engine's own actions on the probed relays excluded)."""
+    admin = mint_token(SECRET, "root", admin=True)
+    response = httpx.get(
+        f"{server.url}/audit",
+        params={"limit": 1000},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert response.status_code == 200, response.text
+    return sum(row["actor"] == "alice" for row in response.json()["data"])
+
+
+def test_the_example_applies_and_a_second_apply_changes_nothing(
+    serve_process: ServeProcess,
+) -> None:
+    dry = apply(serve_process, EXAMPLE, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "+ create proxy edge" in dry.output
+    assert "+ create instance edge/relay-a" in dry.output
+    assert "  + endpoint: 127.0.0.1:9101" in dry.output
+    assert "plan: 4 to create, 0 to update, 0 to delete" in dry.output
+    assert "dry run: nothing was changed" in dry.output
+    with FailoverClient(serve_process.url, ALICE) as client:
+        assert client.list_proxies() == []
+
+        first = apply(serve_process, EXAMPLE)
+        assert first.exit_code == 0, first.output
+        assert "applied 4 change(s)" in first.output
+        config = client.get_failover_configuration("edge")
+        assert config is not None
+        assert config.health_check_interval_seconds == 5
+        assert config.health_check.path == "/"
+        instances = {i.instance_name: i for i in client.get_proxy_instances("edge")}
+        assert [i.priority for i in instances.values()] == [10, 20, 30]
+        assert instances["relay-c"].metadata == {"region": "backup-site"}
+        before = writes_by_alice(serve_process)
+
+        second = apply(serve_process, EXAMPLE)
+        assert second.exit_code == 0, second.output
+        assert second.output.strip() == "no changes: the service already matches the file"
+        assert before == 4
+        assert writes_by_alice(serve_process) == before  # nothing was written
+
+
+def test_changes_show_as_a_diff_and_prune_deletes_what_the_file_drops(
+    serve_process: ServeProcess, tmp_path: Path
+) -> None:
+    assert apply(serve_process, EXAMPLE).exit_code == 0
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        """
+proxies:
+  edge:
+    config: {healthCheckIntervalSeconds: 10, unhealthyThreshold: 3}
+    instances:
+      relay-a: {endpoint: "127.0.0.1:9101", priority: 10}
+      relay-b: {endpoint: "127.0.0.1:9102", priority: 5, adminState: drain}
+      relay-d: {endpoint: "127.0.0.1:9104"}
+"""
+    )
+    dry = apply(serve_process, changed, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.splitlines()
+    assert "~ update proxy edge" in lines
+    assert "  - healthCheckIntervalSeconds: 5" in lines
+    assert "  + healthCheckIntervalSeconds: 10" in lines
+    assert "~ update instance edge/relay-b" in lines
+    assert "  - priority: 20" in lines
+    assert "  + adminState: drain" in lines
+    assert "+ create instance edge/relay-d" in lines
+    assert not any("relay-c" in line for line in lines)  # kept: no --prune
+    assert "plan: 1 to create, 2 to update, 0 to delete" in lines
+
+    pruned = apply(serve_process, changed, "--prune")
+    assert pruned.exit_code == 0, pruned.output
+    assert "- delete instance edge/relay-c" in pruned.output
+    with FailoverClient(serve_process.url, ALICE) as client:
+        instances = {i.instance_name: i for i in client.get_proxy_instances("edge")}
+        assert sorted(instances) == ["relay-a", "relay-b", "relay-d"]
+        assert instances["relay-b"].admin_state is AdminState.DRAIN
+        assert instances["relay-b"].priority == 5
+    again = apply(serve_process, changed, "--prune")
+    assert again.output.strip() == "no changes: the service already matches the file"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("proxies: [1, 2]", "proxies must be a mapping"),
+        ("proxies:\n  edge:\n    instances:\n      a: {}\n      a: {}\n", "duplicate key 'a'"),
+        ("proxies:\n  failover: {}\n", "reserved word"),
+        ("proxies:\n  edge: {config: {unhealthyThreshold: 0}}\n", "proxies.edge.config"),
+        ("proxies:\n  edge: {config: {bogus: 1}}\n", "bogus"),
+        ("proxies:\n  edge: {instances: {a: {weight: 5000}}}\n", "proxies.edge.instances.a"),
+        ("proxies:\n  edge: {extra: 1}\n", "unknown key(s) extra"),
+        ("oops: {}\n", "unknown top-level key(s): oops"),
+        ("proxies: {edge: [\n", "while parsing"),
+    ],
+)
+def test_a_bad_file_is_refused_before_anything_is_written(
+    serve_process: ServeProcess, tmp_path: Path, content: str, message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    result = apply(serve_process, bad)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {bad}: ")
+    assert message in result.output
+    with FailoverClient(serve_process.url, ALICE) as client:
+        assert client.list_proxies() == []
+
+
+def test_instance_type_cannot_change_in_place(serve_process: ServeProcess, tmp_path: Path) -> None:
+    file = tmp_path / "typed.yaml"
+    file.write_text("proxies:\n  edge:\n    instances:\n      a: {instanceType: srt}\n")
+    assert apply(serve_process, file).exit_code == 0
+    file.write_text("proxies:\n  edge:\n    instances:\n      a: {instanceType: rtmp}\n")
+    result = apply(serve_process, file)
+    assert result.exit_code == 2
+    assert "instanceType cannot change in place" in result.output
