@@ -16,7 +16,8 @@ from proxy_failover.client import FailoverClient
 from proxy_failover.core.model import AdminState
 from proxy_failover.entrypoints.api.auth import mint_token
 from proxy_failover.entrypoints.cli import app
-from tests.e2e.conftest import SECRET, ServeProcess
+from tests.helpers.api import SECRET
+from tests.helpers.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ from proxy_failover.client import FailoverClient
 from proxy_failover.core.model import AdminState, EventStatus, EventType
 from proxy_failover.entrypoints.api.auth import mint_token
 from proxy_failover.entrypoints.cli import app
-from tests.e2e.conftest import SECRET, ServeProcess
+from tests.helpers.api import SECRET
+from tests.helpers.serve import ServeProcess
 
 runner = CliRunner()
 ADMIN = mint_token(SECRET, "root", admin=True)
