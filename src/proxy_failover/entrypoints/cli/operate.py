@@ -8,6 +8,7 @@ Instances are named by id or by ``PROXY/NAME`` (``edge/relay-a``): proxy ids can
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -33,6 +34,9 @@ ProxyArgument = Annotated[str, typer.Argument(help="Proxy id.", show_default=Fal
 InstanceArgument = Annotated[
     str, typer.Argument(help="Instance id, or PROXY/NAME (e.g. edge/relay-a).", show_default=False)
 ]
+
+#: How long drain/maintain wait for the engine to move the active role away (it is woken at once).
+_MOVE_WAIT_SECONDS = 5.0
 
 _HEALTH_STYLE = {
     HealthStatus.HEALTHY: "green",
@@ -227,13 +231,27 @@ def _target(
 
 
 def _set_admin_state(reference: str, state: AdminState, url: str, token: str | None) -> None:
+    """PATCH the admin state; when that takes the active instance out of the pool, wait (up to
+    ``_MOVE_WAIT_SECONDS``) for the engine to move the role, so the line printed is the outcome."""
     out = console()
     with connect(url, token) as client:
         before = resolve_instance(client, reference)
         after = client.update_instance(before.id, {"adminState": str(state)})
         redundancy = client.get_redundancy_status(after.proxy_id)
+        deadline = time.monotonic() + _MOVE_WAIT_SECONDS
+        while (
+            state is not AdminState.ENABLED
+            and redundancy is not None
+            and redundancy.active_instance_id == after.id
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+            redundancy = client.get_redundancy_status(after.proxy_id)
         names = names_by_id(client.get_proxy_instances(after.proxy_id))
-    active = _name(names, redundancy.active_instance_id if redundancy else None)
+    active_id = redundancy.active_instance_id if redundancy else None
+    active = _name(names, active_id)
+    if state is not AdminState.ENABLED and active_id == after.id:
+        active += " (still: no eligible instance to move the role to yet)"
     out.print(
         f"{after.proxy_id}/{after.instance_name}: {before.admin_state} -> {after.admin_state}; "
         f"active instance: {active}"
