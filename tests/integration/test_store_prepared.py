@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from proxy_failover.core.errors import StorageUnavailable
 from proxy_failover.service import ProxyFailoverService
-from proxy_failover.store import Store, repository, sqlite_inline
+from proxy_failover.store import Store, sqlite_inline, statements
+from proxy_failover.store.rows import instance_from
 from proxy_failover.store.tables import instances
 from tests.helpers.scenario import proxy_with
 
@@ -27,10 +28,9 @@ async def test_prepared_lock_and_update_match_sqlalchemy(
     async with store.write() as unit:
         status, found = await unit.lock_proxy_with_instances("p-prep")
         # The same statement through SQLAlchemy's regular execution.
-        rows = await unit._all(repository._LOCK_WITH_INSTANCES.statement, {"p_proxy_id": "p-prep"})
+        rows = await unit._all(statements.LOCK_WITH_INSTANCES.statement, {"p_proxy_id": "p-prep"})
         expected = [
-            repository._instance_from({c.name: row[f"i_{c.name}"] for c in instances.c})
-            for row in rows
+            instance_from({c.name: row[f"i_{c.name}"] for c in instances.c}) for row in rows
         ]
         assert found == expected
         assert status is not None
@@ -55,7 +55,7 @@ async def test_prepared_lock_and_update_match_sqlalchemy(
     async with store.write() as unit:
         assert await unit.lock_proxy_with_instances("missing") == (None, [])
     assert (database_url.startswith("sqlite")) == (
-        repository._UPDATE_INSTANCE.compiled_for(unit.connection) is not None
+        statements.UPDATE_INSTANCE.compiled_for(unit.connection) is not None
     )
 
 

@@ -13,14 +13,8 @@ from proxy_failover.store.database import (
     migrate,
     normalize_url,
 )
-from proxy_failover.store.repository import (
-    NotificationWriter,
-    Reader,
-    Store,
-    UnitOfWork,
-    is_uuid,
-    new_id,
-)
+from proxy_failover.store.repository import NotificationWriter, Reader, Store, UnitOfWork
+from proxy_failover.store.rows import is_uuid, new_id
 
 __all__ = [
     "DEFAULT_DATABASE_URL",

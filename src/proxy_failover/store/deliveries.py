@@ -18,7 +18,7 @@ from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus, Subscription
 from proxy_failover.store import database
-from proxy_failover.store.repository import new_id
+from proxy_failover.store.rows import new_id
 from proxy_failover.store.tables import (
     UTCDateTime,
     notification_log,

@@ -18,7 +18,7 @@ from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import StoredNotification
 from proxy_failover.store import audit, database, deliveries
-from proxy_failover.store.repository import new_id
+from proxy_failover.store.rows import new_id
 from proxy_failover.store.tables import audit_log, notification_log
 from proxy_failover.store.webhooks import subscriptions_of
 

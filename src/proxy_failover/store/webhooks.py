@@ -20,7 +20,7 @@ from proxy_failover.core.webhooks import (
     Subscription,
 )
 from proxy_failover.store import database
-from proxy_failover.store.repository import new_id
+from proxy_failover.store.rows import new_id
 from proxy_failover.store.tables import (
     webhook_deliveries,
     webhook_delivery_attempts,

@@ -1,0 +1,158 @@
+"""The statements the units of work run on every health report and engine tick, declared once.
+
+Built once with ``p_*`` bound parameters (building and hashing a fresh statement per call cost
+more CPU than SQLite spends executing it) and, where they are hot, as ``PreparedStatement``s run
+on SQLite's driver connection (``store.prepared``). ``repository`` runs them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from proxy_failover.core.model import SWITCHING_EVENT_TYPES, EventStatus
+from proxy_failover.store.prepared import PreparedStatement
+from proxy_failover.store.rows import INSTANCE_FIELDS
+from proxy_failover.store.tables import configurations, events, instances, redundancy
+
+#: A proxy's instances in preference order: priority, weight (desc), registration, id.
+PREFERENCE_ORDER = (
+    instances.c.priority,
+    instances.c.weight.desc(),
+    instances.c.created_at,
+    instances.c.id,
+)
+OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.IN_PROGRESS.value)
+SWITCH_TYPES = tuple(sorted(t.value for t in SWITCHING_EVENT_TYPES))
+
+
+SELECT_REDUNDANCY = sa.select(redundancy).where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+LOCK_REDUNDANCY = SELECT_REDUNDANCY.with_for_update()
+SELECT_INSTANCES = PreparedStatement(
+    "select_instances",
+    sa.select(instances)
+    .where(instances.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .order_by(*PREFERENCE_ORDER),
+)
+# The lock and the proxy's instances in one round trip (the redundancy row is the lock; its
+# columns repeat on each instance row, prefixed r_, the instance columns prefixed i_).
+LOCK_WITH_INSTANCES = PreparedStatement(
+    "lock_with_instances",
+    sa.select(
+        *(column.label(f"r_{column.name}") for column in redundancy.c),
+        *(column.label(f"i_{column.name}") for column in instances.c),
+    )
+    .select_from(redundancy.outerjoin(instances, instances.c.proxy_id == redundancy.c.proxy_id))
+    .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .order_by(*PREFERENCE_ORDER)
+    .with_for_update(of=redundancy),
+)
+# Row layout of LOCK_WITH_INSTANCES: the redundancy columns, then the instance columns.
+REDUNDANCY_NAMES = tuple(column.name for column in redundancy.c)
+INSTANCE_NAMES = tuple(column.name for column in instances.c)
+SPLIT = len(REDUNDANCY_NAMES)
+INSTANCE_ID_AT = SPLIT + INSTANCE_NAMES.index("id")
+SAVED_INSTANCE_FIELDS = tuple(
+    name for name in INSTANCE_FIELDS if name not in ("id", "proxy_id", "user_id", "created_at")
+)
+UPDATE_INSTANCE = PreparedStatement(
+    "update_instance",
+    sa.update(instances)
+    .where(instances.c.id == sa.bindparam("p_id"))
+    .values(
+        {
+            name: sa.bindparam(f"p_{name}", type_=instances.c[name].type)
+            for name in SAVED_INSTANCE_FIELDS
+        }
+    ),
+)
+
+
+SELECT_CONFIG = PreparedStatement(
+    "select_config",
+    sa.select(configurations).where(configurations.c.proxy_id == sa.bindparam("p_proxy_id")),
+)
+SELECT_OPEN_SWITCH = PreparedStatement(
+    "select_open_switch",
+    sa.select(events)
+    .where(
+        events.c.proxy_id == sa.bindparam("p_proxy_id"),
+        # OR of equalities, not IN: a prepared statement cannot expand a list at run time
+        sa.or_(*(events.c.status == status for status in OPEN_STATUSES)),
+        sa.or_(*(events.c.event_type == kind for kind in SWITCH_TYPES)),
+    )
+    .order_by(events.c.created_at.desc())
+    .limit(1),
+)
+UPDATE_REDUNDANCY = PreparedStatement(
+    "update_redundancy",
+    sa.update(redundancy)
+    .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .values(
+        {
+            column.name: sa.bindparam(f"p_{column.name}", type_=column.type)
+            for column in redundancy.c
+            if column.name not in ("id", "proxy_id", "user_id", "created_at", "change_version")
+        }
+    ),
+)
+BUMP_VERSION = PreparedStatement(
+    "bump_version",
+    sa.update(redundancy)
+    .where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
+    .values(change_version=redundancy.c.change_version + 1),
+)
+SELECT_VERSIONS = PreparedStatement(
+    "select_versions", sa.select(redundancy.c.proxy_id, redundancy.c.change_version)
+)
+CONFIG_NAMES = tuple(column.name for column in configurations.c)
+EVENT_NAMES = tuple(column.name for column in events.c)
+
+# A probe's success on a steadily healthy instance moves only its counters and timestamps: one
+# UPDATE doing the state machine's arithmetic (SQL sees the row's old values on the right, as
+# ``service.checks._apply_checks`` reads ``before``), run for a whole batch with executemany.
+P_LATENCY = sa.bindparam("p_latency", type_=sa.Float())
+P_NOW = sa.bindparam("p_now", type_=instances.c.last_health_check.type)
+ROUTINE_SUCCESS = PreparedStatement(
+    "routine_success",
+    sa.update(instances)
+    .where(instances.c.id == sa.bindparam("p_id"))
+    .values(
+        consecutive_successes=instances.c.consecutive_successes + 1,
+        last_health_check=P_NOW,
+        last_error=None,
+        last_latency_ms=P_LATENCY,
+        total_requests=instances.c.total_requests + 1,
+        successful_requests=instances.c.successful_requests + 1,
+        average_latency_ms=sa.case(
+            (P_LATENCY.is_(None), instances.c.average_latency_ms),
+            (instances.c.average_latency_ms.is_(None), P_LATENCY),
+            else_=instances.c.average_latency_ms
+            + (P_LATENCY - instances.c.average_latency_ms) / (instances.c.total_requests + 1),
+        ),
+        error_rate=sa.cast(instances.c.failed_requests, sa.Float())
+        / (instances.c.total_requests + 1),
+        updated_at=sa.bindparam("p_updated", type_=instances.c.updated_at.type),
+    ),
+)
+# What decides whether a success is routine, for a batch of instances (and their proxy's row).
+ROUTINE_STATE = sa.select(
+    instances.c.id,
+    instances.c.health_status,
+    instances.c.consecutive_failures,
+    instances.c.consecutive_successes,
+    instances.c.admin_state,
+    instances.c.status_changed_at,
+    redundancy.c.overridden,
+).select_from(instances.join(redundancy, redundancy.c.proxy_id == instances.c.proxy_id))
+
+
+# SQLite: the ids as one JSON array parameter (json_each), so the statement can be prepared.
+ROUTINE_STATE_SQLITE = PreparedStatement(
+    "routine_state_sqlite",
+    ROUTINE_STATE.where(
+        instances.c.id.in_(
+            sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam("p_ids")))
+        )
+    ),
+)
+ROUTINE_STATE_NAMES = tuple(column.name for column in ROUTINE_STATE.selected_columns)
