@@ -28,9 +28,9 @@ format: install
 	$(BIN)/ruff check --fix src tests bench examples
 
 # Binaries the suite drives for real (Debian packages; installed when missing, never downloaded
-# otherwise): the dashboard's browser tests need chromium.
+# otherwise): the dashboard's browser tests need chromium, the data-plane tests haproxy.
 system-deps:
-	scripts/ensure-system-packages /usr/bin/chromium=chromium
+	scripts/ensure-system-packages /usr/bin/chromium=chromium /usr/sbin/haproxy=haproxy
 
 test: lint system-deps
 	$(BIN)/pytest

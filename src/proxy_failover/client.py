@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -273,6 +274,40 @@ class _Calls:
     @staticmethod
     def explain(proxy_id: str) -> _Call[Explanation]:
         return _Call("GET", f"/proxy/{_p(proxy_id)}/explain", Explanation)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One server-sent event of ``GET /proxy/:id/stream``: its log position, type and payload."""
+
+    id: int | None
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def epoch(self) -> int | None:
+        value = self.data.get("epoch")
+        return value if isinstance(value, int) else None
+
+
+#: A stream sends a keepalive comment every 15 s: three missed ones mean the connection is dead.
+STREAM_READ_TIMEOUT_SECONDS = 45.0
+
+
+def _stream_event(fields: Mapping[str, str]) -> StreamEvent | None:
+    """The event made of one block of ``field: value`` lines; None for comments-only blocks."""
+    if "data" not in fields:
+        return None
+    try:
+        data = json.loads(fields["data"])
+    except ValueError:
+        data = {}
+    event_id = fields.get("id", "")
+    return StreamEvent(
+        int(event_id) if event_id.isdigit() else None,
+        fields.get("event", "message"),
+        data if isinstance(data, dict) else {},
+    )
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -537,3 +572,41 @@ class AsyncFailoverClient:
 
     async def explain(self, proxy_id: str) -> Explanation:
         return await self._run(_Calls.explain(proxy_id))
+
+    async def stream_events(
+        self,
+        proxy_id: str,
+        last_event_id: int | None = None,
+        *,
+        on_open: Callable[[], None] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Follow ``GET /proxy/:id/stream`` from after ``last_event_id`` (None: from now).
+
+        Yields each event as it arrives; ends when the server closes the stream, raises
+        ``FailoverError`` for an error answer and ``httpx.TransportError`` when the connection
+        fails or stays silent past ``STREAM_READ_TIMEOUT_SECONDS``. Resuming is the caller's:
+        pass the ``id`` of the last event it handled. ``on_open`` is called once the server has
+        accepted the stream (before any event): the moment to re-read the full state.
+        """
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_SECONDS)
+        path = f"/proxy/{_p(proxy_id)}/stream"
+        async with self._http.stream("GET", path, headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise error_from_response(response)
+            if on_open is not None:
+                on_open()
+            fields: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line:
+                    name, _, value = line.partition(":")
+                    if name:  # a line starting with ':' is a comment (keepalive)
+                        fields[name] = value.removeprefix(" ")
+                    continue
+                event = _stream_event(fields)
+                fields = {}
+                if event is not None:
+                    yield event

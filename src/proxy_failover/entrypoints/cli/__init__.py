@@ -4,7 +4,8 @@
 - ``operate``: look and act through the REST API like ``patronictl`` (``status``, ``events``,
   ``explain``, ``switchover``, ``drain``, ``maintain``, ``enable``);
 - ``apply``: declarative configuration from a YAML file;
-- ``demo``: a failover told from start to end on a throw-away database.
+- ``demo``: a failover told from start to end on a throw-away database;
+- ``dataplanes``: ``agent haproxy`` and ``forward``, which make traffic follow the decisions.
 
 Each module adds its commands with ``register(app)``; a new group is one more line below.
 Help is plain text (``rich_markup_mode=None``): Rich markup would eat the ``[default: ...]`` and
@@ -18,7 +19,7 @@ from typing import Annotated
 import typer
 
 from proxy_failover import __version__
-from proxy_failover.entrypoints.cli import apply, demo, operate, server
+from proxy_failover.entrypoints.cli import apply, dataplanes, demo, operate, server
 
 app = typer.Typer(
     name="proxy-failover",
@@ -60,5 +61,6 @@ server.register(app)
 operate.register(app)
 apply.register(app)
 demo.register(app)
+dataplanes.register(app)
 
 __all__ = ["app"]

@@ -1,0 +1,88 @@
+"""A stand-in streaming relay for the data-plane demo, tests and benchmark: says who it is.
+
+Run: python examples/relay.py --name edge-a --port 9001   (port 0: any free port, printed first)
+
+HTTP/1.1 with keep-alive: ``GET /health`` answers 200, ``GET /`` answers ``<name>\\n``,
+``GET /stream`` sends ``<name> <n>\\n`` every ``--interval`` seconds until the client leaves (a
+long-lived stream, as an RTMP/SRT/HLS relay would hold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+
+def _response(status: str, body: bytes, *, close: bool) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+    if close:
+        head += "Connection: close\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def _stream(writer: asyncio.StreamWriter, name: str, interval: float) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    n = 0
+    while True:
+        line = f"{name} {n}\n".encode()
+        writer.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+        await writer.drain()
+        n += 1
+        await asyncio.sleep(interval)
+
+
+async def _serve(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, interval: float
+) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            request_line, *headers = head.decode("latin-1").split("\r\n")
+            method, path, _version = [*request_line.split(" "), "", ""][:3]
+            close = any(h.lower() == "connection: close" for h in headers)
+            if path == "/stream":
+                await _stream(writer, name, interval)
+                return
+            if path.startswith("/health"):
+                writer.write(_response("200 OK", b"ok\n", close=close))
+            elif method in ("GET", "HEAD"):
+                writer.write(_response("200 OK", f"{name}\n".encode(), close=close))
+            else:
+                writer.write(_response("405 Method Not Allowed", b"", close=True))
+                close = True
+            await writer.drain()
+            if close:
+                return
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between lines")
+    args = parser.parse_args()
+    server = await asyncio.start_server(
+        lambda r, w: _serve(r, w, args.name, args.interval),
+        args.host,
+        args.port,
+        reuse_address=True,
+        backlog=1024,
+    )
+    sys.stdout.write(f"{server.sockets[0].getsockname()[1]}\n")
+    sys.stdout.flush()
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -1,0 +1,245 @@
+"""The built-in TCP forwarder: a data plane that needs nothing else installed.
+
+Each accepted client connection goes to the proxy's active instance (with load balancing on: the
+configured algorithm's pick, as ``core.strategies.pick_route`` makes it, least connections counted
+by this forwarder). New connections follow a switch at once. Open connections of an instance that
+stops taking traffic are drained (left to end) or cut (closed); by default cut when it left
+unhealthy or removed, drained on a planned switchover (``--on-switch`` forces one). A connect that
+fails is retried on the next eligible instance in preference order, so the client never sees it
+(HAProxy's ``option redispatch``), and reported as a failed check of that instance
+(``POST /proxy/instances/:id/checks``): passive detection, like HAProxy's ``observe layer4``.
+Open connections per instance are exported as metrics and reported as ``connectionCount`` samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+from proxy_failover.client import AsyncFailoverClient
+from proxy_failover.core.dataplane import (
+    DesiredState,
+    SwitchPolicy,
+    TrafficTarget,
+    leaving_policy,
+    stopped_serving,
+)
+from proxy_failover.core.errors import FailoverError
+from proxy_failover.core.model import CheckResult, LoadBalancingAlgorithm
+from proxy_failover.core.strategies import RouteCursor, pick_route
+
+log = logging.getLogger("proxy_failover.forwarder")
+
+_CHUNK = 65536
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """One client connection and its upstream; ``cut`` closes both ends."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter
+
+    def cut(self) -> None:
+        for writer in (self.client, self.upstream):
+            writer.transport.abort()
+
+
+@dataclass(slots=True)
+class _Counts:
+    open: dict[str, set[_Connection]] = field(default_factory=dict)
+    reported: dict[str, int] = field(default_factory=dict)
+
+    def count(self, instance_id: str) -> int:
+        return len(self.open.get(instance_id, ()))
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from ``reader`` to ``writer`` until EOF, then half-close ``writer``."""
+    while data := await reader.read(_CHUNK):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+class Forwarder:
+    """A ``DataPlane`` that is also the data path: ``apply`` moves where new connections go."""
+
+    def __init__(
+        self,
+        proxy_id: str,
+        client: AsyncFailoverClient,
+        metrics: AgentMetrics,
+        *,
+        on_switch: SwitchPolicy | None = None,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.proxy_id = proxy_id
+        self.client = client
+        self.metrics = metrics
+        self.on_switch = on_switch
+        self.connect_timeout = connect_timeout
+        self.state: DesiredState | None = None
+        self._counts = _Counts()
+        self._cursor = RouteCursor()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- the data plane side ------------------------------------------------------------------
+
+    async def apply(self, state: DesiredState) -> None:
+        previous, self.state = self.state, state
+        for instance_id, target in stopped_serving(previous, state):
+            policy = self.on_switch or leaving_policy(target)
+            name = target.name if target else instance_id
+            if policy is SwitchPolicy.CUT:
+                for connection in list(self._counts.open.get(instance_id, ())):
+                    connection.cut()
+            self.metrics.switches.labels(self.proxy_id, policy.value).inc()
+            log.info(
+                "forwarder %s: %s out of traffic (%s, %d open connections)",
+                self.proxy_id,
+                name,
+                policy.value,
+                self._counts.count(instance_id),
+            )
+        self._spawn(self._report_connection_counts(state))
+
+    def open_connections(self, instance_id: str) -> int:
+        return self._counts.count(instance_id)
+
+    def _candidates(self) -> list[TrafficTarget]:
+        """Where a new connection goes: the chosen instance first, then the other eligible ones
+        in preference order (redispatch)."""
+        state = self.state
+        if state is None:
+            return []
+        first: TrafficTarget | None
+        if state.load_balanced:
+            instances = state.instances
+            if state.algorithm is LoadBalancingAlgorithm.LEAST_CONNECTIONS:
+                instances = tuple(
+                    dataclasses.replace(i, active_connections=self._counts.count(i.id))
+                    for i in instances
+                )
+            pick, self._cursor = pick_route(instances, state.algorithm, self._cursor)
+            first = state.target(pick.id) if pick is not None else None
+        else:
+            first = state.target(state.active_instance_id)
+        rest = [t for t in state.targets if t.eligible and t is not first]
+        return [t for t in ([first] if first else []) + rest if t.address is not None]
+
+    # --- the traffic side ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def listening(self, host: str, port: int) -> AsyncIterator[asyncio.Server]:
+        """Accept clients on ``host:port`` for as long as the context lasts."""
+        server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        log.info("forwarder %s: listening on %s:%d", self.proxy_id, host, port)
+        try:
+            yield server
+        finally:
+            server.close()
+            for connections in self._counts.open.values():
+                for connection in list(connections):
+                    connection.cut()
+            for task in list(self._background):
+                task.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        target: TrafficTarget | None = None
+        for attempt, candidate in enumerate(self._candidates()):
+            if attempt:
+                self.metrics.redispatches.labels(self.proxy_id).inc()
+            upstream = await self._connect(candidate)
+            if upstream is not None:
+                target = candidate
+                break
+        if upstream is None or target is None:
+            self.metrics.refused.labels(self.proxy_id).inc()
+            writer.transport.abort()
+            return
+        await self._pipe(reader, writer, *upstream, target)
+
+    async def _connect(
+        self, target: TrafficTarget
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        assert target.address is not None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await asyncio.open_connection(*target.address)
+        except (OSError, TimeoutError) as error:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.metrics.connect_failures.labels(self.proxy_id, target.name).inc()
+            message = f"forwarder: connect to {target.address[0]}:{target.address[1]} failed: "
+            message += str(error) or type(error).__name__
+            log.warning("forwarder %s: %s (%s)", self.proxy_id, message, target.name)
+            self._spawn(self._report_failure(target, latency_ms, message))
+            return None
+
+    async def _pipe(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+        target: TrafficTarget,
+    ) -> None:
+        connection = _Connection(client_writer, upstream_writer)
+        self._counts.open.setdefault(target.instance_id, set()).add(connection)
+        gauge = self.metrics.open_connections.labels(self.proxy_id, target.name)
+        gauge.inc()
+        self.metrics.connections.labels(self.proxy_id, target.name).inc()
+        try:
+            await asyncio.gather(
+                _copy(client_reader, upstream_writer), _copy(upstream_reader, client_writer)
+            )
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # either side reset: close both below
+        finally:
+            self._counts.open[target.instance_id].discard(connection)
+            gauge.dec()
+            client_writer.close()
+            upstream_writer.close()
+
+    # --- reports to the control plane ---------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _report_failure(self, target: TrafficTarget, latency_ms: float, error: str) -> None:
+        """A failed connect is a failed check: failover may start before the next probe."""
+        try:
+            await self.client.record_check_result(
+                target.instance_id, CheckResult(False, round(latency_ms, 3), error[:1000])
+            )
+        except (FailoverError, httpx.HTTPError) as failure:
+            log.warning("forwarder %s: could not report a failed check: %s", self.proxy_id, failure)
+
+    async def _report_connection_counts(self, state: DesiredState) -> None:
+        """Open connections per instance as ``connectionCount`` samples, when they changed."""
+        for target in state.targets:
+            count = self._counts.count(target.instance_id)
+            if self._counts.reported.get(target.instance_id) == count:
+                continue
+            try:
+                await self.client.record_instance_metrics(
+                    target.instance_id, {"connectionCount": count}
+                )
+            except (FailoverError, httpx.HTTPError) as failure:
+                log.debug("forwarder %s: connection count not reported: %s", self.proxy_id, failure)
+                return
+            self._counts.reported[target.instance_id] = count

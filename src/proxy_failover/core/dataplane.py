@@ -1,0 +1,172 @@
+"""What a data plane should do with a proxy's traffic (SPEC §9): the desired state and the switch
+policy, shared by every data-plane agent and the built-in forwarder.
+
+Pure functions over the instances, the redundancy row's active pointer and epoch, and the
+configuration: agents fetch those through the REST API and hand them here, so every data plane
+follows the same rules (who takes traffic, at what weight, where it goes, when to cut).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from proxy_failover.core.model import HealthStatus, Instance, LoadBalancingAlgorithm
+from proxy_failover.core.strategies import in_preference_order, is_eligible
+
+#: Port of an http(s) endpoint URL that names none.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class SwitchPolicy(enum.StrEnum):
+    """What happens to open connections of an instance that stops taking traffic."""
+
+    DRAIN = "drain"  # existing connections stay until they end; new ones go elsewhere
+    CUT = "cut"  # existing connections are closed so clients reconnect at once
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficTarget:
+    """One instance as a data plane sees it."""
+
+    instance_id: str
+    name: str
+    address: tuple[str, int] | None  # where its traffic goes; None = nowhere known
+    weight: int  # traffic weight when serving (0-1000, see ``traffic_weights``)
+    serving: bool  # takes new connections
+    healthy: bool
+    eligible: bool  # healthy and enabled: a candidate for redispatch
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Everything a data plane needs for one proxy, in preference order."""
+
+    proxy_id: str
+    epoch: int
+    active_instance_id: str | None
+    load_balanced: bool
+    algorithm: LoadBalancingAlgorithm
+    targets: tuple[TrafficTarget, ...]
+    #: The instances the targets were made from (for a data plane that load balances itself).
+    instances: tuple[Instance, ...] = ()
+
+    def target(self, instance_id: str | None) -> TrafficTarget | None:
+        return next((t for t in self.targets if t.instance_id == instance_id), None)
+
+    @property
+    def serving(self) -> tuple[TrafficTarget, ...]:
+        return tuple(t for t in self.targets if t.serving)
+
+
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` as (host, port); None when there is no valid port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid = ":" in host
+    else:
+        valid = bool(host) and ":" not in host
+    return (host, int(port)) if valid else None
+
+
+def traffic_address(instance: Instance) -> tuple[str, int] | None:
+    """Where the instance's user traffic goes: its ``trafficAddress``, else the host and port of
+    its ``endpoint`` (an http(s) URL without a port means 80/443); None when neither says."""
+    explicit = getattr(instance, "traffic_address", None)
+    if explicit:
+        return split_host_port(explicit)
+    endpoint = instance.endpoint
+    if not endpoint:
+        return None
+    if "://" not in endpoint:
+        return split_host_port(endpoint)
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.hostname, port
+
+
+def traffic_weights(instances: Sequence[Instance]) -> dict[str, int]:
+    """Weights among load-balanced instances, as ``/route``'s weighted pick counts them: weight-0
+    instances take nothing unless every one has weight 0, then all count as 1."""
+    if instances and all(i.weight == 0 for i in instances):
+        return {i.id: 1 for i in instances}
+    return {i.id: i.weight for i in instances}
+
+
+def desired_state(
+    proxy_id: str,
+    instances: Sequence[Instance],
+    active_instance_id: str | None,
+    epoch: int,
+    *,
+    load_balanced: bool,
+    algorithm: LoadBalancingAlgorithm = LoadBalancingAlgorithm.ROUND_ROBIN,
+) -> DesiredState:
+    """The active instance takes traffic and the others none; with load balancing on, every
+    eligible instance takes traffic at its weight (SPEC §9)."""
+    ordered = in_preference_order(instances)
+    eligible = [i for i in ordered if is_eligible(i)]
+    weights = traffic_weights(eligible)
+    targets = tuple(
+        TrafficTarget(
+            instance_id=i.id,
+            name=i.instance_name,
+            address=traffic_address(i),
+            weight=weights.get(i.id, i.weight),
+            serving=(i.id in weights and weights[i.id] > 0)
+            if load_balanced
+            else i.id == active_instance_id,
+            healthy=i.health_status is HealthStatus.HEALTHY,
+            eligible=is_eligible(i),
+        )
+        for i in ordered
+    )
+    return DesiredState(
+        proxy_id, epoch, active_instance_id, load_balanced, algorithm, targets, ordered
+    )
+
+
+def is_newer_or_same(epoch: int, applied_epoch: int | None) -> bool:
+    """Fencing: a state is applied only if its epoch is ≥ the last one applied."""
+    return applied_epoch is None or epoch >= applied_epoch
+
+
+def is_planned_move(leaving: TrafficTarget | None) -> bool:
+    """A move away from a healthy instance that is still registered is planned (a switchover,
+    a failback, a drain); away from an unhealthy, unknown or removed one it is not."""
+    return leaving is not None and leaving.healthy
+
+
+def leaving_policy(
+    leaving: TrafficTarget | None,
+    *,
+    planned: SwitchPolicy = SwitchPolicy.DRAIN,
+    unplanned: SwitchPolicy = SwitchPolicy.CUT,
+) -> SwitchPolicy:
+    """What to do with the open connections of an instance that stops taking traffic."""
+    return planned if is_planned_move(leaving) else unplanned
+
+
+def stopped_serving(
+    before: DesiredState | None, after: DesiredState
+) -> list[tuple[str, TrafficTarget | None]]:
+    """Instances that served in ``before`` and do not in ``after``: (instance id, its target in
+    ``after`` or None when it was removed)."""
+    if before is None:
+        return []
+    stopped: list[tuple[str, TrafficTarget | None]] = []
+    for old in before.serving:
+        now = after.target(old.instance_id)
+        if now is None or not now.serving:
+            stopped.append((old.instance_id, now))
+    return stopped

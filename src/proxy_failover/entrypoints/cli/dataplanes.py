@@ -1,0 +1,164 @@
+"""``proxy-failover agent haproxy ...`` and ``proxy-failover forward ...``: data-plane commands.
+
+Both are API clients (URL + token); they run until interrupted (SIGINT/SIGTERM end them cleanly).
+Registered on the main CLI by ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Annotated, Any
+
+import typer
+
+from proxy_failover.core.dataplane import SwitchPolicy, split_host_port
+from proxy_failover.entrypoints.cli.common import DEFAULT_URL, TokenOption, UrlOption, fail
+
+agent_app = typer.Typer(
+    help="Data-plane agents that make traffic follow the control plane.",
+    no_args_is_help=True,
+)
+
+_RECONCILE = Annotated[
+    float,
+    typer.Option("--reconcile-seconds", min=0.1, help="Full reconcile period"),
+]
+_METRICS_PORT = Annotated[
+    int | None,
+    typer.Option("--metrics-port", min=1, max=65535, help="Serve pfo_agent_* metrics here"),
+]
+_LOG_LEVEL = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
+
+
+def _run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main``; SIGINT/SIGTERM cancel it and the command exits 0."""
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(runner())
+
+
+def _setup(token: str | None, log_level: str) -> str:
+    """Logging as JSON lines on stderr; the token an agent cannot run without."""
+    from proxy_failover.entrypoints.logs import configure_logging
+
+    if not token:
+        fail("--token (or PFO_TOKEN) is required: agents call the API as the proxies' owner", 2)
+    configure_logging(log_level.lower())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return token
+
+
+def _listen_address(text: str, option: str) -> tuple[str, int]:
+    address = split_host_port(text)
+    if address is None:
+        raise typer.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint=option)
+    return address
+
+
+@agent_app.command("haproxy")
+def agent_haproxy(
+    socket_address: Annotated[
+        str,
+        typer.Option("--socket", help="HAProxy Runtime API: stats socket path or HOST:PORT"),
+    ],
+    maps: Annotated[
+        list[str],
+        typer.Option("--map", help="PROXY_ID=BACKEND (repeatable)"),
+    ],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    on_switchover: Annotated[
+        SwitchPolicy,
+        typer.Option("--on-switchover", help="Open sessions on a planned switchover"),
+    ] = SwitchPolicy.DRAIN,
+    reconcile_seconds: _RECONCILE = 5.0,
+    metrics_port: _METRICS_PORT = None,
+    log_level: _LOG_LEVEL = "info",
+) -> None:
+    """Drive HAProxy backends through the Runtime API: servers follow the proxies' instances."""
+    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
+    from proxy_failover.adapters.dataplanes.haproxy import HaproxyDataPlane, RuntimeApi
+    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+    from proxy_failover.client import AsyncFailoverClient
+
+    backends: dict[str, str] = {}
+    for item in maps:
+        proxy_id, sep, backend = item.partition("=")
+        if not sep or not proxy_id or not backend:
+            raise typer.BadParameter(f"expected PROXY_ID=BACKEND, got {item!r}", param_hint="--map")
+        backends[proxy_id] = backend
+    token = _setup(token, log_level)
+    metrics = AgentMetrics("haproxy")
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    async def main() -> None:
+        async with AsyncFailoverClient(url, token) as client:
+            plane = HaproxyDataPlane(
+                RuntimeApi(socket_address), backends, metrics, on_switchover=on_switchover
+            )
+            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
+            await Agent(client, plane, list(backends), metrics, settings).run()
+
+    _run_until_signalled(main())
+
+
+def forward(
+    proxy_id: Annotated[str, typer.Option("--proxy", help="The proxy whose traffic to forward")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to accept clients on")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    on_switch: Annotated[
+        SwitchPolicy | None,
+        typer.Option(
+            "--on-switch",
+            help="Open connections when the instance changes [default: cut when the old one is "
+            "unhealthy or removed, drain on a planned switchover]",
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.01, help="Seconds per connect attempt")
+    ] = 1.0,
+    reconcile_seconds: _RECONCILE = 5.0,
+    metrics_port: _METRICS_PORT = None,
+    log_level: _LOG_LEVEL = "info",
+) -> None:
+    """Forward TCP connections to the proxy's active instance (or load-balanced pick)."""
+    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
+    from proxy_failover.adapters.dataplanes.forwarder import Forwarder
+    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+    from proxy_failover.client import AsyncFailoverClient
+
+    host, port = _listen_address(listen, "--listen")
+    token = _setup(token, log_level)
+    metrics = AgentMetrics("forwarder")
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    async def main() -> None:
+        async with AsyncFailoverClient(url, token) as client:
+            forwarder = Forwarder(
+                proxy_id, client, metrics, on_switch=on_switch, connect_timeout=connect_timeout
+            )
+            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
+            async with forwarder.listening(host, port):
+                await Agent(client, forwarder, [proxy_id], metrics, settings).run()
+
+    _run_until_signalled(main())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``agent ...`` and ``forward`` to the ``proxy-failover`` command."""
+    app.add_typer(agent_app, name="agent")
+    app.command("forward")(forward)

@@ -1,0 +1,206 @@
+"""The HAProxy agent with real processes: ``serve``, three relays, the Debian ``haproxy`` and
+``proxy-failover agent haproxy``; kill -9, reloads, the agent and the control plane stopped.
+
+One stack per module (starting it costs seconds); each test leaves edge-a active and all three
+relays healthy for the next, and waits on conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.api import SECRET, Tokens
+from tests.helpers.dataplanes import (
+    ControlPlane,
+    Haproxy,
+    OpenStream,
+    Relay,
+    Serve,
+    answered_by,
+    metric,
+    poll_until,
+    proxy_failover,
+    stop,
+)
+from tests.helpers.processes import free_port
+
+pytestmark = pytest.mark.slow
+
+NAMES = ("edge-a", "edge-b", "edge-c")
+
+
+@dataclass
+class Stack:
+    serve: Serve
+    relays: dict[str, Relay]
+    haproxy: Haproxy
+    cp: ControlPlane
+    ids: dict[str, str]
+    directory: Path
+    agent: subprocess.Popen[str] | None = None
+    metrics_url: str = ""
+
+    def start_agent(self) -> None:
+        port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.agent = proxy_failover(
+            "agent",
+            "haproxy",
+            "--url",
+            self.serve.url,
+            "--token",
+            Tokens.signed_with(SECRET).alice,
+            "--socket",
+            self.haproxy.socket,
+            "--map",
+            f"live={self.haproxy.backend}",
+            "--reconcile-seconds",
+            "1",
+            "--metrics-port",
+            str(port),
+            log=self.directory / "agent.log",
+        )
+
+    def stop_agent(self, *, kill: bool = False) -> None:
+        stop(self.agent, kill=kill)
+
+    def through_haproxy(self) -> str | None:
+        return answered_by(self.haproxy.url + "/")
+
+    def traffic_goes_to(self, name: str, within: float = 10.0) -> None:
+        poll_until(lambda: self.through_haproxy() == name, within=within)
+
+    def back_to_edge_a(self) -> None:
+        """Every relay up and healthy, edge-a active and taking the traffic."""
+        for relay in self.relays.values():
+            if relay.proc is None or relay.proc.poll() is not None:
+                relay.start()
+        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
+        active = self.cp.active()
+        if active != "edge-a":
+            assert active is not None
+            self.cp.switch(self.ids[active], self.ids["edge-a"])
+        self.traffic_goes_to("edge-a")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
+    directory = tmp_path_factory.mktemp("haproxy-agent")
+    shutil.copyfile(sqlite_template, directory / "pfo.db")
+    tokens = Tokens.signed_with(SECRET)
+    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
+    relays = {name: Relay(name) for name in NAMES}
+    haproxy = Haproxy(directory)
+    built: Stack | None = None
+    try:
+        serve.start()
+        for relay in relays.values():
+            relay.start()
+        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
+        ids = cp.create(list(relays.values()))
+        poll_until(lambda: cp.active() == "edge-a", within=15)
+        haproxy.start()
+        built = Stack(serve, relays, haproxy, cp, ids, directory)
+        built.start_agent()
+        yield built
+    finally:
+        if built is not None:
+            built.stop_agent()
+        haproxy.stop()
+        for relay in relays.values():
+            relay.kill()
+        serve.stop()
+
+
+def test_agent_fills_the_backend_and_only_the_active_instance_takes_traffic(stack: Stack) -> None:
+    stack.traffic_goes_to("edge-a")
+    poll_until(lambda: len(stack.haproxy.servers()) == 3)
+    servers = stack.haproxy.servers()
+    assert set(servers) == set(NAMES)
+    ready = {name for name, (_op, admin) in servers.items() if not admin & 0x01}
+    assert ready == {"edge-a"}
+    assert {stack.through_haproxy() for _ in range(10)} == {"edge-a"}
+    assert metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 1
+
+
+def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    stack.relays["edge-a"].kill()
+    stack.traffic_goes_to("edge-b")
+    assert stack.haproxy.servers()["edge-a"][1] & 0x01  # in maintenance
+    stack.back_to_edge_a()
+
+
+def test_planned_switchover_drains_open_sessions_and_unhealthy_source_cuts_them(
+    stack: Stack,
+) -> None:
+    stack.back_to_edge_a()
+    drained = OpenStream("127.0.0.1", stack.haproxy.port)
+    poll_until(lambda: drained.lines_from("edge-a") > 0)
+    stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
+    stack.traffic_goes_to("edge-b")
+    before = drained.lines_from("edge-a")
+    poll_until(lambda: drained.lines_from("edge-a") > before + 5)  # still flowing from edge-a
+    assert not drained.closed
+    drained.close()
+
+    cut = OpenStream("127.0.0.1", stack.haproxy.port)
+    poll_until(lambda: cut.lines_from("edge-b") > 0)
+    # edge-b reported unhealthy while its process lives: only the agent can close the session.
+    stack.cp.call(
+        "PUT", f"/proxy/instances/{stack.ids['edge-b']}/health", json={"healthStatus": "unhealthy"}
+    )
+    poll_until(lambda: cut.closed, within=10)
+    assert stack.through_haproxy() in ("edge-a", "edge-c")
+    cut.close()
+    stack.back_to_edge_a()
+
+
+def test_haproxy_reload_loses_runtime_state_and_the_agent_restores_it(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-c"])
+    stack.traffic_goes_to("edge-c")
+    stack.haproxy.reload()
+    # The reloaded worker starts from the file (an empty backend); the agent re-adds the servers
+    # and puts edge-c back in charge within its reconcile period (1 s here).
+    stack.traffic_goes_to("edge-c", within=10)
+    assert set(stack.haproxy.servers()) == set(NAMES)
+    stack.back_to_edge_a()
+
+
+def test_agent_killed_then_restarted_applies_what_changed_meanwhile(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    stack.stop_agent(kill=True)
+    stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
+    assert {stack.through_haproxy() for _ in range(5)} == {"edge-a"}  # nobody applied it
+    stack.start_agent()
+    stack.traffic_goes_to("edge-b")
+    stack.back_to_edge_a()
+
+
+def test_control_plane_stopped_traffic_keeps_the_last_state(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    stack.serve.stop(kill=True)  # a crash: no goodbye to the stream either
+    try:
+        poll_until(
+            lambda: metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 0,
+            within=10,
+        )
+        deadline = time.monotonic() + 2.5  # a few reconcile periods without the control plane
+        while time.monotonic() < deadline:
+            assert stack.through_haproxy() == "edge-a"
+        assert "control plane unreachable" in (stack.directory / "agent.log").read_text()
+    finally:
+        stack.serve.start()
+    poll_until(
+        lambda: metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 1,
+        within=10,
+    )
+    stack.back_to_edge_a()
