@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_failover.core.health import is_out_of_date, observe, report
+from proxy_failover.core.health import (
+    CheckCounters,
+    count,
+    count_check,
+    is_out_of_date,
+    is_routine_success,
+    observe,
+    report,
+)
 from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
 
 H, U, K = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.UNKNOWN
@@ -101,3 +109,87 @@ def test_a_check_made_before_the_last_status_change_is_out_of_date() -> None:
     assert not is_out_of_date(changed + timedelta(seconds=1), changed)
     assert not is_out_of_date(None, changed)  # a check without a time is current
     assert not is_out_of_date(changed, None)  # a status that never changed
+
+
+@pytest.mark.parametrize(
+    ("start", "success", "expected"),
+    [
+        (HealthState(H, 0, 4), True, HealthState(H, 0, 5)),
+        (HealthState(U, 3, 0), True, HealthState(U, 0, 1)),
+        (HealthState(H, 0, 4), False, HealthState(H, 1, 0)),
+        (HealthState(K, 2, 0), False, HealthState(K, 3, 0)),
+    ],
+)
+def test_count_moves_the_run_and_never_the_status(
+    start: HealthState, success: bool, expected: HealthState
+) -> None:
+    assert count(start, success) == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "success", "latency", "expected"),
+    [
+        # the first latency measured is the mean
+        (CheckCounters(), True, 10.0, CheckCounters(1, 1, 0, 10.0, 0.0)),
+        # a running mean over the requests counted so far
+        (CheckCounters(3, 3, 0, 10.0, 0.0), True, 30.0, CheckCounters(4, 4, 0, 15.0, 0.0)),
+        # a check without a latency leaves the mean as it was (and None stays None)
+        (CheckCounters(1, 1, 0, 10.0, 0.0), False, None, CheckCounters(2, 1, 1, 10.0, 0.5)),
+        (CheckCounters(), False, None, CheckCounters(1, 0, 1, None, 1.0)),
+        # an error rate set by a metric sample is replaced by failed / total
+        (CheckCounters(9, 9, 0, 5.0, 0.7), True, 5.0, CheckCounters(10, 10, 0, 5.0, 0.0)),
+    ],
+)
+def test_count_check_moves_the_request_counters(
+    start: CheckCounters, success: bool, latency: float | None, expected: CheckCounters
+) -> None:
+    assert count_check(start, success, latency) == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "success", "maintenance", "overridden", "routine"),
+    [
+        (HealthState(H, 0, 5), True, False, False, True),
+        (HealthState(H, 0, 0), True, False, False, True),
+        # a failure is never routine: it may move the status
+        (HealthState(H, 0, 5), False, False, False, False),
+        # a failure counted: the success resets it (a recorded change of the run)
+        (HealthState(H, 1, 0), True, False, False, False),
+        # not healthy: a success may flip the status
+        (HealthState(U, 0, 1), True, False, False, False),
+        (HealthState(K), True, False, False, False),
+        # maintenance ignores results; an overridden row is recomputed by the next change
+        (HealthState(H, 0, 5), True, True, False, False),
+        (HealthState(H, 0, 5), True, False, True, False),
+    ],
+)
+def test_routine_success_table(
+    state: HealthState, success: bool, maintenance: bool, overridden: bool, routine: bool
+) -> None:
+    assert (
+        is_routine_success(state, success, in_maintenance=maintenance, overridden=overridden)
+        is routine
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    status=st.sampled_from([H, U, K]),
+    failures=st.integers(0, 5),
+    successes=st.integers(0, 5),
+    fall=st.integers(1, 5),
+    rise=st.integers(1, 5),
+    auto_recovery=st.booleans(),
+)
+def test_a_routine_success_is_what_the_state_machine_does_whatever_the_rules(
+    status: HealthStatus,
+    failures: int,
+    successes: int,
+    fall: int,
+    rise: int,
+    auto_recovery: bool,
+) -> None:
+    """Why the bulk path may skip loading the config: for a routine success no rule applies."""
+    state = HealthState(status, failures, successes)
+    if is_routine_success(state, True):
+        assert observe(state, True, HealthRules(fall, rise, auto_recovery)) == count(state, True)

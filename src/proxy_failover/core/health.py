@@ -1,14 +1,73 @@
 """The rise/fall health state machine of SPEC §4 (HAProxy's rise/fall, per instance).
 
 Pure functions over ``HealthState``: the engine, the checks endpoint and the health report all move
-an instance's status through here, so the thresholds are applied in exactly one place.
+an instance's status through here, so the thresholds are applied in exactly one place. The request
+counters a check moves (``count_check``) and what makes a success routine
+(``is_routine_success``) live here too: the store's bulk update of routine successes takes its
+values from these functions instead of computing them in SQL.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
+
+
+@dataclass(frozen=True, slots=True)
+class CheckCounters:
+    """An instance's request counters: checks made, how many succeeded and failed, their
+    running mean latency (ms, None until a check measured one) and failure share (None until
+    the first check or metric sample)."""
+
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    average_latency_ms: float | None = None
+    error_rate: float | None = None
+
+
+def count_check(counters: CheckCounters, success: bool, latency_ms: float | None) -> CheckCounters:
+    """The counters after one check: one more request, succeeded or failed; the mean latency
+    moves by the new sample (a check with no latency leaves it); ``error_rate`` is failed/total."""
+    total = counters.total_requests + 1
+    failed = counters.failed_requests + (0 if success else 1)
+    average = counters.average_latency_ms
+    if latency_ms is not None:
+        average = latency_ms if average is None else average + (latency_ms - average) / total
+    return CheckCounters(
+        total_requests=total,
+        successful_requests=counters.successful_requests + (1 if success else 0),
+        failed_requests=failed,
+        average_latency_ms=average,
+        error_rate=failed / total,
+    )
+
+
+def is_routine_success(
+    state: HealthState, success: bool, *, in_maintenance: bool = False, overridden: bool = False
+) -> bool:
+    """A success that moves nothing but counters and timestamps: the instance is healthy with no
+    failure counted, not in maintenance (whose results are ignored), and its proxy's redundancy
+    row is not overridden (which the next health change recomputes). Such a success changes no
+    status, redundancy, event or notification, so it may be recorded in bulk; its health after
+    is ``count(state, True)`` whatever the rules."""
+    return (
+        success
+        and state.status is HealthStatus.HEALTHY
+        and state.consecutive_failures == 0
+        and not in_maintenance
+        and not overridden
+    )
+
+
+def count(state: HealthState, success: bool) -> HealthState:
+    """The consecutive counters after one result, status unchanged: a success counts a success
+    and clears the failures, a failure the reverse."""
+    if success:
+        return HealthState(state.status, 0, state.consecutive_successes + 1)
+    return HealthState(state.status, state.consecutive_failures + 1, 0)
 
 
 def is_out_of_date(observed_at: datetime | None, status_changed_at: datetime | None) -> bool:
@@ -27,21 +86,21 @@ def observe(state: HealthState, success: bool, rules: HealthRules) -> HealthStat
     success: successes += 1, failures = 0; unhealthy -> healthy once successes >= rise (only when
     ``rules.auto_recovery``); unknown -> healthy on the first success.
     """
+    counted = count(state, success)
+    status = state.status
     if success:
-        successes = state.consecutive_successes + 1
-        status = state.status
         if status is HealthStatus.UNKNOWN or (
             status is HealthStatus.UNHEALTHY
             and rules.auto_recovery
-            and successes >= rules.healthy_threshold
+            and counted.consecutive_successes >= rules.healthy_threshold
         ):
             status = HealthStatus.HEALTHY
-        return HealthState(status, 0, successes)
-    failures = state.consecutive_failures + 1
-    status = state.status
-    if status is not HealthStatus.UNHEALTHY and failures >= rules.unhealthy_threshold:
+    elif (
+        status is not HealthStatus.UNHEALTHY
+        and counted.consecutive_failures >= rules.unhealthy_threshold
+    ):
         status = HealthStatus.UNHEALTHY
-    return HealthState(status, failures, 0)
+    return HealthState(status, counted.consecutive_failures, counted.consecutive_successes)
 
 
 def report(state: HealthState, status: HealthStatus) -> HealthState:
@@ -49,8 +108,7 @@ def report(state: HealthState, status: HealthStatus) -> HealthState:
 
     unhealthy counts as one failure, healthy as one success, unknown resets both counters.
     """
-    if status is HealthStatus.UNHEALTHY:
-        return HealthState(status, state.consecutive_failures + 1, 0)
-    if status is HealthStatus.HEALTHY:
-        return HealthState(status, 0, state.consecutive_successes + 1)
-    return HealthState(HealthStatus.UNKNOWN, 0, 0)
+    if status is HealthStatus.UNKNOWN:
+        return HealthState(HealthStatus.UNKNOWN, 0, 0)
+    counted = count(state, status is HealthStatus.HEALTHY)
+    return HealthState(status, counted.consecutive_failures, counted.consecutive_successes)

@@ -19,8 +19,8 @@ from proxy_failover.core.model import (
 )
 from proxy_failover.service.common import instance_not_found
 from proxy_failover.service.context import ServiceContext
-from proxy_failover.service.health import apply_health_change, with_health
-from proxy_failover.store import UnitOfWork
+from proxy_failover.service.health import apply_health_change, counters_of, with_health
+from proxy_failover.store import RoutineSuccess, UnitOfWork
 
 #: Up to this many instances of one proxy in a batch of check results are loaded one by one;
 #: beyond, the proxy's whole instance list in one query.
@@ -89,8 +89,8 @@ async def record_probe_results(
     """The engine's form of ``record_check_results``: each item's health afterwards (None when
     the instance is gone), and far cheaper for the common case.
 
-    A success on a steadily healthy instance (see ``UnitOfWork.routine_states``) moves only
-    counters and timestamps: those are applied by one executemany, without loading the
+    A routine success (``core.health.is_routine_success``) moves only counters and timestamps:
+    those are written by one executemany with the values core computes, without loading the
     instance; everything else goes through the state machine as ``record_check_results``
     does, in the same transaction. Both end in exactly the same rows.
     """
@@ -120,20 +120,29 @@ async def record_probe_results(
             if results[i][1].success and seen[results[i][0]] == 1
         ]
         states = await unit.routine_states(candidates) if candidates else {}
-        routine: list[tuple[str, float | None]] = []
+        routine: list[RoutineSuccess] = []
         for proxy_id, indexes in batch:
             rest: list[int] = []
             for i in indexes:
                 instance_id, result = results[i]
-                state = states.get(instance_id) if result.success else None
+                found = states.get(instance_id) if result.success else None
                 if (
-                    state is not None
-                    and state[0]
+                    found is not None
                     and seen[instance_id] == 1
-                    and not core_health.is_out_of_date(result.observed_at, state[4])
+                    and core_health.is_routine_success(
+                        found.health,
+                        result.success,
+                        in_maintenance=found.in_maintenance,
+                        overridden=found.overridden,
+                    )
+                    and not core_health.is_out_of_date(result.observed_at, found.status_changed_at)
                 ):
-                    routine.append((instance_id, result.latency_ms))
-                    answers[i] = HealthState(state[1], 0, state[3] + 1)
+                    # Routine: the state machine would only count (no rule applies), so the
+                    # row is written in bulk with the values core computes.
+                    health = core_health.count(found.health, success=True)
+                    counters = core_health.count_check(found.counters, True, result.latency_ms)
+                    routine.append(RoutineSuccess(instance_id, health, counters, result.latency_ms))
+                    answers[i] = health
                 else:
                     rest.append(i)
             if rest:
@@ -206,16 +215,7 @@ async def _apply_checks(
             config = await unit.get_config(proxy_id)
             assert config is not None
         state = core_health.observe(before.health, result.success, HealthRules.of(config))
-        total = before.total_requests + 1
-        successful = before.successful_requests + (1 if result.success else 0)
-        failed = before.failed_requests + (0 if result.success else 1)
-        average = before.average_latency_ms
-        if result.latency_ms is not None:
-            average = (
-                result.latency_ms
-                if average is None
-                else average + (result.latency_ms - average) / total
-            )
+        counters = core_health.count_check(counters_of(before), result.success, result.latency_ms)
         after = with_health(
             before,
             state,
@@ -223,11 +223,11 @@ async def _apply_checks(
             last_health_check=now,
             last_error=None if result.success else (result.error or "check failed"),
             last_latency_ms=result.latency_ms,
-            total_requests=total,
-            successful_requests=successful,
-            failed_requests=failed,
-            average_latency_ms=average,
-            error_rate=failed / total,
+            total_requests=counters.total_requests,
+            successful_requests=counters.successful_requests,
+            failed_requests=counters.failed_requests,
+            average_latency_ms=counters.average_latency_ms,
+            error_rate=counters.error_rate,
         )
         await unit.save_instance(after)
         current[instance_id] = after

@@ -62,6 +62,17 @@ def with_health(instance: Instance, state: HealthState, now: datetime, **changes
     )
 
 
+def counters_of(instance: Instance) -> core_health.CheckCounters:
+    """The request counters of ``instance``, as ``core.health.count_check`` moves them."""
+    return core_health.CheckCounters(
+        instance.total_requests,
+        instance.successful_requests,
+        instance.failed_requests,
+        instance.average_latency_ms,
+        instance.error_rate,
+    )
+
+
 def with_sample(instance: Instance, sample: MetricSample | None) -> Instance:
     """Metric samples set activeConnections and overwrite average latency and error rate."""
     if sample is None:

@@ -13,13 +13,22 @@ from proxy_failover.store.database import (
     migrate,
     normalize_url,
 )
-from proxy_failover.store.repository import NotificationWriter, Reader, Store, UnitOfWork
+from proxy_failover.store.repository import (
+    NotificationWriter,
+    ProbeState,
+    Reader,
+    RoutineSuccess,
+    Store,
+    UnitOfWork,
+)
 from proxy_failover.store.rows import is_uuid, new_id
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "NotificationWriter",
+    "ProbeState",
     "Reader",
+    "RoutineSuccess",
     "Store",
     "UnitOfWork",
     "is_uuid",

@@ -10,6 +10,7 @@ Nothing here returns ORM/Core rows: callers get the frozen dataclasses of ``core
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -19,12 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from proxy_failover.core.health import CheckCounters
 from proxy_failover.core.model import (
     AdminState,
     EventStatus,
     EventType,
     FailoverConfig,
     FailoverEvent,
+    HealthState,
     HealthStatus,
     Instance,
     Notification,
@@ -53,6 +56,29 @@ from proxy_failover.store.tables import configurations, events, instances, metri
 #: Called inside a write transaction, just before commit, with the notifications it produced — so
 #: the notification log (webhook deliveries, audit) is written atomically with the change.
 NotificationWriter = Callable[[AsyncSession, Sequence[Notification]], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeState:
+    """What the bulk probe path reads of an instance (and its proxy's redundancy row) to decide,
+    with ``core.health.is_routine_success``, whether a success may be written in bulk."""
+
+    health: HealthState
+    counters: CheckCounters
+    in_maintenance: bool
+    overridden: bool
+    status_changed_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoutineSuccess:
+    """One routine success to write: the instance's health and counters after it (computed by
+    ``core.health``) and the latency measured."""
+
+    instance_id: str
+    health: HealthState
+    counters: CheckCounters
+    latency_ms: float | None
 
 
 class Reader:
@@ -324,15 +350,9 @@ class UnitOfWork(Reader):
             self.connection, [(p,) for p in changed], ("p_proxy_id",), {}
         )
 
-    async def routine_states(
-        self, instance_ids: Sequence[str]
-    ) -> dict[str, tuple[bool, HealthStatus, int, int, datetime | None]]:
-        """For each instance found: (a success would be routine, status, failures, successes,
-        when its status last changed).
-
-        Routine: healthy with no failure, not in maintenance, its proxy's redundancy row not
-        overridden: a success then moves counters only (``record_routine_successes``).
-        """
+    async def routine_states(self, instance_ids: Sequence[str]) -> dict[str, ProbeState]:
+        """For each instance found, what ``core.health.is_routine_success`` needs to know and
+        the counters a success moves (``record_routine_successes``)."""
         if statements.ROUTINE_STATE_SQLITE.compiled_for(self.connection) is not None:
             rows = await self._rows(
                 statements.ROUTINE_STATE_SQLITE,
@@ -349,34 +369,49 @@ class UnitOfWork(Reader):
                     {"p_ids": list(instance_ids)},
                 )
             ]
-        states: dict[str, tuple[bool, HealthStatus, int, int, datetime | None]] = {}
-        for row in rows:
-            status = HealthStatus(row["health_status"])
-            routine = (
-                status is HealthStatus.HEALTHY
-                and row["consecutive_failures"] == 0
-                and row["admin_state"] != AdminState.MAINTENANCE.value
-                and not row["overridden"]
+        return {
+            row["id"]: ProbeState(
+                health=HealthState(
+                    HealthStatus(row["health_status"]),
+                    row["consecutive_failures"],
+                    row["consecutive_successes"],
+                ),
+                counters=CheckCounters(
+                    row["total_requests"],
+                    row["successful_requests"],
+                    row["failed_requests"],
+                    row["average_latency_ms"],
+                    row["error_rate"],
+                ),
+                in_maintenance=row["admin_state"] == AdminState.MAINTENANCE.value,
+                overridden=bool(row["overridden"]),
+                status_changed_at=row["status_changed_at"],
             )
-            states[row["id"]] = (
-                routine,
-                status,
-                row["consecutive_failures"],
-                row["consecutive_successes"],
-                row["status_changed_at"],
-            )
-        return states
+            for row in rows
+        }
 
     async def record_routine_successes(
-        self, successes: Sequence[tuple[str, float | None]], now: datetime
+        self, successes: Sequence[RoutineSuccess], now: datetime
     ) -> None:
-        """Apply one success to each (instance id, latency ms) — instances ``routine_states``
-        found routine under the proxies' locks — in one executemany."""
+        """Write each routine success (instances ``routine_states`` read under the proxies'
+        locks, with the values core computed) in one executemany."""
         if not successes:
             return
         shared = {"p_now": now, "p_updated": now}
+        rows = [
+            (
+                success.instance_id,
+                success.health.consecutive_successes,
+                success.counters.total_requests,
+                success.counters.successful_requests,
+                success.counters.average_latency_ms,
+                success.counters.error_rate,
+                success.latency_ms,
+            )
+            for success in successes
+        ]
         await statements.ROUTINE_SUCCESS.execute_many(
-            self.connection, successes, ("p_id", "p_latency"), shared
+            self.connection, rows, statements.ROUTINE_SUCCESS_PARAMETERS, shared
         )
 
     async def lock_proxies(self, proxy_ids: Sequence[str]) -> None:

@@ -108,33 +108,37 @@ CONFIG_NAMES = tuple(column.name for column in configurations.c)
 EVENT_NAMES = tuple(column.name for column in events.c)
 
 # A probe's success on a steadily healthy instance moves only its counters and timestamps: one
-# UPDATE doing the state machine's arithmetic (SQL sees the row's old values on the right, as
-# ``service.checks._apply_checks`` reads ``before``), run for a whole batch with executemany.
+# UPDATE setting the values core.health computed (``count``, ``count_check``) from the row as
+# ``routine_states`` read it under the proxy's lock, run for a whole batch with executemany.
 P_LATENCY = sa.bindparam("p_latency", type_=sa.Float())
 P_NOW = sa.bindparam("p_now", type_=instances.c.last_health_check.type)
+ROUTINE_SUCCESS_PARAMETERS = (
+    "p_id",
+    "p_successes",
+    "p_total",
+    "p_successful",
+    "p_average",
+    "p_error_rate",
+    "p_latency",
+)
 ROUTINE_SUCCESS = PreparedStatement(
     "routine_success",
     sa.update(instances)
     .where(instances.c.id == sa.bindparam("p_id"))
     .values(
-        consecutive_successes=instances.c.consecutive_successes + 1,
+        consecutive_successes=sa.bindparam("p_successes", type_=sa.Integer()),
         last_health_check=P_NOW,
         last_error=None,
         last_latency_ms=P_LATENCY,
-        total_requests=instances.c.total_requests + 1,
-        successful_requests=instances.c.successful_requests + 1,
-        average_latency_ms=sa.case(
-            (P_LATENCY.is_(None), instances.c.average_latency_ms),
-            (instances.c.average_latency_ms.is_(None), P_LATENCY),
-            else_=instances.c.average_latency_ms
-            + (P_LATENCY - instances.c.average_latency_ms) / (instances.c.total_requests + 1),
-        ),
-        error_rate=sa.cast(instances.c.failed_requests, sa.Float())
-        / (instances.c.total_requests + 1),
+        total_requests=sa.bindparam("p_total", type_=sa.Integer()),
+        successful_requests=sa.bindparam("p_successful", type_=sa.Integer()),
+        average_latency_ms=sa.bindparam("p_average", type_=sa.Float()),
+        error_rate=sa.bindparam("p_error_rate", type_=sa.Float()),
         updated_at=sa.bindparam("p_updated", type_=instances.c.updated_at.type),
     ),
 )
-# What decides whether a success is routine, for a batch of instances (and their proxy's row).
+# What decides whether a success is routine, for a batch of instances (and their proxy's row),
+# and the counters a routine success moves.
 ROUTINE_STATE = sa.select(
     instances.c.id,
     instances.c.health_status,
@@ -142,6 +146,11 @@ ROUTINE_STATE = sa.select(
     instances.c.consecutive_successes,
     instances.c.admin_state,
     instances.c.status_changed_at,
+    instances.c.total_requests,
+    instances.c.successful_requests,
+    instances.c.failed_requests,
+    instances.c.average_latency_ms,
+    instances.c.error_rate,
     redundancy.c.overridden,
 ).select_from(instances.join(redundancy, redundancy.c.proxy_id == instances.c.proxy_id))
 
