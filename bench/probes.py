@@ -1,8 +1,8 @@
 """Probe scheduling at scale: 1,000 / 5,000 / 10,000 instances at a 1 s interval.
 
 Three processes: a local asyncio HTTP server answering ``/.../health`` on many ports (the
-instances), and, per size, the engine (real ``Engine`` + real ``Prober``, results recorded by an
-in-memory service so that the figure is the engine's own cost, not the database's). The engine
+instances), and, per size, the engine (real ``Engine`` + real ``Prober``, results recorded by the
+real service on a fresh SQLite file, or on PostgreSQL with ``--store postgres``). The engine
 process reports achieved probes/s, schedule lag (probe start minus its due time) p50/p99 and its
 CPU use from /proc. Run: ``.venv/bin/python bench/probes.py [--sizes 1000,5000,10000]``.
 
@@ -102,15 +102,14 @@ async def run_engine(
     warmup: float,
     seconds: float,
     server_pid: int,
-    store: str = "memory",
+    store: str = "sqlite",
     database_url: str | None = None,
 ) -> dict[str, Any]:
-    from tests.helpers.memory_service import MemoryService
-
     from proxy_failover.adapters.probes import Prober
-    from proxy_failover.bootstrap import open_service
-    from proxy_failover.core.model import FailoverConfig, Instance
+    from proxy_failover.bootstrap import engine_settings, open_service
+    from proxy_failover.core.model import Instance
     from proxy_failover.engine import Engine
+    from proxy_failover.entrypoints.heap import HeapTender
 
     def clock() -> datetime:
         return datetime.now(UTC)
@@ -122,55 +121,40 @@ async def run_engine(
     exits = contextlib.AsyncExitStack()
     commits = [0]
     service: Any
-    if store == "memory":
-        service = MemoryService(clock)
-        for p, proxy_id in zip(range(0, size, INSTANCES_PER_PROXY), proxy_ids, strict=True):
-            service.add_proxy(
-                FailoverConfig(
-                    proxy_id=proxy_id,
-                    user_id="bench",
-                    health_check_interval_seconds=interval,
-                    health_check_timeout_seconds=min(5.0, interval),  # SPEC's default
-                )
+    workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="pfo-bench-")))
+    url = database_url or f"sqlite+aiosqlite:///{workdir / 'pfo.db'}"
+    service = await exits.enter_async_context(open_service(url))
+    for p, proxy_id in zip(range(0, size, INSTANCES_PER_PROXY), proxy_ids, strict=True):
+        await service.create_failover_configuration(
+            proxy_id,
+            "bench",
+            {
+                "healthCheckIntervalSeconds": interval,
+                "healthCheckTimeoutSeconds": min(5.0, interval),
+            },
+        )
+        for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
+            await service.register_proxy_instance(
+                proxy_id, "bench", {"instanceName": f"i{n}", "endpoint": endpoint(n)}
             )
-            for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
-                service.add_instance(proxy_id, f"i{n}", endpoint=endpoint(n))
-    else:
-        workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="pfo-bench-")))
-        url = database_url or f"sqlite+aiosqlite:///{workdir / 'pfo.db'}"
-        service = await exits.enter_async_context(open_service(url))
-        for p, proxy_id in zip(range(0, size, INSTANCES_PER_PROXY), proxy_ids, strict=True):
-            await service.create_failover_configuration(
-                proxy_id,
-                "bench",
-                {
-                    "healthCheckIntervalSeconds": interval,
-                    "healthCheckTimeoutSeconds": min(5.0, interval),
-                },
-            )
-            for n in range(p, min(p + INSTANCES_PER_PROXY, size)):
-                await service.register_proxy_instance(
-                    proxy_id, "bench", {"instanceName": f"i{n}", "endpoint": endpoint(n)}
-                )
-        write = service.store.write
+    write = service.store.write
 
-        @contextlib.asynccontextmanager
-        async def counted() -> AsyncIterator[Any]:
-            async with write() as unit:
-                yield unit
-            commits[0] += 1
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[Any]:
+        async with write() as unit:
+            yield unit
+        commits[0] += 1
 
-        service.store.write = counted
+    service.store.write = counted
 
     async def all_instances() -> list[Instance]:
-        if store == "memory":
-            return list(service.instances.values())
         return [i for p in proxy_ids for i in await service.get_proxy_instances(p)]
 
     prober = Prober(max_concurrency=size)
-    engine = Engine(service, prober, clock=clock, freeze_heap=True)  # as serve runs it
+    engine = Engine(service, prober, engine_settings(), clock=clock)  # as serve runs it ...
     service.on_change = engine.notify
     task = asyncio.create_task(engine.run())
+    heap = asyncio.create_task(HeapTender().run())  # ... with serve's heap freezing
     await asyncio.sleep(warmup)
     stats = engine.stats
     started0 = stats.probes_started
@@ -187,6 +171,7 @@ async def run_engine(
     pooled = prober.pooled_connections()
     engine.stop()
     await task
+    heap.cancel()
     await prober.aclose()
     final = await all_instances()
     await exits.aclose()
@@ -300,7 +285,7 @@ def main() -> None:
         type=float,
         default=30.0,
         help="seconds before measuring: the cold start (10,000 connections) and the engine's"
-        " heap freeze (engine.HEAP_FREEZE_AFTER) are over by then",
+        " heap freeze (entrypoints.heap.SETTLE_SECONDS) are over by then",
     )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ports", type=int, default=500)
@@ -308,8 +293,8 @@ def main() -> None:
     parser.add_argument("--role", choices=["main", "server", "engine", "clients"], default="main")
     parser.add_argument(
         "--store",
-        default="memory",
-        help="comma-separated: memory (the engine's own cost), sqlite (the real service on a"
+        default="sqlite",
+        help="comma-separated: sqlite (the real service on a"
         " fresh SQLite file), postgres (the real service on --database-url, an empty database)",
     )
     parser.add_argument("--database-url", default="")

@@ -19,7 +19,7 @@ from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
-from proxy_failover.engine import Engine, EngineStats
+from proxy_failover.engine import Engine, EngineSettings, EngineStats
 from proxy_failover.leadership import EngineLeader
 from proxy_failover.service import (
     DEFAULT_CACHE_TTL_SECONDS,
@@ -130,7 +130,7 @@ def build_engine(
     metrics: Metrics | None = None,
     *,
     tls: ssl.SSLContext | None = None,
-    freeze_heap: bool = False,
+    settings: EngineSettings | None = None,
 ) -> tuple[Engine, Prober]:
     """One health/failover engine over the service and the prober it owns (close it after).
 
@@ -138,16 +138,24 @@ def build_engine(
     adds ``engine.notify`` to the service's change listener (``build_leader`` does both, once
     per term of the engine lease). With ``metrics``, every probe is counted and timed (and feeds
     the time to detect). ``tls`` is the context of HTTPS probes and recovery POSTs
-    (``probe_tls_context``; default: verify against the system's CAs). ``freeze_heap``: keep
-    full garbage collections off the probe schedule (``Engine._tend_heap``; ``serve`` does).
+    (``probe_tls_context``; default: verify against the system's CAs). ``settings``: the
+    engine's tuning (default: ``engine_settings()``).
     """
     prober = Prober(ssl_context=tls)
     engine = Engine(
         service,
         ObservedProber(prober, metrics) if metrics is not None else prober,
-        freeze_heap=freeze_heap,
+        settings or engine_settings(),
     )
     return engine, prober
+
+
+def engine_settings(settings: Settings | None = None) -> EngineSettings:
+    """The engine's tuning for this process. None of it is an operator setting today (SPEC's
+    intervals are per proxy, in its configuration): the defaults are what ``serve`` runs, and
+    this is the one place that would map ``PFO_ENGINE_*`` settings onto them."""
+    del settings  # nothing to map yet
+    return EngineSettings()
 
 
 def build_leader(
@@ -160,11 +168,12 @@ def build_leader(
     service's change listener for whichever engine is running.
     """
     tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
+    tuning = engine_settings(settings)
     stats = EngineStats()
 
     @contextlib.asynccontextmanager
     async def term() -> AsyncIterator[Engine]:
-        engine, prober = build_engine(service, metrics, tls=tls, freeze_heap=True)
+        engine, prober = build_engine(service, metrics, tls=tls, settings=tuning)
         engine.stats = stats
         try:
             yield engine

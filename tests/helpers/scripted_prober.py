@@ -1,38 +1,56 @@
-"""A prober whose answers a test scripts: the engine's probes without sockets, on a fake clock."""
+"""A prober that answers from a script instead of the network, for engine tests on a fake clock.
+
+It is the edge fake of ``engine.ports.ProbeAdapter``: which probe succeeds, how long it takes and
+which recovery POSTs were sent. Every rule stays in the real engine and service.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from proxy_failover.core.model import CheckResult, FailoverConfig, Instance
-from tests.helpers.clock import FakeClock
+
+
+class _Clock(Protocol):
+    now: datetime
 
 
 class ScriptedProber:
-    """Answers each instance's probes from its script (True = success); default: success."""
+    """Answers each instance's probes from its script (True = success); default: success.
 
-    def __init__(self) -> None:
+    Probes are always awaited (``start`` never finds a pooled connection), and take ``duration``
+    seconds of the fake clock (a timeout when at least the instance's timeout).
+    """
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
         self.script: dict[str, list[bool]] = defaultdict(list)
         self.down: set[str] = set()
         self.calls: list[tuple[str, datetime]] = []
         self.recovery_posts: list[tuple[str, dict[str, Any]]] = []
         self.forgotten: list[str] = []
-        self.clock: FakeClock | None = None
         self.on_connection_lost: Callable[[str], None] | None = None
         self.duration = 0.0
+        #: Probes of these instances wait until their event is set (an answer still in flight).
+        self.held: dict[str, asyncio.Event] = {}
 
     def prepare(self, instance: Instance, config: FailoverConfig) -> Any:
-        if not instance.endpoint or instance.endpoint == "bad":
+        if not instance.endpoint or instance.endpoint.startswith("unprobeable"):
             raise ValueError("no usable endpoint")
         return instance.id
 
+    def start(self, target: Any, on_result: Callable[[CheckResult], None]) -> bool:
+        return False  # no pooled connections here: every probe is awaited
+
     async def probe(self, target: Any) -> CheckResult:
-        assert self.clock is not None
         self.calls.append((target, self.clock.now))
-        self.clock.advance(self.duration)  # a slow answer (a timeout when >= the timeout)
+        if (gate := self.held.get(target)) is not None:
+            await gate.wait()
+        self.clock.now += timedelta(seconds=self.duration)  # a slow answer
         planned = self.script[target]
         ok = planned.pop(0) if planned else target not in self.down
         return CheckResult(ok, 1.0, None if ok else "connection refused")

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from proxy_failover.bootstrap import open_service
 from proxy_failover.core.model import CheckResult, DecisionAction
-from proxy_failover.engine import Engine
+from proxy_failover.engine import Engine, EngineSettings
 from proxy_failover.service import ProxyFailoverService
 from tests.helpers.clock import FakeClock
 from tests.helpers.scenario import activate, proxy_with
@@ -29,8 +29,14 @@ async def test_unchanged_proxies_are_not_reloaded_but_another_replicas_change_is
         return await load_snapshot(proxy_id)
 
     service.load_snapshot = counted  # type: ignore[method-assign]
-    prober = ScriptedProber()
-    engine = Engine(service, prober, clock=clock, rng=random.Random(1), first_probe_spread=0)
+    prober = ScriptedProber(clock)
+    engine = Engine(
+        service,
+        prober,
+        EngineSettings(first_probe_spread=0),
+        clock=clock,
+        rng=random.Random(1),
+    )
 
     async def tick() -> list[DecisionAction]:
         clock.advance(1.1)

@@ -444,6 +444,37 @@ def test_activation_waits_for_every_first_probe() -> None:
     assert decision.reason == "no active instance: activating b"
 
 
+@pytest.mark.parametrize(
+    ("probing_for", "waits"),
+    [
+        (None, False),  # registered long ago, never probed by anyone: the interval rule lets go
+        (0.0, True),  # the engine has just started probing a: its first answer may still come
+        (34.9, True),  # within interval (30 s) + timeout (5 s) of the first probe's start
+        (35.0, False),  # its first probe had all the time it could take
+    ],
+)
+def test_activation_after_an_engine_restart_waits_for_probes_it_just_started(
+    probing_for: float | None, waits: bool
+) -> None:
+    snap = snapshot(
+        probed("a", 1, K, checked=False, created_at=NOW),
+        probed("b", 2, H, checked=True, created_at=NOW),
+        health_check_interval_seconds=30,
+        health_check_timeout_seconds=5,
+    )
+    now = NOW + timedelta(days=1)
+    since = {} if probing_for is None else {"a": now - timedelta(seconds=probing_for)}
+    decision = decide(snap, now, since)
+    if waits:
+        assert decision.action is DecisionAction.NONE
+        assert decision.reason == (
+            "no active instance: waiting for the first probe of a before activating"
+        )
+    else:
+        assert decision.action is DecisionAction.ACTIVATE
+        assert decision.target_instance_id == "b"
+
+
 def test_activation_goes_ahead_once_all_enabled_endpoints_were_probed() -> None:
     snap = snapshot(
         probed("a", 1, U, checked=True),

@@ -361,9 +361,12 @@ class Metrics:
 
 
 class Prober(Protocol):
-    """The engine's probe edge (``adapters.probes.Prober``)."""
+    """The engine's probe edge (``adapters.probes.Prober``; ``engine.ports.ProbeAdapter``)."""
+
+    on_connection_lost: Callable[[str], None] | None
 
     def prepare(self, instance: Instance, config: FailoverConfig) -> Any: ...
+    def start(self, target: Any, on_result: Callable[[CheckResult], None]) -> bool: ...
     async def probe(self, target: Any) -> CheckResult: ...
     def forget(self, instance_id: str) -> None: ...
     async def request_recovery(
@@ -394,11 +397,7 @@ class ObservedProber:
 
     def start(self, target: Any, on_result: Callable[[CheckResult], None]) -> bool:
         """``Prober.start``, observed the same way as ``probe``."""
-        start: Callable[[Any, Callable[[CheckResult], None]], bool] | None = getattr(
-            self._inner, "start", None
-        )
-        if start is None:
-            return False
+        start = self._inner.start
         if not isinstance(target, _Tagged):
             return start(target, on_result)
         started_at = datetime.now(UTC)
@@ -428,12 +427,11 @@ class ObservedProber:
     @property
     def on_connection_lost(self) -> Callable[[str], None] | None:
         """Forwarded to the inner prober (the engine sets it to probe a dropped instance early)."""
-        listener: Callable[[str], None] | None = getattr(self._inner, "on_connection_lost", None)
-        return listener
+        return self._inner.on_connection_lost
 
     @on_connection_lost.setter
     def on_connection_lost(self, listener: Callable[[str], None] | None) -> None:
-        setattr(self._inner, "on_connection_lost", listener)  # noqa: B010 - not in its Protocol
+        self._inner.on_connection_lost = listener
 
     def __getattr__(self, name: str) -> Any:  # aclose, pooled_connections, ...
         return getattr(self._inner, name)

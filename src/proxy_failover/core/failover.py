@@ -8,6 +8,7 @@ the same facts into sentences per instance. All are pure: ``now`` is an argument
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from proxy_failover.core.errors import Conflict, ErrorCode, NotFound
@@ -202,34 +203,55 @@ def check_execute(
     return EventType.SWITCHOVER
 
 
-def _activation_wait(snapshot: ProxySnapshot, now: datetime) -> str | None:
+def _activation_wait(
+    snapshot: ProxySnapshot, now: datetime, probing_since: Mapping[str, datetime]
+) -> str | None:
     """Why activation must still wait, or None when it may go ahead.
 
     Activation waits until every enabled instance with an endpoint has had its first probe (so the
     best instance, not the first to answer, is chosen), or one health-check interval has passed
     since the earliest registration. Without any registration time, only the probe rule applies.
+
+    ``probing_since`` (instance id -> when the engine started probing it): after an engine
+    (re)start, instances registered long ago but never probed would satisfy the interval rule at
+    once and the first to answer would win; so an unprobed instance the engine started probing
+    less than one interval + timeout ago (its first probe's longest wait) is still awaited.
     """
     unprobed = [
-        i.instance_name
+        i
         for i in in_preference_order(snapshot.instances)
         if i.admin_state is AdminState.ENABLED and i.endpoint and i.last_health_check is None
     ]
     if not unprobed:
         return None
+    config = snapshot.config
     created = [i.created_at for i in snapshot.instances if i.created_at is not None]
-    interval = timedelta(seconds=snapshot.config.health_check_interval_seconds)
-    if created and now - min(created) >= interval:
-        return None
-    return f"waiting for the first probe of {', '.join(unprobed)}"
+    interval = timedelta(seconds=config.health_check_interval_seconds)
+    if not created or now - min(created) < interval:
+        return f"waiting for the first probe of {', '.join(i.instance_name for i in unprobed)}"
+    patience = interval + timedelta(seconds=config.health_check_timeout_seconds)
+    awaited = [
+        i.instance_name
+        for i in unprobed
+        if (since := probing_since.get(i.id)) is not None and now - since < patience
+    ]
+    if awaited:
+        return f"waiting for the first probe of {', '.join(awaited)}"
+    return None
 
 
-def decide(snapshot: ProxySnapshot, now: datetime) -> Decision:
+def decide(
+    snapshot: ProxySnapshot,
+    now: datetime,
+    probing_since: Mapping[str, datetime] | None = None,
+) -> Decision:
     """The engine's one decision: activate, fail over, fail back, or nothing — with its sentence.
 
     NONE whenever ``enable_auto_failover`` is off (the sentence says so), for ``active_unknown`` and
     ``active_healthy``, when no target exists, while activation waits for first probes, and for a
     failback while a switch event is open (a failover away from a broken active instance is not
-    held back by an open manual event: the engine supersedes it).
+    held back by an open manual event: the engine supersedes it). ``probing_since``: when the
+    engine started probing each instance (see ``_activation_wait``).
     """
     evaluation = evaluate(snapshot, now)
     code = evaluation.reason_code
@@ -247,7 +269,7 @@ def decide(snapshot: ProxySnapshot, now: datetime) -> Decision:
     if not evaluation.should_failover:
         return none(evaluation.reason)
     if code is ReasonCode.NO_ACTIVE_INSTANCE:
-        wait = _activation_wait(snapshot, now)
+        wait = _activation_wait(snapshot, now, probing_since or {})
         if wait is not None:
             return none(f"no active instance: {wait} before activating")
         return Decision(

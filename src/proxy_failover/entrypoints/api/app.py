@@ -27,6 +27,7 @@ from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
 from proxy_failover.entrypoints.api.hotpath import ShortPaths
 from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from proxy_failover.entrypoints.api.routes import instances, proxies, system
+from proxy_failover.entrypoints.heap import HeapTender
 
 DESCRIPTION = """\
 Failover and redundancy control plane for streaming proxies.
@@ -60,12 +61,18 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
         app.state.ownership = Ownership(runtime.service)
         if runtime.notifier is not None:
             runtime.notifier.start()  # webhook delivery worker
-        engine_task = None
+        engine_task = heap_task = None
         if run_engine and runtime.engine is not None:
             engine_task = asyncio.create_task(runtime.engine.run(), name="pfo-engine")
+            # serve's engine keeps full garbage collections off its probe schedule
+            heap_task = asyncio.create_task(HeapTender().run(), name="pfo-heap")
         try:
             yield
         finally:
+            if heap_task is not None:
+                heap_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heap_task
             if engine_task is not None:
                 runtime.engine.stop()
                 await engine_task

@@ -1,0 +1,51 @@
+"""The engine's tuning, as one frozen object (``bootstrap`` builds it; tests shorten its times).
+
+The defaults are what ``serve`` runs; each says why it has its value. SPEC's own timing rule
+(every proxy evaluated at least once a second) is ``MAX_EVALUATION_PERIOD``, not a setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Every proxy is evaluated at least this often (SPEC §4), more often when its interval is shorter.
+MAX_EVALUATION_PERIOD = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How the engine paces its work. Times in seconds."""
+
+    #: The first probe of a newly seen instance starts within this (spread, not a burst); the
+    #: first evaluations of newly seen proxies are spread over it too.
+    first_probe_spread: float = 1.0
+    #: How often stale in-progress switch events are looked for (they only matter after 300 s).
+    stale_check_period: float = 5.0
+    #: How often the set of proxies is re-read, in case a change callback was missed.
+    discovery_period: float = 1.0
+    #: ``run()`` starts the probes due within this window together (added schedule lag that buys
+    #: an order of magnitude fewer loop turns at 10,000 probes/s).
+    batch_window: float = 0.005
+    #: Routine results (a success on a steadily healthy instance) are recorded together at most
+    #: this long after the first of them ...
+    flush_window: float = 0.25
+    #: ... and at most this share of the instance's interval (a probe stays in flight until
+    #: recorded: a longer wait would stretch short intervals and mute early probes) ...
+    flush_interval_share: float = 0.25
+    #: ... or at once when this many are pending. A result that may move a state goes at once.
+    flush_size: int = 2000
+    #: At most this many results per transaction (on SQLite a transaction runs on the loop).
+    flush_chunk: int = 500
+    #: Probe intervals move by a uniform ± this share (no lock-step across instances).
+    jitter: float = 0.10
+    #: A probe starting this late (or half its interval, if more) means the engine is overloaded.
+    overload_lag: float = 0.25
+    #: Pace of first probes (new connections) at a cold start: 10,000 instances start over 5 s ...
+    first_probes_per_second: float = 2000.0
+    #: ... after a first burst of this many, which start at once (within the first-probe spread).
+    first_probe_burst: int = 500
+    #: An early probe (after a dropped keep-alive connection) waits at least this share of the
+    #: interval since the last probe, so a server that closes idle connections cannot cause a storm.
+    early_probe_gap: float = 0.25
+    #: After this many early probes in a row found the instance fine, drops no longer trigger them.
+    max_benign_drops: int = 2
