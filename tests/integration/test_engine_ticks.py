@@ -32,8 +32,8 @@ from proxy_failover.core.model import (
 from proxy_failover.engine import Engine, EngineSettings, Outcome
 from proxy_failover.service import ProxyFailoverService
 from tests.helpers.clock import FakeClock
-from tests.helpers.scripted_prober import ScriptedProber
 from tests.helpers.scenario import ADMIN, OWNER
+from tests.helpers.scripted_prober import ScriptedProber
 
 #: First probes at once; routine results recorded after 1 ms of real time, not 250 ms.
 QUICK = EngineSettings(first_probe_spread=0, flush_window=0.001)
