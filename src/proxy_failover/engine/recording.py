@@ -16,7 +16,8 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from proxy_failover.core.model import CheckResult, HealthState, HealthStatus
+from proxy_failover.core.health import is_routine_success
+from proxy_failover.core.model import CheckResult, HealthState
 from proxy_failover.engine.ports import Clock, EngineService, EngineStats, ProbeAdapter
 from proxy_failover.engine.schedule import Probed, ProbeSchedule
 from proxy_failover.engine.settings import EngineSettings
@@ -178,8 +179,10 @@ class ProbeRecorder:
             self._finish(probed, due, None)
             return False
         self._pending.append((probed, due, result))
-        # Only a success on a steadily healthy instance can wait for the batch.
-        routine = result.success and probed.status is HealthStatus.HEALTHY and probed.failures == 0
+        # Only a routine success (as the engine last saw the instance) can wait for the batch;
+        # the service checks the same predicate against the database when it records it.
+        seen = HealthState(probed.status, probed.failures, probed.successes)
+        routine = is_routine_success(seen, result.success)
         settings = self._settings
         if not routine or len(self._pending) >= settings.flush_size:
             return True
