@@ -7,11 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from proxy_failover.core.errors import InvalidInput
-from proxy_failover.core.validation import (
-    build_instance,
-    parse_check_result,
-    unstorable_reason,
-)
+from proxy_failover.core.fields import unstorable_reason
+from proxy_failover.core.validation import build_instance, parse_check_result
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

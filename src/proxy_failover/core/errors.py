@@ -58,6 +58,30 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
 }
 
+#: The code a bare HTTP status stands for when nothing more specific is known (routing errors,
+#: framework rejections); derived from ``HTTP_STATUS`` so the numbers live in one table.
+GENERIC_CODE: dict[int, ErrorCode] = {
+    HTTP_STATUS[code]: code
+    for code in (
+        ErrorCode.INVALID_INPUT,
+        ErrorCode.UNAUTHENTICATED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.BODY_TOO_LARGE,
+        ErrorCode.INTERNAL,
+        ErrorCode.STORAGE_UNAVAILABLE,
+    )
+}
+
+
+def code_for_status(status: int) -> ErrorCode:
+    """The generic code of an HTTP status; an unlisted 4xx is 001, anything else 019."""
+    code = GENERIC_CODE.get(status)
+    if code is not None:
+        return code
+    return ErrorCode.INVALID_INPUT if status < 500 else ErrorCode.INTERNAL
+
 
 class FailoverError(Exception):
     """Base of every reported failure: a code, its HTTP status, a message and optional details."""
@@ -113,3 +137,32 @@ class StorageUnavailable(FailoverError):
     """The database cannot be reached; callers should retry later (503)."""
 
     default_code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+# The 404s a hidden resource must share word for word with a missing one (SPEC §7: existence never
+# leaks), so they are built in one place.
+
+
+def config_not_found(proxy_id: str) -> NotFound:
+    """404/002: no failover configuration (proxy) with this id, or not the caller's."""
+    return NotFound(
+        f"Failover configuration for proxy {proxy_id} not found",
+        ErrorCode.CONFIG_NOT_FOUND,
+        {"proxyId": proxy_id},
+    )
+
+
+def instance_not_found(instance_id: str) -> NotFound:
+    """404/004: no instance with this id, or not the caller's."""
+    return NotFound(
+        f"Proxy instance {instance_id} not found",
+        ErrorCode.INSTANCE_NOT_FOUND,
+        {"instanceId": instance_id},
+    )
+
+
+def event_not_found(event_id: str) -> NotFound:
+    """404/012: no failover event with this id, or not the caller's."""
+    return NotFound(
+        f"Failover event {event_id} not found", ErrorCode.EVENT_NOT_FOUND, {"eventId": event_id}
+    )

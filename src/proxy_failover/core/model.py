@@ -386,6 +386,19 @@ class ProxySummary:
     redundancy: RedundancyStatus
 
 
+class NotificationType(enum.StrEnum):
+    """The notification types of SPEC §8: what webhooks subscribe to and streams carry."""
+
+    FAILOVER_STARTED = "failover.started"
+    FAILOVER_COMPLETED = "failover.completed"
+    FAILOVER_FAILED = "failover.failed"
+    INSTANCE_UNHEALTHY = "instance.unhealthy"
+    INSTANCE_HEALTHY = "instance.healthy"
+    INSTANCE_RECOVERY_FAILED = "instance.recovery_failed"
+    REDUNDANCY_DEGRADED = "redundancy.degraded"
+    REDUNDANCY_RESTORED = "redundancy.restored"
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     """A domain notification produced by a use case (SPEC §8 types), for webhooks and streams.
@@ -394,7 +407,7 @@ class Notification:
     change that caused them.
     """
 
-    type: str  # e.g. "failover.completed", "instance.unhealthy", "redundancy.degraded"
+    type: str  # a NotificationType value (plain text once read back from the outbox)
     proxy_id: str
     epoch: int
     occurred_at: datetime

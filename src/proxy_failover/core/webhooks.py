@@ -16,22 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy_failover.core import fields, limits
 from proxy_failover.core.errors import InvalidInput
-from proxy_failover.core.model import Notification
+from proxy_failover.core.model import Notification, NotificationType
 
 #: Every notification type a subscription may ask for (SPEC §8).
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "failover.started",
-        "failover.completed",
-        "failover.failed",
-        "instance.unhealthy",
-        "instance.healthy",
-        "instance.recovery_failed",
-        "redundancy.degraded",
-        "redundancy.restored",
-    }
-)
+EVENT_TYPES: frozenset[str] = frozenset(NotificationType)
 
 #: Delays after the 1st, 2nd, ... failed attempt; after the last one, every ``HOURLY`` seconds.
 RETRY_DELAYS_SECONDS: tuple[float, ...] = (1.0, 5.0, 30.0, 300.0, 3600.0)
@@ -40,10 +30,6 @@ HOURLY_SECONDS = 3600.0
 GIVE_UP_AFTER_SECONDS = 24 * 3600.0
 #: Receivers should reject a signature whose timestamp is further than this from their clock.
 DEFAULT_TOLERANCE_SECONDS = 300
-
-MIN_SECRET_LENGTH = 16
-MAX_SECRET_LENGTH = 512
-MAX_URL_LENGTH = 2048
 
 SIGNATURE_PREFIX = "sha256="
 
@@ -142,8 +128,7 @@ class AuditEntry:
 
 def validate_url(url: object) -> str:
     """An absolute http(s) URL with a host (001); other schemes are refused."""
-    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
-        raise InvalidInput("url must be an http(s) URL of at most 2048 characters")
+    url = fields.string(url, "url", limits.URL)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("url must be an absolute http or https URL", details={"url": url})
@@ -156,11 +141,7 @@ def validate_url(url: object) -> str:
 
 def validate_secret(secret: object) -> str:
     """16 to 512 characters: short secrets make the HMAC guessable (001)."""
-    if not isinstance(secret, str) or not (MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH):
-        raise InvalidInput(
-            f"secret is required: a string of {MIN_SECRET_LENGTH}-{MAX_SECRET_LENGTH} characters"
-        )
-    return secret
+    return fields.string(secret, "secret", limits.WEBHOOK_SECRET)
 
 
 def validate_events(events: object) -> tuple[str, ...] | None:

@@ -14,15 +14,6 @@ from __future__ import annotations
 
 from proxy_failover.service.common import (
     DEFAULT_REASON,
-    FAILOVER_COMPLETED,
-    FAILOVER_FAILED,
-    FAILOVER_STARTED,
-    INSTANCE_HEALTHY,
-    INSTANCE_RECOVERY_FAILED,
-    INSTANCE_UNHEALTHY,
-    MAX_LIST_LIMIT,
-    REDUNDANCY_DEGRADED,
-    REDUNDANCY_RESTORED,
     STALE_MESSAGE,
     SUPERSEDED_MESSAGE,
 )
@@ -32,15 +23,6 @@ from proxy_failover.service.facade import ProxyFailoverService
 __all__ = [
     "DEFAULT_CACHE_TTL_SECONDS",
     "DEFAULT_REASON",
-    "FAILOVER_COMPLETED",
-    "FAILOVER_FAILED",
-    "FAILOVER_STARTED",
-    "INSTANCE_HEALTHY",
-    "INSTANCE_RECOVERY_FAILED",
-    "INSTANCE_UNHEALTHY",
-    "MAX_LIST_LIMIT",
-    "REDUNDANCY_DEGRADED",
-    "REDUNDANCY_RESTORED",
     "STALE_MESSAGE",
     "SUPERSEDED_MESSAGE",
     "ChangeListener",

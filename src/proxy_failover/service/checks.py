@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from proxy_failover.core import health as core_health
-from proxy_failover.core.errors import InvalidInput, NotFound
+from proxy_failover.core.errors import InvalidInput, NotFound, instance_not_found
 from proxy_failover.core.model import (
     AdminState,
     CheckResult,
@@ -17,7 +17,6 @@ from proxy_failover.core.model import (
     HealthState,
     Instance,
 )
-from proxy_failover.service.common import instance_not_found
 from proxy_failover.service.context import ServiceContext
 from proxy_failover.service.health import apply_health_change, counters_of, with_health
 from proxy_failover.store import RoutineSuccess, UnitOfWork

@@ -1,23 +1,14 @@
-"""Vocabulary shared by the use cases: notification types, fixed messages, input parsing, the
-not-found errors (worded as SPEC §6 requires) and the event payload of notifications."""
+"""Helpers shared by the use cases: fixed messages, input parsing and the event payload of
+notifications. (Notification types, not-found errors and limits are core's.)"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from proxy_failover.core.errors import ErrorCode, InvalidInput, NotFound
+from proxy_failover.core import fields, limits
+from proxy_failover.core.errors import InvalidInput
 from proxy_failover.core.model import STALE_EVENT_SECONDS, EventStatus, FailoverEvent
-
-#: Notification types (SPEC §8) produced by the use cases.
-FAILOVER_STARTED = "failover.started"
-FAILOVER_COMPLETED = "failover.completed"
-FAILOVER_FAILED = "failover.failed"
-INSTANCE_UNHEALTHY = "instance.unhealthy"
-INSTANCE_HEALTHY = "instance.healthy"
-INSTANCE_RECOVERY_FAILED = "instance.recovery_failed"
-REDUNDANCY_DEGRADED = "redundancy.degraded"
-REDUNDANCY_RESTORED = "redundancy.restored"
 
 DEFAULT_REASON = "Manual failover"
 SUPERSEDED_MESSAGE = "superseded by automatic failover"
@@ -25,29 +16,6 @@ STALE_MESSAGE = (
     f"timed out: still in progress after {STALE_EVENT_SECONDS:g} s "
     "(the process handling it probably stopped)"
 )
-MAX_LIST_LIMIT = 1000
-
-
-def instance_not_found(instance_id: str) -> NotFound:
-    return NotFound(
-        f"Proxy instance {instance_id} not found",
-        ErrorCode.INSTANCE_NOT_FOUND,
-        {"instanceId": instance_id},
-    )
-
-
-def config_not_found(proxy_id: str) -> NotFound:
-    return NotFound(
-        f"Failover configuration for proxy {proxy_id} not found",
-        ErrorCode.CONFIG_NOT_FOUND,
-        {"proxyId": proxy_id},
-    )
-
-
-def event_not_found(event_id: str) -> NotFound:
-    return NotFound(
-        f"Failover event {event_id} not found", ErrorCode.EVENT_NOT_FOUND, {"eventId": event_id}
-    )
 
 
 def ms_between(start: datetime, end: datetime) -> int:
@@ -82,12 +50,8 @@ def require_text(value: object, field: str, *, optional: bool = False) -> str | 
 
 
 def parse_limit(limit: object) -> int:
-    """A list limit: an integer from 1 to ``MAX_LIST_LIMIT`` (001 otherwise)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(
-            f"limit must be an integer between 1 and {MAX_LIST_LIMIT}", details={"field": "limit"}
-        )
-    return limit
+    """A list limit: an integer within ``core.limits.LIST_LIMIT`` (001 otherwise)."""
+    return fields.integer(limit, "limit", limits.LIST_LIMIT)
 
 
 def parse_close_status(status: object) -> EventStatus:

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from proxy_failover.core import strategies
+from proxy_failover.core.errors import config_not_found, instance_not_found
 from proxy_failover.core.model import Instance, Notification, ProxySnapshot, RedundancyStatus
-from proxy_failover.service.common import config_not_found, instance_not_found
 from proxy_failover.store import Reader, Store, UnitOfWork
 
 #: Called after a commit with the proxy id and the notifications that commit produced.

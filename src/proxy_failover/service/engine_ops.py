@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from proxy_failover.core.errors import config_not_found
 from proxy_failover.core.model import ProxySnapshot
-from proxy_failover.service.common import config_not_found
 from proxy_failover.service.context import ServiceContext, read_snapshot
 
 

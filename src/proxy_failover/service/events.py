@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput
+from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, event_not_found
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
     SWITCHING_EVENT_TYPES,
@@ -14,14 +14,11 @@ from proxy_failover.core.model import (
     EventType,
     FailoverEvent,
     Notification,
+    NotificationType,
 )
 from proxy_failover.service.common import (
-    FAILOVER_COMPLETED,
-    FAILOVER_FAILED,
-    INSTANCE_RECOVERY_FAILED,
     STALE_MESSAGE,
     event_data,
-    event_not_found,
     ms_between,
     parse_close_status,
     parse_limit,
@@ -91,12 +88,20 @@ async def _close_event(
         await unit.save_event(closed)
         epoch = locked.epoch if locked is not None else closed.epoch
         if event.event_type in SWITCHING_EVENT_TYPES:
-            kind = FAILOVER_COMPLETED if final is EventStatus.COMPLETED else FAILOVER_FAILED
+            kind = (
+                NotificationType.FAILOVER_COMPLETED
+                if final is EventStatus.COMPLETED
+                else NotificationType.FAILOVER_FAILED
+            )
             unit.notify(Notification(kind, closed.proxy_id, epoch, now, event_data(closed)))
         elif final is EventStatus.FAILED:
             unit.notify(
                 Notification(
-                    INSTANCE_RECOVERY_FAILED, closed.proxy_id, epoch, now, event_data(closed)
+                    NotificationType.INSTANCE_RECOVERY_FAILED,
+                    closed.proxy_id,
+                    epoch,
+                    now,
+                    event_data(closed),
                 )
             )
     return closed
@@ -159,7 +164,11 @@ async def close_stale_events(ctx: ServiceContext) -> list[FailoverEvent]:
             )
             await unit.save_event(done)
             epoch = locked.epoch if locked is not None else event.epoch
-            unit.notify(Notification(FAILOVER_FAILED, event.proxy_id, epoch, now, event_data(done)))
+            unit.notify(
+                Notification(
+                    NotificationType.FAILOVER_FAILED, event.proxy_id, epoch, now, event_data(done)
+                )
+            )
         closed.append(done)
         ctx.logger.warning("proxy %s: event %s timed out", done.proxy_id, done.id)
     return closed

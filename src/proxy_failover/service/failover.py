@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from proxy_failover.core import failover as core_failover
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core import strategies
-from proxy_failover.core.errors import InvalidInput
+from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import (
     AdminState,
     Decision,
@@ -18,15 +18,12 @@ from proxy_failover.core.model import (
     FailoverEvent,
     HealthStatus,
     Notification,
+    NotificationType,
     ProxySnapshot,
 )
 from proxy_failover.service.common import (
     DEFAULT_REASON,
-    FAILOVER_COMPLETED,
-    FAILOVER_FAILED,
-    FAILOVER_STARTED,
     SUPERSEDED_MESSAGE,
-    config_not_found,
     event_data,
     ms_between,
     require_text,
@@ -87,7 +84,11 @@ async def execute_failover(
         )
         await unit.insert_event(event)
         await recompute(unit, locked, now, move_to=target, epoch=event.epoch, failover_reason=why)
-        unit.notify(Notification(FAILOVER_STARTED, proxy_id, event.epoch, now, event_data(event)))
+        unit.notify(
+            Notification(
+                NotificationType.FAILOVER_STARTED, proxy_id, event.epoch, now, event_data(event)
+            )
+        )
     ctx.logger.info(
         "proxy %s: %s %s -> %s started by %s (epoch %d)",
         proxy_id,
@@ -131,7 +132,13 @@ async def apply_decision(
             )
             await unit.save_event(superseded)
             unit.notify(
-                Notification(FAILOVER_FAILED, proxy_id, locked.epoch, now, event_data(superseded))
+                Notification(
+                    NotificationType.FAILOVER_FAILED,
+                    proxy_id,
+                    locked.epoch,
+                    now,
+                    event_data(superseded),
+                )
             )
         started = min(detected_at.astimezone(UTC), now)
         event = FailoverEvent(
@@ -158,7 +165,11 @@ async def apply_decision(
             epoch=event.epoch,
             failover_reason=decision.reason,
         )
-        unit.notify(Notification(FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)))
+        unit.notify(
+            Notification(
+                NotificationType.FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)
+            )
+        )
     ctx.logger.info("proxy %s: %s (epoch %d)", proxy_id, decision.reason, event.epoch)
     return event
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from proxy_failover.core import health as core_health
 from proxy_failover.core import validation
+from proxy_failover.core.errors import instance_not_found
 from proxy_failover.core.model import (
     AdminState,
     EventStatus,
@@ -20,13 +21,11 @@ from proxy_failover.core.model import (
     Instance,
     MetricSample,
     Notification,
+    NotificationType,
     RedundancyStatus,
     StoredMetricSample,
 )
 from proxy_failover.service.common import (
-    INSTANCE_HEALTHY,
-    INSTANCE_UNHEALTHY,
-    instance_not_found,
     ms_between,
 )
 from proxy_failover.service.context import ServiceContext
@@ -107,7 +106,10 @@ def health_notifications(
     """instance.healthy / instance.unhealthy when the status moved to one of them."""
     if after.health_status == before.health_status:
         return []
-    kinds = {HealthStatus.HEALTHY: INSTANCE_HEALTHY, HealthStatus.UNHEALTHY: INSTANCE_UNHEALTHY}
+    kinds = {
+        HealthStatus.HEALTHY: NotificationType.INSTANCE_HEALTHY,
+        HealthStatus.UNHEALTHY: NotificationType.INSTANCE_UNHEALTHY,
+    }
     kind = kinds.get(after.health_status)
     if kind is None:
         return []

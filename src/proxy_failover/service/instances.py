@@ -9,19 +9,18 @@ from typing import Any
 
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core import strategies, validation
-from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput
+from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, instance_not_found
 from proxy_failover.core.model import (
     EventStatus,
     EventType,
     FailoverEvent,
     Instance,
     Notification,
+    NotificationType,
     StoredMetricSample,
 )
 from proxy_failover.service.common import (
-    FAILOVER_COMPLETED,
     event_data,
-    instance_not_found,
     ms_between,
     parse_limit,
     require_text,
@@ -190,7 +189,13 @@ async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -
                 unit, locked, now, move_to=target_id, epoch=event.epoch, failover_reason=why
             )
             unit.notify(
-                Notification(FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event))
+                Notification(
+                    NotificationType.FAILOVER_COMPLETED,
+                    proxy_id,
+                    event.epoch,
+                    now,
+                    event_data(event),
+                )
             )
     ctx.forget_instance(instance_id)
     ctx.logger.info(

@@ -11,17 +11,13 @@ from typing import Any
 
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core import strategies, validation
-from proxy_failover.core.errors import InvalidInput
+from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import (
     FailoverConfig,
     Instance,
     Notification,
+    NotificationType,
     RedundancyStatus,
-)
-from proxy_failover.service.common import (
-    REDUNDANCY_DEGRADED,
-    REDUNDANCY_RESTORED,
-    config_not_found,
 )
 from proxy_failover.service.context import ServiceContext
 from proxy_failover.store import Reader, UnitOfWork, new_id
@@ -125,7 +121,9 @@ async def recompute(
     if after.is_degraded != before.is_degraded:
         unit.notify(
             Notification(
-                REDUNDANCY_DEGRADED if after.is_degraded else REDUNDANCY_RESTORED,
+                NotificationType.REDUNDANCY_DEGRADED
+                if after.is_degraded
+                else NotificationType.REDUNDANCY_RESTORED,
                 proxy_id,
                 after.epoch,
                 now,

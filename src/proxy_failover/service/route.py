@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from proxy_failover.core import failover as core_failover
 from proxy_failover.core import strategies
-from proxy_failover.core.errors import Conflict, ErrorCode
+from proxy_failover.core.errors import Conflict, ErrorCode, config_not_found
 from proxy_failover.core.model import Explanation, Route
-from proxy_failover.service.common import config_not_found
 from proxy_failover.service.configs import get_failover_configuration
 from proxy_failover.service.context import ServiceContext
 from proxy_failover.service.engine_ops import load_snapshot

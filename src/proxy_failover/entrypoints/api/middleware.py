@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.core.errors import ErrorCode
-from proxy_failover.core.validation import unstorable_reason
+from proxy_failover.core.fields import unstorable_reason
 from proxy_failover.entrypoints.api.errors import (
     JSON_ERROR_SCOPE_KEY,
     error_payload,

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.adapters.metrics import CONTENT_TYPE
 from proxy_failover.core.errors import InvalidInput
-from proxy_failover.core.validation import MAX_EVENT_SEQUENCE
+from proxy_failover.core import fields, limits
 from proxy_failover.core.webhooks import AuditEntry
 from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep
 from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_list
@@ -147,11 +147,8 @@ async def stream(
 ) -> StreamingResponse:
     """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the
     same JSON object a webhook receives; for non-admins without ``lastError``/``lastLatencyMs``)."""
-    if last_event_id and int(last_event_id) > MAX_EVENT_SEQUENCE:  # 400 comes before 404
-        raise InvalidInput(
-            f"Last-Event-ID must be at most {MAX_EVENT_SEQUENCE}",
-            details={"field": "Last-Event-ID"},
-        )
+    if last_event_id:  # 400 comes before 404
+        fields.integer(int(last_event_id), "Last-Event-ID", limits.EVENT_SEQUENCE)
     await check_proxy(caller, proxy_id, ownership)
     stored = notifier.notification_log
     start = int(last_event_id) if last_event_id else await stored.last_notification_seq(proxy_id)
