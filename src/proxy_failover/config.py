@@ -20,25 +20,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from proxy_failover.core.errors import FailoverError
+from proxy_failover.store.database import DEFAULT_DATABASE_URL, normalize_url
+
 #: HS256 secrets shorter than this are refused: RFC 7518 §3.2 asks for a key as long as the hash.
 MIN_SECRET_BYTES = 32
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./proxy-failover.db"
-
 JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-
-
-def normalise_database_url(url: str) -> str:
-    """Map plain ``postgresql://``/``sqlite:///`` URLs to their async drivers (SPEC §2)."""
-    for plain, driver in (
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if url.startswith(plain):
-            return driver + url[len(plain) :]
-    return url
 
 
 class Settings(BaseSettings):
@@ -144,7 +133,13 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("PFO_DATABASE_URL must not be empty")
-        return normalise_database_url(value.strip())
+        try:
+            url = normalize_url(value.strip())
+        except FailoverError:
+            # Unsupported backend: the store refuses it when opened, with the password hidden
+            # (a settings error would echo the input, password included).
+            return value.strip()
+        return url.render_as_string(hide_password=False)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -94,8 +94,12 @@ async def test_execute_checks_in_spec_order_and_writes_nothing_on_refusal(
 
     assert await refused(made["a"].id, made["b"].id, "nope") is ErrorCode.CONFIG_NOT_FOUND
     assert await refused(made["a"].id, "not-a-uuid") is ErrorCode.INSTANCE_NOT_FOUND
+    # an instance of another proxy is 011 "other proxy" (SPEC §7), not 004
     other = await service.register_proxy_instance("p2", OWNER, {"instanceName": "x"})
-    assert await refused(made["a"].id, other.id) is ErrorCode.INSTANCE_NOT_FOUND
+    assert await refused(made["a"].id, other.id) is ErrorCode.TARGET_NOT_ELIGIBLE
+    with pytest.raises(Conflict) as caught:
+        await service.execute_failover("p1", ADMIN, made["a"].id, other.id)
+    assert caught.value.details["reason"] == "other proxy"
     assert await refused(made["a"].id, made["c"].id) is ErrorCode.TARGET_NOT_ELIGIBLE
     assert await refused(made["a"].id, made["a"].id) is ErrorCode.TARGET_NOT_ELIGIBLE
     # 011 before 010: an ineligible target with a wrong source is still 011

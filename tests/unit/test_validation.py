@@ -617,11 +617,90 @@ def test_override_derives_omitted_values() -> None:
         ({"activeInstanceId": "b"}, "activeInstanceId"),
         ({"activeInstanceId": None}, "activeInstanceId"),
         ({"lastFailoverAt": "now"}, "lastFailoverAt"),
+        ({"updatedAt": 5}, "updatedAt"),
+        ({"overridden": "yes"}, "overridden"),
+        ({"proxyId": "other"}, "proxyId"),
+        ({"epoch": 6}, "epoch"),
+        ({"epoch": 8}, "epoch"),
+        ({"totalInstances": 2**31}, "totalInstances"),
+        ({"lastFailoverReason": "x" * 1001}, "lastFailoverReason"),
+        ({"lastFailoverReason": 5}, "lastFailoverReason"),
+        ({"backupInstanceIds": "b"}, "backupInstanceIds"),
+        ({"backupInstanceIds": ["b", "b"]}, "backupInstanceIds"),
+        ({"backupInstanceIds": ["a"]}, "backupInstanceIds"),
+        ({"backupInstanceIds": ["zz"]}, "backupInstanceIds"),
+        ({"backupInstanceIds": [7]}, "backupInstanceIds"),
+        ({"backupInstanceIds": ["c"] * 1001}, "backupInstanceIds"),
+        ({"somethingElse": 1}, "somethingElse"),
     ],
 )
 def test_invalid_redundancy_overrides(data: dict[str, Any], field: str) -> None:
     with raises(ErrorCode.INVALID_REDUNDANCY, field):
-        validate_redundancy_override(data, CURRENT, LATER)
+        validate_redundancy_override(data, CURRENT, LATER, INSTANCE_IDS)
+
+
+INSTANCE_IDS = frozenset({"a", "b", "c"})
+
+
+def as_get_returns(status: RedundancyStatus) -> dict[str, Any]:
+    """The body of GET /proxy/{id}/redundancy for ``status`` (camelCase, times as text)."""
+    return {
+        "proxyId": status.proxy_id,
+        "totalInstances": status.total_instances,
+        "healthyInstances": status.healthy_instances,
+        "unhealthyInstances": status.unhealthy_instances,
+        "activeInstanceId": status.active_instance_id,
+        "backupInstanceIds": list(status.backup_instance_ids),
+        "lastFailoverAt": "2026-01-01T00:00:00.000Z",
+        "lastFailoverReason": status.last_failover_reason,
+        "redundancyLevel": status.redundancy_level.value,
+        "isDegraded": status.is_degraded,
+        "epoch": status.epoch,
+        "overridden": status.overridden,
+        "updatedAt": None,
+    }
+
+
+def test_get_then_change_one_count_then_put_is_accepted() -> None:
+    body = as_get_returns(CURRENT) | {"healthyInstances": 3}
+    result = validate_redundancy_override(body, CURRENT, LATER, INSTANCE_IDS)
+    assert result == dataclasses.replace(
+        CURRENT, healthy_instances=3, overridden=True, updated_at=LATER
+    )
+
+
+def test_override_stores_backups_and_reason_and_ignores_server_fields() -> None:
+    body = {
+        "backupInstanceIds": ["c", "b"],
+        "lastFailoverReason": "operator note",
+        "lastFailoverAt": "2020-01-01T00:00:00Z",
+        "updatedAt": "2020-01-01T00:00:00Z",
+        "overridden": False,
+        "epoch": 7,
+        "proxyId": PROXY,
+    }
+    result = validate_redundancy_override(body, CURRENT, LATER, INSTANCE_IDS)
+    assert result.backup_instance_ids == ("c", "b")
+    assert result.last_failover_reason == "operator note"
+    assert (result.last_failover_at, result.updated_at) == (CURRENT.last_failover_at, LATER)
+    assert result.overridden is True
+    assert (result.epoch, result.active_instance_id) == (7, "a")
+    # null clears the reason; leaving it out keeps the current one
+    noted = dataclasses.replace(CURRENT, last_failover_reason="kept")
+    assert (
+        validate_redundancy_override(
+            {"lastFailoverReason": None}, noted, LATER
+        ).last_failover_reason
+        is None
+    )
+    assert (
+        validate_redundancy_override({"isDegraded": True}, noted, LATER).last_failover_reason
+        == "kept"
+    )
+    assert (
+        validate_redundancy_override({"backupInstanceIds": []}, CURRENT, LATER).backup_instance_ids
+        == ()
+    )
 
 
 def test_override_accepts_the_current_active_including_none() -> None:

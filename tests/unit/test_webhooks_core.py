@@ -185,7 +185,14 @@ def test_health_detail_is_removed_from_data_and_the_rest_is_kept() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [{"id": "e1", "data": {"instanceId": "a"}}, {"id": "e1", "data": None}, {"id": "e1"}],
+    [
+        {"id": "e1", "data": {"instanceId": "a"}},
+        {"id": "e1", "data": None},
+        {"id": "e1"},
+        # the names appear, but not as keys of data: nothing to remove
+        {"id": "e1", "data": {"note": "lastError"}},
+        {"id": "e1", "lastLatencyMs": 5, "data": None},
+    ],
 )
 def test_payloads_without_health_detail_are_delivered_byte_for_byte(
     payload: dict[str, object],

@@ -34,6 +34,7 @@ from proxy_failover.core.model import (
     HealthStatus,
     Instance,
     Notification,
+    NotificationType,
 )
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.store.gauges import InstanceGauge, ProxyGauge
@@ -309,18 +310,26 @@ class Metrics:
         """The service's change listener: count failovers and health changes, time them."""
         for note in notifications:
             data = note.data
-            if note.type in ("instance.unhealthy", "instance.healthy"):
-                status = "unhealthy" if note.type == "instance.unhealthy" else "healthy"
+            if note.type in (
+                NotificationType.INSTANCE_UNHEALTHY,
+                NotificationType.INSTANCE_HEALTHY,
+            ):
+                unhealthy = note.type == NotificationType.INSTANCE_UNHEALTHY
+                status = "unhealthy" if unhealthy else "healthy"
                 self.health_transitions.labels(proxy_id, status).inc()
                 instance_id = data.get("instanceId")
-                if note.type == "instance.unhealthy" and isinstance(instance_id, str):
+                if unhealthy and isinstance(instance_id, str):
                     since = self._failing_since.get(instance_id)
                     if since is not None:
                         delay = (note.occurred_at - since).total_seconds()
                         self._detected[instance_id] = max(0.0, delay)
-            elif note.type in ("failover.completed", "failover.failed"):
+            elif note.type in (
+                NotificationType.FAILOVER_COMPLETED,
+                NotificationType.FAILOVER_FAILED,
+            ):
                 kind = str(data.get("eventType") or "failover")
-                outcome = "completed" if note.type == "failover.completed" else "failed"
+                completed = note.type == NotificationType.FAILOVER_COMPLETED
+                outcome = "completed" if completed else "failed"
                 self.failovers.labels(proxy_id, kind, outcome).inc()
                 if outcome != "completed":
                     continue

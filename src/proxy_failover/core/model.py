@@ -386,6 +386,11 @@ class ProxySummary:
     redundancy: RedundancyStatus
 
 
+#: Instance fields SPEC §7 shows to admins only (health-check detail): the API's instance views,
+#: the live stream and webhook deliveries to non-admins' subscriptions all leave them out.
+ADMIN_ONLY_INSTANCE_FIELDS: frozenset[str] = frozenset({"last_error", "last_latency_ms"})
+
+
 class NotificationType(enum.StrEnum):
     """The notification types of SPEC §8: what webhooks subscribe to and streams carry."""
 

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from proxy_failover.core import fields, limits
 from proxy_failover.core.errors import InvalidInput
-from proxy_failover.core.model import Notification, NotificationType
+from proxy_failover.core.fields import camel
+from proxy_failover.core.model import ADMIN_ONLY_INSTANCE_FIELDS, Notification, NotificationType
 
 #: Every notification type a subscription may ask for (SPEC §8).
 EVENT_TYPES: frozenset[str] = frozenset(NotificationType)
@@ -245,16 +246,18 @@ def next_attempt_at(
     return due if due <= deadline else None
 
 
-#: Health-check detail SPEC §7 shows to admins only; left out of deliveries to others' endpoints.
-HEALTH_DETAIL_FIELDS = ("lastError", "lastLatencyMs")
+#: Health-check detail SPEC §7 shows to admins only, as named in a payload's ``data``.
+HEALTH_DETAIL_FIELDS = tuple(sorted(camel(name) for name in ADMIN_ONLY_INSTANCE_FIELDS))
 
 
 def without_health_detail(body: str) -> str:
     """The stored payload with the admin-only health-check detail removed from its ``data``.
 
-    Subscriptions created by non-admins get this form, so a delivery never tells them more than
-    the API would.
+    Subscriptions created by non-admins get this form, and so does the live stream to non-admins,
+    so neither tells them more than the API would.
     """
+    if not any(f'"{key}"' in body for key in HEALTH_DETAIL_FIELDS):
+        return body  # cheap: a payload without the names cannot hold the fields
     payload = json.loads(body)
     data = payload.get("data")
     if not isinstance(data, dict) or not any(key in data for key in HEALTH_DETAIL_FIELDS):

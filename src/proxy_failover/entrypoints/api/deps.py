@@ -13,7 +13,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from proxy_failover.bootstrap import Runtime
-from proxy_failover.core.errors import ErrorCode, Forbidden, NotFound, Unauthenticated
+from proxy_failover.core.errors import (
+    Forbidden,
+    Unauthenticated,
+    config_not_found,
+    instance_not_found,
+)
 from proxy_failover.core.model import Instance
 from proxy_failover.entrypoints.api.auth import Caller, TokenVerifier
 from proxy_failover.service import ProxyFailoverService
@@ -26,25 +31,6 @@ _bearer = HTTPBearer(
 )
 
 _CACHE_LIMIT = 100_000
-
-
-def proxy_not_found(proxy_id: str) -> NotFound:
-    """The 404/002 of a missing proxy, word for word what the service raises, so that a proxy
-    hidden from a non-owner answers exactly like one that does not exist."""
-    return NotFound(
-        f"Failover configuration for proxy {proxy_id} not found",
-        ErrorCode.CONFIG_NOT_FOUND,
-        {"proxyId": proxy_id},
-    )
-
-
-def instance_not_found(instance_id: str) -> NotFound:
-    """The 404/004 of a missing instance, identical to the service's (see proxy_not_found)."""
-    return NotFound(
-        f"Proxy instance {instance_id} not found",
-        ErrorCode.INSTANCE_NOT_FOUND,
-        {"instanceId": instance_id},
-    )
 
 
 class Ownership:
@@ -69,7 +55,7 @@ class Ownership:
         if caller.is_admin:
             return
         if await self.owner_of(proxy_id) != caller.user_id:
-            raise proxy_not_found(proxy_id)
+            raise config_not_found(proxy_id)
 
     async def may_create(self, caller: Caller, proxy_id: str) -> None:
         """Creating a config or the first instance: the proxy is new, or the caller's (or admin)."""
@@ -77,7 +63,7 @@ class Ownership:
             return
         owner = await self.owner_of(proxy_id)
         if owner is not None and owner != caller.user_id:
-            raise proxy_not_found(proxy_id)
+            raise config_not_found(proxy_id)
 
     async def check_instance(self, caller: Caller, instance_id: str) -> str:
         """The instance's proxy id, if the caller may touch it; 404/004 otherwise."""

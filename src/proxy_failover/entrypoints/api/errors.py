@@ -17,7 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy_failover.core.errors import HTTP_STATUS, ErrorCode, FailoverError, StorageUnavailable
+from proxy_failover.core.errors import (
+    HTTP_STATUS,
+    ErrorCode,
+    FailoverError,
+    StorageUnavailable,
+    code_for_status,
+)
 from proxy_failover.store.database import map_database_error
 
 log = logging.getLogger("proxy_failover.api")
@@ -37,15 +43,6 @@ _FIELD_CODES: dict[str, ErrorCode] = {
     "failoverStrategy": ErrorCode.INVALID_STRATEGY,
     "healthStatus": ErrorCode.INVALID_HEALTH_STATUS,
     "metrics": ErrorCode.INVALID_METRICS,
-}
-_HTTP_CODES: dict[int, ErrorCode] = {
-    400: ErrorCode.INVALID_INPUT,
-    401: ErrorCode.UNAUTHENTICATED,
-    403: ErrorCode.FORBIDDEN,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    413: ErrorCode.BODY_TOO_LARGE,
-    503: ErrorCode.STORAGE_UNAVAILABLE,
 }
 
 
@@ -132,9 +129,7 @@ def _code_for(
 
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code)
-    if code is None:
-        code = ErrorCode.INVALID_INPUT if exc.status_code < 500 else ErrorCode.INTERNAL
+    code = code_for_status(exc.status_code)
     if exc.status_code == 404:
         message = "no such resource or route"
     elif exc.status_code == 405:

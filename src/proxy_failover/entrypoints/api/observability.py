@@ -19,21 +19,22 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.adapters.metrics import CONTENT_TYPE
-from proxy_failover.core.errors import InvalidInput
-from proxy_failover.core import fields, limits
+from proxy_failover.core import fields, limits, webhooks
 from proxy_failover.core.webhooks import AuditEntry
 from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep
 from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_list
 from proxy_failover.entrypoints.api.schemas import (
-    PROXY_ID_PATTERN,
     ListEnvelope,
+    ListLimit,
+    ProxyIdPath,
     ResponseModel,
     UtcDatetime,
+    constraints,
 )
 from proxy_failover.entrypoints.api.webhooks import NotifierDep, check_proxy
 from proxy_failover.entrypoints.logs import bound_request_id
@@ -96,9 +97,10 @@ async def audit(
     caller: AdminDep,
     notifier: NotifierDep,
     proxy_id: Annotated[
-        str | None, Query(alias="proxyId", pattern=PROXY_ID_PATTERN, description="only this proxy")
+        str | None,
+        Query(alias="proxyId", description="only this proxy", **constraints(limits.PROXY_ID)),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: ListLimit = 100,
 ) -> Response:
     entries = await notifier.audit.list_audit(proxy_id or None, limit)
     return ok_list(AuditPublic.model_validate(e) for e in entries)
@@ -107,20 +109,9 @@ async def audit(
 # --- live stream ---------------------------------------------------------------------------------
 
 
-#: Health-check detail in an event's ``data`` that only admins may see (SPEC §7).
-_ADMIN_ONLY_DATA = ("lastError", "lastLatencyMs")
-
-
 def _for_caller(body: str, is_admin: bool) -> str:
     """The event body as this caller may see it: without health-check detail for non-admins."""
-    if is_admin or not any(f'"{key}"' in body for key in _ADMIN_ONLY_DATA):
-        return body
-    event = json.loads(body)
-    data = event.get("data")
-    if isinstance(data, dict):
-        for key in _ADMIN_ONLY_DATA:
-            data.pop(key, None)
-    return json.dumps(event, separators=(",", ":"), sort_keys=True)
+    return body if is_admin else webhooks.without_health_detail(body)
 
 
 def _sse(seq: int, event: str, data: str) -> bytes:
@@ -137,12 +128,12 @@ def _sse(seq: int, event: str, data: str) -> bytes:
 )
 async def stream(
     request: Request,
-    proxy_id: Annotated[str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN)],
+    proxy_id: ProxyIdPath,
     caller: CallerDep,
     ownership: OwnershipDep,
     notifier: NotifierDep,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^\d+$")
+        str | None, Header(alias="Last-Event-ID", **constraints(limits.STREAM_CURSOR))
     ] = None,
 ) -> StreamingResponse:
     """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the

@@ -1,26 +1,34 @@
 """The API's shapes: camelCase request bodies (unknown fields refused) and response envelopes.
 
-Request models check types and SPEC §3 ranges so the OpenAPI document tells clients the truth;
-the service validates again (cross-field rules, reserved names), so nothing relies on this alone.
+Request models check types and ranges so the OpenAPI document tells clients the truth. Every range,
+length and pattern comes from ``core.limits`` through ``field``/``optional``/``constraints`` (never
+a number written here), and choices are core's enums, so schema and domain cannot drift; the
+service validates again (cross-field rules, reserved names), so nothing relies on this alone.
 Response models are built from the core dataclasses (``from_attributes``).
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Path, Query
 from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from proxy_failover.core import limits
+from proxy_failover.core.limits import Limit
 from proxy_failover.core.model import (
     AdminState,
     EventStatus,
@@ -32,10 +40,6 @@ from proxy_failover.core.model import (
     ReasonCode,
     RedundancyLevel,
 )
-
-#: SPEC §3: client-chosen proxy ids.
-PROXY_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def iso_z(value: datetime) -> str:
@@ -52,17 +56,57 @@ UtcDatetime = Annotated[
     PlainSerializer(iso_z, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
-ProxyId = Annotated[str, Field(pattern=PROXY_ID_PATTERN, examples=["proxy-123"])]
-ShortText = Annotated[str, Field(max_length=1000)]
+
+
+def enum_filter_pattern(choices: type[enum.Enum]) -> str:
+    """A query filter's pattern: one of the enum's values, or empty for any."""
+    return "^(|" + "|".join(re.escape(str(member.value)) for member in choices) + ")$"
+
+
+def constraints(limit: Limit | None) -> dict[str, Any]:
+    """The ``Field``/``Query``/``Path`` keywords of a core limit (lists: item counts)."""
+    if limit is None:
+        return {}
+    keywords = {
+        "ge": limit.minimum,
+        "le": limit.maximum,
+        "min_length": limit.min_length if limit.min_items is None else limit.min_items,
+        "max_length": limit.max_length if limit.max_items is None else limit.max_items,
+        "pattern": limit.pattern,
+    }
+    return {key: value for key, value in keywords.items() if value is not None}
+
+
+def field(limit: Limit | None = None, **extra: Any) -> Any:
+    """A field bounded by a core limit; ``extra`` adds ``default``, descriptions, examples..."""
+    return Field(**constraints(limit), **extra)
 
 
 def _drop_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def optional(**constraints: Any) -> Any:
+def _date_time(schema: dict[str, Any]) -> None:
+    """An optional ISO 8601 time given as text (core parses it, so strict mode stays on)."""
+    _drop_default(schema)
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "string":
+            option["format"] = "date-time"
+
+
+def optional(limit: Limit | None = None, **extra: Any) -> Any:
     """A field that may be left out (partial updates) but, when given, must not be null."""
-    return Field(default=None, json_schema_extra=_drop_default, **constraints)
+    extra.setdefault("json_schema_extra", _drop_default)
+    return Field(default=None, **constraints(limit), **extra)
+
+
+ProxyId = Annotated[str, field(limits.PROXY_ID, examples=["proxy-123"])]
+ProxyIdPath = Annotated[
+    str, Path(alias="proxyId", description="the proxy's id", **constraints(limits.PROXY_ID))
+]
+ListLimit = Annotated[int, Query(**constraints(limits.LIST_LIMIT))]
+InstanceId = Annotated[str, field(limits.ID)]
+Text = Annotated[str, field(limits.TEXT)]
 
 
 class RequestModel(BaseModel):
@@ -91,34 +135,37 @@ class ResponseModel(BaseModel):
 
 # --- requests -----------------------------------------------------------------------------------
 
-StrategyName = Literal["priority", "round_robin", "least_connections"]
-LbAlgorithmName = Literal["round_robin", "least_connections", "weighted"]
-HealthName = Literal["healthy", "unhealthy", "unknown"]
-AdminStateName = Literal["enabled", "drain", "maintenance"]
+# Choices are core's enums; JSON gives their values as text, which strict mode would refuse.
+StrategyName = Annotated[FailoverStrategy, Strict(False)]
+LbAlgorithmName = Annotated[LoadBalancingAlgorithm, Strict(False)]
+HealthName = Annotated[HealthStatus, Strict(False)]
+AdminStateName = Annotated[AdminState, Strict(False)]
+CheckTypeName = Annotated[HealthCheckType, Strict(False)]
+RedundancyLevelName = Annotated[RedundancyLevel, Strict(False)]
 
 
 class HealthCheckBody(RequestModel):
-    type: Literal["http", "https", "tcp"] = optional()
-    path: str = optional(min_length=1, max_length=1024, pattern=r"^/")
-    expected_status: str = optional(pattern=r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$", max_length=200)
+    type: CheckTypeName = optional()
+    path: str = optional(limits.HEALTH_CHECK_PATH)
+    expected_status: str = optional(limits.EXPECTED_STATUS)
 
 
 class ConfigBody(RequestModel):
     """SPEC §3 fields; on an existing proxy only those given change."""
 
     failover_strategy: StrategyName = optional()
-    health_check_interval_seconds: float = optional(ge=0.1, le=3600)
-    health_check_timeout_seconds: float = optional(ge=0.05, le=300)
-    fast_interval_seconds: float | None = optional(ge=0.1, le=3600)
-    down_interval_seconds: float | None = optional(ge=0.1, le=3600)
-    unhealthy_threshold: int = optional(ge=1, le=100)
-    healthy_threshold: int = optional(ge=1, le=100)
+    health_check_interval_seconds: float = optional(limits.INTERVAL_SECONDS)
+    health_check_timeout_seconds: float = optional(limits.TIMEOUT_SECONDS)
+    fast_interval_seconds: float | None = optional(limits.INTERVAL_SECONDS)
+    down_interval_seconds: float | None = optional(limits.INTERVAL_SECONDS)
+    unhealthy_threshold: int = optional(limits.THRESHOLD)
+    healthy_threshold: int = optional(limits.THRESHOLD)
     enable_auto_failover: bool = optional()
     enable_auto_recovery: bool = optional()
-    max_recovery_attempts: int = optional(ge=0, le=100)
-    recovery_backoff_seconds: float = optional(ge=0, le=3600)
+    max_recovery_attempts: int = optional(limits.MAX_RECOVERY_ATTEMPTS)
+    recovery_backoff_seconds: float = optional(limits.RECOVERY_BACKOFF_SECONDS)
     enable_auto_failback: bool = optional()
-    failback_delay_seconds: float = optional(ge=0, le=86400)
+    failback_delay_seconds: float = optional(limits.FAILBACK_DELAY_SECONDS)
     enable_load_balancing: bool = optional()
     load_balancing_algorithm: LbAlgorithmName = optional()
     health_check: HealthCheckBody = optional()
@@ -132,12 +179,12 @@ class ConfigRequest(RequestModel):
 
 
 class InstanceDataBody(RequestModel):
-    instance_name: str = Field(min_length=1, max_length=255)
-    instance_type: str = optional(min_length=1, max_length=64)
-    endpoint: str | None = optional(min_length=1, max_length=2048)
-    recovery_url: str | None = optional(min_length=1, max_length=2048)
-    priority: int = optional(ge=INT32_MIN, le=INT32_MAX)
-    weight: int = optional(ge=0, le=1000)
+    instance_name: str = field(limits.INSTANCE_NAME)
+    instance_type: str = optional(limits.INSTANCE_TYPE)
+    endpoint: str | None = optional(limits.URL)
+    recovery_url: str | None = optional(limits.URL)
+    priority: int = optional(limits.PRIORITY)
+    weight: int = optional(limits.WEIGHT)
     admin_state: AdminStateName = optional()
     metadata: dict[str, Any] = optional()
 
@@ -152,10 +199,10 @@ class InstanceRequest(RequestModel):
 class InstancePatch(RequestModel):
     """``PATCH /proxy/instances/{instanceId}``: the operator-editable fields."""
 
-    priority: int = optional(ge=INT32_MIN, le=INT32_MAX)
-    weight: int = optional(ge=0, le=1000)
-    endpoint: str | None = optional(min_length=1, max_length=2048)
-    recovery_url: str | None = optional(min_length=1, max_length=2048)
+    priority: int = optional(limits.PRIORITY)
+    weight: int = optional(limits.WEIGHT)
+    endpoint: str | None = optional(limits.URL)
+    recovery_url: str | None = optional(limits.URL)
     admin_state: AdminStateName = optional()
     metadata: dict[str, Any] = optional()
 
@@ -163,13 +210,13 @@ class InstancePatch(RequestModel):
 class MetricsBody(RequestModel):
     """One metric sample (SPEC §3): all optional, numbers ≥ 0, percentages ≤ 100, rates ≤ 1."""
 
-    cpu_percent: float = optional(ge=0, le=100)
-    memory_percent: float = optional(ge=0, le=100)
-    request_rate: float = optional(ge=0)
-    average_latency_ms: float = optional(ge=0)
-    error_rate: float = optional(ge=0, le=1)
-    connection_count: int = optional(ge=0, le=INT32_MAX)
-    throughput_mbps: float = optional(ge=0)
+    cpu_percent: float = optional(limits.PERCENT)
+    memory_percent: float = optional(limits.PERCENT)
+    request_rate: float = optional(limits.NON_NEGATIVE)
+    average_latency_ms: float = optional(limits.NON_NEGATIVE)
+    error_rate: float = optional(limits.FRACTION)
+    connection_count: int = optional(limits.COUNT)
+    throughput_mbps: float = optional(limits.NON_NEGATIVE)
 
 
 class MetricsRequest(MetricsBody):
@@ -193,8 +240,8 @@ class CheckRequest(RequestModel):
     """``POST .../checks``: a raw result from an external checker."""
 
     success: bool
-    latency_ms: float | None = optional(ge=0)
-    error: ShortText | None = optional()
+    latency_ms: float | None = optional(limits.NON_NEGATIVE)
+    error: Text | None = optional()
 
 
 class EvaluateRequest(RequestModel):
@@ -203,28 +250,38 @@ class EvaluateRequest(RequestModel):
 
 class ExecuteRequest(RequestModel):
     proxy_id: ProxyId
-    source_instance_id: str | None = Field(default=None, max_length=64)
-    target_instance_id: str = Field(min_length=1, max_length=64)
-    reason: ShortText | None = None
+    source_instance_id: str | None = field(limits.ID, default=None)
+    target_instance_id: str = field(limits.REQUIRED_ID)
+    reason: Text | None = None
 
 
 class CompleteRequest(RequestModel):
     status: Literal["completed", "failed"]
-    error_message: ShortText | None = None
-    duration_ms: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    error_message: Text | None = None
+    duration_ms: int | None = field(limits.DURATION_MS, default=None)
 
 
 class RedundancyRequest(RequestModel):
-    """The seed's ``PUT /proxy/{proxyId}/redundancy`` override (checked by the service: 014)."""
+    """The seed's ``PUT /proxy/{proxyId}/redundancy`` override (checked by core: 014).
 
-    total_instances: int = optional(ge=0, le=INT32_MAX)
-    healthy_instances: int = optional(ge=0, le=INT32_MAX)
-    unhealthy_instances: int = optional(ge=0, le=INT32_MAX)
-    active_instance_id: str | None = optional(max_length=64)
-    backup_instance_ids: list[Annotated[str, Field(max_length=64)]] = optional(max_length=1000)
-    redundancy_level: Literal["none", "single", "dual", "multi"] = optional()
+    Every field GET returns is accepted so a client can GET, change one count and PUT it back;
+    ``proxyId``, ``activeInstanceId`` and ``epoch`` must equal the current values, and
+    ``lastFailoverAt``, ``overridden`` and ``updatedAt`` are the server's and ignored.
+    """
+
+    proxy_id: ProxyId = optional()
+    total_instances: int = optional(limits.COUNT)
+    healthy_instances: int = optional(limits.COUNT)
+    unhealthy_instances: int = optional(limits.COUNT)
+    active_instance_id: InstanceId | None = optional()
+    backup_instance_ids: list[InstanceId] = optional(limits.ID_LIST)
+    last_failover_at: str | None = optional(limits.TIMESTAMP_TEXT, json_schema_extra=_date_time)
+    last_failover_reason: Text | None = optional()
+    redundancy_level: RedundancyLevelName = optional()
     is_degraded: bool = optional()
-    last_failover_reason: ShortText | None = optional()
+    epoch: int = optional(limits.EPOCH)
+    overridden: bool = optional()
+    updated_at: str | None = optional(limits.TIMESTAMP_TEXT, json_schema_extra=_date_time)
 
 
 # --- responses ----------------------------------------------------------------------------------
@@ -258,10 +315,6 @@ class ConfigPublic(ResponseModel):
     health_check: HealthCheckPublic
     created_at: UtcDatetime | None
     updated_at: UtcDatetime | None
-
-
-#: Health-check detail only admins see (the seed's "not exposed to non-admin users").
-ADMIN_ONLY_INSTANCE_FIELDS = frozenset({"last_error", "last_latency_ms"})
 
 
 class InstancePublic(ResponseModel):

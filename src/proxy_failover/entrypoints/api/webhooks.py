@@ -8,53 +8,43 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import Field
+from pydantic import Strict
 
 from proxy_failover.adapters.webhooks import Notifier
-from proxy_failover.core import webhooks
-from proxy_failover.core.errors import ErrorCode, NotFound
+from proxy_failover.core import limits, webhooks
+from proxy_failover.core.errors import ErrorCode, NotFound, config_not_found
+from proxy_failover.core.model import NotificationType
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api.auth import Caller
-from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep, proxy_not_found
+from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list
 from proxy_failover.entrypoints.api.schemas import (
-    PROXY_ID_PATTERN,
     Envelope,
     ListEnvelope,
+    ListLimit,
+    ProxyIdPath,
     RequestModel,
     ResponseModel,
     UtcDatetime,
+    constraints,
+    field,
 )
 
 router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS, tags=["webhooks"])
 
-ProxyIdPath = Annotated[
-    str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN, description="the proxy's id")
-]
-EventTypeName = Literal[
-    "failover.started",
-    "failover.completed",
-    "failover.failed",
-    "instance.unhealthy",
-    "instance.healthy",
-    "instance.recovery_failed",
-    "redundancy.degraded",
-    "redundancy.restored",
-]
+EventTypeName = Annotated[NotificationType, Strict(False)]
 
 
 class WebhookRequest(RequestModel):
     """``events`` omitted means every type; the secret (16-512 chars) signs each delivery."""
 
-    url: str = Field(max_length=webhooks.MAX_URL_LENGTH, examples=["https://ops.example/hook"])
-    secret: str = Field(
-        min_length=webhooks.MIN_SECRET_LENGTH, max_length=webhooks.MAX_SECRET_LENGTH
-    )
-    events: list[EventTypeName] | None = Field(default=None, min_length=1)
+    url: str = field(limits.URL, examples=["https://ops.example/hook"])
+    secret: str = field(limits.WEBHOOK_SECRET)
+    events: list[EventTypeName] | None = field(limits.WEBHOOK_EVENTS, default=None)
 
 
 class SubscriptionPublic(ResponseModel):
@@ -109,7 +99,7 @@ async def check_proxy(caller: Caller, proxy_id: str, ownership: Ownership) -> No
     """Owner or admin of an existing proxy, else 404/002."""
     await ownership.check_proxy(caller, proxy_id)
     if await ownership.owner_of(proxy_id) is None:
-        raise proxy_not_found(proxy_id)
+        raise config_not_found(proxy_id)
 
 
 def _not_found(what: str, ident: str) -> NotFound:
@@ -178,9 +168,11 @@ async def list_deliveries(
     caller: CallerDep,
     ownership: OwnershipDep,
     notifier: NotifierDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: ListLimit = 50,
     status: Annotated[DeliveryStatus | None, Query()] = None,
-    subscription_id: Annotated[str | None, Query(alias="subscriptionId", max_length=64)] = None,
+    subscription_id: Annotated[
+        str | None, Query(alias="subscriptionId", **constraints(limits.ID))
+    ] = None,
 ) -> Response:
     await check_proxy(caller, proxy_id, ownership)
     deliveries = await notifier.webhooks.list_deliveries(
@@ -196,7 +188,7 @@ async def list_deliveries(
 )
 async def redeliver(
     proxy_id: ProxyIdPath,
-    delivery_id: Annotated[str, Path(alias="deliveryId", max_length=64)],
+    delivery_id: Annotated[str, Path(alias="deliveryId", **constraints(limits.ID))],
     caller: CallerDep,
     ownership: OwnershipDep,
     notifier: NotifierDep,
@@ -218,7 +210,7 @@ async def redeliver(
 )
 async def unsubscribe(
     proxy_id: ProxyIdPath,
-    subscription_id: Annotated[str, Path(alias="subscriptionId", max_length=64)],
+    subscription_id: Annotated[str, Path(alias="subscriptionId", **constraints(limits.ID))],
     caller: CallerDep,
     ownership: OwnershipDep,
     notifier: NotifierDep,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Response
 
-from proxy_failover.core.model import CheckResult, Instance
+from proxy_failover.core.errors import config_not_found
+from proxy_failover.core.model import ADMIN_ONLY_INSTANCE_FIELDS, CheckResult, Instance
 from proxy_failover.entrypoints.api.auth import Caller
 from proxy_failover.entrypoints.api.deps import (
     AdminDep,
@@ -23,9 +24,7 @@ from proxy_failover.entrypoints.api.responses import (
     ok_body,
     ok_list,
 )
-from proxy_failover.entrypoints.api.routes.proxies import ProxyIdPath, _missing_proxy
 from proxy_failover.entrypoints.api.schemas import (
-    ADMIN_ONLY_INSTANCE_FIELDS,
     CheckRequest,
     Envelope,
     HealthRequest,
@@ -33,8 +32,10 @@ from proxy_failover.entrypoints.api.schemas import (
     InstancePublic,
     InstanceRequest,
     ListEnvelope,
+    ListLimit,
     MetricSamplePublic,
     MetricsRequest,
+    ProxyIdPath,
 )
 
 router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS, tags=["instances"])
@@ -92,7 +93,7 @@ async def list_instances(
 ) -> Response:
     await ownership.check_proxy(caller, proxy_id)
     if caller.is_admin and await ownership.owner_of(proxy_id) is None:
-        raise _missing_proxy(proxy_id)
+        raise config_not_found(proxy_id)
     instances = await service.get_proxy_instances(proxy_id)
     models = (InstancePublic.model_validate(instance) for instance in instances)
     return ok_list(models, exclude=_hidden(caller))
@@ -209,7 +210,7 @@ async def get_metrics(
     instance_id: InstanceIdPath,
     caller: AdminDep,
     service: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: ListLimit = 100,
 ) -> Response:
     samples = await service.get_instance_metrics(instance_id, limit)
     return ok_list(MetricSamplePublic.model_validate(sample) for sample in samples)

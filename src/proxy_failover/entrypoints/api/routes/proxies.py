@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from proxy_failover.core.errors import InvalidInput, NotFound
+from proxy_failover.core import limits
+from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import EventStatus, EventType
 from proxy_failover.entrypoints.api.deps import (
     AdminDep,
     CallerDep,
     OwnershipDep,
     ServiceDep,
-    proxy_not_found,
 )
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import (
@@ -25,7 +25,6 @@ from proxy_failover.entrypoints.api.responses import (
     ok_list,
 )
 from proxy_failover.entrypoints.api.schemas import (
-    PROXY_ID_PATTERN,
     CompleteRequest,
     ConfigPublic,
     ConfigRequest,
@@ -36,22 +35,19 @@ from proxy_failover.entrypoints.api.schemas import (
     ExecuteRequest,
     ExplanationPublic,
     ListEnvelope,
+    ListLimit,
+    ProxyIdPath,
     ProxySummaryPublic,
     RedundancyPublic,
     RedundancyRequest,
     RoutePublic,
+    constraints,
+    enum_filter_pattern,
 )
 
 router = APIRouter(route_class=StrictJsonRoute, responses=COMMON_ERRORS)
 
-ProxyIdPath = Annotated[
-    str, Path(alias="proxyId", pattern=PROXY_ID_PATTERN, description="the proxy's id")
-]
 EventIdPath = Annotated[str, Path(alias="eventId", description="an event id (UUID)")]
-
-
-def _missing_proxy(proxy_id: str) -> NotFound:
-    return proxy_not_found(proxy_id)
 
 
 @router.post(
@@ -84,7 +80,7 @@ async def get_config(
     await ownership.check_proxy(caller, proxy_id)
     config = await service.get_failover_configuration(proxy_id)
     if config is None:
-        raise _missing_proxy(proxy_id)
+        raise config_not_found(proxy_id)
     return ok(ConfigPublic.model_validate(config), "Failover configuration retrieved")
 
 
@@ -148,7 +144,7 @@ async def get_redundancy(
     await ownership.check_proxy(caller, proxy_id)
     status = await service.get_redundancy_status(proxy_id)
     if status is None:
-        raise _missing_proxy(proxy_id)
+        raise config_not_found(proxy_id)
     return ok(RedundancyPublic.model_validate(status), "Redundancy status retrieved")
 
 
@@ -177,21 +173,25 @@ async def list_events(
     caller: CallerDep,
     service: ServiceDep,
     ownership: OwnershipDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: ListLimit = 50,
     status: Annotated[
-        str, Query(pattern="^(|pending|in_progress|completed|failed)$", description="'' = any")
+        str, Query(pattern=enum_filter_pattern(EventStatus), description="'' = any")
     ] = "",
     event_type: Annotated[
         str,
-        Query(alias="type", pattern="^(|failover|failback|switchover|recovery)$"),
+        Query(alias="type", pattern=enum_filter_pattern(EventType)),
     ] = "",
     before: Annotated[
-        str, Query(max_length=64, description="ISO 8601 time; events started before it")
+        str,
+        Query(
+            description="ISO 8601 time; events started before it",
+            **constraints(limits.TIMESTAMP_TEXT),
+        ),
     ] = "",
 ) -> Response:
     await ownership.check_proxy(caller, proxy_id)
     if caller.is_admin and await ownership.owner_of(proxy_id) is None:
-        raise _missing_proxy(proxy_id)
+        raise config_not_found(proxy_id)
     events = await service.get_failover_events(
         proxy_id,
         limit,
