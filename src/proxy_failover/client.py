@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from proxy_failover.core.errors import ErrorCode, FailoverError
+from proxy_failover.core.errors import ErrorCode, FailoverError, code_for_status
 from proxy_failover.core.model import (
     CheckResult,
     Evaluation,
@@ -112,18 +112,10 @@ def error_from_response(response: httpx.Response) -> FailoverError:
         code = ErrorCode(error["code"])
         return FailoverError(str(error.get("message", "")), code, dict(error.get("details") or {}))
     except (ValueError, KeyError, TypeError):
-        fallback = {
-            400: ErrorCode.INVALID_INPUT,
-            401: ErrorCode.UNAUTHENTICATED,
-            403: ErrorCode.FORBIDDEN,
-            404: ErrorCode.NOT_FOUND,
-            405: ErrorCode.METHOD_NOT_ALLOWED,
-            413: ErrorCode.BODY_TOO_LARGE,
-            503: ErrorCode.STORAGE_UNAVAILABLE,
-        }.get(response.status_code, ErrorCode.INTERNAL)
+        # not the API's error body (a proxy in between answered): the status's generic code
         return FailoverError(
             f"HTTP {response.status_code}: {response.text[:200]}",
-            fallback,
+            code_for_status(response.status_code),
             {"statusCode": response.status_code},
         )
 

@@ -31,13 +31,25 @@ from proxy_failover.service.common import (
 from proxy_failover.service.context import ServiceContext, read_snapshot
 from proxy_failover.service.engine_ops import load_snapshot
 from proxy_failover.service.redundancy import recompute
-from proxy_failover.store import new_id
+from proxy_failover.store import UnitOfWork, new_id
 
 
 async def evaluate_failover(ctx: ServiceContext, proxy_id: str) -> Evaluation:
     """Side-effect free: is a failover due, from where to where, and why (002 if no proxy)."""
     snapshot = await load_snapshot(ctx, proxy_id)
     return core_failover.evaluate(snapshot, ctx.now())
+
+
+async def _home_of(unit: UnitOfWork, snapshot: ProxySnapshot, instance_id: str) -> str | None:
+    """The proxy an instance missing from ``snapshot`` belongs to (None: it does not exist).
+
+    Lets execute answer 011 "other proxy" rather than 004 (SPEC §7); execute is admin only, so
+    naming another proxy's instance leaks nothing.
+    """
+    if any(i.id == instance_id for i in snapshot.instances):
+        return None
+    other = await unit.get_instance(instance_id)
+    return None if other is None else other.proxy_id
 
 
 async def execute_failover(
@@ -68,7 +80,9 @@ async def execute_failover(
         if locked is None:
             raise config_not_found(proxy_id)
         snapshot = await read_snapshot(unit, proxy_id, locked)
-        event_type = core_failover.check_execute(snapshot, source, target)
+        event_type = core_failover.check_execute(
+            snapshot, source, target, target_proxy_id=await _home_of(unit, snapshot, target)
+        )
         event = FailoverEvent(
             id=new_id(),
             proxy_id=proxy_id,

@@ -165,7 +165,8 @@ async def update_redundancy_status(
     async with ctx.write(proxy_id) as (unit, locked):
         if locked is None:
             raise config_not_found(proxy_id)
-        override = validation.validate_redundancy_override(status_data, locked, now)
+        instance_ids = frozenset(i.id for i in await unit.list_instances(proxy_id))
+        override = validation.validate_redundancy_override(status_data, locked, now, instance_ids)
         override = dataclasses.replace(
             override,
             proxy_id=proxy_id,
