@@ -151,6 +151,8 @@ async def test_owner_on_a_phone_sees_no_admin_controls_and_no_probe_detail(
     async with live_api(api_settings(sqlite_url), tokens) as api:
         ids = await setup_proxy(api, "cdn", "cdn-a", "cdn-b")
         await fail_over(api, "cdn", None, ids[0])
+        failed_check = {"success": False, "error": "timeout"}  # 1 of the 3 that make it fall
+        await api.ok("POST", f"/proxy/instances/{ids[1]}/checks", tokens.alice, json=failed_check)
         url = str(api.http.base_url).rstrip("/")
         async with chromium(PHONE) as browser:
             page = await browser.new_page()
@@ -169,6 +171,8 @@ async def test_owner_on_a_phone_sees_no_admin_controls_and_no_probe_detail(
 
             await expect(page.locator("tr[data-instance=cdn-a]")).to_contain_text("active")
             await expect(page.locator("tr[data-instance=cdn-b]")).to_contain_text("healthy")
+            await expect(page.locator("tr[data-instance=cdn-b]")).to_contain_text("failing 1/3")
+            await expect(page.locator("tr[data-instance=cdn-a]")).not_to_contain_text("failing")
             await expect(page.locator("#explain")).to_contain_text("cdn-a is active")
             await expect(page.locator("#timeline li[data-type=failover]")).to_have_count(1)
             # No control of any kind, no probe detail, not even hidden in the DOM.

@@ -296,7 +296,7 @@
         if (stopped) return;
         state = { redundancy, instances };
         renderFacts(redundancy, instances);
-        renderInstances(instances, redundancy);
+        renderInstances(instances, redundancy, explanation.unhealthyThreshold);
         renderExplain(explanation);
         renderTimeline(events, instances);
       } catch (error) {
@@ -331,7 +331,7 @@
       $("last-reason").textContent = r.lastFailoverReason ? "Last failover: " + r.lastFailoverReason : "";
     }
 
-    function renderInstances(instances, r) {
+    function renderInstances(instances, r, fall) {
       const admin = session.isAdmin;
       const head = ["Instance", "Health", "Priority", "Weight", "Admin state", "Failures"];
       if (admin) head.push("Last probe", "Latency", "Actions");
@@ -347,7 +347,10 @@
           el("td", { "data-label": "Priority", text: i.priority }),
           el("td", { "data-label": "Weight", text: i.weight }),
           el("td", { "data-label": "Admin state", class: "admin-state", text: i.adminState }),
-          el("td", { "data-label": "Failures", text: i.consecutiveFailures }),
+          el("td", { "data-label": "Failures" }, el("div", {}, String(i.consecutiveFailures),
+            // still healthy but failing: the fall threshold is near (HAProxy's "going down")
+            i.healthStatus === "healthy" && i.consecutiveFailures > 0
+              ? badge("failing " + i.consecutiveFailures + "/" + fall, "warn") : null)),
         ];
         if (admin) {
           cells.push(
