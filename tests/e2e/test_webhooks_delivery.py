@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.core.model import Notification
-from proxy_failover.core.webhooks import DeliveryStatus
+from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
 from proxy_failover.store import database
 from proxy_failover.store.audit import AuditLog, current_actor
 from proxy_failover.store.deliveries import DeliveryQueue
@@ -334,6 +334,60 @@ async def test_a_failing_writer_transaction_leaves_no_delivery(
     assert await repos.gauges.backlog() == {}
     await _emit(store, _note("failover.completed", 2))
     assert await repos.gauges.backlog() == {PROXY: 1}
+
+
+async def test_a_finished_delivery_hands_its_worker_the_next_due_one_of_its_subscription(
+    store: Store, repos: Repositories
+) -> None:
+    """``record_attempt(claim_next_for=...)``: once a delivery is done, its subscription's next
+    one is claimed in the same transaction when it is due, and only then."""
+    start = datetime.now(UTC)
+    url = "http://127.0.0.1:9/x"
+    await repos.webhooks.create_subscription(PROXY, "alice", url, SECRET, None, start)
+    await _emit(store, *(_note("failover.completed", epoch) for epoch in (1, 2, 3, 4)))
+    queue, later = repos.queue, start + timedelta(hours=1)
+
+    async def attempt(
+        delivery: ClaimedDelivery, *, success: bool, now: datetime
+    ) -> tuple[DeliveryStatus, ClaimedDelivery | None]:
+        return await queue.record_attempt(
+            delivery,
+            "w1",
+            now,
+            success=success,
+            status_code=None,
+            error=None,
+            latency_ms=1.0,
+            next_attempt_at=None if success else now + timedelta(minutes=5),
+            claim_next_for=30,
+            now=now,
+        )
+
+    (first,) = await queue.claim_due("w1", later, 30)  # one in flight per subscription
+    # A failure leaves the delivery the head: nothing else is claimed.
+    assert await attempt(first, success=False, now=later) == (DeliveryStatus.PENDING, None)
+    (first_again,) = await queue.claim_due("w1", later + timedelta(minutes=6), 30)
+    assert first_again.id == first.id
+    # Delivered: the next one is due and the head now: claimed at once, by this worker.
+    status, second = await attempt(first_again, success=True, now=later + timedelta(minutes=6))
+    assert status is DeliveryStatus.DELIVERED
+    assert second is not None
+    assert await queue.claim_due("w2", later + timedelta(minutes=6), 30) == []
+    # Delivered, but the next one is not due at ``now``: left to the worker's schedule.
+    assert await attempt(second, success=True, now=start - timedelta(seconds=1)) == (
+        DeliveryStatus.DELIVERED,
+        None,
+    )
+    (third,) = await queue.claim_due("w1", later, 30)
+    status, fourth = await attempt(third, success=True, now=later)
+    assert fourth is not None
+    # The last one done: nothing left to claim.
+    assert await attempt(fourth, success=True, now=later) == (DeliveryStatus.DELIVERED, None)
+    in_order = [d.id for d in reversed(await repos.webhooks.list_deliveries(PROXY))]
+    assert in_order == [first.id, second.id, third.id, fourth.id]
+    assert {d.status for d in await repos.webhooks.list_deliveries(PROXY)} == {
+        DeliveryStatus.DELIVERED
+    }
 
 
 async def test_system_notifications_are_audited_and_api_ones_are_not(

@@ -78,6 +78,15 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(d.c.status == _PENDING, _lease_free(now), ~older_pending)
 
 
+def _due(now: datetime, limit: int, subscription_id: str | None = None) -> sa.Select[str]:
+    """The ids of claimable deliveries due by ``now`` (of one subscription), oldest first."""
+    d = webhook_deliveries
+    statement = sa.select(d.c.id).where(_claimable(now), d.c.next_attempt_at <= now)
+    if subscription_id is not None:
+        statement = statement.where(d.c.subscription_id == subscription_id)
+    return statement.order_by(d.c.seq).limit(limit)
+
+
 class DeliveryQueue:
     """Claims, attempts and leases of queued deliveries, on the store's engine."""
 
@@ -94,15 +103,9 @@ class DeliveryQueue:
         delivery of its subscription is still pending: so a subscription never has two deliveries
         in flight, and N+1 waits until N is delivered or dead.
         """
-        d = webhook_deliveries
-        candidates = (
-            sa.select(d.c.id)
-            .where(_claimable(now), d.c.next_attempt_at <= now)
-            .order_by(d.c.seq)
-            .limit(limit)
-        )
+        candidates = _due(now, limit)
         if self._db.is_postgres:
-            candidates = candidates.with_for_update(skip_locked=True, of=d)
+            candidates = candidates.with_for_update(skip_locked=True, of=webhook_deliveries)
         async with self._db.write() as conn:
             ids = (await conn.execute(candidates)).scalars().all()
             return await self._lease(conn, ids, owner, now, lease_seconds)
@@ -235,18 +238,9 @@ class DeliveryQueue:
             if claim_next_for is None or status is DeliveryStatus.PENDING:
                 return status, None
             # The subscription's oldest pending delivery is its head now; claim it if it is due.
-            head = (
-                await conn.execute(
-                    sa.select(d.c.id, d.c.next_attempt_at)
-                    .where(d.c.subscription_id == delivery.subscription_id, d.c.status == _PENDING)
-                    .order_by(d.c.seq)
-                    .limit(1)
-                )
-            ).first()
             now = now or attempted_at
-            if head is None or head.next_attempt_at is None or head.next_attempt_at > now:
-                return status, None
-            claimed = await self._lease(conn, [head.id], owner, now, claim_next_for)
+            head = (await conn.execute(_due(now, 1, delivery.subscription_id))).scalars().all()
+            claimed = await self._lease(conn, head, owner, now, claim_next_for)
         return status, (claimed[0] if claimed else None)
 
     async def release(self, owner: str) -> None:

@@ -14,8 +14,9 @@ call) is refused.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,14 +60,9 @@ class _Compiled:
     ) -> list[tuple[Any, ...]]:
         """Execute with ``values`` (by bind name); the rows as tuples in select order."""
         parameters = self._parameters(values)
-        sync: Any = connection.sync_connection  # the transaction's, already begun
-        driver = sync.connection.driver_connection
-        try:
-            cursor = await driver.execute(self.sql, parameters)
+        async with self._cursor(connection, parameters) as cursor:
+            await cursor.execute(self.sql, parameters)
             raw = await cursor.fetchall() if self._returns_rows else []
-            await cursor.close()
-        except sqlite3.Error as error:  # as SQLAlchemy would raise it (mapped_errors maps it)
-            raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
         rows = []
         for row in raw:
             converted = list(row)
@@ -107,10 +103,18 @@ class _Compiled:
                 value = row[index]
                 values[position] = value if process is None else process(value)
             parameters.append(values)
+        async with self._cursor(connection, parameters) as cursor:
+            await cursor.executemany(self.sql, parameters)
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self, connection: AsyncConnection, parameters: Any) -> AsyncIterator[Any]:
+        """A cursor on the driver connection of ``connection``'s transaction (already begun),
+        closed after use; a driver error is raised as SQLAlchemy would raise it (so
+        ``database.mapped_errors`` maps it like any other)."""
         sync: Any = connection.sync_connection
         cursor = sync.connection.driver_connection.cursor()
         try:
-            await cursor.executemany(self.sql, parameters)
+            yield cursor
             await cursor.close()
         except sqlite3.Error as error:
             raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error

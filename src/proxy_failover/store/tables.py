@@ -53,6 +53,23 @@ def _id() -> sa.Column[str]:
     return sa.Column("id", sa.String(36), primary_key=True)
 
 
+def _owner() -> sa.Column[str]:
+    """The user a row belongs to (ownership checks filter by it)."""
+    return sa.Column("user_id", sa.String(255), nullable=False, index=True)
+
+
+def _configured_proxy(*, index: bool = False, unique: bool = False) -> sa.Column[str]:
+    """The proxy a row belongs to, removed with its configuration."""
+    return sa.Column(
+        "proxy_id",
+        sa.String(128),
+        sa.ForeignKey("proxy_failover_configurations.proxy_id", ondelete="CASCADE"),
+        nullable=False,
+        index=index,
+        unique=unique,
+    )
+
+
 def _timestamps() -> list[sa.Column[datetime]]:
     return [
         sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -65,7 +82,7 @@ configurations = sa.Table(
     metadata,
     _id(),
     sa.Column("proxy_id", sa.String(128), nullable=False, unique=True),
-    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    _owner(),
     sa.Column("failover_strategy", sa.String(32), nullable=False),
     sa.Column("health_check_interval_seconds", sa.Float(), nullable=False),
     sa.Column("health_check_timeout_seconds", sa.Float(), nullable=False),
@@ -89,14 +106,8 @@ instances = sa.Table(
     "proxy_instances",
     metadata,
     _id(),
-    sa.Column(
-        "proxy_id",
-        sa.String(128),
-        sa.ForeignKey("proxy_failover_configurations.proxy_id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
-    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    _configured_proxy(index=True),
+    _owner(),
     sa.Column("instance_name", sa.String(255), nullable=False),
     sa.Column("instance_type", sa.String(64), nullable=False),
     sa.Column("endpoint", sa.String(2048), nullable=True),
@@ -135,7 +146,7 @@ events = sa.Table(
     metadata,
     _id(),
     sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
-    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    _owner(),
     sa.Column("event_type", sa.String(16), nullable=False),
     sa.Column("source_instance_id", sa.String(36), nullable=True),
     sa.Column("target_instance_id", sa.String(36), nullable=True),
@@ -162,14 +173,8 @@ redundancy = sa.Table(
     "proxy_redundancy_status",
     metadata,
     _id(),
-    sa.Column(
-        "proxy_id",
-        sa.String(128),
-        sa.ForeignKey("proxy_failover_configurations.proxy_id", ondelete="CASCADE"),
-        nullable=False,
-        unique=True,
-    ),
-    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    _configured_proxy(unique=True),
+    _owner(),
     sa.Column("total_instances", sa.Integer(), nullable=False),
     sa.Column("healthy_instances", sa.Integer(), nullable=False),
     sa.Column("unhealthy_instances", sa.Integer(), nullable=False),
@@ -198,7 +203,7 @@ metrics = sa.Table(
         nullable=False,
     ),
     sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
-    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    _owner(),
     sa.Column("cpu_percent", sa.Float(), nullable=True),
     sa.Column("memory_percent", sa.Float(), nullable=True),
     sa.Column("request_rate", sa.Float(), nullable=True),
@@ -230,7 +235,7 @@ webhook_subscriptions = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
-    sa.Column("user_id", sa.String(255), nullable=False, index=True),
+    _owner(),
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("secret", sa.String(512), nullable=False),
     sa.Column("events", sa.JSON(), nullable=True),
