@@ -282,6 +282,7 @@ async def test_route_explain_and_proxies(api: Api) -> None:
         "isActive": True,
         "epoch": 1,
         "loadBalanced": False,
+        "trafficAddress": None,
     }
     explanation = await api.ok("GET", f"/proxy/{PROXY}/explain", alice)
     assert explanation["activeInstanceId"] == first

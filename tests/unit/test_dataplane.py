@@ -7,6 +7,7 @@ import pytest
 from proxy_failover.core.dataplane import (
     SwitchPolicy,
     desired_state,
+    format_address,
     is_newer_or_same,
     is_planned_move,
     leaving_policy,
@@ -56,6 +57,14 @@ def test_traffic_address_defaults_to_the_endpoints_host_and_port(
     endpoint: str | None, expected: tuple[str, int] | None
 ) -> None:
     assert traffic_address(inst("a", endpoint=endpoint)) == expected
+
+
+def test_an_explicit_traffic_address_wins_over_the_endpoint() -> None:
+    instance = inst("a", endpoint="http://10.0.0.1:8080/health", traffic_address="[fd00::1]:1935")
+    assert traffic_address(instance) == ("fd00::1", 1935)
+    assert format_address(traffic_address(instance)) == "[fd00::1]:1935"
+    assert format_address(("relay", 1935)) == "relay:1935"
+    assert format_address(None) is None
 
 
 def test_traffic_weights_count_zero_weights_as_one_only_when_all_are_zero() -> None:

@@ -77,9 +77,8 @@ def split_host_port(text: str) -> tuple[str, int] | None:
 def traffic_address(instance: Instance) -> tuple[str, int] | None:
     """Where the instance's user traffic goes: its ``trafficAddress``, else the host and port of
     its ``endpoint`` (an http(s) URL without a port means 80/443); None when neither says."""
-    explicit = getattr(instance, "traffic_address", None)
-    if explicit:
-        return split_host_port(explicit)
+    if instance.traffic_address:
+        return split_host_port(instance.traffic_address)
     endpoint = instance.endpoint
     if not endpoint:
         return None
@@ -93,6 +92,14 @@ def traffic_address(instance: Instance) -> tuple[str, int] | None:
     if not parts.hostname or port is None:
         return None
     return parts.hostname, port
+
+
+def format_address(address: tuple[str, int] | None) -> str | None:
+    """(host, port) as ``host:port`` (``[v6]:port``); None stays None."""
+    if address is None:
+        return None
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def traffic_weights(instances: Sequence[Instance]) -> dict[str, int]:

@@ -57,6 +57,8 @@ ID_LIST = Limit(max_items=1000, items=ID)
 INSTANCE_NAME = Limit(min_length=1, max_length=128)
 INSTANCE_TYPE = Limit(min_length=1, max_length=64)
 URL = Limit(min_length=1, max_length=2048)
+#: ``host:port``: a 253-character DNS name (or a bracketed IPv6 address), ':' and 5 digits.
+ADDRESS = Limit(min_length=1, max_length=261)
 #: Lower is preferred; ±1,000,000 leaves room for any ordering scheme and keeps sums exact.
 PRIORITY = Limit(minimum=-1_000_000, maximum=1_000_000)
 WEIGHT = Limit(minimum=0, maximum=1000)
@@ -115,6 +117,7 @@ FIELDS: Mapping[str, Limit] = MappingProxyType(
         "instanceName": INSTANCE_NAME,
         "instanceType": INSTANCE_TYPE,
         "endpoint": URL,
+        "trafficAddress": ADDRESS,
         "recoveryUrl": URL,
         "priority": PRIORITY,
         "weight": WEIGHT,

@@ -158,6 +158,8 @@ class Instance:
     instance_name: str
     instance_type: str = "standard"
     endpoint: str | None = None
+    #: ``host:port`` where user traffic goes; None = the endpoint's (``core.dataplane``).
+    traffic_address: str | None = None
     recovery_url: str | None = None
     priority: int = 100
     weight: int = 100
@@ -345,6 +347,8 @@ class Route:
     is_active: bool
     epoch: int
     load_balanced: bool
+    #: Where the instance's user traffic goes (its trafficAddress, else its endpoint's host:port).
+    traffic_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

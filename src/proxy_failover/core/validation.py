@@ -61,20 +61,33 @@ def _http_url(value: object, field: str) -> str:
     return text
 
 
-def _endpoint(value: object, field: str) -> str:
-    """``host:port`` (IPv6 hosts in brackets) or an http(s) URL."""
-    text = fields.text(value, field, limits.URL)
-    if "://" in text:
-        return _http_url(text, field)
+def _is_host_port(text: str) -> bool:
+    """``host:port`` with a DNS name or IPv4 host, or ``[v6]:port``; port 1-65535."""
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host_ok = len(host) > 2 and ":" in host
     else:
         host_ok = bool(host) and re.fullmatch(r"[A-Za-z0-9._-]+", host) is not None
-    if not sep or not host_ok or not _valid_port(port):
+    return bool(sep) and host_ok and _valid_port(port)
+
+
+def _endpoint(value: object, field: str) -> str:
+    """``host:port`` (IPv6 hosts in brackets) or an http(s) URL."""
+    text = fields.text(value, field, limits.URL)
+    if "://" in text:
+        return _http_url(text, field)
+    if not _is_host_port(text):
         raise fields.fail(
             f"{field} must be host:port (port 1-65535) or an http(s) URL (got {text!r})", field
         )
+    return text
+
+
+def _traffic_address(value: object, field: str) -> str:
+    """``host:port`` (IPv6 hosts in brackets): where a data plane sends the instance's traffic."""
+    text = fields.text(value, field, limits.ADDRESS)
+    if not _is_host_port(text):
+        raise fields.fail(f"{field} must be host:port (port 1-65535) (got {text!r})", field)
     return text
 
 
@@ -221,7 +234,15 @@ def build_config(
 
 # --- instances --------------------------------------------------------------------------------
 
-_PATCH_FIELDS = ("priority", "weight", "endpoint", "recovery_url", "admin_state", "metadata")
+_PATCH_FIELDS = (
+    "priority",
+    "weight",
+    "endpoint",
+    "traffic_address",
+    "recovery_url",
+    "admin_state",
+    "metadata",
+)
 _INSTANCE_FIELDS = ("instance_name", "instance_type", *_PATCH_FIELDS)
 
 
@@ -239,6 +260,8 @@ def _instance_changes(given: Mapping[str, Any]) -> dict[str, Any]:
             changes[name] = fields.integer(value, field, limits.WEIGHT)
         elif name == "endpoint":
             changes[name] = None if value is None else _endpoint(value, field)
+        elif name == "traffic_address":
+            changes[name] = None if value is None else _traffic_address(value, field)
         elif name == "recovery_url":
             changes[name] = None if value is None else _http_url(value, field)
         elif name == "admin_state":
@@ -272,11 +295,13 @@ def build_instance(
 
 
 def apply_instance_patch(instance: Instance, data: Mapping[str, Any], now: datetime) -> Instance:
-    """PATCH fields: priority, weight, endpoint, recoveryUrl, adminState, metadata (001).
+    """PATCH fields: priority, weight, endpoint, trafficAddress, recoveryUrl, adminState, metadata
+    (001).
 
-    ``null`` clears ``endpoint``/``recoveryUrl``; ``metadata`` replaces the whole object. Entering
-    maintenance makes the health read ``unknown`` (counters reset), as SPEC §3 says; the instance
-    stays unknown after leaving maintenance until its next check. An empty patch changes nothing.
+    ``null`` clears ``endpoint``/``trafficAddress``/``recoveryUrl``; ``metadata`` replaces the
+    whole object. Entering maintenance makes the health read ``unknown`` (counters reset), as
+    SPEC §3 says; the instance stays unknown after leaving maintenance until its next check. An
+    empty patch changes nothing.
     """
     changes = _instance_changes(
         fields.normalise(data, _PATCH_FIELDS, ErrorCode.INVALID_INPUT, "instance")

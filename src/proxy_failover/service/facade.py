@@ -146,7 +146,7 @@ class ProxyFailoverService:
     async def update_instance(
         self, instance_id: str, user_id: str, changes: Mapping[str, Any]
     ) -> Instance:
-        """PATCH priority, weight, endpoint, recoveryUrl, adminState, metadata."""
+        """PATCH priority, weight, endpoint, trafficAddress, recoveryUrl, adminState, metadata."""
         return await instances.update_instance(self._ctx, instance_id, user_id, changes)
 
     async def delete_instance(self, instance_id: str, user_id: str) -> None:

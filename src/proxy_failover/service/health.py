@@ -10,6 +10,7 @@ from typing import Any
 
 from proxy_failover.core import health as core_health
 from proxy_failover.core import validation
+from proxy_failover.core.dataplane import format_address, traffic_address
 from proxy_failover.core.errors import instance_not_found
 from proxy_failover.core.model import (
     AdminState,
@@ -122,6 +123,7 @@ def health_notifications(
             {
                 "instanceId": after.id,
                 "instanceName": after.instance_name,
+                "trafficAddress": format_address(traffic_address(after)),
                 "previousStatus": before.health_status.value,
                 "status": after.health_status.value,
                 "consecutiveFailures": after.consecutive_failures,

@@ -88,7 +88,7 @@ async def get_instance(ctx: ServiceContext, instance_id: str) -> Instance:
 async def update_instance(
     ctx: ServiceContext, instance_id: str, user_id: str, changes: Mapping[str, Any]
 ) -> Instance:
-    """PATCH priority, weight, endpoint, recoveryUrl, adminState, metadata.
+    """PATCH priority, weight, endpoint, trafficAddress, recoveryUrl, adminState, metadata.
 
     Entering maintenance resets health to ``unknown`` (``core.validation``: it is no longer
     probed); the engine moves the active role away from a drained or maintained instance.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from proxy_failover.core import failover as core_failover
 from proxy_failover.core import strategies
+from proxy_failover.core.dataplane import format_address, traffic_address
 from proxy_failover.core.errors import Conflict, ErrorCode, config_not_found
 from proxy_failover.core.model import Explanation, Route
 from proxy_failover.service.configs import get_failover_configuration
@@ -44,6 +45,7 @@ async def get_route(ctx: ServiceContext, proxy_id: str) -> Route:
         is_active=chosen.id == active_id,
         epoch=epoch,
         load_balanced=config.enable_load_balancing,
+        traffic_address=format_address(traffic_address(chosen)),
     )
 
 

@@ -111,6 +111,7 @@ instances = sa.Table(
     sa.Column("instance_name", sa.String(255), nullable=False),
     sa.Column("instance_type", sa.String(64), nullable=False),
     sa.Column("endpoint", sa.String(2048), nullable=True),
+    sa.Column("traffic_address", sa.String(261), nullable=True),
     sa.Column("recovery_url", sa.String(2048), nullable=True),
     sa.Column("priority", sa.Integer(), nullable=False),
     sa.Column("weight", sa.Integer(), nullable=False),

@@ -182,6 +182,7 @@ class InstanceDataBody(RequestModel):
     instance_name: str = field(limits.INSTANCE_NAME)
     instance_type: str = optional(limits.INSTANCE_TYPE)
     endpoint: str | None = optional(limits.URL)
+    traffic_address: str | None = optional(limits.ADDRESS)
     recovery_url: str | None = optional(limits.URL)
     priority: int = optional(limits.PRIORITY)
     weight: int = optional(limits.WEIGHT)
@@ -202,6 +203,7 @@ class InstancePatch(RequestModel):
     priority: int = optional(limits.PRIORITY)
     weight: int = optional(limits.WEIGHT)
     endpoint: str | None = optional(limits.URL)
+    traffic_address: str | None = optional(limits.ADDRESS)
     recovery_url: str | None = optional(limits.URL)
     admin_state: AdminStateName = optional()
     metadata: dict[str, Any] = optional()
@@ -324,6 +326,7 @@ class InstancePublic(ResponseModel):
     instance_name: str
     instance_type: str
     endpoint: str | None
+    traffic_address: str | None = None
     recovery_url: str | None
     priority: int
     weight: int
@@ -405,6 +408,7 @@ class RoutePublic(ResponseModel):
     is_active: bool
     epoch: int
     load_balanced: bool
+    traffic_address: str | None = None
 
 
 class InstanceExplanationPublic(ResponseModel):

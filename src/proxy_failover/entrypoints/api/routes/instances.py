@@ -133,7 +133,7 @@ async def report_health(
 @router.patch(
     "/proxy/instances/{instanceId}",
     response_model=Envelope[InstancePublic],
-    summary="Change priority, weight, endpoint, recoveryUrl, adminState or metadata",
+    summary="Change priority, weight, endpoint, trafficAddress, recoveryUrl, adminState, metadata",
 )
 async def patch_instance(
     instance_id: InstanceIdPath,
