@@ -225,7 +225,9 @@ async def test_markup_in_names_is_text_and_another_owner_sees_nothing(
 
             # bob owns nothing: an empty overview, and alice's proxy is "not found" for him.
             await page.get_by_role("button", name="Sign out").click()
-            await page.goto(f"{url}/ui#token={tokens.bob}")
+            await page.goto(f"{url}/ui/#token={tokens.bob}")  # a typo'd slash: redirected
+            await expect(page.locator("#who-name")).to_have_text("bob")
+            assert page.url == f"{url}/ui"
             await expect(page.locator("#overview-empty")).to_be_visible()
             await page.goto(f"{url}/ui#token={tokens.bob}&proxy=cdn")
             await expect(page.locator("#notice")).to_contain_text("PROXY_FAILOVER_002")

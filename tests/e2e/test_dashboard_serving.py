@@ -37,6 +37,8 @@ async def test_ui_page_and_files_are_served_with_a_strict_policy(sqlite_api: Api
     assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
     assert (headers["x-content-type-options"], headers["x-frame-options"]) == ("nosniff", "DENY")
     assert headers["referrer-policy"] == "no-referrer"
+    slash = await sqlite_api.call("GET", "/ui/")
+    assert (slash.status_code, slash.headers["location"]) == (308, "/ui")
     missing = await sqlite_api.call("GET", "/ui/static/nothing.js")
     assert missing.status_code == 404
     openapi = (await sqlite_api.call("GET", "/openapi.json")).json()

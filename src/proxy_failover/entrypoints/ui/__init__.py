@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -46,6 +46,12 @@ async def index() -> FileResponse:
         media_type="text/html; charset=utf-8",
         headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
     )
+
+
+@router.get(UI_PATH + "/")
+async def index_with_slash() -> RedirectResponse:
+    """``/ui/`` is a common typo: send it to the page (the browser keeps a ``#token=`` fragment)."""
+    return RedirectResponse(UI_PATH, status_code=308, headers=SECURITY_HEADERS)
 
 
 class _Assets(StaticFiles):
