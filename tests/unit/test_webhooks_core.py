@@ -13,6 +13,7 @@ import pytest
 from proxy_failover.core import webhooks
 from proxy_failover.core.errors import ErrorCode, InvalidInput
 from proxy_failover.core.model import Notification
+from proxy_failover.core.webhooks import DeliveryStatus
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -63,6 +64,21 @@ def test_time_scale_shrinks_delays_and_horizon_alike() -> None:
 def test_retry_measured_from_the_failed_attempt_not_the_first() -> None:
     late = T0 + timedelta(seconds=100)
     assert webhooks.next_attempt_at(T0, 2, late) == late + timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("success", "retry_at", "status"),
+    [
+        (True, None, DeliveryStatus.DELIVERED),
+        (True, T0, DeliveryStatus.DELIVERED),
+        (False, T0, DeliveryStatus.PENDING),
+        (False, None, DeliveryStatus.DEAD),
+    ],
+)
+def test_status_after_an_attempt(
+    success: bool, retry_at: datetime | None, status: DeliveryStatus
+) -> None:
+    assert webhooks.status_after_attempt(success, retry_at) is status
 
 
 def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:

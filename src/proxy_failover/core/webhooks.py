@@ -246,6 +246,14 @@ def next_attempt_at(
     return due if due <= deadline else None
 
 
+def status_after_attempt(success: bool, retry_at: datetime | None) -> DeliveryStatus:
+    """A delivery's status after an attempt: delivered on success; after a failure, pending
+    while a retry is scheduled (``next_attempt_at``), else dead."""
+    if success:
+        return DeliveryStatus.DELIVERED
+    return DeliveryStatus.DEAD if retry_at is None else DeliveryStatus.PENDING
+
+
 #: Health-check detail SPEC §7 shows to admins only, as named in a payload's ``data``.
 HEALTH_DETAIL_FIELDS = tuple(sorted(camel(name) for name in ADMIN_ONLY_INSTANCE_FIELDS))
 

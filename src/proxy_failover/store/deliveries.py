@@ -199,12 +199,7 @@ class DeliveryQueue:
         a busy subscription is drained by one worker without a round trip per delivery.
         """
         attempt_no = delivery.attempts + 1
-        if success:
-            status = DeliveryStatus.DELIVERED
-        elif next_attempt_at is None:
-            status = DeliveryStatus.DEAD
-        else:
-            status = DeliveryStatus.PENDING
+        status = webhooks.status_after_attempt(success, next_attempt_at)
         d = webhook_deliveries
         async with self._db.write() as conn:
             await conn.execute(
