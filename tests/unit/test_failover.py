@@ -9,9 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy_failover.core.errors import Conflict, ErrorCode, FailoverError, NotFound
-from proxy_failover.core.failover import check_execute, decide, evaluate, explain
+from proxy_failover.core.failover import (
+    DeletionPlan,
+    check_execute,
+    decide,
+    decision_holds,
+    evaluate,
+    explain,
+    plan_deletion,
+)
 from proxy_failover.core.model import (
     AdminState,
+    Decision,
     DecisionAction,
     EventStatus,
     EventType,
@@ -637,3 +646,106 @@ def test_explain_without_active_and_without_auto_recovery() -> None:
         "auto recovery off: only a reported healthy status brings it back",
         "not eligible",
     )
+
+
+def _decision(action: DecisionAction, source: str | None, target: str | None) -> Decision:
+    return Decision(action, ReasonCode.ACTIVE_UNHEALTHY, "because", source, target)
+
+
+FAILOVER_A_B = _decision(DecisionAction.FAILOVER, "a", "b")
+FAILBACK_B_A = _decision(DecisionAction.FAILBACK, "b", "a")
+ACTIVATE_A = _decision(DecisionAction.ACTIVATE, None, "a")
+
+
+@pytest.mark.parametrize(
+    ("snap", "decision", "holds"),
+    [
+        # the state the decision was made on: it holds
+        (snapshot(*a_b_c(U), active="a"), FAILOVER_A_B, True),
+        (snapshot(*a_b_c(a_admin=AdminState.DRAIN), active="a"), FAILOVER_A_B, True),
+        (snapshot(*a_b_c(), active=None), ACTIVATE_A, True),
+        (snapshot(*a_b_c(), active="b", enable_auto_failback=True), FAILBACK_B_A, True),
+        # nothing to do, or nowhere to go
+        (snapshot(*a_b_c(U), active="a"), _decision(DecisionAction.NONE, "a", None), False),
+        (snapshot(*a_b_c(U), active="a"), _decision(DecisionAction.FAILOVER, "a", None), False),
+        # automatic failover switched off meanwhile
+        (snapshot(*a_b_c(U), active="a", enable_auto_failover=False), FAILOVER_A_B, False),
+        # someone moved the active role meanwhile
+        (snapshot(*a_b_c(U), active="c"), FAILOVER_A_B, False),
+        (snapshot(*a_b_c(), active="a"), ACTIVATE_A, False),
+        # the target went away or stopped being eligible
+        (snapshot(*a_b_c(U)[:1], active="a"), FAILOVER_A_B, False),
+        (snapshot(*a_b_c(U, health=U), active="a"), FAILOVER_A_B, False),
+        (snapshot(*a_b_c(U, admin=AdminState.DRAIN), active="a"), FAILOVER_A_B, False),
+        # the active instance recovered (and is enabled): no failover away from it
+        (snapshot(*a_b_c(), active="a"), FAILOVER_A_B, False),
+        # failback: switched off meanwhile, or a manual switch opened
+        (snapshot(*a_b_c(), active="b"), FAILBACK_B_A, False),
+        (
+            snapshot(*a_b_c(), active="b", enable_auto_failback=True, open_event=OPEN_EVENT),
+            FAILBACK_B_A,
+            False,
+        ),
+    ],
+)
+def test_decision_holds_only_on_the_state_it_was_made_for(
+    snap: ProxySnapshot, decision: Decision, holds: bool
+) -> None:
+    assert decision_holds(snap, decision) is holds
+
+
+def test_decision_for_a_vanished_active_instance_still_holds_as_a_failover() -> None:
+    """The pointer names an instance no longer in the snapshot: nothing is active any more."""
+    snap = snapshot(*a_b_c()[1:], active="a")
+    assert decision_holds(snap, _decision(DecisionAction.FAILOVER, None, "b"))
+
+
+@pytest.mark.parametrize(
+    ("snap", "instance", "plan"),
+    [
+        # a backup is simply removed, even while a switch is open
+        (snapshot(*a_b_c(), active="a"), "b", DeletionPlan(hands_over=False)),
+        (snapshot(*a_b_c(), active="a", open_event=OPEN_EVENT), "c", DeletionPlan(False)),
+        (snapshot(*a_b_c(), active=None), "a", DeletionPlan(hands_over=False)),
+        # the active one hands its role to the strategy's choice
+        (
+            snapshot(*a_b_c(), active="a"),
+            "a",
+            DeletionPlan(True, "b", "Active instance a deleted"),
+        ),
+        # the last instance hands it to nobody (decommissioning)
+        (
+            snapshot(*a_b_c()[:1], active="a"),
+            "a",
+            DeletionPlan(
+                True, None, "Active instance a deleted (last instance: no active instance left)"
+            ),
+        ),
+    ],
+)
+def test_plan_deletion(snap: ProxySnapshot, instance: str, plan: DeletionPlan) -> None:
+    found = next(i for i in snap.instances if i.id == instance)
+    assert plan_deletion(snap, found) == plan
+
+
+@pytest.mark.parametrize(
+    ("snap", "code"),
+    [
+        (snapshot(*a_b_c(), active="a", open_event=OPEN_EVENT), ErrorCode.FAILOVER_IN_PROGRESS),
+        (
+            snapshot(
+                inst("a", priority=1),
+                inst("b", priority=2, health=U),
+                inst("c", priority=3, admin=AdminState.MAINTENANCE),
+                active="a",
+            ),
+            ErrorCode.NO_ELIGIBLE_TARGET,
+        ),
+    ],
+)
+def test_plan_deletion_refuses_to_strand_or_race_the_active_role(
+    snap: ProxySnapshot, code: ErrorCode
+) -> None:
+    with pytest.raises(Conflict) as raised:
+        plan_deletion(snap, snap.instances[0])
+    assert raised.value.code is code

@@ -9,6 +9,7 @@ the same facts into sentences per instance. All are pure: ``now`` is an argument
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from proxy_failover.core.errors import Conflict, ErrorCode, NotFound
@@ -136,6 +137,17 @@ def evaluate(snapshot: ProxySnapshot, now: datetime) -> Evaluation:
     return answer(code, problem, target)
 
 
+def _refuse_open_switch(snapshot: ProxySnapshot) -> None:
+    """409/009 while a switch (failover or switchover) of the proxy is in progress."""
+    if snapshot.open_switch_event is not None:
+        raise Conflict(
+            f"A {snapshot.open_switch_event.event_type.value} is already in progress "
+            f"for proxy {snapshot.config.proxy_id}",
+            ErrorCode.FAILOVER_IN_PROGRESS,
+            {"eventId": snapshot.open_switch_event.id},
+        )
+
+
 def check_execute(
     snapshot: ProxySnapshot,
     source_id: str | None,
@@ -187,13 +199,7 @@ def check_execute(
             ErrorCode.SOURCE_NOT_ACTIVE,
             {"field": "sourceInstanceId", "activeInstanceId": active_id},
         )
-    if snapshot.open_switch_event is not None:
-        raise Conflict(
-            f"A {snapshot.open_switch_event.event_type.value} is already in progress "
-            f"for proxy {snapshot.config.proxy_id}",
-            ErrorCode.FAILOVER_IN_PROGRESS,
-            {"eventId": snapshot.open_switch_event.id},
-        )
+    _refuse_open_switch(snapshot)
     if (
         active is None
         or active.health_status is not HealthStatus.HEALTHY
@@ -391,4 +397,74 @@ def explain(snapshot: ProxySnapshot, now: datetime) -> Explanation:
         healthy_threshold=snapshot.config.healthy_threshold,
         instances=tuple(explained),
         evaluation=evaluation,
+    )
+
+
+def decision_holds(snapshot: ProxySnapshot, decision: Decision) -> bool:
+    """Whether the engine's ``decision`` still holds on ``snapshot``, the state locked when it is
+    applied (the compare-and-swap of an automatic switch; the decision was made on an older one).
+
+    It holds when automatic failover is still on, the active instance is still the decision's
+    source, the target still exists and is eligible, and: an activation still finds no active
+    instance; a failback is still allowed (auto failback on, no manual switch open); a failover
+    still moves away from an active instance that is not healthy-and-enabled. A decision to do
+    nothing, or without a target, never holds.
+    """
+    if decision.action is DecisionAction.NONE or decision.target_instance_id is None:
+        return False
+    config = snapshot.config
+    if not config.enable_auto_failover:
+        return False
+    active = snapshot.active
+    active_id = active.id if active is not None else None
+    if active_id != decision.source_instance_id:
+        return False
+    target = next((i for i in snapshot.instances if i.id == decision.target_instance_id), None)
+    if target is None or not is_eligible(target, active_id):
+        return False
+    if decision.action is DecisionAction.ACTIVATE:
+        return active is None
+    if decision.action is DecisionAction.FAILBACK:
+        return config.enable_auto_failback and snapshot.open_switch_event is None
+    # FAILOVER: only away from an active instance that is (still) not healthy-and-enabled.
+    return active is None or not (
+        active.health_status is HealthStatus.HEALTHY and active.admin_state is AdminState.ENABLED
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionPlan:
+    """How an instance's deletion goes. A backup is simply removed (``hands_over`` False); the
+    active instance first hands its role to ``target_id`` (None: it was the proxy's last
+    instance, the role passes to nobody), recorded as a completed switchover with ``reason``."""
+
+    hands_over: bool
+    target_id: str | None = None
+    reason: str = ""
+
+
+def plan_deletion(snapshot: ProxySnapshot, instance: Instance) -> DeletionPlan:
+    """Plan deleting ``instance`` (one of the snapshot's): 409/009 when it is active while a
+    switch is in progress, 409/008 when it is active and other instances remain but none is
+    eligible. Deleting the last instance is allowed (decommissioning)."""
+    active = snapshot.active
+    if active is None or active.id != instance.id:
+        return DeletionPlan(hands_over=False)
+    _refuse_open_switch(snapshot)
+    target = select_target(snapshot.instances, snapshot.config.failover_strategy, instance.id)
+    is_last_instance = len(snapshot.instances) == 1
+    if target is None and not is_last_instance:
+        raise Conflict(
+            f"Cannot delete active instance {instance.instance_name}: no other "
+            "instance is eligible to take over",
+            ErrorCode.NO_ELIGIBLE_TARGET,
+            {"instanceId": instance.id},
+        )
+    # Decommissioning a proxy's last instance leaves it with no active instance; the hand-over
+    # to nobody is still recorded and fenced (epoch bump) like any other.
+    reason = f"Active instance {instance.instance_name} deleted" + (
+        " (last instance: no active instance left)" if target is None else ""
+    )
+    return DeletionPlan(
+        hands_over=True, target_id=target.id if target is not None else None, reason=reason
     )

@@ -7,16 +7,13 @@ from datetime import UTC, datetime
 
 from proxy_failover.core import failover as core_failover
 from proxy_failover.core import redundancy as core_redundancy
-from proxy_failover.core import strategies
 from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import (
-    AdminState,
     Decision,
     DecisionAction,
     Evaluation,
     EventStatus,
     FailoverEvent,
-    HealthStatus,
     Notification,
     NotificationType,
     ProxySnapshot,
@@ -124,16 +121,17 @@ async def apply_decision(
     decision's source, the target still eligible, an unhealthy/unavailable source still so,
     and automatic failover (failback) still enabled. The event is recorded already
     ``completed`` (``triggeredBy: system``, ``durationMs`` from detection to commit); an open
-    manual switch is closed ``failed`` ("superseded by automatic failover").
+    manual switch is closed ``failed`` ("superseded by automatic failover"). The re-check is
+    ``core.failover.decision_holds``.
     """
     if decision.action is DecisionAction.NONE or decision.target_instance_id is None:
-        return None
+        return None  # nothing to apply (decision_holds would refuse it): spare the transaction
     now = ctx.now()
     async with ctx.write(proxy_id) as (unit, locked):
         if locked is None:
             return None
         snapshot = await read_snapshot(unit, proxy_id, locked)
-        if not _decision_holds(snapshot, decision):
+        if not core_failover.decision_holds(snapshot, decision):
             return None
         open_event = snapshot.open_switch_event
         if open_event is not None:
@@ -186,24 +184,3 @@ async def apply_decision(
         )
     ctx.logger.info("proxy %s: %s (epoch %d)", proxy_id, decision.reason, event.epoch)
     return event
-
-
-def _decision_holds(snapshot: ProxySnapshot, decision: Decision) -> bool:
-    config = snapshot.config
-    if not config.enable_auto_failover:
-        return False
-    active = snapshot.active
-    active_id = active.id if active is not None else None
-    if active_id != decision.source_instance_id:
-        return False
-    target = next((i for i in snapshot.instances if i.id == decision.target_instance_id), None)
-    if target is None or not strategies.is_eligible(target, active_id):
-        return False
-    if decision.action is DecisionAction.ACTIVATE:
-        return active is None
-    if decision.action is DecisionAction.FAILBACK:
-        return config.enable_auto_failback and snapshot.open_switch_event is None
-    # FAILOVER: only away from an active instance that is (still) not healthy-and-enabled.
-    return active is None or not (
-        active.health_status is HealthStatus.HEALTHY and active.admin_state is AdminState.ENABLED
-    )

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from proxy_failover.core import failover as core_failover
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core import strategies, validation
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, instance_not_found
@@ -119,9 +120,10 @@ async def update_instance(
 async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -> None:
     """Remove an instance; the active one first hands its role on (a completed switchover).
 
-    409/009 while a switch is in progress, 409/008 when other instances remain but none is
-    eligible. Deleting a proxy's last instance is allowed (decommissioning): the role passes to
-    nobody, recorded as a completed switchover with no target and a new epoch.
+    ``core.failover.plan_deletion`` decides (409/009 while a switch is in progress, 409/008 when
+    other instances remain but none is eligible). Deleting a proxy's last instance is allowed
+    (decommissioning): the role passes to nobody, recorded as a completed switchover with no
+    target and a new epoch.
     """
     proxy_id = await ctx.proxy_of_instance(instance_id)
     now = ctx.now()
@@ -139,43 +141,20 @@ async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -
                     duration_ms=ms_between(open_recovery.created_at, now),
                 )
             )
-        if locked.active_instance_id != instance.id:
+        snapshot = await read_snapshot(unit, proxy_id, locked)
+        plan = core_failover.plan_deletion(snapshot, instance)
+        if not plan.hands_over:
             await unit.delete_instance(instance.id)
             await recompute(unit, locked, now)
         else:
-            snapshot = await read_snapshot(unit, proxy_id, locked)
-            if snapshot.open_switch_event is not None:
-                raise Conflict(
-                    f"A {snapshot.open_switch_event.event_type.value} is already in progress "
-                    f"for proxy {proxy_id}",
-                    ErrorCode.FAILOVER_IN_PROGRESS,
-                    {"eventId": snapshot.open_switch_event.id},
-                )
-            target = strategies.select_target(
-                snapshot.instances, snapshot.config.failover_strategy, instance.id
-            )
-            is_last_instance = len(snapshot.instances) == 1
-            if target is None and not is_last_instance:
-                raise Conflict(
-                    f"Cannot delete active instance {instance.instance_name}: no other "
-                    "instance is eligible to take over",
-                    ErrorCode.NO_ELIGIBLE_TARGET,
-                    {"instanceId": instance.id},
-                )
-            # Decommissioning a proxy's last instance leaves it with no active instance; the
-            # hand-over to nobody is still recorded and fenced (epoch bump) like any other.
-            target_id = target.id if target is not None else None
-            why = f"Active instance {instance.instance_name} deleted" + (
-                " (last instance: no active instance left)" if target is None else ""
-            )
             event = FailoverEvent(
                 id=new_id(),
                 proxy_id=proxy_id,
                 user_id=user_id,
                 event_type=EventType.SWITCHOVER,
                 source_instance_id=instance.id,
-                target_instance_id=target_id,
-                reason=why,
+                target_instance_id=plan.target_id,
+                reason=plan.reason,
                 status=EventStatus.COMPLETED,
                 triggered_by=user_id,
                 epoch=core_redundancy.next_epoch(locked.epoch),
@@ -186,7 +165,12 @@ async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -
             await unit.insert_event(event)
             await unit.delete_instance(instance.id)
             await recompute(
-                unit, locked, now, move_to=target_id, epoch=event.epoch, failover_reason=why
+                unit,
+                locked,
+                now,
+                move_to=plan.target_id,
+                epoch=event.epoch,
+                failover_reason=plan.reason,
             )
             unit.notify(
                 Notification(
