@@ -6,6 +6,7 @@ deletes what the file no longer names, and bad files are refused before anything
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from proxy_failover.core.model import AdminState
 from proxy_failover.entrypoints.api.auth import mint_token
 from proxy_failover.entrypoints.cli import app
 from tests.helpers.api import SECRET
+from tests.helpers.processes import InstanceProcess
 from tests.helpers.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
@@ -151,3 +153,40 @@ def test_instance_type_cannot_change_in_place(serve_process: ServeProcess, tmp_p
     result = apply(serve_process, file)
     assert result.exit_code == 2
     assert "instanceType cannot change in place" in result.output
+
+
+def test_prune_deletes_a_probed_proxy_and_the_engine_stops_probing_it(
+    serve_process: ServeProcess, tmp_path: Path
+) -> None:
+    with InstanceProcess() as relay, FailoverClient(serve_process.url, ALICE) as client:
+        file = tmp_path / "probed.yaml"
+        file.write_text(
+            "proxies:\n"
+            "  gone:\n"
+            "    config: {healthCheckIntervalSeconds: 0.2, healthCheckTimeoutSeconds: 0.1}\n"
+            f"    instances: {{r: {{endpoint: '{relay.endpoint}'}}}}\n"
+            "  kept: {}\n"
+        )
+        assert apply(serve_process, file).exit_code == 0
+        deadline = time.monotonic() + 15
+        while not client.get_proxy_instances("gone")[0].is_active:
+            assert time.monotonic() < deadline, "the engine did not activate the probed relay"
+            time.sleep(0.05)
+
+        file.write_text("proxies:\n  kept: {}\n")
+        result = apply(serve_process, file, "--prune")
+        assert result.exit_code == 0, result.output
+        assert "- delete proxy gone" in result.output
+        assert [p.proxy_id for p in client.list_proxies()] == ["kept"]
+
+        # probes stop: the relay's count settles (over 5 intervals) well before the deadline
+        deadline = time.monotonic() + 15
+        seen = relay.request("GET", "/stats")["healthRequests"]
+        while True:
+            time.sleep(1.0)
+            now = relay.request("GET", "/stats")["healthRequests"]
+            if now == seen:
+                break
+            assert time.monotonic() < deadline, "the deleted proxy's relay is still probed"
+            seen = now
+    assert "Traceback" not in serve_process.log.read_text()

@@ -6,13 +6,28 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core import validation
 from proxy_failover.core.errors import InvalidInput
-from proxy_failover.core.model import FailoverConfig, ProxySummary
-from proxy_failover.service.common import require_text
+from proxy_failover.core.model import (
+    EventStatus,
+    EventType,
+    FailoverConfig,
+    FailoverEvent,
+    Notification,
+    ProxySummary,
+)
+from proxy_failover.service.common import (
+    FAILOVER_COMPLETED,
+    config_not_found,
+    event_data,
+    ms_between,
+    require_text,
+)
 from proxy_failover.service.context import ServiceContext
 from proxy_failover.service.redundancy import ensure_proxy
-from proxy_failover.store import Reader
+from proxy_failover.store import Reader, new_id
+from proxy_failover.store.webhooks import retire_subscriptions
 
 
 async def create_failover_configuration(
@@ -43,6 +58,65 @@ async def create_failover_configuration(
         )
         await unit.save_config(updated)
         return updated
+
+
+async def delete_failover_configuration(ctx: ServiceContext, proxy_id: str, user_id: str) -> None:
+    """Delete a proxy: configuration, instances (with their metric samples), redundancy row and
+    webhook subscriptions (pending deliveries cancelled), in one transaction (002 if missing).
+
+    Its events and audit rows stay: they are history. Decommissioning wins over work in flight:
+    open events (a switch, recoveries) are closed ``failed`` ("proxy deleted"). An active
+    instance hands its role to nobody, recorded as a completed switchover with a new epoch and
+    announced like any failover, so data planes stop sending traffic; a proxy later created under
+    the same id continues from that epoch (``ensure_proxy``), so fencing never goes back.
+    """
+    user = require_text(user_id, "userId")
+    assert user is not None
+    now = ctx.now()
+    async with ctx.write(proxy_id) as (unit, locked):
+        if locked is None:
+            raise config_not_found(proxy_id)
+        instances = await unit.list_instances(proxy_id)
+        open_events = [await unit.open_switch_event(proxy_id)]
+        open_events += [await unit.open_recovery_event(instance.id) for instance in instances]
+        for event in filter(None, open_events):
+            await unit.save_event(
+                dataclasses.replace(
+                    event,
+                    status=EventStatus.FAILED,
+                    error_message="proxy deleted",
+                    completed_at=now,
+                    duration_ms=ms_between(event.created_at, now),
+                )
+            )
+        if locked.active_instance_id is not None:
+            handover = FailoverEvent(
+                id=new_id(),
+                proxy_id=proxy_id,
+                user_id=user,
+                event_type=EventType.SWITCHOVER,
+                source_instance_id=locked.active_instance_id,
+                target_instance_id=None,
+                reason=f"Proxy {proxy_id} deleted: no active instance left",
+                status=EventStatus.COMPLETED,
+                triggered_by=user,
+                epoch=core_redundancy.next_epoch(locked.epoch),
+                created_at=now,
+                duration_ms=0,
+                completed_at=now,
+            )
+            await unit.insert_event(handover)
+            unit.notify(
+                Notification(
+                    FAILOVER_COMPLETED, proxy_id, handover.epoch, now, event_data(handover)
+                )
+            )
+        await unit.delete_proxy(proxy_id)
+        await retire_subscriptions(unit.connection, now, proxy_id)
+    for instance in instances:
+        ctx.forget_instance(instance.id)
+    ctx.route_cursors.pop(proxy_id, None)
+    ctx.logger.info("proxy %s: deleted by %s with %d instance(s)", proxy_id, user, len(instances))
 
 
 async def get_failover_configuration(ctx: ServiceContext, proxy_id: str) -> FailoverConfig | None:

@@ -116,7 +116,12 @@ async def get_failover_events(
     event_type: EventType | None = None,
     before: datetime | None = None,
 ) -> list[FailoverEvent]:
-    """Newest first by start time; ``limit`` 1-1000 (001); empty for an unknown proxy."""
+    """Newest first by start time; ``limit`` 1-1000 (001); empty for an unknown proxy.
+
+    A proxy's history starts at its configuration's creation: events recorded under the same id
+    by a deleted predecessor (possibly another owner's) are not listed while the id lives again;
+    they stay in the database and the audit log.
+    """
     limit = parse_limit(limit)
     try:
         status = EventStatus(status) if status is not None else None
@@ -130,8 +135,14 @@ async def get_failover_events(
     if not isinstance(proxy_id, str):
         return []
     async with ctx.store.read() as reader:
+        config = await reader.get_config(proxy_id)
         return await reader.list_events(
-            proxy_id, limit, status=status, event_type=event_type, before=before
+            proxy_id,
+            limit,
+            status=status,
+            event_type=event_type,
+            before=before,
+            since=None if config is None else config.created_at,
         )
 
 

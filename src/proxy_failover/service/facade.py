@@ -114,6 +114,10 @@ class ProxyFailoverService:
     async def get_failover_configuration(self, proxy_id: str) -> FailoverConfig | None:
         return await configs.get_failover_configuration(self._ctx, proxy_id)
 
+    async def delete_failover_configuration(self, proxy_id: str, user_id: str) -> None:
+        """Delete the proxy with its instances and webhooks; its events and audit rows stay."""
+        await configs.delete_failover_configuration(self._ctx, proxy_id, user_id)
+
     async def list_proxies(self, user_id: str | None = None) -> list[ProxySummary]:
         """Every proxy with its redundancy (``user_id`` None = all, else the ones it owns)."""
         return await configs.list_proxies(self._ctx, user_id)

@@ -59,6 +59,9 @@ async def ensure_proxy(
             unhealthy_instances=assessment.unhealthy_instances,
             redundancy_level=assessment.redundancy_level,
             is_degraded=assessment.is_degraded,
+            # A proxy re-created under a deleted one's id continues its epoch: fencing never
+            # goes back (SPEC §3).
+            epoch=await unit.last_event_epoch(proxy_id),
             updated_at=now,
         )
         if await unit.create_proxy(config, status):

@@ -185,8 +185,9 @@ class Reader:
         status: EventStatus | None = None,
         event_type: EventType | None = None,
         before: datetime | None = None,
+        since: datetime | None = None,
     ) -> list[FailoverEvent]:
-        """Newest first by start time."""
+        """Newest first by start time; ``since`` inclusive, ``before`` exclusive."""
         statement = sa.select(events).where(events.c.proxy_id == proxy_id)
         if status is not None:
             statement = statement.where(events.c.status == status.value)
@@ -194,8 +195,18 @@ class Reader:
             statement = statement.where(events.c.event_type == event_type.value)
         if before is not None:
             statement = statement.where(events.c.created_at < before)
+        if since is not None:
+            statement = statement.where(events.c.created_at >= since)
         statement = statement.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(limit)
         return [event_from(row) for row in await self._all(statement)]
+
+    async def last_event_epoch(self, proxy_id: str) -> int:
+        """The highest epoch any recorded event of ``proxy_id`` carries (0 when none): where a
+        proxy re-created under a deleted one's id continues, so epochs never go back."""
+        found = await self._execute(
+            sa.select(sa.func.max(events.c.epoch)).where(events.c.proxy_id == proxy_id)
+        )
+        return int(found.scalar() or 0)
 
     async def stale_switch_events(self, started_before: datetime) -> list[FailoverEvent]:
         rows = await self._all(
@@ -425,6 +436,14 @@ class UnitOfWork(Reader):
             .order_by(redundancy.c.proxy_id)
             .with_for_update()
         )
+
+    async def delete_proxy(self, proxy_id: str) -> None:
+        """Delete the proxy's metric samples, instances, redundancy row and configuration (its
+        events, notifications and audit rows stay: they are history)."""
+        await self._execute(sa.delete(metrics).where(metrics.c.proxy_id == proxy_id))
+        await self._execute(sa.delete(instances).where(instances.c.proxy_id == proxy_id))
+        await self._execute(sa.delete(redundancy).where(redundancy.c.proxy_id == proxy_id))
+        await self._execute(sa.delete(configurations).where(configurations.c.proxy_id == proxy_id))
 
     async def delete_instance(self, instance_id: str) -> None:
         await self._execute(sa.delete(metrics).where(metrics.c.instance_id == instance_id))

@@ -30,6 +30,34 @@ from proxy_failover.store.tables import (
 _PENDING = DeliveryStatus.PENDING.value
 
 
+async def retire_subscriptions(
+    conn: AsyncConnection, now: datetime, proxy_id: str, *only: sa.ColumnElement[bool]
+) -> int:
+    """Soft-delete the proxy's live subscriptions (all, or those matching ``only``) and cancel
+    their pending deliveries, in the caller's transaction; their delivery history stays readable.
+    Returns how many subscriptions were removed."""
+    s = webhook_subscriptions
+    live = sa.and_(s.c.proxy_id == proxy_id, s.c.deleted_at.is_(None), *only)
+    ids = list((await conn.execute(sa.select(s.c.id).where(live))).scalars())
+    if not ids:
+        return 0
+    await conn.execute(sa.update(s).where(s.c.id.in_(ids)).values(deleted_at=now))
+    await conn.execute(
+        sa.update(webhook_deliveries)
+        .where(
+            webhook_deliveries.c.subscription_id.in_(ids),
+            webhook_deliveries.c.status == _PENDING,
+        )
+        .values(
+            status=DeliveryStatus.CANCELLED.value,
+            next_attempt_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    return len(ids)
+
+
 # --- row <-> value ---------------------------------------------------------------------------
 
 
@@ -142,31 +170,10 @@ class WebhookStore:
     async def delete_subscription(self, proxy_id: str, subscription_id: str, now: datetime) -> bool:
         """Remove a subscription and cancel its pending deliveries; False when there is none."""
         async with self._db.write() as conn:
-            result = await conn.execute(
-                sa.update(webhook_subscriptions)
-                .where(
-                    webhook_subscriptions.c.id == subscription_id,
-                    webhook_subscriptions.c.proxy_id == proxy_id,
-                    webhook_subscriptions.c.deleted_at.is_(None),
-                )
-                .values(deleted_at=now)
+            removed = await retire_subscriptions(
+                conn, now, proxy_id, webhook_subscriptions.c.id == subscription_id
             )
-            if not result.rowcount:
-                return False
-            await conn.execute(
-                sa.update(webhook_deliveries)
-                .where(
-                    webhook_deliveries.c.subscription_id == subscription_id,
-                    webhook_deliveries.c.status == _PENDING,
-                )
-                .values(
-                    status=DeliveryStatus.CANCELLED.value,
-                    next_attempt_at=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            )
-        return True
+        return removed > 0
 
     # --- deliveries: API -----------------------------------------------------------------------
 

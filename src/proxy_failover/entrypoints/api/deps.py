@@ -38,17 +38,13 @@ class Ownership:
 
     def __init__(self, service: ProxyFailoverService) -> None:
         self._service = service
-        self._owners: dict[str, str] = {}
         self._instance_proxy: dict[str, str] = {}
 
     async def owner_of(self, proxy_id: str) -> str | None:
-        owner = self._owners.get(proxy_id)
-        if owner is None:
-            config = await self._service.get_failover_configuration(proxy_id)
-            if config is None:
-                return None
-            owner = self._remember(self._owners, proxy_id, config.user_id)
-        return owner
+        """Read through the service's short read cache, not kept here for good: a deleted proxy's
+        id may be created again by another owner, also through another replica."""
+        config = await self._service.get_failover_configuration(proxy_id)
+        return None if config is None else config.user_id
 
     async def check_proxy(self, caller: Caller, proxy_id: str) -> None:
         """Admins pass; others only for a proxy they own, else 404/002."""
@@ -80,6 +76,11 @@ class Ownership:
 
     def forget_instance(self, instance_id: str) -> None:
         self._instance_proxy.pop(instance_id, None)
+
+    def forget_proxy(self, proxy_id: str) -> None:
+        """After a delete: its instances are gone."""
+        for instance_id in [i for i, p in self._instance_proxy.items() if p == proxy_id]:
+            del self._instance_proxy[instance_id]
 
     @staticmethod
     def _remember(cache: dict[str, str], key: str, value: str) -> str:

@@ -84,6 +84,23 @@ async def get_config(
     return ok(ConfigPublic.model_validate(config), "Failover configuration retrieved")
 
 
+@router.delete(
+    "/proxy/failover/config/{proxyId}",
+    response_model=Envelope[dict[str, str]],
+    tags=["configuration"],
+    summary="Delete a proxy: its configuration, instances and webhooks (events and audit stay)",
+)
+async def delete_config(
+    proxy_id: ProxyIdPath, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+) -> Response:
+    """Owner or admin. Open events close as failed; an active role passes to nobody (a completed
+    switchover with a new epoch); pending webhook deliveries are cancelled."""
+    await ownership.check_proxy(caller, proxy_id)
+    await service.delete_failover_configuration(proxy_id, caller.user_id)
+    ownership.forget_proxy(proxy_id)
+    return ok({"proxyId": proxy_id}, "Failover configuration deleted")
+
+
 @router.post(
     "/proxy/failover/evaluate",
     response_model=Envelope[EvaluationPublic],

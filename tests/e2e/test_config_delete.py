@@ -1,0 +1,113 @@
+"""``DELETE /proxy/failover/config/:proxyId`` on SQLite and PostgreSQL: the proxy, its instances,
+metric samples and webhooks go; events and audit rows stay; open events close; epochs never go
+back when the id is used again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy_failover.core.model import EventStatus, EventType
+from proxy_failover.core.webhooks import DeliveryStatus
+from tests.helpers.api import Api
+
+CONFIG = "/proxy/failover/config"
+
+
+async def _edge_with_history(api: Api) -> dict[str, str]:
+    """alice's proxy ``edge``: two healthy instances, a manual switch left in progress, a metric
+    sample, an admin's webhook subscription with a pending delivery."""
+    alice, admin = api.tokens.alice, api.tokens.admin
+    await api.ok("POST", CONFIG, alice, 201, json={"proxyId": "edge", "config": {}})
+    ids = {}
+    for name in ("a", "b"):
+        body = {"proxyId": "edge", "instanceData": {"instanceName": name}}
+        ids[name] = (await api.ok("POST", "/proxy/instances", alice, 201, json=body))["id"]
+        await api.ok(
+            "PUT", f"/proxy/instances/{ids[name]}/health", alice, json={"healthStatus": "healthy"}
+        )
+    await api.ok(
+        "POST",
+        f"/proxy/instances/{ids['a']}/metrics",
+        alice,
+        json={"cpuPercent": 5},
+    )
+    await api.ok(
+        "POST",
+        "/proxy/edge/webhooks",
+        admin,
+        201,
+        json={"url": "http://127.0.0.1:9/hook", "secret": "s" * 32},
+    )
+    execute = {"proxyId": "edge", "sourceInstanceId": None, "targetInstanceId": ids["a"]}
+    ids["event"] = (await api.ok("POST", "/proxy/failover/execute", admin, json=execute))["id"]
+    return ids
+
+
+def _notifier(api: Api) -> Any:
+    assert api.app is not None
+    return api.app.state.runtime.notifier
+
+
+async def test_owner_deletes_a_proxy_and_only_its_history_stays(api: Api) -> None:
+    alice, bob, admin = api.tokens.alice, api.tokens.bob, api.tokens.admin
+    ids = await _edge_with_history(api)
+    deliveries = await _notifier(api).webhooks.list_deliveries("edge")
+    assert any(d.status is DeliveryStatus.PENDING for d in deliveries)
+
+    # another user's proxy answers as a missing one would, and nothing changes
+    assert await api.error("DELETE", f"{CONFIG}/edge", bob) == (404, "PROXY_FAILOVER_002")
+    assert await api.ok("GET", f"{CONFIG}/edge", alice)
+
+    deleted = await api.ok("DELETE", f"{CONFIG}/edge", alice)
+    assert deleted == {"proxyId": "edge"}
+    assert await api.error("GET", f"{CONFIG}/edge", alice) == (404, "PROXY_FAILOVER_002")
+    assert await api.error("DELETE", f"{CONFIG}/edge", alice) == (404, "PROXY_FAILOVER_002")
+    assert await api.error("GET", f"/proxy/instances/{ids['a']}", admin) == (
+        404,
+        "PROXY_FAILOVER_004",
+    )
+    assert await api.ok("GET", "/proxies", admin) == []
+    assert await _notifier(api).webhooks.list_subscriptions("edge") == []
+    deliveries = await _notifier(api).webhooks.list_deliveries("edge")
+    assert deliveries  # the history stays readable
+    assert all(d.status is not DeliveryStatus.PENDING for d in deliveries)
+    assert any(d.status is DeliveryStatus.CANCELLED for d in deliveries)
+
+    # events stay in the database (the API answers 002 for the deleted proxy); the open switch
+    # closed as failed and the active role went to nobody with a new epoch
+    assert await api.error("GET", "/proxy/edge/failover/events", admin) == (
+        404,
+        "PROXY_FAILOVER_002",
+    )
+    assert api.app is not None
+    events = await api.app.state.runtime.service.get_failover_events("edge")
+    by_id = {e.id: e for e in events}
+    assert by_id[ids["event"]].status is EventStatus.FAILED
+    assert by_id[ids["event"]].error_message == "proxy deleted"
+    handover = events[0]
+    assert handover.event_type is EventType.SWITCHOVER
+    assert handover.source_instance_id == ids["a"]
+    assert handover.target_instance_id is None
+    assert handover.epoch == 2
+    audit = await api.ok("GET", "/audit", admin, params={"proxyId": "edge"})
+    assert any(row["action"].startswith("DELETE") and row["actor"] == "alice" for row in audit)
+
+    # the id is free again, for anyone; its epoch continues and the old history is not shown
+    await api.ok("POST", CONFIG, bob, 201, json={"proxyId": "edge", "config": {}})
+    assert (await api.ok("GET", f"{CONFIG}/edge", bob))["userId"] == "bob"
+    assert await api.error("GET", f"{CONFIG}/edge", alice) == (404, "PROXY_FAILOVER_002")
+    redundancy = await api.ok("GET", "/proxy/edge/redundancy", bob)
+    assert redundancy["epoch"] == 2
+    assert redundancy["totalInstances"] == 0
+    assert await api.ok("GET", "/proxy/edge/failover/events", bob) == []
+    assert await api.ok("GET", "/proxy/edge/webhooks", admin) == []
+
+
+async def test_admin_deletes_any_proxy_without_instances(api: Api) -> None:
+    await api.ok("POST", CONFIG, api.tokens.alice, 201, json={"proxyId": "p1", "config": {}})
+    assert await api.ok("DELETE", f"{CONFIG}/p1", api.tokens.admin) == {"proxyId": "p1"}
+    assert await api.error("DELETE", f"{CONFIG}/p1", None) == (401, "PROXY_FAILOVER_015")
+    assert await api.error("DELETE", f"{CONFIG}/bad%20id", api.tokens.admin) == (
+        400,
+        "PROXY_FAILOVER_001",
+    )
