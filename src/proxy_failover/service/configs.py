@@ -8,22 +8,17 @@ from typing import Any
 
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core import validation
-from proxy_failover.core.errors import InvalidInput
+from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import (
     EventStatus,
     EventType,
     FailoverConfig,
     FailoverEvent,
     Notification,
+    NotificationType,
     ProxySummary,
 )
-from proxy_failover.service.common import (
-    FAILOVER_COMPLETED,
-    config_not_found,
-    event_data,
-    ms_between,
-    require_text,
-)
+from proxy_failover.service.common import event_data, ms_between, require_text
 from proxy_failover.service.context import ServiceContext
 from proxy_failover.service.redundancy import ensure_proxy
 from proxy_failover.store import Reader, new_id
@@ -108,7 +103,11 @@ async def delete_failover_configuration(ctx: ServiceContext, proxy_id: str, user
             await unit.insert_event(handover)
             unit.notify(
                 Notification(
-                    FAILOVER_COMPLETED, proxy_id, handover.epoch, now, event_data(handover)
+                    NotificationType.FAILOVER_COMPLETED,
+                    proxy_id,
+                    handover.epoch,
+                    now,
+                    event_data(handover),
                 )
             )
         await unit.delete_proxy(proxy_id)
