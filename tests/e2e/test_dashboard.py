@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Page, Request, expect
 
 from tests.helpers.api import Tokens, api_settings
-from tests.helpers.browser import PHONE, chromium
+from tests.helpers.browser import PHONE, chromium, page_errors
 from tests.helpers.live_app import fail_over, live_api, setup_proxy
 from tests.helpers.processes import InstanceProcess, wait_for
 from tests.helpers.serve import ServeProcess
@@ -82,6 +82,7 @@ async def test_admin_watches_a_failover_live_and_switches_over(
     requests: list[str] = []
     async with chromium() as browser:
         page = await browser.new_page()
+        errors = page_errors(page)
         page.on("request", lambda request: requests.append(_request_line(request)))
         await page.goto(f"{serve_process.url}/ui#token={tokens.admin}")
 
@@ -138,6 +139,7 @@ async def test_admin_watches_a_failover_live_and_switches_over(
             "maintenance"
         )
         assert await _page_is_marked(page), "the page reloaded"
+        assert errors == []
 
     # The token travelled only in headers: in no URL the browser asked for, nor in the logs.
     assert requests
@@ -156,6 +158,7 @@ async def test_owner_on_a_phone_sees_no_admin_controls_and_no_probe_detail(
         url = str(api.http.base_url).rstrip("/")
         async with chromium(PHONE) as browser:
             page = await browser.new_page()
+            errors = page_errors(page)
             await page.goto(f"{url}/ui")
 
             # A pasted token that is not a JWT is refused in the page.
@@ -204,6 +207,7 @@ async def test_owner_on_a_phone_sees_no_admin_controls_and_no_probe_detail(
             await page.get_by_role("button", name="Sign out").click()
             await expect(page.locator("#signin")).to_be_visible()
             assert await page.evaluate("sessionStorage.getItem('pfo.token')") is None
+            assert errors == []
 
 
 async def test_markup_in_names_is_text_and_another_owner_sees_nothing(
@@ -216,6 +220,7 @@ async def test_markup_in_names_is_text_and_another_owner_sees_nothing(
         url = str(api.http.base_url).rstrip("/")
         async with chromium() as browser:
             page = await browser.new_page()
+            errors = page_errors(page)
             await page.goto(f"{url}/ui#token={tokens.admin}&proxy=cdn")
             await expect(page.locator("#active-name")).to_have_text(hostile)
             await expect(page.locator("#instances .name").filter(has_text=hostile)).to_have_count(1)
@@ -233,6 +238,7 @@ async def test_markup_in_names_is_text_and_another_owner_sees_nothing(
             await expect(page.locator("#notice")).to_contain_text("PROXY_FAILOVER_002")
             await expect(page.locator("#live")).to_have_text("not found")
             assert await page.locator("#instances tbody tr").count() == 0
+            assert errors == []
 
 
 def _request_line(request: Request) -> str:

@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, ViewportSize, async_playwright, expect
+from playwright.async_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -63,3 +70,18 @@ async def chromium(viewport: ViewportSize | None = None) -> AsyncIterator[Browse
                 yield context
             finally:
                 await context.close()
+
+
+def page_errors(page: Page) -> list[str]:
+    """A list that fills with the page's uncaught exceptions and console errors (a refused
+    Content-Security-Policy is one), except the browser's note on an HTTP error status, which
+    the API answers on purpose (401, 404) and the page handles."""
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    return errors

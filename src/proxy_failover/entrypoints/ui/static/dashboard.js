@@ -341,7 +341,9 @@
           el("td", { "data-label": "Instance" }, el("div", {},
             el("span", { class: "name", text: i.instanceName }),
             i.isActive ? badge("active", "active") : null,
-            i.endpoint ? el("div", { class: "muted small", text: i.endpoint }) : null)),
+            i.endpoint ? el("div", { class: "muted small", text: i.endpoint }) : null,
+            i.trafficAddress // where data planes send user traffic, when not the endpoint's
+              ? el("div", { class: "muted small", text: "traffic " + i.trafficAddress }) : null)),
           el("td", { "data-label": "Health" },
             badge(i.healthStatus, { healthy: "good", unhealthy: "bad" }[i.healthStatus] || "")),
           el("td", { "data-label": "Priority", text: i.priority }),
