@@ -28,12 +28,10 @@ from proxy_failover.service import (
     ProxyFailoverService,
 )
 from proxy_failover.store import NotificationWriter, Store
-from proxy_failover.store.audit import AuditLog
 from proxy_failover.store.deliveries import DeliveryQueue
 from proxy_failover.store.gauges import Gauges
 from proxy_failover.store.leases import Leases
 from proxy_failover.store.notifications import NotificationLog
-from proxy_failover.store.webhooks import WebhookStore
 
 if TYPE_CHECKING:
     from proxy_failover.config import Settings
@@ -237,8 +235,6 @@ def build_notifier(settings: Settings, service: ProxyFailoverService) -> Notifie
         worker,
         metrics,
         notification_log=notification_log,
-        webhooks=WebhookStore(engine),
-        audit=AuditLog(engine),
         gauges=Gauges(engine),
     )
     service.store.notification_writers.append(notification_log.write_notifications)

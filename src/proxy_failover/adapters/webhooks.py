@@ -26,11 +26,9 @@ from proxy_failover.adapters.outbound import post_for_status
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
-from proxy_failover.store.audit import AuditLog
 from proxy_failover.store.deliveries import DeliveryQueue
 from proxy_failover.store.gauges import Gauges
 from proxy_failover.store.notifications import NotificationLog
-from proxy_failover.store.webhooks import WebhookStore
 
 log = logging.getLogger("proxy_failover.webhooks")
 
@@ -292,8 +290,9 @@ class DeliveryWorker:
 
 
 class Notifier:
-    """The notification side of a running process: its store repositories (notification log,
-    webhooks, audit, gauges), the delivery worker, metrics, live feeds.
+    """The notification side of a running process: the notification log and gauges it reads,
+    the delivery worker, metrics, live feeds. (Subscriptions and the audit log are the
+    service's: ``ProxyFailoverService.create_webhook_subscription``, ``record_audit``, ...)
 
     ``on_change`` is the service's after-commit listener: it counts what happened, wakes the
     delivery worker, and wakes the live streams of that proxy (which then read the durable event
@@ -306,13 +305,9 @@ class Notifier:
         metrics: Metrics,
         *,
         notification_log: NotificationLog,
-        webhooks: WebhookStore,
-        audit: AuditLog,
         gauges: Gauges,
     ) -> None:
         self.notification_log = notification_log
-        self.webhooks = webhooks
-        self.audit = audit
         self.gauges = gauges
         self.worker = worker
         self.metrics = metrics

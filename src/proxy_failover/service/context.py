@@ -15,6 +15,8 @@ from proxy_failover.core import strategies
 from proxy_failover.core.errors import config_not_found, instance_not_found
 from proxy_failover.core.model import Instance, Notification, ProxySnapshot, RedundancyStatus
 from proxy_failover.store import Reader, Store, UnitOfWork
+from proxy_failover.store.audit import AuditLog
+from proxy_failover.store.webhooks import WebhookStore
 
 #: Called after a commit with the proxy id and the notifications that commit produced.
 ChangeListener = Callable[[str, Sequence[Notification]], None]
@@ -91,6 +93,9 @@ class ServiceContext:
         self.route_cursors: dict[str, strategies.RouteCursor] = {}
         #: An instance's proxy never changes: remembered to lock the right proxy without a read.
         self.instance_proxy: dict[str, str] = {}
+        #: Outside the per-proxy units of work: each writes in a short transaction of its own.
+        self.webhooks = WebhookStore(store.engine)
+        self.audit = AuditLog(store.engine)
 
     def now(self) -> datetime:
         """The clock's now in UTC; a naive clock is a programming error, refused loudly."""

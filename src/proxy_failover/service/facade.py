@@ -26,7 +26,9 @@ from proxy_failover.core.model import (
     Route,
     StoredMetricSample,
 )
+from proxy_failover.core.webhooks import AuditEntry, Delivery, DeliveryStatus, Subscription
 from proxy_failover.service import (
+    audit,
     checks,
     configs,
     engine_ops,
@@ -36,6 +38,7 @@ from proxy_failover.service import (
     instances,
     redundancy,
     route,
+    webhooks,
 )
 from proxy_failover.service.context import (
     DEFAULT_CACHE_TTL_SECONDS,
@@ -286,3 +289,77 @@ class ProxyFailoverService:
     ) -> FailoverEvent:
         """Close a recovery event (012 missing or not a recovery, 013 already closed)."""
         return await events.close_recovery_event(self._ctx, event_id, status, error_message)
+
+    # --- webhooks and audit (webhooks.py, audit.py) -------------------------------------------
+
+    async def create_webhook_subscription(
+        self,
+        proxy_id: str,
+        user_id: str,
+        url: str,
+        secret: str,
+        events: Sequence[str] | None = None,
+        *,
+        include_health_detail: bool = False,
+    ) -> Subscription:
+        """Subscribe ``url`` to the proxy's notifications (001 invalid, 002 no such proxy)."""
+        return await webhooks.create_subscription(
+            self._ctx,
+            proxy_id,
+            user_id,
+            url,
+            secret,
+            events,
+            include_health_detail=include_health_detail,
+        )
+
+    async def list_webhook_subscriptions(self, proxy_id: str) -> list[Subscription]:
+        return await webhooks.list_subscriptions(self._ctx, proxy_id)
+
+    async def delete_webhook_subscription(self, proxy_id: str, subscription_id: str) -> None:
+        """Remove a subscription and cancel its pending deliveries (020 when unknown)."""
+        await webhooks.delete_subscription(self._ctx, proxy_id, subscription_id)
+
+    async def list_webhook_deliveries(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: DeliveryStatus | None = None,
+        subscription_id: str | None = None,
+    ) -> list[Delivery]:
+        """Deliveries, newest first, each with every attempt made."""
+        return await webhooks.list_deliveries(
+            self._ctx, proxy_id, limit, status=status, subscription_id=subscription_id
+        )
+
+    async def redeliver_webhook(self, proxy_id: str, delivery_id: str) -> Delivery:
+        """Queue a delivery again now (020 when unknown); the delivery worker must be woken."""
+        return await webhooks.redeliver(self._ctx, proxy_id, delivery_id)
+
+    async def record_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        result: str,
+        proxy_id: str | None = None,
+        target: str | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Record one API call in the audit log, stamped with the service's clock."""
+        await audit.record_call(
+            self._ctx,
+            actor=actor,
+            action=action,
+            result=result,
+            proxy_id=proxy_id,
+            target=target,
+            status_code=status_code,
+            request_id=request_id,
+        )
+
+    async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The audit log, newest first (``proxy_id`` None: all of it)."""
+        return await audit.list_entries(self._ctx, proxy_id, limit)

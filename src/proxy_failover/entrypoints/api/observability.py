@@ -16,7 +16,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -25,8 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.adapters.metrics import CONTENT_TYPE
 from proxy_failover.core import fields, limits, webhooks
-from proxy_failover.core.webhooks import AuditEntry
-from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep
+from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep, ServiceDep
 from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_list
 from proxy_failover.entrypoints.api.schemas import (
     ListEnvelope,
@@ -38,6 +36,7 @@ from proxy_failover.entrypoints.api.schemas import (
 )
 from proxy_failover.entrypoints.api.webhooks import NotifierDep, check_proxy
 from proxy_failover.entrypoints.logs import bound_request_id
+from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store.audit import current_actor
 
 log = logging.getLogger("proxy_failover.api")
@@ -95,14 +94,14 @@ class AuditPublic(ResponseModel):
 )
 async def audit(
     caller: AdminDep,
-    notifier: NotifierDep,
+    service: ServiceDep,
     proxy_id: Annotated[
         str | None,
         Query(alias="proxyId", description="only this proxy", **constraints(limits.PROXY_ID)),
     ] = None,
     limit: ListLimit = 100,
 ) -> Response:
-    entries = await notifier.audit.list_audit(proxy_id or None, limit)
+    entries = await service.list_audit(proxy_id or None, limit)
     return ok_list(AuditPublic.model_validate(e) for e in entries)
 
 
@@ -254,7 +253,7 @@ class ObservabilityMiddleware:
                     )
                     if mutating:
                         await self._audit(
-                            notifier,
+                            _runtime_of(scope).service,
                             scope,
                             state,
                             route,
@@ -268,7 +267,7 @@ class ObservabilityMiddleware:
 
     @staticmethod
     async def _audit(
-        notifier: Any,
+        service: ProxyFailoverService,
         scope: Scope,
         state: dict[str, Any],
         route: str,
@@ -294,8 +293,7 @@ class ObservabilityMiddleware:
         target = next((params[p] for p in _TARGET_PARAMS if p in params), None)
         if target is None:
             target = sent.get("targetInstanceId") or data.get("id")
-        entry = AuditEntry(
-            occurred_at=datetime.now(UTC),
+        await service.record_audit(
             actor=getattr(caller, "user_id", None) or "anonymous",
             action=f"{scope['method']} {route if route != 'unmatched' else scope['path'][:100]}",
             result=str(error.get("code")) if error else ("success" if status < 400 else "error"),
@@ -304,10 +302,12 @@ class ObservabilityMiddleware:
             status_code=status,
             request_id=request_id,
         )
-        await notifier.audit.record_audit(entry)
+
+
+def _runtime_of(scope: Scope) -> Any:
+    app = scope.get("app")
+    return getattr(getattr(app, "state", None), "runtime", None)
 
 
 def _notifier_of(scope: Scope) -> Any:
-    app = scope.get("app")
-    runtime = getattr(getattr(app, "state", None), "runtime", None)
-    return getattr(runtime, "notifier", None)
+    return getattr(_runtime_of(scope), "notifier", None)

@@ -6,20 +6,18 @@ creation and never returned. Unknown subscriptions and deliveries answer 404/020
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Strict
 
 from proxy_failover.adapters.webhooks import Notifier
-from proxy_failover.core import limits, webhooks
-from proxy_failover.core.errors import ErrorCode, NotFound, config_not_found
+from proxy_failover.core import limits
+from proxy_failover.core.errors import config_not_found
 from proxy_failover.core.model import NotificationType
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api.auth import Caller
-from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep
+from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep, ServiceDep
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list
 from proxy_failover.entrypoints.api.schemas import (
@@ -96,28 +94,10 @@ NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 
 
 async def check_proxy(caller: Caller, proxy_id: str, ownership: Ownership) -> None:
-    """Owner or admin of an existing proxy, else 404/002."""
+    """Owner or admin of an existing proxy, else 404/002 (the live stream's check)."""
     await ownership.check_proxy(caller, proxy_id)
     if await ownership.owner_of(proxy_id) is None:
         raise config_not_found(proxy_id)
-
-
-def _not_found(what: str, ident: str) -> NotFound:
-    return NotFound(f"{what} {ident} not found", ErrorCode.NOT_FOUND)
-
-
-def _is_uuid(text: str) -> bool:
-    """Ids are server-made UUIDs: any other text finds nothing (SPEC §3) without a query, which
-    PostgreSQL would refuse for a NUL in it."""
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @router.post(
@@ -131,14 +111,16 @@ async def subscribe(
     body: WebhookRequest,
     caller: CallerDep,
     ownership: OwnershipDep,
-    notifier: NotifierDep,
+    service: ServiceDep,
 ) -> Response:
-    url = webhooks.validate_url(body.url)
-    secret = webhooks.validate_secret(body.secret)
-    events = webhooks.validate_events(body.events)
-    await check_proxy(caller, proxy_id, ownership)
-    sub = await notifier.webhooks.create_subscription(
-        proxy_id, caller.user_id, url, secret, events, _now(), include_health_detail=caller.is_admin
+    await ownership.check_proxy(caller, proxy_id)
+    sub = await service.create_webhook_subscription(
+        proxy_id,
+        caller.user_id,
+        body.url,
+        body.secret,
+        body.events,
+        include_health_detail=caller.is_admin,
     )
     return ok(
         SubscriptionPublic.model_validate(sub), "Webhook subscription created", status_code=201
@@ -151,10 +133,10 @@ async def subscribe(
     summary="The proxy's webhook subscriptions",
 )
 async def list_subscriptions(
-    proxy_id: ProxyIdPath, caller: CallerDep, ownership: OwnershipDep, notifier: NotifierDep
+    proxy_id: ProxyIdPath, caller: CallerDep, ownership: OwnershipDep, service: ServiceDep
 ) -> Response:
-    await check_proxy(caller, proxy_id, ownership)
-    subs = await notifier.webhooks.list_subscriptions(proxy_id)
+    await ownership.check_proxy(caller, proxy_id)
+    subs = await service.list_webhook_subscriptions(proxy_id)
     return ok_list(SubscriptionPublic.model_validate(s) for s in subs)
 
 
@@ -167,15 +149,15 @@ async def list_deliveries(
     proxy_id: ProxyIdPath,
     caller: CallerDep,
     ownership: OwnershipDep,
-    notifier: NotifierDep,
+    service: ServiceDep,
     limit: ListLimit = 50,
     status: Annotated[DeliveryStatus | None, Query()] = None,
     subscription_id: Annotated[
         str | None, Query(alias="subscriptionId", **constraints(limits.ID))
     ] = None,
 ) -> Response:
-    await check_proxy(caller, proxy_id, ownership)
-    deliveries = await notifier.webhooks.list_deliveries(
+    await ownership.check_proxy(caller, proxy_id)
+    deliveries = await service.list_webhook_deliveries(
         proxy_id, limit, status=status, subscription_id=subscription_id
     )
     return ok_list(DeliveryPublic.model_validate(d) for d in deliveries)
@@ -191,14 +173,11 @@ async def redeliver(
     delivery_id: Annotated[str, Path(alias="deliveryId", **constraints(limits.ID))],
     caller: CallerDep,
     ownership: OwnershipDep,
+    service: ServiceDep,
     notifier: NotifierDep,
 ) -> Response:
-    await check_proxy(caller, proxy_id, ownership)
-    if not _is_uuid(delivery_id):
-        raise _not_found("delivery", delivery_id)
-    delivery = await notifier.webhooks.redeliver(proxy_id, delivery_id, _now())
-    if delivery is None:
-        raise _not_found("delivery", delivery_id)
+    await ownership.check_proxy(caller, proxy_id)
+    delivery = await service.redeliver_webhook(proxy_id, delivery_id)
     notifier.worker.wake()
     return ok(DeliveryPublic.model_validate(delivery), "Delivery queued again")
 
@@ -213,12 +192,9 @@ async def unsubscribe(
     subscription_id: Annotated[str, Path(alias="subscriptionId", **constraints(limits.ID))],
     caller: CallerDep,
     ownership: OwnershipDep,
-    notifier: NotifierDep,
+    service: ServiceDep,
 ) -> Response:
-    await check_proxy(caller, proxy_id, ownership)
-    if not _is_uuid(subscription_id) or not await notifier.webhooks.delete_subscription(
-        proxy_id, subscription_id, _now()
-    ):
-        raise _not_found("webhook subscription", subscription_id)
+    await ownership.check_proxy(caller, proxy_id)
+    await service.delete_webhook_subscription(proxy_id, subscription_id)
     data: dict[str, Any] = {"id": subscription_id, "deleted": True}
     return ok(data, "Webhook subscription removed")
