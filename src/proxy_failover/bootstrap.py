@@ -28,6 +28,7 @@ from proxy_failover.service import (
     ProxyFailoverService,
 )
 from proxy_failover.store import NotificationWriter, Store
+from proxy_failover.store.database import DATABASE_TIMEOUT_SECONDS
 from proxy_failover.store.deliveries import DeliveryQueue
 from proxy_failover.store.gauges import Gauges
 from proxy_failover.store.leases import Leases
@@ -52,6 +53,7 @@ async def open_service(
     pool_size: int = 5,
     max_overflow: int = 10,
     migrate: bool = True,
+    database_timeout_seconds: float = DATABASE_TIMEOUT_SECONDS,
 ) -> AsyncIterator[ProxyFailoverService]:
     """A ready ``ProxyFailoverService`` on ``url`` (default: SQLite ``./proxy-failover.db``).
 
@@ -64,6 +66,7 @@ async def open_service(
         notification_writers=notification_writers,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        timeout_seconds=database_timeout_seconds,
     )
     try:
         if migrate:
@@ -106,7 +109,12 @@ async def build(settings: Settings) -> Runtime:
     """Open the database (migrated) and wire the service; background parts are added later."""
     stack = contextlib.AsyncExitStack()
     try:
-        service = await stack.enter_async_context(open_service(settings.database_url))
+        service = await stack.enter_async_context(
+            open_service(
+                settings.database_url,
+                database_timeout_seconds=settings.database_timeout_seconds,
+            )
+        )
     except BaseException:
         await stack.aclose()
         raise

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         le=300.0,
         description="TTL of the engine leader lease: the longest a dead leader's work waits",
     )
+    database_timeout_seconds: float = Field(
+        default=1.5,
+        ge=0.1,
+        le=60,
+        description="Deadline of every database wait (connect, lock, statement): past it 503/018",
+    )
     http_max_head_bytes: int = Field(
         default=16 * 1024,
         ge=1024,

@@ -25,15 +25,22 @@ def _token(**claims: Any) -> str:
 
 
 @pytest.mark.parametrize(
-    "claims",
+    ("iat", "exp"),
     [
-        {"exp": 1e300},
-        {"exp": int(time.time()) + 86400 + 120},  # no iat: lifetime counted from now
-        {"iat": int(time.time()), "exp": int(time.time()) + 86400 + 1},
-        {"iat": int(time.time()) - 10 * 86400, "exp": int(time.time()) + 60},  # minted for 10 days
+        (None, 1e300),
+        (None, 86400 + 120),  # no iat: the lifetime counts from now
+        (0, 86400 + 1),
+        (-10 * 86400, 60),  # minted for ten days, ten days ago
     ],
 )
-async def test_tokens_living_longer_than_the_maximum_are_refused(claims: dict[str, Any]) -> None:
+async def test_tokens_living_longer_than_the_maximum_are_refused(
+    iat: int | None, exp: float
+) -> None:
+    """``iat``/``exp`` are offsets from now (``exp`` ≥ 1e300 is absolute)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"exp": exp if exp >= 1e300 else now + exp}
+    if iat is not None:
+        claims["iat"] = now + iat
     with pytest.raises(Unauthenticated, match="PFO_JWT_MAX_TTL_SECONDS"):
         await _verifier().verify(_token(**claims))
 

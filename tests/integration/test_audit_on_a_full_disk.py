@@ -42,7 +42,8 @@ async def test_audit_rows_refused_by_a_full_disk_are_written_once_space_returns(
             assert await audit.flush_backlog() == audit.backlog  # still full: nothing written
 
             filler.unlink()
-            await audit.record_audit(_entry(20))  # writes the backlog first, then this one
+            await audit.record_audit(_entry(20))  # joins the backlog (retried once a second)
+            assert await audit.flush_backlog() == 0  # what the next retry does
             assert audit.backlog == 0
             rows = await audit.list_audit("edge", limit=100)
         finally:

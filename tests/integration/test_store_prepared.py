@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from proxy_failover.core.errors import StorageUnavailable
 from proxy_failover.service import ProxyFailoverService
-from proxy_failover.store import Store, sqlite_inline, statements
+from proxy_failover.store import Store, statements
 from proxy_failover.store.rows import instance_from
 from proxy_failover.store.tables import instances
 from tests.helpers.scenario import proxy_with
@@ -78,10 +78,9 @@ async def test_a_failing_prepared_statement_is_mapped_like_any_other(
 
 
 async def test_a_begin_that_stays_busy_is_an_outage_and_the_store_recovers(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str,
 ) -> None:
-    monkeypatch.setattr(sqlite_inline, "BUSY_BUDGET_SECONDS", 0.05)
-    store = Store(sqlite_url)
+    store = Store(sqlite_url, timeout_seconds=0.05)
     other = sqlite3.connect(sa.make_url(sqlite_url).database or "", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process keeps the write lock

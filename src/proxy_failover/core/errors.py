@@ -139,6 +139,11 @@ class StorageUnavailable(FailoverError):
     default_code = ErrorCode.STORAGE_UNAVAILABLE
 
 
+class StorageTimeout(StorageUnavailable):
+    """The database did not answer within its deadline (hung, frozen, or locked by another
+    process): the same for every caller, so work that failed with it is not retried piecemeal."""
+
+
 # The 404s a hidden resource must share word for word with a missing one (SPEC §7: existence never
 # leaks), so they are built in one place.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,8 @@ def _audit_from(row: sa.RowMapping) -> AuditEntry:
 
 #: Audit rows kept in memory while the database refuses them (a full disk), oldest dropped first.
 BACKLOG_LIMIT = 10_000
+#: While rows wait, new ones join the backlog and a write is retried at most this often.
+BACKLOG_RETRY_SECONDS = 1.0
 
 
 class AuditLog:
@@ -87,6 +90,7 @@ class AuditLog:
         self._db = database.EngineAccess(engine)
         self._audit_rows: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._insert_audit)
         self._backlog: collections.deque[dict[str, Any]] = collections.deque(maxlen=BACKLOG_LIMIT)
+        self._retry_at = 0.0
 
     @property
     def backlog(self) -> int:
@@ -102,6 +106,7 @@ class AuditLog:
                     await conn.execute(sa.insert(audit_log), rows)
             except Exception as error:
                 log.warning("audit: %d rows still waiting for the database: %s", len(rows), error)
+                self._retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
                 break
             for _ in rows:
                 self._backlog.popleft()
@@ -125,15 +130,17 @@ class AuditLog:
             "request_id": entry.request_id,
             "details": dict(entry.details) or None,
         }
-        if self._backlog and await self.flush_backlog():
-            self._backlog.append(row)  # keep the order: behind the rows still waiting
+        if self._backlog:  # keep the order: behind the rows still waiting
+            self._backlog.append(row)
+            if time.monotonic() >= self._retry_at:  # at most one retry a second, not per row
+                await self.flush_backlog()
             return
         try:
             await self._audit_rows.submit("", row)
         except Exception as error:
-            if not self._backlog:
-                log.error("audit: the database refused a row, keeping it to retry: %s", error)
+            log.error("audit: the database refused a row, keeping it to retry: %s", error)
             self._backlog.append(row)
+            self._retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
 
     async def _insert_audit(
         self, _key: str, take: Callable[[], list[dict[str, Any]]]

@@ -27,6 +27,7 @@ from proxy_failover.core.errors import (
     Conflict,
     ErrorCode,
     FailoverError,
+    StorageTimeout,
     StorageUnavailable,
 )
 from proxy_failover.store import sqlite_inline
@@ -36,6 +37,11 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Execution option naming the BEGIN flavour SQLite uses for a connection's transactions.
 SQLITE_BEGIN_OPTION = "pfo_sqlite_begin"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Every database call's deadline, by default: a hung, frozen or locked database is an outage
+#: (503/018) within it, and the call's connection is freed, instead of requests piling up.
+DATABASE_TIMEOUT_SECONDS = 1.5
+#: Migrations run once at start-up and may wait for another replica's migration lock.
+MIGRATION_TIMEOUT_SECONDS = 300.0
 #: Key of a PostgreSQL advisory lock taken while migrating, so replicas starting together agree.
 _MIGRATION_LOCK_KEY = 0x5046_4F4D  # "PFOM"
 
@@ -59,9 +65,18 @@ def normalize_url(url: str | None) -> URL:
 
 
 def create_engine(
-    url: str | URL | None, *, pool_size: int = 5, max_overflow: int = 10
+    url: str | URL | None,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    timeout_seconds: float = DATABASE_TIMEOUT_SECONDS,
 ) -> AsyncEngine:
-    """An async engine with this project's SQLite pragmas and transaction hooks installed."""
+    """An async engine with this project's SQLite pragmas and transaction hooks installed.
+
+    ``timeout_seconds`` bounds every wait on the database: PostgreSQL's connect, pool checkout,
+    ``statement_timeout`` and ``lock_timeout`` server-side and asyncpg's ``command_timeout``
+    client-side (a frozen server answers nothing, so only the client can give up); SQLite's wait
+    for another process's lock and for this process's write gate."""
     parsed = url if isinstance(url, URL) else normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -85,16 +100,24 @@ def create_engine(
             parsed,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            async_creator=sqlite_inline.connector(database),
+            pool_timeout=timeout_seconds,
+            async_creator=sqlite_inline.connector(database, timeout_seconds),
         )
         _install_sqlite_hooks(engine)
+        _gate_timeouts[engine.sync_engine] = timeout_seconds
         return engine
+    milliseconds = str(max(1, round(timeout_seconds * 1000)))
     return create_async_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
-        connect_args={"timeout": 10},
+        pool_timeout=timeout_seconds,
+        connect_args={
+            "timeout": timeout_seconds,
+            "command_timeout": timeout_seconds,
+            "server_settings": {"statement_timeout": milliseconds, "lock_timeout": milliseconds},
+        },
     )
 
 
@@ -137,6 +160,38 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 _write_gates: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+#: How long a writer of each SQLite engine may queue on its gate (the engine's database timeout).
+_gate_timeouts: weakref.WeakKeyDictionary[sa.Engine, float] = weakref.WeakKeyDictionary()
+
+
+class _BoundedGate:
+    """Holds ``lock`` for a block; a wait longer than ``seconds`` is an outage (018).
+
+    Writers behind one stuck on another process's lock would otherwise each add their own full
+    wait, so the last of ten waited ten times the budget."""
+
+    __slots__ = ("_lock", "_seconds")
+
+    def __init__(self, lock: asyncio.Lock, seconds: float) -> None:
+        self._lock = lock
+        self._seconds = seconds
+
+    async def __aenter__(self) -> None:
+        if not self._lock.locked():
+            await self._lock.acquire()  # free: no timer needed on the hot path
+            return
+        try:
+            async with asyncio.timeout(self._seconds):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise StorageTimeout(
+                f"storage unavailable: the database stayed locked for {self._seconds:g} s"
+            ) from None
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+
 def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
     """The lock this process's SQLite writers queue on before ``BEGIN IMMEDIATE`` (else a no-op).
 
@@ -152,7 +207,7 @@ def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[An
     gate = _write_gates.get(base)
     if gate is None:
         gate = _write_gates[base] = asyncio.Lock()
-    return gate
+    return _BoundedGate(gate, _gate_timeouts.get(base, DATABASE_TIMEOUT_SECONDS))
 
 
 class EngineAccess:
@@ -198,6 +253,20 @@ _UNAVAILABLE_HINTS = (
 )
 
 
+#: Messages of a missed deadline: another process's SQLite lock, PostgreSQL's statement_timeout
+#: ("canceling statement due to statement timeout") and lock_timeout.
+_DEADLINE_HINTS = ("database is locked", "statement timeout", "lock timeout")
+
+
+def _is_deadline(error: BaseException | None) -> bool:
+    """asyncpg's own deadline errors (its ``command_timeout``, the server's cancellations)."""
+    return type(error).__name__ in (
+        "QueryCanceledError",
+        "LockNotAvailableError",
+        "TimeoutError",
+    ) or isinstance(error, asyncio.TimeoutError | TimeoutError)
+
+
 def map_database_error(error: BaseException) -> FailoverError | None:
     """The error-vocabulary equivalent of a driver/SQLAlchemy error, or None to re-raise as is."""
     if isinstance(error, FailoverError):
@@ -217,6 +286,8 @@ def map_database_error(error: BaseException) -> FailoverError | None:
         return None
     if isinstance(error, exc.DBAPIError):
         text = str(error.orig).lower()
+        if any(hint in text for hint in _DEADLINE_HINTS) or _is_deadline(error.orig):
+            return StorageTimeout(f"storage unavailable: {_first_line(error.orig)}")
         if error.connection_invalidated or isinstance(
             error, exc.OperationalError | exc.InterfaceError
         ):
@@ -225,8 +296,10 @@ def map_database_error(error: BaseException) -> FailoverError | None:
             return StorageUnavailable(f"storage unavailable: {_first_line(error.orig)}")
         return None
     if isinstance(error, exc.TimeoutError):  # pool exhausted
-        return StorageUnavailable("storage unavailable: connection pool timeout")
-    if isinstance(error, OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError):
+        return StorageTimeout("storage unavailable: connection pool timeout")
+    if isinstance(error, asyncio.TimeoutError | TimeoutError) or _is_deadline(error):
+        return StorageTimeout(f"storage unavailable: no answer in time ({error or 'timeout'})")
+    if isinstance(error, OSError | socket.gaierror):
         return StorageUnavailable(f"storage unavailable: {error}")
     if type(error).__module__.startswith("asyncpg") and (
         "Connection" in type(error).__name__ or "CannotConnect" in type(error).__name__
@@ -265,6 +338,9 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 def _upgrade(connection: sa.Connection) -> None:
     if connection.dialect.name == "postgresql":
+        # Lifted for this transaction only: DDL may wait for another replica's migration.
+        connection.execute(sa.text("SET LOCAL statement_timeout = 0"))
+        connection.execute(sa.text("SET LOCAL lock_timeout = 0"))
         connection.execute(
             sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
         )
@@ -278,9 +354,11 @@ async def upgrade(engine: AsyncEngine) -> None:
         await conn.run_sync(_upgrade)
 
 
-async def migrate(url: str | None) -> None:
+async def migrate(url: str | URL | None) -> None:
     """Bring the database at ``url`` to the latest schema (``proxy-failover migrate``)."""
-    engine = create_engine(url, pool_size=1, max_overflow=0)
+    engine = create_engine(
+        url, pool_size=1, max_overflow=0, timeout_seconds=MIGRATION_TIMEOUT_SECONDS
+    )
     try:
         await upgrade(engine)
     finally:

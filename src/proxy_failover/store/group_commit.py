@@ -10,7 +10,8 @@ Each key has at most one writer task. The writer calls ``commit(key, take)``; ``
 transaction, takes its locks, then calls ``take()`` for the items queued so far (later items start
 the next batch) and returns one outcome per item: its result or the exception for that item alone.
 If the transaction itself fails, a batch of several is retried one item per transaction, so one
-item's failure never becomes another's; items never taken fail with the error that stopped them.
+item's failure never becomes another's (except a missed database deadline, ``StorageTimeout``,
+which fails the batch at once); items never taken fail with the error that stopped them.
 A caller's cancellation never cancels the shared transaction: it runs in the writer's task.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from proxy_failover.core.errors import StorageUnavailable
+from proxy_failover.core.errors import StorageTimeout, StorageUnavailable
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741 - the item type, beside K and R
@@ -94,7 +95,13 @@ class GroupCommit(Generic[K, I, R]):
         except BaseException as error:
             if not taken:  # failed before its lock: whatever waits failed with it
                 take()
-            if len(taken) > 1 and isinstance(error, Exception):
+            # A deadline missed is the database's state, not one item's: retrying each alone
+            # would multiply the wait by the batch size while it stays unavailable.
+            if (
+                len(taken) > 1
+                and isinstance(error, Exception)
+                and not isinstance(error, StorageTimeout)
+            ):
                 for one in taken:
                     await self._alone(key, one)
                 return

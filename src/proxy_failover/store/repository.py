@@ -500,10 +500,14 @@ class Store:
         notification_writers: Sequence[NotificationWriter] = (),
         pool_size: int = 5,
         max_overflow: int = 10,
+        timeout_seconds: float = database.DATABASE_TIMEOUT_SECONDS,
     ) -> None:
         self.url = database.normalize_url(url)
         self.engine: AsyncEngine = database.create_engine(
-            self.url, pool_size=pool_size, max_overflow=max_overflow
+            self.url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            timeout_seconds=timeout_seconds,
         )
         self.notification_writers: list[NotificationWriter] = list(notification_writers)
         # Reads see one snapshot: SQLite's deferred WAL transaction does; PostgreSQL needs
@@ -522,8 +526,9 @@ class Store:
         return self.engine.dialect.name
 
     async def migrate(self) -> None:
-        """Apply pending Alembic migrations (idempotent; safe when replicas start together)."""
-        await database.upgrade(self.engine)
+        """Apply pending Alembic migrations (idempotent; safe when replicas start together), on
+        a connection of their own with the long migration timeout."""
+        await database.migrate(self.url)
 
     async def close(self) -> None:
         await self.engine.dispose()

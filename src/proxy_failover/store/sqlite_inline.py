@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: Total time a statement may wait for another process's lock before ``database is locked``.
-BUSY_BUDGET_SECONDS = 30.0
+#: Default time a statement may wait for another process's lock before ``database is locked``
+#: (the store passes its database timeout, so a locked file is an outage within it).
+BUSY_BUDGET_SECONDS = 1.5
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 0.05
 
@@ -40,12 +41,13 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error).lower()
 
 
-async def _retry_busy(call: Callable[[], T]) -> T:
-    """Run ``call``; while SQLite answers busy (another process holds the lock), sleep and retry.
+async def _retry_busy(call: Callable[[], T], budget_seconds: float) -> T:
+    """Run ``call``; while SQLite answers busy (another process holds the lock), sleep and retry
+    for at most ``budget_seconds``.
 
     A statement that returned ``SQLITE_BUSY`` had no effect, so running it again is safe.
     """
-    deadline = time.monotonic() + BUSY_BUDGET_SECONDS
+    deadline = time.monotonic() + budget_seconds
     backoff = _FIRST_BACKOFF
     while True:
         try:
@@ -60,8 +62,9 @@ async def _retry_busy(call: Callable[[], T]) -> T:
 class InlineCursor:
     """The async cursor API SQLAlchemy's aiosqlite adapter uses, over a ``sqlite3.Cursor``."""
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: sqlite3.Cursor, busy_budget_seconds: float) -> None:
         self._cursor = cursor
+        self._budget = busy_budget_seconds
 
     async def __aenter__(self) -> InlineCursor:
         return self
@@ -71,14 +74,14 @@ class InlineCursor:
 
     async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
         if parameters is None:
-            await _retry_busy(lambda: self._cursor.execute(sql))
+            await _retry_busy(lambda: self._cursor.execute(sql), self._budget)
         else:
-            await _retry_busy(lambda: self._cursor.execute(sql, parameters))
+            await _retry_busy(lambda: self._cursor.execute(sql, parameters), self._budget)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
         rows = list(parameters)
-        await _retry_busy(lambda: self._cursor.executemany(sql, rows))
+        await _retry_busy(lambda: self._cursor.executemany(sql, rows), self._budget)
         return self
 
     async def fetchone(self) -> Any:
@@ -138,8 +141,11 @@ class _RunNow:
 class InlineConnection:
     """The subset of ``aiosqlite.Connection`` that SQLAlchemy's aiosqlite dialect calls."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, busy_budget_seconds: float = BUSY_BUDGET_SECONDS
+    ) -> None:
         self._connection: sqlite3.Connection | None = connection
+        self._budget = busy_budget_seconds
         self._tx = _RunNow()
 
     @property
@@ -153,14 +159,14 @@ class InlineConnection:
         return self._conn.isolation_level
 
     def cursor(self) -> InlineCursor:
-        return InlineCursor(self._conn.cursor())
+        return InlineCursor(self._conn.cursor(), self._budget)
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
         cursor = self.cursor()
         return await cursor.execute(sql, parameters)
 
     async def commit(self) -> None:
-        await _retry_busy(self._conn.commit)
+        await _retry_busy(self._conn.commit, self._budget)
 
     async def rollback(self) -> None:
         self._conn.rollback()
@@ -180,8 +186,9 @@ class InlineConnection:
             connection.close()
 
 
-def connector(database: str) -> Callable[[], Any]:
-    """The ``async_creator`` for ``create_async_engine``: opens one inline connection."""
+def connector(database: str, busy_budget_seconds: float = BUSY_BUDGET_SECONDS) -> Callable[[], Any]:
+    """The ``async_creator`` for ``create_async_engine``: opens one inline connection whose
+    statements wait at most ``busy_budget_seconds`` for another process's lock."""
 
     async def connect() -> InlineConnection:
         # busy_timeout 0: a lock held by another process is waited for in ``_retry_busy``, with
@@ -193,6 +200,6 @@ def connector(database: str) -> Callable[[], Any]:
             check_same_thread=False,
             uri=database.startswith("file:"),
         )
-        return InlineConnection(connection)
+        return InlineConnection(connection, busy_budget_seconds)
 
     return connect

@@ -1,0 +1,146 @@
+"""Chaos: the API's own PostgreSQL cluster frozen (SIGSTOP), stopped and restarted; a SQLite file
+locked by another process. Answers come as 503/018 with ``Retry-After`` within the database
+timeout, ``/readyz`` turns unready, both recover by themselves, and nothing acknowledged is lost.
+
+Before: a frozen server held requests for 50 s (new ones 503 after 10 s, the redundancy read 20 s)
+and a SQLite write waited 54.5 s behind another process's lock although the budget said 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from proxy_failover.config import Settings
+from proxy_failover.entrypoints.api import create_app
+from tests.helpers.api import SECRET, Api, Tokens
+from tests.helpers.pg_cluster import PgCluster, own_cluster
+from tests.helpers.processes import wait_for
+
+#: The deadline configured here; answers must come within it plus scheduling slack.
+TIMEOUT = 1.0
+#: Generous for a loaded 2-core CI machine, and far below the 10-50 s it took before.
+ANSWER_WITHIN = 4.0
+PROXY = "chaos"
+
+
+@contextlib.asynccontextmanager
+async def api_on(url: str) -> AsyncIterator[Api]:
+    settings = Settings(database_url=url, jwt_secret=SECRET, database_timeout_seconds=TIMEOUT)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+    ):
+        yield Api(http, Tokens.signed_with(SECRET), app)
+
+
+async def _timed(api: Api, method: str, path: str, **kw: object) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    async with asyncio.timeout(30):  # a hang fails the test instead of the suite
+        response = await api.call(method, path, api.tokens.admin, **kw)
+    return response, time.monotonic() - started
+
+
+def _assert_unavailable(response: httpx.Response, took: float) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "PROXY_FAILOVER_018"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert took < ANSWER_WITHIN, took
+
+
+async def _register(api: Api, name: str) -> str:
+    body = {"proxyId": PROXY, "instanceData": {"instanceName": name}}
+    return str((await api.ok("POST", "/proxy/instances", api.tokens.admin, 201, json=body))["id"])
+
+
+async def _recovered(api: Api) -> bool:
+    response = await api.call("GET", "/readyz")
+    return response.status_code == 200
+
+
+@pytest.fixture
+def cluster() -> AsyncIterator[PgCluster]:  # type: ignore[misc]
+    with own_cluster() as running:
+        yield running
+
+
+@pytest.mark.postgres
+async def test_a_frozen_postgresql_is_503_within_the_timeout_and_recovers_by_itself(
+    cluster: PgCluster,
+) -> None:
+    async with api_on(cluster.url) as api:
+        acknowledged = [await _register(api, "before")]
+        cluster.freeze()
+        try:
+            in_flight = asyncio.create_task(_timed(api, "GET", f"/proxy/{PROXY}/instances"))
+            for method, path, body in [
+                ("GET", f"/proxy/{PROXY}/redundancy", None),
+                (
+                    "POST",
+                    "/proxy/instances",
+                    {"proxyId": PROXY, "instanceData": {"instanceName": "x"}},
+                ),
+                ("GET", "/readyz", None),
+            ]:
+                response, took = await _timed(api, method, path, json=body)
+                _assert_unavailable(response, took)
+            _assert_unavailable(*await in_flight)
+        finally:
+            cluster.thaw()
+        await wait_for(lambda: _recovered(api), within=15)
+        acknowledged.append(await _register(api, "after"))
+        listed = await api.ok("GET", f"/proxy/{PROXY}/instances", api.tokens.admin)
+    assert sorted(i["id"] for i in listed) == sorted(acknowledged)
+
+
+@pytest.mark.postgres
+async def test_a_stopped_postgresql_is_503_and_a_restart_loses_nothing_acknowledged(
+    cluster: PgCluster,
+) -> None:
+    async with api_on(cluster.url) as api:
+        acknowledged = [await _register(api, f"i{n}") for n in range(5)]
+        cluster.stop("immediate")  # a crash: no checkpoint, WAL replay on start
+        response, took = await _timed(api, "GET", f"/proxy/{PROXY}/instances")
+        _assert_unavailable(response, took)
+        response, took = await _timed(api, "GET", "/readyz")
+        _assert_unavailable(response, took)
+        cluster.start()
+        await wait_for(lambda: _recovered(api), within=20)
+        listed = await api.ok("GET", f"/proxy/{PROXY}/instances", api.tokens.admin)
+    assert sorted(i["id"] for i in listed) == sorted(acknowledged)
+
+
+async def test_a_sqlite_file_locked_by_another_process_is_503_within_the_timeout(
+    sqlite_url: str,
+) -> None:
+    async with api_on(sqlite_url) as api:
+        await _register(api, "before")
+        other = sqlite3.connect(sa.make_url(sqlite_url).database or "", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # holds the write lock, like a stuck process
+            writes = [
+                _timed(
+                    api,
+                    "POST",
+                    "/proxy/instances",
+                    json={"proxyId": PROXY, "instanceData": {"instanceName": f"w{n}"}},
+                )
+                for n in range(5)
+            ]
+            for response, took in await asyncio.gather(*writes):  # queued writers too
+                _assert_unavailable(response, took)
+            reads = await api.ok("GET", f"/proxy/{PROXY}/instances", api.tokens.admin)
+            assert [i["instanceName"] for i in reads] == ["before"]  # reads go on meanwhile
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await _register(api, "after")  # recovered by itself
