@@ -28,9 +28,10 @@ format: install
 	$(BIN)/ruff check --fix src tests bench examples
 
 # Binaries the suite drives for real (Debian packages; installed when missing, never downloaded
-# otherwise): the dashboard's browser tests need chromium, the data-plane tests haproxy.
+# otherwise): the dashboard's browser tests need chromium, the data-plane tests haproxy, the
+# engine-under-API-load test wrk.
 system-deps:
-	scripts/ensure-system-packages /usr/bin/chromium=chromium /usr/sbin/haproxy=haproxy
+	scripts/ensure-system-packages /usr/bin/chromium=chromium /usr/sbin/haproxy=haproxy /usr/bin/wrk=wrk
 
 test: lint system-deps
 	$(BIN)/pytest

@@ -6,9 +6,11 @@ entry points (API, CLI): store, service and the slots the engine and the notifie
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,7 +94,7 @@ class Runtime:
     settings: Settings
     service: ProxyFailoverService
     store: Any = None
-    #: ``EngineLeader`` (runs the engine while holding the lease); None with the engine disabled.
+    #: ``EngineThread`` (the leader loop on its own thread); None with the engine disabled.
     engine: Any = None
     notifier: Any = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
@@ -106,7 +108,11 @@ class Runtime:
 
 
 async def build(settings: Settings) -> Runtime:
-    """Open the database (migrated) and wire the service; background parts are added later."""
+    """Open the database (migrated) and wire the service; background parts are added later.
+
+    The engine is an ``EngineThread``: it runs (when the entry point runs it) on its own event
+    loop, thread and connection pool, so request handling never delays its probes.
+    """
     stack = contextlib.AsyncExitStack()
     try:
         service = await stack.enter_async_context(
@@ -120,7 +126,7 @@ async def build(settings: Settings) -> Runtime:
         raise
     notifier = build_notifier(settings, service)
     stack.push_async_callback(notifier.stop)
-    engine = build_leader(settings, service, notifier.metrics) if settings.engine_enabled else None
+    engine = EngineThread(settings, service, notifier) if settings.engine_enabled else None
     return Runtime(
         settings=settings,
         service=service,
@@ -165,7 +171,11 @@ def engine_settings(settings: Settings | None = None) -> EngineSettings:
 
 
 def build_leader(
-    settings: Settings, service: ProxyFailoverService, metrics: Metrics | None = None
+    settings: Settings,
+    service: ProxyFailoverService,
+    metrics: Metrics | None = None,
+    *,
+    is_leader: Callable[[], bool] | None = None,
 ) -> EngineLeader:
     """The engine as ``serve`` runs it: only while this replica holds the engine lease.
 
@@ -191,8 +201,132 @@ def build_leader(
     )
     service.on_change = chain_listeners(service.on_change, leader.notify)
     if metrics is not None:
-        metrics.watch_engine(stats, lambda: leader.is_leader)
+        metrics.watch_engine(stats, is_leader or (lambda: leader.is_leader))
     return leader
+
+
+class EngineThread:
+    """The engine as ``serve`` runs it: the leader loop (``build_leader``) on its own event loop,
+    in its own thread, over its own service and connection pool on the same database.
+
+    Request handling never queues probing, recording or deciding (issue 10): on one shared loop a
+    busy API held probe answers unread past their timeout and failed over healthy instances. The
+    two sides talk only by hand-offs between loops: the API service's commits wake the engine
+    (``notify``, thread-safe), and the engine's commits reach the API side's listeners (webhook
+    worker, event streams, metrics) and drop the API service's cached reads of that proxy. Each
+    side's transactions are its own (a report-driven failover is still the report's commit, then
+    the engine's one switch transaction). ``run()`` is awaited on the API's loop like the engine
+    was; ``stop()`` may be called from it.
+    """
+
+    def __init__(
+        self, settings: Settings, api_service: ProxyFailoverService, notifier: Notifier
+    ) -> None:
+        self._settings = settings
+        self._api_service = api_service
+        self._notifier = notifier
+        #: What the API side tells of a commit (notifier, ...), without the engine's own wake-up.
+        self._api_listener = api_service.on_change
+        api_service.on_change = chain_listeners(api_service.on_change, self.notify)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._leader: EngineLeader | None = None
+        self._stop_requested = False
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader is not None and self._leader.is_leader
+
+    def notify(self, proxy_id: str, notifications: Sequence[Notification] = ()) -> None:
+        """The API service's change listener: wake the proxy on the engine's loop."""
+        loop, leader = self._loop, self._leader
+        if loop is None or leader is None:
+            return  # not running: its first evaluations read the database anyway
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(leader.notify, proxy_id, tuple(notifications))
+
+    def stop(self) -> None:
+        """Ask the engine to stop (from any thread); ``run()`` returns once it has."""
+        self._stop_requested = True
+        loop, leader = self._loop, self._leader
+        if loop is not None and leader is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(leader.stop)
+
+    async def run(self) -> None:
+        """Run the engine's thread until ``stop()``; re-raises what ended it."""
+        api_loop = asyncio.get_running_loop()
+        self._stop_requested = False
+        done: asyncio.Future[None] = api_loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def main() -> None:
+            error: BaseException | None = None
+            try:
+                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                    runner.run(self._main(api_loop))
+            except BaseException as exc:  # handed to the awaiting side
+                error = exc
+            finally:
+                self._loop = self._leader = None
+                with contextlib.suppress(RuntimeError):  # the API's loop is gone
+                    api_loop.call_soon_threadsafe(settle, error)
+
+        thread = threading.Thread(target=main, name="pfo-engine", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.stop()
+            await asyncio.to_thread(thread.join)
+            raise
+
+    async def _main(self, api_loop: asyncio.AbstractEventLoop) -> None:
+        """On the engine's thread: open its service, lead while holding the lease."""
+        settings = self._settings
+        notifier = self._notifier
+
+        def tell_api(proxy_id: str, notifications: Sequence[Notification]) -> None:
+            api_loop.call_soon_threadsafe(self._on_engine_commit, proxy_id, tuple(notifications))
+
+        async with open_service(
+            settings.database_url,
+            migrate=False,
+            notification_writers=[notifier.notification_log.write_notifications],
+            on_change=tell_api,
+        ) as service:
+            leader = build_leader(
+                settings, service, notifier.metrics, is_leader=lambda: self.is_leader
+            )
+            self._loop = asyncio.get_running_loop()
+            self._leader = leader
+            if self._stop_requested:
+                return
+            await leader.run()  # stop() reaches it only from here on (no await in between)
+
+    def _on_engine_commit(self, proxy_id: str, notifications: tuple[Notification, ...]) -> None:
+        """On the API's loop: the engine committed a change of ``proxy_id``."""
+        self._api_service.forget_cached(proxy_id)
+        if self._api_listener is not None:
+            try:
+                self._api_listener(proxy_id, notifications)
+            except Exception:  # a listener must never break the hand-off
+                logging.getLogger("proxy_failover.engine").exception("change listener failed")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop when installed (as ``serve``'s own loop), else asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of serve
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def probe_tls_context(verify: bool = True, ca_file: Path | None = None) -> ssl.SSLContext:

@@ -238,6 +238,13 @@ class _HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, without TLS's close_notify exchange: used when the prober shuts down
+        with its loop, which must not be left with a TLS shutdown still running."""
+        self.is_closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def _complete(self, outcome: tuple[int, bool] | BaseException) -> None:
         on_done, self._on_done = self._on_done, None
         if on_done is not None:
@@ -500,7 +507,7 @@ class Prober:
             task.cancel()
         await asyncio.gather(*opening, return_exceptions=True)
         for _, conn in self._pool.values():
-            conn.close()
+            conn.abort()
         self._pool.clear()
         if self._http_client is not None:
             await self._http_client.aclose()

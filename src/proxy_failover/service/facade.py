@@ -106,6 +106,11 @@ class ProxyFailoverService:
     def on_change(self, listener: ChangeListener | None) -> None:
         self._ctx.on_change = listener
 
+    def forget_cached(self, proxy_id: str) -> None:
+        """Another writer of this process (the engine on its own thread and connection pool)
+        committed a change of ``proxy_id``: drop the cached reads of it now, not at their TTL."""
+        self._ctx.cache.invalidate(proxy_id)
+
     # --- configurations and redundancy (configs.py, redundancy.py) ---------------------------
 
     async def create_failover_configuration(
