@@ -88,12 +88,12 @@ async def test_a_saturated_api_changes_no_status_of_healthy_instances(
             body = {"instanceName": f"i{n}", "endpoint": proc.endpoint, "priority": n + 1}
             await data("POST", "/proxy/instances", json={"proxyId": "p", "instanceData": body})
 
-        async def all_healthy_and_active() -> list[Any] | None:
+        async def all_healthy_and_active() -> list[Any]:
             found = await data("GET", "/proxy/p/instances")
             healthy = all(i["healthStatus"] == "healthy" for i in found)
-            return found if healthy and any(i["isActive"] for i in found) else None
+            return found if healthy and any(i["isActive"] for i in found) else []
 
-        before = await wait_for(all_healthy_and_active)
+        before: list[Any] = await wait_for(all_healthy_and_active)
         assert len(await data("GET", "/proxy/busy/failover/events?limit=1000")) == EVENTS
 
         wrk_run = await asyncio.create_subprocess_exec(
