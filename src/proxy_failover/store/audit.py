@@ -3,7 +3,9 @@
 API calls are audited by the API itself, with their caller (``AuditLog.record_audit``). Automatic
 actions (the engine's failovers, recoveries, health changes) are audited by the notification
 writer (``store.notifications``), inside the transaction of the change, as ``system`` actions:
-``current_actor`` tells the two apart.
+``current_actor`` tells the two apart. It stays a context variable, set by the API's middleware for
+the request: passing it explicitly would add a parameter to every use case of the library's
+public ``ProxyFailoverService`` API, which this layout must not change.
 """
 
 from __future__ import annotations
