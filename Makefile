@@ -1,20 +1,31 @@
 # Two commands for a new user: `make run` and `make test`. Everything installs itself into .venv.
+# `make run` installs the runtime pins only (requirements.lock); `make install`/`make test` add the
+# test, lint and build tools (requirements-dev.lock).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install system-deps run test unit lint format bench clean
+.PHONY: install install-runtime system-deps run test unit lint format bench clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+install-runtime: $(RUNTIME_STAMP)
+
+# The package itself is built in pip's isolated build environment, so no build tool lands in .venv.
+$(RUNTIME_STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP) requirements-dev.lock
+	$(PIP) -r requirements-dev.lock
 	touch $(STAMP)
 
-run: install
+run: install-runtime
 	$(BIN)/proxy-failover serve
 
 lint: install

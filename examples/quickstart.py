@@ -1,15 +1,18 @@
 """The seed's example flow through the Python library, printing each step.
 
 Run: .venv/bin/python examples/quickstart.py [DATABASE_URL]
-(default: the SQLite file ./proxy-failover.db). Safe to run again on the same database: existing
-instances are reused, and a second run finds no failover due.
+(default: its own SQLite file, proxy-failover-quickstart.db in the temporary directory, never the
+server's ./proxy-failover.db: the example leaves a redundancy override behind). Safe to run again
+on the same database: existing instances are reused, and a second run finds no failover due.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from proxy_failover import open_service
 from proxy_failover.core.errors import ErrorCode, FailoverError
@@ -18,7 +21,7 @@ from proxy_failover.service import ProxyFailoverService
 
 PROXY_ID = "proxy-123"
 USER_ID = "user-456"
-DEFAULT_URL = "sqlite+aiosqlite:///./proxy-failover.db"
+DEFAULT_URL = f"sqlite+aiosqlite:///{Path(tempfile.gettempdir()) / 'proxy-failover-quickstart.db'}"
 
 
 async def register(

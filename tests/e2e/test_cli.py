@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from proxy_failover.entrypoints.cli import app
@@ -38,10 +40,37 @@ def test_token_mints_a_verifiable_admin_token(monkeypatch: pytest.MonkeyPatch) -
     assert "role" not in jwt.decode(plain.stdout.strip(), SECRET, algorithms=["HS256"])
 
 
-def test_token_without_a_secret_explains_why() -> None:
+def _other_database(postgres_url: str, name: str) -> str:
+    return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+
+
+def test_token_without_a_secret_explains_why(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    # development mode keeps its secret beside a SQLite file only: with PostgreSQL, nothing to sign
+    monkeypatch.setenv("PFO_DATABASE_URL", postgres_url)
     result = runner.invoke(app, ["token", "--sub", "alice"])
     assert result.exit_code == 2
     assert "PFO_JWT_SECRET is not set" in result.output
+
+
+def test_a_missing_or_unreachable_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PFO_JWT_SECRET", SECRET)
+    for url, why in (
+        (_other_database(postgres_url, "no_such_database_here"), '"no_such_database_here"'),
+        ("postgresql://postgres@127.0.0.1:9/x", "storage unavailable"),
+        (f"sqlite:///{tmp_path}/missing/dir/x.db", "does not exist"),
+    ):
+        monkeypatch.setenv("PFO_DATABASE_URL", url)
+        for command in ("serve", "migrate"):
+            result = runner.invoke(app, [command])
+            assert result.exit_code == 1, result.output
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1, result.output
+            assert lines[0].startswith("error: cannot open the database at ")
+            assert why in lines[0]
 
 
 def test_a_short_secret_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,3 +122,30 @@ def test_serve_without_a_secret_prints_a_working_admin_token(
         assert response.status_code == 401
     finally:
         stop_serve(server)
+
+    # the secret sits beside the database, owner-only; `token` signs with it; a restart keeps it
+    database = Path(sqlite_url.split("///", 1)[1])
+    secret_file = database.with_name(database.name + ".secret")
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    monkeypatch.setenv("PFO_DATABASE_URL", sqlite_url)
+    minted = runner.invoke(app, ["token", "--sub", "carol"])
+    assert minted.exit_code == 0, minted.output
+    carol = minted.stdout.strip()
+    server = start_serve(sqlite_url, tmp_path / "again.log")
+    try:
+        for bearer in (token.group(1), carol):
+            response = httpx.get(
+                f"{server.url}/proxies", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            assert response.status_code == 200, response.text
+    finally:
+        stop_serve(server)
+
+
+@pytest.mark.slow
+def test_production_mode_never_writes_a_secret_file(sqlite_url: str, tmp_path: Path) -> None:
+    server = start_serve(sqlite_url, tmp_path / "serve.log", {"PFO_JWT_SECRET": SECRET})
+    stop_serve(server)
+    database = Path(sqlite_url.split("///", 1)[1])
+    assert not database.with_name(database.name + ".secret").exists()
+    assert "development mode" not in (tmp_path / "serve.log").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,21 @@ def test_quickstart_runs_as_a_script(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "5. Execute the failover, then complete it" in result.stdout
     assert result.stdout.strip().endswith("done")
+
+
+def test_quickstart_uses_its_own_database_not_the_servers(tmp_path: Path) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PFO_")}
+    result = subprocess.run(
+        [sys.executable, str(QUICKSTART)],
+        cwd=tmp_path,
+        env={**env, "TMPDIR": str(temporary)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "proxy-failover.db").exists()
+    assert (temporary / "proxy-failover-quickstart.db").exists()

@@ -603,7 +603,10 @@ def test_explain_says_why_each_instance_stands_where_it_does() -> None:
     explanation = explain(snap, NOW)
     reasons = {e.instance_id: e.reasons for e in explanation.instances}
     assert explanation.active_instance_id == "a"
-    assert explanation.summary == "a is active. Active instance a healthy"
+    assert explanation.summary == (
+        "a is active. Active instance a healthy. "
+        "Pending: c recovering (1 of 2 successes); e failing (1 of 3 failures)"
+    )
     assert (explanation.unhealthy_threshold, explanation.healthy_threshold) == (3, 2)
     assert explanation.evaluation.reason_code is ReasonCode.ACTIVE_HEALTHY
     assert reasons["a"] == ("active", "healthy (4 consecutive successes)")
@@ -634,6 +637,21 @@ def test_explain_says_why_each_instance_stands_where_it_does() -> None:
     assert by_id["a"].is_eligible
     assert not by_id["g"].is_eligible
     assert by_id["c"].consecutive_failures == 5
+
+
+def test_explain_summary_says_when_the_active_instance_is_failing_first() -> None:
+    snap = snapshot(
+        inst("a", priority=1, consecutive_failures=0),
+        inst("b", priority=2, consecutive_failures=2),
+        inst("c", priority=3, consecutive_failures=1),
+        active="c",
+    )
+    assert explain(snap, NOW).summary == (
+        "c is active. Active instance c healthy. "
+        "Pending: c failing (1 of 3 failures); b failing (2 of 3 failures)"
+    )
+    quiet = snapshot(inst("a", consecutive_successes=3), active="a")
+    assert "Pending" not in explain(quiet, NOW).summary
 
 
 def test_explain_without_active_and_without_auto_recovery() -> None:

@@ -350,6 +350,31 @@ def _instance_reasons(
     return tuple(reasons)
 
 
+def _pending_changes(snapshot: ProxySnapshot) -> list[str]:
+    """Health changes under way (a healthy instance failing, an unhealthy one recovering), active
+    first: what an operator must not miss when the evaluation still reads "healthy"."""
+    config = snapshot.config
+    active_id = snapshot.redundancy.active_instance_id
+    ordered = sorted(in_preference_order(snapshot.instances), key=lambda i: i.id != active_id)
+    pending: list[str] = []
+    for instance in ordered:
+        if instance.health_status is HealthStatus.HEALTHY and instance.consecutive_failures:
+            pending.append(
+                f"{instance.instance_name} failing ({instance.consecutive_failures} of "
+                f"{config.unhealthy_threshold} failures)"
+            )
+        elif (
+            instance.health_status is HealthStatus.UNHEALTHY
+            and config.enable_auto_recovery
+            and instance.consecutive_successes
+        ):
+            pending.append(
+                f"{instance.instance_name} recovering ({instance.consecutive_successes} of "
+                f"{config.healthy_threshold} successes)"
+            )
+    return pending
+
+
 def explain(snapshot: ProxySnapshot, now: datetime) -> Explanation:
     """Why the active instance is active and why each other one is or is not eligible.
 
@@ -388,6 +413,9 @@ def explain(snapshot: ProxySnapshot, now: datetime) -> Explanation:
         summary = f"{snapshot.active.instance_name} is active. {evaluation.reason}"
     else:
         summary = evaluation.reason
+    pending = _pending_changes(snapshot)
+    if pending:
+        summary += ". Pending: " + "; ".join(pending)
     return Explanation(
         proxy_id=snapshot.config.proxy_id,
         active_instance_id=active_id,

@@ -97,6 +97,10 @@ class HealthCheckSpec:
     expected_status: str = "200-399"
 
 
+#: ``fastIntervalSeconds`` when a config names none is min(interval, this) (SPEC §3).
+DEFAULT_FAST_INTERVAL_CAP_SECONDS = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class FailoverConfig:
     """One proxy's failover configuration with SPEC §3 defaults applied."""
@@ -122,6 +126,22 @@ class FailoverConfig:
     health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+    @property
+    def effective_fast_interval_seconds(self) -> float:
+        """Probe interval while a state change is pending (HAProxy's ``fastinter``): as
+        configured, else min(interval, ``DEFAULT_FAST_INTERVAL_CAP_SECONDS``), so a failing
+        instance is confirmed within seconds even with the 30 s default interval (SPEC §3)."""
+        if self.fast_interval_seconds is not None:
+            return self.fast_interval_seconds
+        return min(self.health_check_interval_seconds, DEFAULT_FAST_INTERVAL_CAP_SECONDS)
+
+    @property
+    def effective_down_interval_seconds(self) -> float:
+        """Probe interval while unhealthy (``downinter``): as configured, else the interval."""
+        if self.down_interval_seconds is not None:
+            return self.down_interval_seconds
+        return self.health_check_interval_seconds
 
 
 @dataclass(frozen=True, slots=True)

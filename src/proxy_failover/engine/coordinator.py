@@ -25,6 +25,7 @@ from proxy_failover.engine.recording import ProbeRecorder, engine_writing
 from proxy_failover.engine.recovery import Recoveries
 from proxy_failover.engine.schedule import ProbeSchedule
 from proxy_failover.engine.settings import MAX_EVALUATION_PERIOD, EngineSettings
+from proxy_failover.service.context import log_fields
 
 log = logging.getLogger("proxy_failover.engine")
 
@@ -309,9 +310,19 @@ class Engine:
                     engine_writing.reset(token)
                     state.snapshot = state.version = None  # it changed (or may have)
                 self.stats.decisions_applied += 1
-                log.warning("engine: %s: %s", proxy_id, decision.reason)
+                log.warning(
+                    "engine: %s: %s",
+                    proxy_id,
+                    decision.reason,
+                    extra=log_fields(
+                        proxy_id,
+                        decision.target_instance_id,
+                        event.epoch if event else None,
+                        event.id if event else None,
+                    ),
+                )
             elif decision.reason_code != state.last_reason_code:
-                log.info("engine: %s: %s", proxy_id, decision.reason)
+                log.info("engine: %s: %s", proxy_id, decision.reason, extra=log_fields(proxy_id))
             state.last_reason_code = decision.reason_code
             outcomes.append(Outcome(proxy_id, decision, event))
             outcomes.extend(await self._recoveries.handle(snapshot, now))
@@ -327,7 +338,9 @@ class Engine:
         """Log a proxy's problem once when it appears or changes; retry at the next period."""
         text = f"{type(exc).__name__}: {exc}"
         if text != state.last_error:
-            log.error("engine: %s: evaluation failed: %s", proxy_id, text)
+            log.error(
+                "engine: %s: evaluation failed: %s", proxy_id, text, extra=log_fields(proxy_id)
+            )
             state.last_error = text
         self._schedule_evaluation(proxy_id, t + MAX_EVALUATION_PERIOD)
         return Outcome(proxy_id, error=text)

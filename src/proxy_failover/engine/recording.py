@@ -21,6 +21,7 @@ from proxy_failover.core.model import CheckResult, HealthState
 from proxy_failover.engine.ports import Clock, EngineService, EngineStats, ProbeAdapter
 from proxy_failover.engine.schedule import Probed, ProbeSchedule
 from proxy_failover.engine.settings import EngineSettings
+from proxy_failover.service.context import log_fields
 
 log = logging.getLogger("proxy_failover.engine")
 
@@ -280,6 +281,7 @@ class ProbeRecorder:
                     probed.instance_id,
                     health.status,
                     f" ({error})" if error else "",
+                    extra=log_fields(probed.proxy_id, probed.instance_id),
                 )
                 self._wake_proxy(probed.proxy_id, now)
         self._schedule.reschedule(probed, due, now)

@@ -23,6 +23,7 @@ from proxy_failover.core.model import (
 )
 from proxy_failover.core.recovery import RecoveryPlan, RecoveryProgress, RecoveryStep, plan_recovery
 from proxy_failover.engine.ports import Clock, EngineService, Outcome, ProbeAdapter
+from proxy_failover.service.context import log_fields
 
 log = logging.getLogger("proxy_failover.engine")
 
@@ -123,7 +124,12 @@ class Recoveries:
             if event is None:  # one is open already (another engine's): adopted next term
                 return []
             known[instance_id] = _Recovery(event.id)
-            log.warning("engine: %s: %s", proxy_id, plan.reason)
+            log.warning(
+                "engine: %s: %s",
+                proxy_id,
+                plan.reason,
+                extra=log_fields(proxy_id, instance_id, event.epoch, event.id),
+            )
             started = Outcome(proxy_id, event=event, note="recovery started")
             return [started, self._post(known[instance_id], instance, config, plan)]
         if step is RecoveryStep.ATTEMPT:
@@ -182,5 +188,11 @@ class Recoveries:
             if completed:  # the service closes it itself in the commit that made it healthy
                 return Outcome(proxy_id, note="recovery completed")
             return Outcome(proxy_id, note=f"recovery event {recovery.event_id}: {exc}")
-        log.warning("engine: %s: recovery of %s %s", proxy_id, instance_id, status)
+        log.warning(
+            "engine: %s: recovery of %s %s",
+            proxy_id,
+            instance_id,
+            status,
+            extra=log_fields(proxy_id, instance_id, event_id=recovery.event_id),
+        )
         return Outcome(proxy_id, event=event, note=f"recovery {status}")

@@ -48,10 +48,10 @@ def interval_for(
     if status is HealthStatus.UNHEALTHY:
         pending = config.enable_auto_recovery and 0 < successes < config.healthy_threshold
         if pending:
-            return config.fast_interval_seconds or base
-        return config.down_interval_seconds or base
+            return config.effective_fast_interval_seconds
+        return config.effective_down_interval_seconds
     if 0 < failures < config.unhealthy_threshold:
-        return config.fast_interval_seconds or base
+        return config.effective_fast_interval_seconds
     return base
 
 

@@ -16,8 +16,13 @@ from typing import IO, Any
 
 import structlog
 
+#: Fields a log call may attach with ``extra={...}`` (see ``log_fields``); they become top-level
+#: keys of the JSON line, so logs can be filtered by proxy, instance, epoch or event.
+LOG_FIELDS = ("proxy_id", "instance_id", "epoch", "event_id")
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    structlog.stdlib.ExtraAdder(allow=LOG_FIELDS),
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -19,7 +19,7 @@ from proxy_failover.core.model import (
     ProxySummary,
 )
 from proxy_failover.service.common import event_data, ms_between, require_text
-from proxy_failover.service.context import ServiceContext
+from proxy_failover.service.context import ServiceContext, log_fields
 from proxy_failover.service.redundancy import ensure_proxy
 from proxy_failover.store import Reader, new_id
 from proxy_failover.store.webhooks import retire_subscriptions
@@ -40,7 +40,9 @@ async def create_failover_configuration(
     async with ctx.write(proxy_id) as (unit, locked):
         existing, _status, created = await ensure_proxy(unit, proxy_id, user, locked, config, now)
         if created:
-            ctx.logger.info("proxy %s: configuration created by %s", proxy_id, user)
+            ctx.logger.info(
+                "proxy %s: configuration created by %s", proxy_id, user, extra=log_fields(proxy_id)
+            )
             return existing
         updated = validation.build_config(proxy_id, user, config, existing, now)
         updated = dataclasses.replace(
@@ -115,7 +117,13 @@ async def delete_failover_configuration(ctx: ServiceContext, proxy_id: str, user
     for instance in instances:
         ctx.forget_instance(instance.id)
     ctx.route_cursors.pop(proxy_id, None)
-    ctx.logger.info("proxy %s: deleted by %s with %d instance(s)", proxy_id, user, len(instances))
+    ctx.logger.info(
+        "proxy %s: deleted by %s with %d instance(s)",
+        proxy_id,
+        user,
+        len(instances),
+        extra=log_fields(proxy_id),
+    )
 
 
 async def get_failover_configuration(ctx: ServiceContext, proxy_id: str) -> FailoverConfig | None:

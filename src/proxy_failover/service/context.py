@@ -29,8 +29,20 @@ _log = logging.getLogger("proxy_failover.service")
 
 
 class LoggerLike(Protocol):
-    def info(self, msg: str, *args: Any) -> Any: ...
-    def warning(self, msg: str, *args: Any) -> Any: ...
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def log_fields(
+    proxy_id: str | None = None,
+    instance_id: str | None = None,
+    epoch: int | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """``extra=`` for a log call: the ids it is about, as structured fields of the JSON line
+    (``entrypoints.logs`` renders them); the sentence stays for people."""
+    given = {"proxy_id": proxy_id, "instance_id": instance_id, "epoch": epoch, "event_id": event_id}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def utcnow() -> datetime:

@@ -23,7 +23,7 @@ from proxy_failover.service.common import (
     parse_close_status,
     parse_limit,
 )
-from proxy_failover.service.context import ServiceContext
+from proxy_failover.service.context import ServiceContext, log_fields
 from proxy_failover.store import new_id
 
 
@@ -181,7 +181,12 @@ async def close_stale_events(ctx: ServiceContext) -> list[FailoverEvent]:
                 )
             )
         closed.append(done)
-        ctx.logger.warning("proxy %s: event %s timed out", done.proxy_id, done.id)
+        ctx.logger.warning(
+            "proxy %s: event %s timed out",
+            done.proxy_id,
+            done.id,
+            extra=log_fields(done.proxy_id, epoch=done.epoch, event_id=done.id),
+        )
     return closed
 
 

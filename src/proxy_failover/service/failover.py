@@ -25,7 +25,7 @@ from proxy_failover.service.common import (
     ms_between,
     require_text,
 )
-from proxy_failover.service.context import ServiceContext, read_snapshot
+from proxy_failover.service.context import ServiceContext, log_fields, read_snapshot
 from proxy_failover.service.engine_ops import load_snapshot
 from proxy_failover.service.redundancy import recompute
 from proxy_failover.store import UnitOfWork, new_id
@@ -108,6 +108,7 @@ async def execute_failover(
         target,
         user,
         event.epoch,
+        extra=log_fields(proxy_id, target, event.epoch, event.id),
     )
     return event
 
@@ -182,5 +183,11 @@ async def apply_decision(
                 NotificationType.FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)
             )
         )
-    ctx.logger.info("proxy %s: %s (epoch %d)", proxy_id, decision.reason, event.epoch)
+    ctx.logger.info(
+        "proxy %s: %s (epoch %d)",
+        proxy_id,
+        decision.reason,
+        event.epoch,
+        extra=log_fields(proxy_id, event.target_instance_id, event.epoch, event.id),
+    )
     return event

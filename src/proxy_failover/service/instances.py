@@ -26,7 +26,7 @@ from proxy_failover.service.common import (
     parse_limit,
     require_text,
 )
-from proxy_failover.service.context import ServiceContext, read_snapshot
+from proxy_failover.service.context import ServiceContext, log_fields, read_snapshot
 from proxy_failover.service.health import with_sample
 from proxy_failover.service.redundancy import ensure_proxy, recompute
 from proxy_failover.store import Reader, new_id
@@ -63,7 +63,12 @@ async def register_proxy_instance(
         await unit.insert_instance(instance)
         await recompute(unit, status, now)
     ctx.instance_proxy[instance.id] = proxy_id
-    ctx.logger.info("proxy %s: instance %s registered", proxy_id, instance.instance_name)
+    ctx.logger.info(
+        "proxy %s: instance %s registered",
+        proxy_id,
+        instance.instance_name,
+        extra=log_fields(proxy_id, instance.id),
+    )
     return instance
 
 
@@ -113,7 +118,13 @@ async def update_instance(
         )
         await unit.save_instance(after)
         await recompute(unit, locked, now)
-    ctx.logger.info("proxy %s: instance %s updated by %s", proxy_id, after.instance_name, user_id)
+    ctx.logger.info(
+        "proxy %s: instance %s updated by %s",
+        proxy_id,
+        after.instance_name,
+        user_id,
+        extra=log_fields(proxy_id, after.id),
+    )
     return after
 
 
@@ -183,7 +194,11 @@ async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -
             )
     ctx.forget_instance(instance_id)
     ctx.logger.info(
-        "proxy %s: instance %s deleted by %s", proxy_id, instance.instance_name, user_id
+        "proxy %s: instance %s deleted by %s",
+        proxy_id,
+        instance.instance_name,
+        user_id,
+        extra=log_fields(proxy_id, instance.id),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -55,7 +56,7 @@ def serve(
         overrides["port"] = port
     settings = _settings(**overrides)
     if not settings.has_jwt_key:
-        secret = random_secret()
+        secret, where = _development_secret(settings, random_secret)
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
         token = mint_token(
             secret,
@@ -66,8 +67,8 @@ def serve(
             audience=settings.jwt_audience,
         )
         typer.echo(
-            "WARNING: PFO_JWT_SECRET is not set: development mode with a random secret for this "
-            "run (tokens stop working on restart). Admin token, valid 12 h:",
+            f"WARNING: PFO_JWT_SECRET is not set: development mode, tokens are signed with {where}."
+            " Set PFO_JWT_SECRET in production. Admin token, valid 12 h:",
             err=True,
         )
         typer.echo(token, err=True)
@@ -79,6 +80,7 @@ def serve(
         typer.echo(
             f"  dashboard: http://{settings.host}:{settings.port}/ui#token={token}", err=True
         )
+    _open_database(settings)
     try:
         application = create_app(settings, run_engine=True)
     except ValueError as error:
@@ -114,19 +116,36 @@ def token(
     admin: Annotated[bool, typer.Option("--admin", help="Grant the admin role")] = False,
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds")] = 3600,
 ) -> None:
-    """Print an HS256 token signed with PFO_JWT_SECRET."""
-    from proxy_failover.entrypoints.api.auth import mint_token
+    """Print an HS256 token signed with PFO_JWT_SECRET (or development mode's secret file)."""
+    from proxy_failover.entrypoints.api.auth import mint_token, random_secret
+    from proxy_failover.entrypoints.cli import devmode
 
     settings = _settings()
-    if settings.jwt_secret is None:
-        typer.echo("error: PFO_JWT_SECRET is not set (tokens are signed with it)", err=True)
-        raise typer.Exit(code=2)
     if not sub.strip():
         typer.echo("error: --sub must not be empty", err=True)
         raise typer.Exit(code=2)
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value()
+    elif settings.has_jwt_key:
+        typer.echo(
+            "error: PFO_JWT_SECRET is not set (tokens are signed with it); with a public key or "
+            "JWKS configured, tokens come from your identity provider",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    elif devmode.secret_path(settings) is None:
+        typer.echo(
+            "error: PFO_JWT_SECRET is not set (tokens are signed with it), and development mode "
+            "keeps its secret only beside a SQLite database file",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    else:
+        secret, where = _development_secret(settings, random_secret)
+        typer.echo(f"development mode: signed with {where}", err=True)
     typer.echo(
         mint_token(
-            settings.jwt_secret.get_secret_value(),
+            secret,
             sub,
             admin=admin,
             ttl_seconds=ttl,
@@ -136,17 +155,47 @@ def token(
     )
 
 
-def migrate() -> None:
-    """Bring the database at PFO_DATABASE_URL to the latest schema."""
+def _development_secret(settings: Settings, make_secret: Callable[[], str]) -> tuple[str, str]:
+    """(secret, where it comes from): the file beside the SQLite database, else a random one."""
+    from proxy_failover.entrypoints.cli import devmode
+
+    path = devmode.secret_path(settings)
+    if path is None:
+        return make_secret(), "a random secret for this run (tokens stop working on restart)"
+    try:
+        secret, created = devmode.load_or_create(path, make_secret)
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: development secret: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    return secret, f"the secret in {path}" + (" (new)" if created else "")
+
+
+def _open_database(settings: Settings) -> None:
+    """Migrate (or just check) the database before serving: a missing or unreachable database
+    is one line and exit code 1, not a start-up traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from proxy_failover.core.errors import FailoverError
     from proxy_failover.store.database import migrate as run_migrations
 
-    settings = _settings()
+    where = _redacted(settings.database_url)
     try:
         asyncio.run(run_migrations(settings.database_url))
     except FailoverError as error:
-        typer.echo(f"error: {error.message}", err=True)
-        raise typer.Exit(code=1) from None
+        message = error.message
+    except (SQLAlchemyError, OSError) as error:
+        cause = getattr(error, "orig", None) or error
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    else:
+        return
+    typer.echo(f"error: cannot open the database at {where}: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def migrate() -> None:
+    """Bring the database at PFO_DATABASE_URL to the latest schema."""
+    settings = _settings()
+    _open_database(settings)
     typer.echo(f"database at {_redacted(settings.database_url)} is up to date")
 
 
