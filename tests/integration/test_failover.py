@@ -127,6 +127,7 @@ async def test_execute_with_missing_data_is_invalid_input(
         ("p1", ADMIN, None, None, None),
         ("p1", ADMIN, 5, "x", None),
         ("p1", ADMIN, None, "x", 7),
+        ("p1", ADMIN, None, "x", "r" * 1001),  # core.limits.TEXT, as the API says
     ]
     for proxy_id, user_id, source, target, reason in cases:
         with pytest.raises(InvalidInput) as caught:
@@ -184,6 +185,9 @@ async def test_complete_with_invalid_data_changes_nothing(
         ("completed", None, -1),
         ("completed", None, True),
         ("failed", 3, None),
+        # the API's limits, from core.limits, hold for library callers too
+        ("completed", None, 2**31),
+        ("failed", "x" * 1001, None),
     ]
     for status, error_message, duration_ms in cases:
         with pytest.raises(InvalidInput) as caught:

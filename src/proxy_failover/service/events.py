@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+from proxy_failover.core import fields, limits
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, event_not_found
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
@@ -36,12 +37,10 @@ async def complete_failover_event(
 ) -> FailoverEvent:
     """Close an open event once as completed or failed (001, 012, 013); pointer unchanged."""
     final = parse_close_status(status)
-    if error_message is not None and not isinstance(error_message, str):
-        raise InvalidInput("errorMessage must be a string", details={"field": "errorMessage"})
-    if duration_ms is not None and (
-        isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 0
-    ):
-        raise InvalidInput("durationMs must be an integer >= 0", details={"field": "durationMs"})
+    if error_message is not None:
+        fields.string(error_message, "errorMessage", limits.TEXT)
+    if duration_ms is not None:
+        fields.integer(duration_ms, "durationMs", limits.DURATION_MS)
     return await _close_event(ctx, event_id, final, error_message, duration_ms, None)
 
 

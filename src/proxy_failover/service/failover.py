@@ -6,6 +6,7 @@ import dataclasses
 from datetime import UTC, datetime
 
 from proxy_failover.core import failover as core_failover
+from proxy_failover.core import fields, limits
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import (
@@ -67,8 +68,8 @@ async def execute_failover(
     user = require_text(user_id, "userId")
     target = require_text(target_id, "targetInstanceId")
     source = require_text(source_id, "sourceInstanceId", optional=True)
-    if reason is not None and not isinstance(reason, str):
-        raise InvalidInput("reason must be a string", details={"field": "reason"})
+    if reason is not None:
+        fields.string(reason, "reason", limits.TEXT)
     assert user is not None
     assert target is not None
     why = reason if reason and reason.strip() else DEFAULT_REASON
