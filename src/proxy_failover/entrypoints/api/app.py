@@ -26,6 +26,7 @@ from proxy_failover.entrypoints.api.deps import Ownership
 from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
 from proxy_failover.entrypoints.api.hotpath import ShortPaths
 from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
+from proxy_failover.entrypoints.api.openapi_docs import operation_id
 from proxy_failover.entrypoints.api.routes import instances, proxies, system
 from proxy_failover.entrypoints.heap import HeapTender
 
@@ -92,6 +93,7 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
         # A trailing slash is another path: 404/020 with the error body, not a bodiless 307
         # that clients not following redirects (httpx by default) would see as the answer.
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
     )
     app.include_router(system.router)
     app.include_router(proxies.router)

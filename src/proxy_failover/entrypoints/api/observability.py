@@ -132,7 +132,12 @@ async def stream(
     ownership: OwnershipDep,
     notifier: NotifierDep,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", **constraints(limits.STREAM_CURSOR))
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="Resume after this event id (the id of the last event received).",
+            **constraints(limits.STREAM_CURSOR),
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the

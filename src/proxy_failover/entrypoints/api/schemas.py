@@ -40,6 +40,7 @@ from proxy_failover.core.model import (
     ReasonCode,
     RedundancyLevel,
 )
+from proxy_failover.entrypoints.api.openapi_docs import document_schema
 
 
 def iso_z(value: datetime) -> str:
@@ -104,7 +105,9 @@ ProxyId = Annotated[str, field(limits.PROXY_ID, examples=["proxy-123"])]
 ProxyIdPath = Annotated[
     str, Path(alias="proxyId", description="the proxy's id", **constraints(limits.PROXY_ID))
 ]
-ListLimit = Annotated[int, Query(**constraints(limits.LIST_LIMIT))]
+ListLimit = Annotated[
+    int, Query(description="How many items at most.", **constraints(limits.LIST_LIMIT))
+]
 InstanceId = Annotated[str, field(limits.ID)]
 Text = Annotated[str, field(limits.TEXT)]
 
@@ -117,6 +120,7 @@ class RequestModel(BaseModel):
         extra="forbid",
         strict=True,
         allow_inf_nan=False,
+        json_schema_extra=document_schema,
     )
 
     def to_service(self) -> dict[str, Any]:
@@ -130,6 +134,7 @@ class ResponseModel(BaseModel):
         populate_by_name=True,
         serialize_by_alias=True,
         from_attributes=True,
+        json_schema_extra=document_schema,
     )
 
 
@@ -475,6 +480,8 @@ T = TypeVar("T")
 class Envelope(BaseModel, Generic[T]):
     """The original backend's success envelope."""
 
+    model_config = ConfigDict(json_schema_extra=document_schema)
+
     data: T
     message: str
 
@@ -482,11 +489,15 @@ class Envelope(BaseModel, Generic[T]):
 class ListEnvelope(BaseModel, Generic[T]):
     """The original backend's list envelope; ``count`` is the number of items returned."""
 
+    model_config = ConfigDict(json_schema_extra=document_schema)
+
     data: list[T]
     count: int
 
 
 class ErrorDetail(BaseModel):
+    model_config = ConfigDict(json_schema_extra=document_schema)
+
     code: str = Field(examples=["PROXY_FAILOVER_001"])
     message: str
     status_code: int = Field(alias="statusCode", serialization_alias="statusCode")
@@ -495,5 +506,7 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     """Every error: ``{"error": {"code", "message", "statusCode", "details"}}``."""
+
+    model_config = ConfigDict(json_schema_extra=document_schema)
 
     error: ErrorDetail

@@ -151,9 +151,16 @@ async def list_deliveries(
     ownership: OwnershipDep,
     service: ServiceDep,
     limit: ListLimit = 50,
-    status: Annotated[DeliveryStatus | None, Query()] = None,
+    status: Annotated[
+        DeliveryStatus | None, Query(description="Only deliveries with this status.")
+    ] = None,
     subscription_id: Annotated[
-        str | None, Query(alias="subscriptionId", **constraints(limits.ID))
+        str | None,
+        Query(
+            alias="subscriptionId",
+            description="Only this subscription's deliveries.",
+            **constraints(limits.ID),
+        ),
     ] = None,
 ) -> Response:
     await ownership.check_proxy(caller, proxy_id)
@@ -170,7 +177,12 @@ async def list_deliveries(
 )
 async def redeliver(
     proxy_id: ProxyIdPath,
-    delivery_id: Annotated[str, Path(alias="deliveryId", **constraints(limits.ID))],
+    delivery_id: Annotated[
+        str,
+        Path(
+            alias="deliveryId", description="The delivery to send again.", **constraints(limits.ID)
+        ),
+    ],
     caller: CallerDep,
     ownership: OwnershipDep,
     service: ServiceDep,
@@ -189,7 +201,14 @@ async def redeliver(
 )
 async def unsubscribe(
     proxy_id: ProxyIdPath,
-    subscription_id: Annotated[str, Path(alias="subscriptionId", **constraints(limits.ID))],
+    subscription_id: Annotated[
+        str,
+        Path(
+            alias="subscriptionId",
+            description="The subscription to remove.",
+            **constraints(limits.ID),
+        ),
+    ],
     caller: CallerDep,
     ownership: OwnershipDep,
     service: ServiceDep,

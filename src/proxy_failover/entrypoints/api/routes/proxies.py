@@ -192,11 +192,19 @@ async def list_events(
     ownership: OwnershipDep,
     limit: ListLimit = 50,
     status: Annotated[
-        str, Query(pattern=enum_filter_pattern(EventStatus), description="'' = any")
+        str,
+        Query(
+            pattern=enum_filter_pattern(EventStatus),
+            description="Only events with this status; empty = any.",
+        ),
     ] = "",
     event_type: Annotated[
         str,
-        Query(alias="type", pattern=enum_filter_pattern(EventType)),
+        Query(
+            alias="type",
+            pattern=enum_filter_pattern(EventType),
+            description="Only events of this type; empty = any.",
+        ),
     ] = "",
     before: Annotated[
         str,
