@@ -44,6 +44,9 @@ from proxy_failover.core.model import HealthStatus, Notification  # noqa: E402
 from proxy_failover.engine import Engine  # noqa: E402
 from proxy_failover.service import ProxyFailoverService  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import failover_load  # noqa: E402
+
 REPORT_COMMIT_MS: list[float] = []  # how long the report's own commit took (part of the total)
 UNHEALTHY_AT: list[float] = []  # commits that marked an instance unhealthy (perf_counter)
 DETECT_MS: list[float] = []
@@ -67,13 +70,15 @@ def free_port() -> int:
 class Instance:
     """One real instance process on a fixed port, so it can be restarted in place."""
 
-    def __init__(self) -> None:
+    def __init__(self, close: bool = False) -> None:
         self.port = free_port()
+        self.close = close
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        args = ["--port", str(self.port), *(["--close"] if self.close else [])]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.instance_server", "--port", str(self.port)],
+            [sys.executable, "-m", "tests.helpers.instance_server", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -314,15 +319,30 @@ def main() -> None:
     parser.add_argument("--rise", type=int, default=2)
     parser.add_argument("--fall", type=int, default=2)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument(
+        "--api-load",
+        action="store_true",
+        help="against `serve` while wrk saturates its API (bench/failover_load.py)",
+    )
+    parser.add_argument(
+        "--close", action="store_true", help="instances close their connection after each answer"
+    )
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-    instances = [Instance() for _ in range(3)]
+    instances = [Instance(close=args.close) for _ in range(3)]
     for inst in instances:
         inst.start()
+    if args.api_load:
+        try:
+            report_api_load(args, failover_load.run(args, instances, run_haproxy))
+        finally:
+            for inst in instances:
+                inst.stop()
+        return
     try:
         with tempfile.TemporaryDirectory(prefix="pfo-bench-") as tmp:
             haproxy = run_haproxy(args, instances, Path(tmp))
@@ -364,6 +384,51 @@ def main() -> None:
         f"p50 {statistics.median(ours) / statistics.median(haproxy):.2f}, "
         f"p95 {percentile(ours, 0.95) / percentile(haproxy, 0.95):.2f}"
     )
+
+
+def report_api_load(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
+    """Print the --api-load table and whether each goal of issue 10 was met."""
+    print(
+        f"\nkill -9 -> switch under API load (wrk: event lists, status reads, health writes); "
+        f"interval {args.interval:g} s, timeout {args.timeout:g} s, rise {args.rise}, fall "
+        f"{args.fall}; instances {'close after each answer' if args.close else 'keep-alive'}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    header = (
+        f"{'scenario':<44} | {'n':>4} | {'p50 ms':>8} | {'p95 ms':>8} | {'p99 ms':>8} | "
+        f"{'max ms':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    names = {
+        "quiet": "proxy-failover serve, quiet",
+        "haproxy_loaded": "HAProxy 2.6, API saturated",
+        "loaded": "proxy-failover serve, API saturated",
+        "reported_loaded": "reported unhealthy -> switch, API saturated",
+        "reported_engine_loaded": "  of which the engine: woken -> committed",
+        "report_round_trip_loaded": "  the report's HTTP round trip (queued)",
+    }
+    for key, name in names.items():
+        values = results[key]
+        print(
+            f"{name:<44} | {len(values):>4} | {statistics.median(values):>8.1f} | "
+            f"{percentile(values, 0.95):>8.1f} | {percentile(values, 0.99):>8.1f} | "
+            f"{max(values):>8.1f}"
+        )
+    loaded95 = percentile(results["loaded"], 0.95)
+    quiet95 = percentile(results["quiet"], 0.95)
+    haproxy95 = percentile(results["haproxy_loaded"], 0.95)
+    reported99 = percentile(results["reported_loaded"], 0.99)
+    verdict = {True: "met", False: "NOT met"}
+    print(
+        f"\nloaded p95 {loaded95:.0f} ms <= 1.1 x quiet p95 {quiet95:.0f} ms: "
+        f"{verdict[loaded95 <= 1.1 * quiet95]}"
+    )
+    print(
+        f"loaded p95 {loaded95:.0f} ms <= HAProxy loaded p95 {haproxy95:.0f} ms: "
+        f"{verdict[loaded95 <= haproxy95]}"
+    )
+    print(f"reported -> switch p99 {reported99:.1f} ms < 20 ms: {verdict[reported99 < 20]}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A tiny real proxy instance for tests: serves ``/health`` over HTTP/1.1 with keep-alive.
 
 Run as ``python -m tests.helpers.instance_server [--port N] [--flap]``; it prints its port on the
-first line of stdout. ``POST /control/<status>`` sets the status ``/health`` answers; ``--flap``
+first line of stdout (``--close``: it closes the connection after each answer, as many servers do).
+``POST /control/<status>`` sets the status ``/health`` answers; ``--flap``
 alternates 200 and 503 on every request; ``POST /recover`` records the JSON body (the engine's
 recovery action), listed by ``GET /recoveries``.
 """
@@ -17,7 +18,8 @@ from typing import Any
 
 
 class _State:
-    def __init__(self, flap: bool) -> None:
+    def __init__(self, flap: bool, close: bool = False) -> None:
+        self.close = close
         self.lock = threading.Lock()
         self.status = 200
         self.flap = flap
@@ -44,6 +46,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.server.state.close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -90,8 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--flap", action="store_true")
+    parser.add_argument("--close", action="store_true")
     args = parser.parse_args()
-    server = _Server(args.port, _State(args.flap))
+    server = _Server(args.port, _State(args.flap, args.close))
     sys.stdout.write(f"{server.server_address[1]}\n")
     sys.stdout.flush()
     server.serve_forever(poll_interval=0.05)
