@@ -90,7 +90,7 @@ proxies:
     instances:
       relay-a: {endpoint: "127.0.0.1:9101", priority: 10}
       relay-b: {endpoint: "127.0.0.1:9102", priority: 5, adminState: drain}
-      relay-d: {endpoint: "127.0.0.1:9104"}
+      relay-d: {endpoint: "127.0.0.1:9104", trafficAddress: "127.0.0.1:1935"}
 """
     )
     dry = apply(serve_process, changed, "--dry-run")
@@ -103,6 +103,7 @@ proxies:
     assert "  - priority: 20" in lines
     assert "  + adminState: drain" in lines
     assert "+ create instance edge/relay-d" in lines
+    assert "  + trafficAddress: 127.0.0.1:1935" in lines
     assert not any("relay-c" in line for line in lines)  # kept: no --prune
     assert "plan: 1 to create, 2 to update, 0 to delete" in lines
 

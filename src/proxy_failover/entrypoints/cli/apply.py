@@ -32,6 +32,7 @@ import yaml
 
 from proxy_failover.client import FailoverClient
 from proxy_failover.core.errors import FailoverError, InvalidInput
+from proxy_failover.core.fields import camel
 from proxy_failover.core.model import FailoverConfig, Instance
 from proxy_failover.core.validation import (
     apply_instance_patch,
@@ -169,14 +170,9 @@ def _snake(key: str) -> str:
     return _CAMEL_HUMP.sub("_", key).lower()
 
 
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def _show(value: Any) -> str:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {_camel(key): item for key, item in dataclasses.asdict(value).items()}
+        value = {camel(key): item for key, item in dataclasses.asdict(value).items()}
     if isinstance(value, enum.Enum):
         return str(value.value)
     if isinstance(value, float):
@@ -192,8 +188,8 @@ def _differences(before: Any, after: Any, fields: list[str]) -> list[tuple[str, 
         old, new = getattr(before, name), getattr(after, name)
         if old != new:
             lines += [
-                ("-", f"{_camel(name)}: {_show(old)}"),
-                ("+", f"{_camel(name)}: {_show(new)}"),
+                ("-", f"{camel(name)}: {_show(old)}"),
+                ("+", f"{camel(name)}: {_show(new)}"),
             ]
     return lines
 
@@ -205,7 +201,7 @@ def _config_change(
     wanted = build_config(desired.proxy_id, owner, desired.config, existing, now)
     if existing is None:
         lines = [
-            ("+", f"{_camel(_snake(key))}: {_show(getattr(wanted, _snake(key)))}")
+            ("+", f"{camel(_snake(key))}: {_show(getattr(wanted, _snake(key)))}")
             for key in desired.config
         ]
         return Change(Action.CREATE, desired.proxy_id, payload=desired.config, lines=lines)
@@ -229,7 +225,7 @@ def _instance_change(
         payload = {"instanceName": name, **data}
         created = build_instance(proxy_id, "", "planned", payload, now)
         lines = [
-            ("+", f"{_camel(_snake(key))}: {_show(getattr(created, _snake(key)))}") for key in data
+            ("+", f"{camel(_snake(key))}: {_show(getattr(created, _snake(key)))}") for key in data
         ]
         return Change(Action.CREATE, proxy_id, name, payload=payload, lines=lines)
     patch = {key: value for key, value in data.items() if _snake(key) != "instance_type"}
