@@ -151,7 +151,7 @@ async def run_engine(
         return [i for p in proxy_ids for i in await service.get_proxy_instances(p)]
 
     prober = Prober(max_concurrency=size)
-    engine = Engine(service, prober, engine_settings(), clock=clock)  # as serve runs it ...
+    engine = Engine(service, prober, engine_settings(url), clock=clock)  # as serve runs it ...
     service.on_change = engine.notify
     task = asyncio.create_task(engine.run())
     heap = asyncio.create_task(HeapTender().run())  # ... with serve's heap freezing

@@ -520,3 +520,47 @@ async def test_a_result_that_may_move_health_is_recorded_at_once_with_the_pendin
     assert (await h.service.get_instance(a.id)).total_requests == 2
     assert (await h.service.get_instance(b.id)).total_requests == 2
     await h.engine.shutdown()  # cancel the hour-long flush timer
+
+
+async def test_concurrent_flushes_record_disjoint_proxies_without_waiting_for_each_other(
+    make_harness: Callable[..., Awaitable[Harness]],
+) -> None:
+    h = await make_harness(unhealthyThreshold=3)
+    await h.configure("q")
+    a, b = await h.add("a", 1), await h.add("b", 1, proxy_id="q")
+    h.make_engine(EngineSettings(first_probe_spread=0, flush_window=0.001, concurrent_flushes=2))
+    await h.steps(1)
+    assert await h.active_id("p") == a.id
+    assert await h.active_id("q") == b.id
+    record = h.service.record_probe_results
+    gate = asyncio.Event()
+    entered: list[set[str]] = []
+
+    async def held_for_p(results: Sequence[tuple[str, CheckResult]]) -> list[HealthState | None]:
+        ids = {instance_id for instance_id, _ in results}
+        entered.append(ids)
+        if a.id in ids:
+            await gate.wait()  # p's transaction is slow ...
+        return await record(results)
+
+    h.service.record_probe_results = held_for_p  # type: ignore[method-assign]
+    h.prober.down.update({a.id, b.id})  # failures: recorded at once, each
+    h.prober.held[b.id] = asyncio.Event()  # b answers once p's transaction has begun
+    h.clock.advance(1.1)
+    await h.engine.tick(h.clock.now)
+
+    async def p_recording() -> bool:
+        return entered == [{a.id}]
+
+    await _until(p_recording)
+    h.prober.held[b.id].set()
+
+    async def q_recorded() -> bool:
+        return (await h.service.get_instance(b.id)).consecutive_failures == 1
+
+    await _until(q_recorded)  # ... q's is recorded meanwhile, by a second flush
+    assert entered == [{a.id}, {b.id}]
+    assert (await h.service.get_instance(a.id)).consecutive_failures == 0
+    gate.set()
+    await h.engine.wait_for_probes()
+    assert (await h.service.get_instance(a.id)).consecutive_failures == 1

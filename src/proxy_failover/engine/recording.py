@@ -66,7 +66,8 @@ class ProbeRecorder:
         self._track = track
         self._pending: list[_Pending] = []
         self._flush_due = float("inf")  # loop time of the next scheduled routine flush
-        self._flushing = False
+        self._flushing = 0  # flushes running
+        self._busy_proxies: set[str] = set()  # proxies of the batches being recorded
         self._pooled_in_flight = 0
         self._pooled_idle: asyncio.Event | None = None
         #: Set while the engine stops: results of probes still in flight are dropped.
@@ -208,25 +209,44 @@ class ProbeRecorder:
         """Record the pending probe results in batches (one transaction each): one commit per
         result bounded a process to a few hundred probes per second.
 
-        One flush runs at a time: results arriving during its commit (a cold start's thousands of
-        first results, all urgent) go into its next batch, right after, instead of each queueing
-        for the database alone.
+        At most ``concurrent_flushes`` run at once, over disjoint sets of proxies; results
+        arriving during a commit (a cold start's thousands of first results, all urgent) go into
+        a running flush's next batch, right after, instead of each queueing for the database.
         """
-        if self._flushing:
-            return  # the running flush takes them as soon as its commit is done
-        self._flushing = True
-        chunk = self._settings.flush_chunk
+        if self._flushing >= self._settings.concurrent_flushes:
+            return  # the running flushes take them as soon as their commits are done
+        self._flushing += 1
         try:
-            while self._pending:
-                # On SQLite a transaction runs on the event loop, and a long one would hold up
-                # the probes due meanwhile: at most ``flush_chunk`` results in each.
-                batch = self._pending[:chunk]
-                del self._pending[:chunk]
-                await self._record(batch)
+            while batch := self._take_batch():
+                try:
+                    await self._record(batch)
+                finally:
+                    for probed, _, _ in batch:
+                        self._busy_proxies.discard(probed.proxy_id)
                 if self._pending:
                     await asyncio.sleep(0)
         finally:
-            self._flushing = False
+            self._flushing -= 1
+
+    def _take_batch(self) -> list[_Pending]:
+        """Up to ``flush_chunk`` pending results (on SQLite a transaction runs on the event loop,
+        and a long one would hold up the probes due meanwhile), of proxies no running flush
+        holds; their proxies are held until the batch is recorded."""
+        chunk = self._settings.flush_chunk
+        busy = self._busy_proxies
+        if not busy:  # the common case: no other flush running
+            batch = self._pending[:chunk]
+            del self._pending[:chunk]
+        else:
+            batch, rest = [], []
+            for item in self._pending:
+                if len(batch) < chunk and item[0].proxy_id not in busy:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            self._pending = rest
+        busy.update(probed.proxy_id for probed, _, _ in batch)
+        return batch
 
     async def _record(self, batch: list[_Pending]) -> None:
         token = engine_writing.set(True)

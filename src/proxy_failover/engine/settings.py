@@ -36,6 +36,10 @@ class EngineSettings:
     flush_size: int = 2000
     #: At most this many results per transaction (on SQLite a transaction runs on the loop).
     flush_chunk: int = 500
+    #: Flushes that may run at once, each over proxies no other running flush holds (so they
+    #: never wait on each other's row locks). 1 on SQLite (one writer at a time anyway); more
+    #: on PostgreSQL, where a transaction's time is mostly round trips (``bootstrap`` decides).
+    concurrent_flushes: int = 1
     #: Probe intervals move by a uniform ± this share (no lock-step across instances).
     jitter: float = 0.10
     #: A probe starting this late (or half its interval, if more) means the engine is overloaded.
