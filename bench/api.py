@@ -8,9 +8,12 @@ keep-alive connections for ``--duration`` seconds against
 * ``PUT /proxy/instances/:id/health`` (an authoritative health report: a write transaction),
 
 and print requests/s, p50, p99, errors, and how much CPU the server and the load generator used
-(both share the machine's cores, so the figures are a floor). Needs ``wrk`` (bench/setup.sh).
+(both share the machine's cores, so the figures are a floor); each database's figures are written
+to ``bench/results/api-<database>.json``. Needs ``wrk`` (bench/setup.sh).
 
     .venv/bin/python bench/api.py [--duration 20] [--connections 32] [--databases sqlite,postgres]
+
+Goal: reads ≥ 5,000 req/s and health writes ≥ 1,500 req/s with p99 < 25 ms on SQLite.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _report import Table, save
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -293,6 +297,46 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
             print(f"  {r.database}/{r.scenario}: {per_request:,.0f} µs of server CPU per request")
 
 
+def save_results(results: list[Result], args: argparse.Namespace) -> None:
+    """One record per database: bench/results/api-<database>.json."""
+    for database in dict.fromkeys(r.database for r in results):
+        rows = [r for r in results if r.database == database]
+        columns = ["request", "req/s", "p50 ms", "p99 ms", "errors", "server CPU %", "wrk CPU %"]
+        columns.append("server CPU µs / request")
+        table = Table(
+            title=(
+                f"{args.connections} keep-alive connections, {args.duration} s per request, "
+                f"wrk -t{args.threads}"
+            ),
+            columns=columns,
+            rows=[
+                [
+                    r.scenario,
+                    round(r.requests_per_second),
+                    round(r.p50_ms, 2),
+                    round(r.p99_ms, 2),
+                    r.errors,
+                    round(r.server_cpu * 100),
+                    round(r.wrk_cpu * 100),
+                    round(r.server_cpu / r.requests_per_second * 1e6)
+                    if r.requests_per_second
+                    else None,
+                ]
+                for r in rows
+            ],
+            formats=["", ",", ".2f", ".2f", "", "", "", ","],
+        )
+        label = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[database]
+        by_scenario = {r.scenario: r for r in rows}
+        headline = {
+            f"REST API on {label}, {r.scenario}": (
+                f"{r.requests_per_second:,.0f} req/s, p99 {r.p99_ms:.1f} ms"
+            )
+            for r in by_scenario.values()
+        }
+        save(f"api-{database}", title="REST API", tables=[table], headline=headline)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds per scenario")
@@ -334,6 +378,7 @@ def main() -> int:
             else:
                 parser.error(f"unknown database {database!r}")
     print_table(results, args)
+    save_results(results, args)
     return 0
 
 

@@ -1,8 +1,10 @@
 """Run every benchmark script in bench/ (``make bench``), one after another, and say which failed.
 
 ``bench/setup.sh`` runs first (it installs wrk/HAProxy when missing). Each ``bench/*.py`` other
-than this one is a standalone script that prints its own table; arguments are not passed on (each
-script has its own defaults and ``--help``).
+than this one, ``render.py`` and the ``_*.py`` helpers is a standalone script that prints its own
+table and writes ``bench/results/<name>.json``; arguments are not passed on (each script has its
+own defaults and ``--help``). ``render.py`` runs last: docs/benchmarks.md and the README's
+headline table show the new figures.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ BENCH = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    scripts = sorted(path for path in BENCH.glob("*.py") if path.name != Path(__file__).name)
+    skip = {Path(__file__).name, "render.py"}
+    scripts = sorted(
+        path
+        for path in BENCH.glob("*.py")
+        if path.name not in skip and not path.name.startswith("_")
+    )
     failed: list[str] = []
     setup = BENCH / "setup.sh"
     # setup.sh installs the outside tools (wrk, HAProxy) when missing; guarded, idempotent.
@@ -29,6 +36,8 @@ def main() -> int:
         print(f"=== {script.name}: exit {code} after {time.monotonic() - started:.0f} s ===")
         if code != 0:
             failed.append(script.name)
+    if subprocess.call([sys.executable, str(BENCH / "render.py")], cwd=BENCH.parent) != 0:
+        failed.append("render.py")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -2,13 +2,15 @@
 
 In one process: a store on SQLite (and PostgreSQL when ``--postgres URL`` is given), the
 notification writer, the delivery worker, and a real receiver (uvicorn on a local port) that
-verifies every signature. Two runs per database:
+verifies every signature. Per database:
 
 - latency: events committed at a steady rate, one subscription; time from the commit to the
   receiver's receipt (p50/p99);
 - drain: a backlog of events for several subscriptions, then the worker started; deliveries per
   second until the backlog is empty (each subscription in order, subscriptions in parallel);
 - scrape: ``/metrics`` state refresh and rendering with 300 proxies of 2 instances each.
+
+The figures are written to ``bench/results/webhooks-<database>.json``.
 
 Usage: ``python bench/webhooks.py [--events 300] [--subscriptions 10] [--postgres URL]``.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from _report import Cell, Table, save
 
 from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.adapters.webhooks import DeliveryWorker
@@ -91,14 +94,14 @@ async def _wait_until(condition: Any, within: float) -> None:
         await asyncio.sleep(0.005)
 
 
-async def bench(url: str, events: int, subscriptions: int) -> list[str]:
+async def bench(url: str, events: int, subscriptions: int) -> list[list[Cell]]:
     store = Store(url)
     await store.migrate()
     webhook_store, queue = WebhookStore(store.engine), DeliveryQueue(store.engine)
     store.notification_writers.append(NotificationLog(store.engine).write_notifications)
     receiver = Receiver()
     server, task, port = await _serve(receiver)
-    rows: list[str] = []
+    rows: list[list[Cell]] = []
     try:
         hook = f"http://127.0.0.1:{port}/hook"
         now = datetime.now(UTC)
@@ -120,7 +123,14 @@ async def bench(url: str, events: int, subscriptions: int) -> list[str]:
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         rows.append(
-            f"| latency, 1 subscription, ~100 ev/s | {events} | {p50:.1f} ms | {p99:.1f} ms |"
+            [
+                "latency, 1 subscription, ~100 events/s",
+                events,
+                round(p50, 1),
+                round(p99, 1),
+                None,
+                None,
+            ]
         )
 
         receiver.arrived.clear()
@@ -136,11 +146,17 @@ async def bench(url: str, events: int, subscriptions: int) -> list[str]:
         elapsed = time.perf_counter() - started
         await worker.stop()
         rows.append(
-            f"| drain, {subscriptions} subscriptions | {total} | {total / elapsed:.0f} deliveries/s"
-            f" | {elapsed:.1f} s |"
+            [
+                f"drain, {subscriptions} subscriptions",
+                total,
+                None,
+                None,
+                round(total / elapsed),
+                round(elapsed, 1),
+            ]
         )
         if receiver.bad_signatures:
-            rows.append(f"| BAD SIGNATURES | {receiver.bad_signatures} | | |")
+            rows.append(["BAD SIGNATURES", receiver.bad_signatures, None, None, None, None])
     finally:
         server.should_exit = True
         await task
@@ -148,7 +164,7 @@ async def bench(url: str, events: int, subscriptions: int) -> list[str]:
     return rows
 
 
-async def scrape(url: str, proxies: int = 300) -> str:
+async def scrape(url: str, proxies: int = 300) -> list[Cell]:
     """Median time of a ``/metrics`` refresh + render over ``proxies`` proxies of 2 instances."""
     async with open_service(url) as service:
         for p in range(proxies):
@@ -164,7 +180,17 @@ async def scrape(url: str, proxies: int = 300) -> str:
             size = len(metrics.render())
             times.append((time.perf_counter() - started) * 1000)
     median = statistics.median(times)
-    return f"| scrape, {proxies} proxies x 2 instances | {size // 1024} KiB | {median:.0f} ms | |"
+    return [f"{proxies} proxies x 2 instances", size // 1024, round(median, 1)]
+
+
+COLUMNS = ["run", "deliveries", "p50 ms", "p99 ms", "deliveries/s", "seconds"]
+FORMATS = ["", ",", ".1f", ".1f", ",", ".1f"]
+
+
+def markdown(columns: list[str], rows: list[list[Cell]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 async def main() -> None:
@@ -174,15 +200,26 @@ async def main() -> None:
     parser.add_argument("--postgres", help="a PostgreSQL URL of an empty database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        targets = [("SQLite", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")]
+        targets = [("sqlite", f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")]
         if args.postgres:
-            targets.append(("PostgreSQL", args.postgres))
+            targets.append(("postgres", args.postgres))
         for name, url in targets:
-            print(f"\n{name}\n\n| run | deliveries | p50 / rate | p99 / time |")
-            print("| --- | --- | --- | --- |")
-            for row in await bench(url, args.events, args.subscriptions):
-                print(row)
-            print(await scrape(url))
+            rows = await bench(url, args.events, args.subscriptions)
+            scraped = await scrape(url)
+            print(f"\n{name}\n\n{markdown(COLUMNS, rows)}\n")
+            scrape_columns = ["/metrics refresh + render", "KiB", "median ms"]
+            print(markdown(scrape_columns, [scraped]))
+            tables = [
+                Table("deliveries", COLUMNS, rows, FORMATS),
+                Table("/metrics scrape", scrape_columns, [scraped], ["", ",", ".1f"]),
+            ]
+            label = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[name]
+            headline = {
+                f"webhook commit → signed receipt on {label}, p50 / p99": (
+                    f"{rows[0][2]} / {rows[0][3]} ms"
+                )
+            }
+            save(f"webhooks-{name}", title="Webhooks", tables=tables, headline=headline)
 
 
 if __name__ == "__main__":
