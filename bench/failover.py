@@ -479,6 +479,33 @@ def report_api_load(args: argparse.Namespace, results: dict[str, list[float]]) -
         f"{verdict[loaded95 <= haproxy95]}"
     )
     print(f"reported -> switch p99 {reported99:.1f} ms < 20 ms: {verdict[reported99 < 20]}")
+    table = Table(
+        title=(
+            f"kill -9 → switch under API load; interval {args.interval:g} s, timeout "
+            f"{args.timeout:g} s, rise {args.rise}, fall {args.fall}; instances "
+            f"{'close after each answer' if args.close else 'keep-alive'}"
+        ),
+        columns=["scenario", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+        rows=[
+            [
+                name.strip(),
+                len(results[key]),
+                *(round(percentile(results[key], q), 1) for q in (0.5, 0.95, 0.99)),
+                round(max(results[key]), 1),
+            ]
+            for key, name in names.items()
+        ],
+        formats=["", "", ".1f", ".1f", ".1f", ".1f"],
+    )
+    notes = [
+        f"loaded p95 {loaded95:.0f} ms ≤ 1.1 x quiet p95 {quiet95:.0f} ms: "
+        f"{verdict[loaded95 <= 1.1 * quiet95]}",
+        f"loaded p95 {loaded95:.0f} ms ≤ HAProxy loaded p95 {haproxy95:.0f} ms: "
+        f"{verdict[loaded95 <= haproxy95]}",
+        f"reported → switch p99 {reported99:.1f} ms < 20 ms: {verdict[reported99 < 20]}",
+    ]
+    name = "failover-api-load" + ("-close" if args.close else "")
+    save(name, title="Failover vs HAProxy", tables=[table], notes=notes)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Run every benchmark script in bench/ (``make bench``), one after another, and say which failed.
 
 ``bench/setup.sh`` runs first (it installs wrk/HAProxy when missing). Each ``bench/*.py`` other
-than this one, ``render.py`` and the ``_*.py`` helpers is a standalone script that prints its own
+than this one, ``render.py``, the ``_*.py`` helpers and modules without a ``__main__`` guard
+(imported by the scripts) is a standalone script that prints its own
 table and writes ``bench/results/<name>.json``; arguments are not passed on (each script has its
 own defaults and ``--help``). ``render.py`` runs last: docs/benchmarks.md and the README's
 headline table show the new figures.
@@ -22,7 +23,9 @@ def main() -> int:
     scripts = sorted(
         path
         for path in BENCH.glob("*.py")
-        if path.name not in skip and not path.name.startswith("_")
+        if path.name not in skip
+        and not path.name.startswith("_")
+        and "__main__" in path.read_text()  # a module the scripts import is no benchmark
     )
     failed: list[str] = []
     setup = BENCH / "setup.sh"
