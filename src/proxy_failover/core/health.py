@@ -9,14 +9,13 @@ values from these functions instead of computing them in SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
 
 
-@dataclass(frozen=True, slots=True)
-class CheckCounters:
+class CheckCounters(NamedTuple):
     """An instance's request counters: checks made, how many succeeded and failed, their
     running mean latency (ms, None until a check measured one) and failure share (None until
     the first check or metric sample)."""

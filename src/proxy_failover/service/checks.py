@@ -138,9 +138,19 @@ async def record_probe_results(
                 ):
                     # Routine: the state machine would only count (no rule applies), so the
                     # row is written in bulk with the values core computes.
-                    health = core_health.count(found.health, success=True)
-                    counters = core_health.count_check(found.counters, True, result.latency_ms)
-                    routine.append(RoutineSuccess(instance_id, health, counters, result.latency_ms))
+                    health = core_health.count(found.health, True)
+                    counted = core_health.count_check(found.counters, True, result.latency_ms)
+                    routine.append(
+                        RoutineSuccess(
+                            instance_id,
+                            health.consecutive_successes,
+                            counted.total_requests,
+                            counted.successful_requests,
+                            counted.average_latency_ms,
+                            counted.error_rate,
+                            result.latency_ms,
+                        )
+                    )
                     answers[i] = health
                 else:
                     rest.append(i)

@@ -10,11 +10,10 @@ Nothing here returns ORM/Core rows: callers get the frozen dataclasses of ``core
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,10 +57,10 @@ from proxy_failover.store.tables import configurations, events, instances, metri
 NotificationWriter = Callable[[AsyncSession, Sequence[Notification]], Awaitable[None]]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProbeState:
+class ProbeState(NamedTuple):
     """What the bulk probe path reads of an instance (and its proxy's redundancy row) to decide,
-    with ``core.health.is_routine_success``, whether a success may be written in bulk."""
+    with ``core.health.is_routine_success``, whether a success may be written in bulk. (Named
+    tuples: the bulk path makes one per result.)"""
 
     health: HealthState
     counters: CheckCounters
@@ -70,14 +69,17 @@ class ProbeState:
     status_changed_at: datetime | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RoutineSuccess:
-    """One routine success to write: the instance's health and counters after it (computed by
-    ``core.health``) and the latency measured."""
+class RoutineSuccess(NamedTuple):
+    """One routine success to write, with the values ``core.health`` computed: the instance's
+    run of successes and request counters after it, and the latency measured. Its fields are
+    the parameters of the bulk UPDATE, in order."""
 
     instance_id: str
-    health: HealthState
-    counters: CheckCounters
+    consecutive_successes: int
+    total_requests: int
+    successful_requests: int
+    average_latency_ms: float | None
+    error_rate: float | None
     latency_ms: float | None
 
 
@@ -382,21 +384,21 @@ class UnitOfWork(Reader):
             ]
         return {
             row["id"]: ProbeState(
-                health=HealthState(
+                HealthState(
                     HealthStatus(row["health_status"]),
                     row["consecutive_failures"],
                     row["consecutive_successes"],
                 ),
-                counters=CheckCounters(
+                CheckCounters(
                     row["total_requests"],
                     row["successful_requests"],
                     row["failed_requests"],
                     row["average_latency_ms"],
                     row["error_rate"],
                 ),
-                in_maintenance=row["admin_state"] == AdminState.MAINTENANCE.value,
-                overridden=bool(row["overridden"]),
-                status_changed_at=row["status_changed_at"],
+                row["admin_state"] == AdminState.MAINTENANCE.value,
+                bool(row["overridden"]),
+                row["status_changed_at"],
             )
             for row in rows
         }
@@ -409,20 +411,8 @@ class UnitOfWork(Reader):
         if not successes:
             return
         shared = {"p_now": now, "p_updated": now}
-        rows = [
-            (
-                success.instance_id,
-                success.health.consecutive_successes,
-                success.counters.total_requests,
-                success.counters.successful_requests,
-                success.counters.average_latency_ms,
-                success.counters.error_rate,
-                success.latency_ms,
-            )
-            for success in successes
-        ]
         await statements.ROUTINE_SUCCESS.execute_many(
-            self.connection, rows, statements.ROUTINE_SUCCESS_PARAMETERS, shared
+            self.connection, successes, statements.ROUTINE_SUCCESS_PARAMETERS, shared
         )
 
     async def lock_proxies(self, proxy_ids: Sequence[str]) -> None:
