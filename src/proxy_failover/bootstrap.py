@@ -21,6 +21,7 @@ from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
+from proxy_failover.core.retention import RetentionPolicy
 from proxy_failover.engine import Engine, EngineSettings, EngineStats
 from proxy_failover.leadership import EngineLeader
 from proxy_failover.service import (
@@ -166,18 +167,22 @@ def build_engine(
 POSTGRES_CONCURRENT_FLUSHES = 4
 
 
-def engine_settings(database_url: str | None = None) -> EngineSettings:
+def engine_settings(
+    database_url: str | None = None, retention: RetentionPolicy | None = None
+) -> EngineSettings:
     """The engine's tuning for a database. None of it is an operator setting today (SPEC's
     intervals are per proxy, in its configuration): the defaults are what ``serve`` runs, and
     this is the one place that would map ``PFO_ENGINE_*`` settings onto them.
 
     On PostgreSQL a flush transaction is mostly round trips to the server (~200 ms for 500
     results when it shares the cores), so several flushes over disjoint proxies run at once;
-    SQLite has one writer, so its flushes stay one at a time.
+    SQLite has one writer, so its flushes stay one at a time. ``retention``: what the leader
+    prunes (``PFO_RETENTION_DAYS``, ``PFO_DELIVERY_RETENTION_DAYS``; default: SPEC's 90 / 14).
     """
+    policy = retention or RetentionPolicy()
     if normalize_url(database_url).get_backend_name() == "postgresql":
-        return EngineSettings(concurrent_flushes=POSTGRES_CONCURRENT_FLUSHES)
-    return EngineSettings()
+        return EngineSettings(concurrent_flushes=POSTGRES_CONCURRENT_FLUSHES, retention=policy)
+    return EngineSettings(retention=policy)
 
 
 def build_leader(
@@ -194,7 +199,10 @@ def build_leader(
     service's change listener for whichever engine is running.
     """
     tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
-    tuning = engine_settings(settings.database_url)
+    tuning = engine_settings(
+        settings.database_url,
+        RetentionPolicy(settings.retention_days, settings.delivery_retention_days),
+    )
     stats = EngineStats()
 
     @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from proxy_failover.core.errors import FailoverError
+from proxy_failover.core.retention import DEFAULT_DELIVERY_RETENTION_DAYS, DEFAULT_RETENTION_DAYS
 from proxy_failover.store.database import DEFAULT_DATABASE_URL, normalize_url
 
 #: HS256 secrets shorter than this are refused: RFC 7518 §3.2 asks for a key as long as the hash.
@@ -108,6 +109,20 @@ class Settings(BaseSettings):
         gt=0,
         le=600,
         description="An idle kept-alive connection is closed after this",
+    )
+    retention_days: float = Field(
+        default=DEFAULT_RETENTION_DAYS,
+        gt=0,
+        le=36500,
+        description="Failover events, audit rows, metric samples and the event log are kept this "
+        "long (open events whatever their age); the engine leader prunes older ones",
+    )
+    delivery_retention_days: float = Field(
+        default=DEFAULT_DELIVERY_RETENTION_DAYS,
+        gt=0,
+        le=36500,
+        description="Delivered, dead or cancelled webhook deliveries and their attempts are kept "
+        "this long (pending ones whatever their age)",
     )
     probe_tls_verify: bool = Field(
         default=True,

@@ -74,6 +74,7 @@ class Engine:
         self._woken: dict[str, float] = {}  # proxy id -> when it was woken
         self._next_stale_check = 0.0
         self._next_discovery = 0.0
+        self._next_prune = 0.0
         self._rng = rng or random.Random()
         self._schedule = ProbeSchedule(prober, settings, self._rng)
         self._recorder = ProbeRecorder(
@@ -139,6 +140,8 @@ class Engine:
         if t >= self._next_stale_check:
             self._next_stale_check = t + self._settings.stale_check_period
             outcomes.extend(await self._close_stale())
+        if t >= self._next_prune:
+            self._next_prune = t + await self._prune_history()
         due: list[str] = []
         while self._eval_heap and self._eval_heap[0][0] <= t:
             at, proxy_id = heapq.heappop(self._eval_heap)
@@ -161,7 +164,7 @@ class Engine:
 
     def next_deadline(self) -> float:
         """The earliest time (epoch seconds) a probe, an evaluation or housekeeping is due."""
-        candidates = [self._next_discovery, self._next_stale_check]
+        candidates = [self._next_discovery, self._next_stale_check, self._next_prune]
         next_probe = self._schedule.next_due()
         if next_probe is not None:
             candidates.append(next_probe)
@@ -256,6 +259,21 @@ class Engine:
                 event.proxy_id,
             )
         return [Outcome(e.proxy_id, event=e, note="stale event closed") for e in closed]
+
+    async def _prune_history(self) -> float:
+        """Retention (leader only: this engine runs only while holding the lease); returns the
+        delay until the next run: short while a table had a full batch (a backlog)."""
+        settings = self._settings
+        try:
+            pruned = await self._service.prune_history(settings.retention)
+        except Exception as exc:
+            log.warning("engine: cannot prune old history: %s", exc)
+            return settings.retention_period
+        if any(pruned.values()):
+            log.info("engine: pruned old history: %s", pruned)
+        if max(pruned.values(), default=0) >= settings.retention.batch:
+            return settings.retention_backlog_period
+        return settings.retention_period
 
     # --- evaluation -----------------------------------------------------------------------------
     async def _versions(self) -> dict[str, int] | None:

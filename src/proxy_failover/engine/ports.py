@@ -23,6 +23,7 @@ from proxy_failover.core.model import (
     Instance,
     ProxySnapshot,
 )
+from proxy_failover.core.retention import RetentionPolicy
 
 Clock = Callable[[], datetime]
 
@@ -69,6 +70,9 @@ class EngineService(Protocol):
         self, proxy_id: str, decision: Decision, detected_at: datetime
     ) -> FailoverEvent | None: ...
     async def close_stale_events(self) -> list[FailoverEvent]: ...
+    async def prune_history(self, policy: RetentionPolicy) -> dict[str, int]:
+        """Retention: one batch per table; rows deleted per table."""
+
     async def open_recovery_event(self, instance_id: str, reason: str) -> FailoverEvent | None: ...
     async def close_recovery_event(
         self, event_id: str, status: EventStatus, error_message: str | None = None

@@ -6,7 +6,9 @@ The defaults are what ``serve`` runs; each says why it has its value. SPEC's own
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from proxy_failover.core.retention import RetentionPolicy
 
 #: Every proxy is evaluated at least this often (SPEC §4), more often when its interval is shorter.
 MAX_EVALUATION_PERIOD = 1.0
@@ -53,3 +55,9 @@ class EngineSettings:
     early_probe_gap: float = 0.25
     #: After this many early probes in a row found the instance fine, drops no longer trigger them.
     max_benign_drops: int = 2
+    #: What history is kept (``PFO_RETENTION_DAYS``, ``PFO_DELIVERY_RETENTION_DAYS``); the leader
+    #: prunes one batch per table this often ...
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    retention_period: float = 60.0
+    #: ... and this soon again while a table had a full batch (a backlog: more is waiting).
+    retention_backlog_period: float = 1.0

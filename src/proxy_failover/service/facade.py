@@ -26,6 +26,7 @@ from proxy_failover.core.model import (
     Route,
     StoredMetricSample,
 )
+from proxy_failover.core.retention import RetentionPolicy
 from proxy_failover.core.webhooks import AuditEntry, Delivery, DeliveryStatus, Subscription
 from proxy_failover.service import (
     audit,
@@ -37,6 +38,7 @@ from proxy_failover.service import (
     health,
     instances,
     redundancy,
+    retention,
     route,
     webhooks,
 )
@@ -284,6 +286,10 @@ class ProxyFailoverService:
     async def close_stale_events(self) -> list[FailoverEvent]:
         """Close switching events open longer than ``STALE_EVENT_SECONDS`` as failed (timeout)."""
         return await events.close_stale_events(self._ctx)
+
+    async def prune_history(self, policy: RetentionPolicy) -> dict[str, int]:
+        """Retention: one batch of old finished history per table (``service.retention``)."""
+        return await retention.prune_history(self._ctx, policy)
 
     async def open_recovery_event(self, instance_id: str, reason: str) -> FailoverEvent | None:
         """Open an ``in_progress`` recovery event for an instance; None if one is already open."""

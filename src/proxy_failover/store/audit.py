@@ -15,6 +15,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -152,6 +153,19 @@ class AuditLog:
             rows = take()
             await conn.execute(sa.insert(audit_log), rows)
         return [None] * len(rows)
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` rows that occurred before ``before`` (retention), oldest first.
+
+        The newest row always stays, whatever its age: SQLite would otherwise hand its id out
+        again (its ids are not AUTOINCREMENT), and ids are what clients page by.
+        """
+        a = audit_log
+        newest = sa.select(sa.func.max(a.c.id)).scalar_subquery()
+        async with self._db.write() as conn:
+            return await database.delete_batch(
+                conn, a.c.id, sa.and_(a.c.occurred_at < before, a.c.id < newest), a.c.id, limit
+            )
 
     async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first."""

@@ -236,6 +236,20 @@ class EngineAccess:
             yield conn
 
 
+async def delete_batch(
+    conn: AsyncConnection,
+    key: sa.Column[Any],
+    where: sa.ColumnElement[bool],
+    order_by: sa.ColumnElement[Any],
+    limit: int,
+) -> int:
+    """Delete at most ``limit`` rows of ``key``'s table matching ``where``, oldest (``order_by``)
+    first; returns how many went. Retention prunes through it, one short transaction per batch."""
+    doomed = sa.select(key).where(where).order_by(order_by).limit(limit).scalar_subquery()
+    result = await conn.execute(sa.delete(key.table).where(key.in_(doomed)))
+    return int(result.rowcount or 0)
+
+
 # --- error mapping ---------------------------------------------------------------------------
 
 _UNAVAILABLE_HINTS = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -19,7 +20,7 @@ from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import StoredNotification
 from proxy_failover.store import audit, database, deliveries
 from proxy_failover.store.rows import new_id
-from proxy_failover.store.tables import audit_log, notification_log
+from proxy_failover.store.tables import audit_log, notification_log, webhook_deliveries
 from proxy_failover.store.webhooks import subscriptions_of
 
 
@@ -89,3 +90,22 @@ class NotificationLog:
             StoredNotification(seq=row["seq"], id=row["id"], type=row["type"], body=row["body"])
             for row in rows
         ]
+
+
+async def prune_notifications(engine: AsyncEngine, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` log entries that occurred before ``before`` (retention).
+
+    An entry a webhook delivery still refers to stays (deliveries go first, by their own
+    retention), and so does the newest entry: SQLite would otherwise hand its ``seq`` out again,
+    and a stream resuming with an old ``Last-Event-ID`` would skip the new entry.
+    """
+    n = notification_log
+    newest = sa.select(sa.func.max(n.c.seq)).scalar_subquery()
+    referenced = (
+        sa.select(webhook_deliveries.c.id)
+        .where(webhook_deliveries.c.notification_id == n.c.id)
+        .exists()
+    )
+    old = sa.and_(n.c.occurred_at < before, n.c.seq < newest, ~referenced)
+    async with database.EngineAccess(engine).write() as conn:
+        return await database.delete_batch(conn, n.c.seq, old, n.c.seq, limit)

@@ -528,6 +528,20 @@ class Store:
         async with self.read() as reader:
             await reader.connection.execute(sa.text("SELECT 1"))
 
+    async def prune_events(self, before: datetime, limit: int) -> int:
+        """Retention: up to ``limit`` finished events created before ``before`` (never open)."""
+        where = statements.finished_events_before(before)
+        return await self._prune(events.c.id, where, events.c.created_at, limit)
+
+    async def prune_metric_samples(self, before: datetime, limit: int) -> int:
+        """Retention: up to ``limit`` metric samples recorded before ``before``."""
+        where = statements.samples_before(before)
+        return await self._prune(metrics.c.id, where, metrics.c.recorded_at, limit)
+
+    async def _prune(self, key: Any, where: Any, order_by: Any, limit: int) -> int:
+        async with database.EngineAccess(self.engine).write() as conn:
+            return await database.delete_batch(conn, key, where, order_by, limit)
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Reader]:
         """A read-only transaction: one consistent snapshot on both databases."""

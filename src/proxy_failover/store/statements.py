@@ -7,12 +7,15 @@ on SQLite's driver connection (``store.prepared``). ``repository`` runs them.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 
+from proxy_failover.core import retention
 from proxy_failover.core.model import SWITCHING_EVENT_TYPES, EventStatus
 from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.rows import INSTANCE_FIELDS
-from proxy_failover.store.tables import configurations, events, instances, redundancy
+from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
 
 #: A proxy's instances in preference order: priority, weight (desc), registration, id.
 PREFERENCE_ORDER = (
@@ -165,3 +168,18 @@ ROUTINE_STATE_SQLITE = PreparedStatement(
     ),
 )
 ROUTINE_STATE_NAMES = tuple(column.name for column in ROUTINE_STATE.selected_columns)
+
+
+# --- retention (``core.retention``): what a prune batch may delete -------------------------------
+
+
+def finished_events_before(before: datetime) -> sa.ColumnElement[bool]:
+    """``core.retention.event_prunable``: finished events created before the cut-off."""
+    return sa.and_(
+        events.c.status.in_(sorted(retention.FINISHED_EVENT_STATUSES)), events.c.created_at < before
+    )
+
+
+def samples_before(before: datetime) -> sa.ColumnElement[bool]:
+    """``core.retention.row_prunable`` for metric samples."""
+    return metrics.c.recorded_at < before

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from proxy_failover.core import retention
 from proxy_failover.core.webhooks import (
     Delivery,
     DeliveryAttempt,
@@ -224,6 +225,32 @@ class WebhookStore:
         rows = (await conn.execute(statement)).mappings().all()
         attempts = await self._attempts_for(conn, [row["id"] for row in rows])
         return [_delivery_from(row, attempts[row["id"]]) for row in rows]
+
+    async def prune_deliveries(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished deliveries (``core.retention.delivery_prunable`` with
+        cut-off ``before``) and their attempts, in one short transaction; oldest first."""
+        d = webhook_deliveries
+        finished = sa.and_(
+            d.c.status.in_(sorted(retention.FINISHED_DELIVERY_STATUSES)),
+            d.c.created_at < before,
+            sa.or_(d.c.last_attempt_at.is_(None), d.c.last_attempt_at < before),
+        )
+        async with self._db.write() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        sa.select(d.c.id).where(finished).order_by(d.c.seq).limit(limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return 0
+            attempts = webhook_delivery_attempts
+            await conn.execute(sa.delete(attempts).where(attempts.c.delivery_id.in_(ids)))
+            await conn.execute(sa.delete(d).where(d.c.id.in_(ids)))
+            return len(ids)
 
     async def redeliver(self, proxy_id: str, delivery_id: str, now: datetime) -> Delivery | None:
         """Queue a delivery again, due now, with a fresh 24 h window; None if no such delivery.
