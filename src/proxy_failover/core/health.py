@@ -9,10 +9,13 @@ values from these functions instead of computing them in SQL.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from proxy_failover.core.model import HealthRules, HealthState, HealthStatus
+from proxy_failover.core.model import AdminState, HealthRules, HealthState, HealthStatus, Instance
+
+#: ``lastError`` of an instance whose reported status expired (SPEC §3 ``healthReportTtlSeconds``).
+REPORT_EXPIRED = "report expired"
 
 
 class CheckCounters(NamedTuple):
@@ -111,3 +114,24 @@ def report(state: HealthState, status: HealthStatus) -> HealthState:
         return HealthState(HealthStatus.UNKNOWN, 0, 0)
     counted = count(state, status is HealthStatus.HEALTHY)
     return HealthState(status, counted.consecutive_failures, counted.consecutive_successes)
+
+
+def is_report_expired(instance: Instance, ttl_seconds: float | None, now: datetime) -> bool:
+    """Whether ``instance``'s reported status has expired (Consul's TTL checks).
+
+    Only a status set by a report counts: the instance has no endpoint (nothing probes it), the
+    last report is newer than any check result (``lastHealthCheck`` after ``lastReportAt`` means
+    a check spoke last), and it is not in maintenance (no status then). An unhealthy instance
+    has nothing left to expire. The TTL runs from the last report, so a restart forgets nothing.
+    """
+    reported_at = instance.last_report_at
+    if ttl_seconds is None or reported_at is None:
+        return False
+    if instance.endpoint is not None or instance.admin_state is AdminState.MAINTENANCE:
+        return False
+    if instance.health_status is HealthStatus.UNHEALTHY:
+        return False
+    checked_at = instance.last_health_check
+    if checked_at is not None and checked_at > reported_at:
+        return False
+    return now - reported_at >= timedelta(seconds=ttl_seconds)

@@ -71,6 +71,7 @@ THRESHOLD = Limit(minimum=1, maximum=100)
 MAX_RECOVERY_ATTEMPTS = Limit(minimum=0, maximum=100)
 RECOVERY_BACKOFF_SECONDS = Limit(minimum=0, maximum=3600)
 FAILBACK_DELAY_SECONDS = Limit(minimum=0, maximum=86400)
+HEALTH_REPORT_TTL_SECONDS = Limit(minimum=1, maximum=86400)
 HEALTH_CHECK_PATH = Limit(
     min_length=1,
     max_length=1024,
@@ -130,6 +131,7 @@ FIELDS: Mapping[str, Limit] = MappingProxyType(
         "maxRecoveryAttempts": MAX_RECOVERY_ATTEMPTS,
         "recoveryBackoffSeconds": RECOVERY_BACKOFF_SECONDS,
         "failbackDelaySeconds": FAILBACK_DELAY_SECONDS,
+        "healthReportTtlSeconds": HEALTH_REPORT_TTL_SECONDS,
         "path": HEALTH_CHECK_PATH,
         "expectedStatus": EXPECTED_STATUS,
         "cpuPercent": PERCENT,

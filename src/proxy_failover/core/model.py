@@ -124,6 +124,8 @@ class FailoverConfig:
     enable_load_balancing: bool = False
     load_balancing_algorithm: LoadBalancingAlgorithm = LoadBalancingAlgorithm.ROUND_ROBIN
     health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
+    #: A reported status not refreshed within this expires (``core.health.is_report_expired``).
+    health_report_ttl_seconds: float | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -200,6 +202,8 @@ class Instance:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: When the status last changed to what it is now (drives failback delay); None if never.
     status_changed_at: datetime | None = None
+    #: When a health report (``update_instance_health``) last set the status; None if never.
+    last_report_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

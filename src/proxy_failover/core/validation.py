@@ -129,6 +129,7 @@ _CONFIG_FIELDS = (
     "failback_delay_seconds",
     "enable_load_balancing",
     "load_balancing_algorithm",
+    "health_report_ttl_seconds",
     "health_check",
 )
 _HEALTH_CHECK_FIELDS = ("type", "path", "expected_status")
@@ -141,7 +142,9 @@ _BOOLEAN_FIELDS = frozenset(
     }
 )
 _INTEGER_FIELDS = frozenset({"unhealthy_threshold", "healthy_threshold", "max_recovery_attempts"})
-_NULLABLE_FIELDS = frozenset({"fast_interval_seconds", "down_interval_seconds"})
+_NULLABLE_FIELDS = frozenset(
+    {"fast_interval_seconds", "down_interval_seconds", "health_report_ttl_seconds"}
+)
 
 
 def default_timeout(interval_seconds: float) -> float:

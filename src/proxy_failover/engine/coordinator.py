@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from proxy_failover.core.errors import NotFound
 from proxy_failover.core.failover import decide
+from proxy_failover.core.health import is_report_expired
 from proxy_failover.core.model import DecisionAction, FailoverEvent, Notification, ProxySnapshot
 from proxy_failover.engine.ports import Clock, EngineService, EngineStats, Outcome, ProbeAdapter
 from proxy_failover.engine.recording import ProbeRecorder, engine_writing
@@ -312,6 +313,9 @@ class Engine:
         state.snapshot, state.version = snapshot, version
         outcomes: list[Outcome] = []
         try:
+            ttl = snapshot.config.health_report_ttl_seconds
+            if any(is_report_expired(i, ttl, now) for i in snapshot.instances):
+                snapshot = await self._expire_reports(proxy_id, state)
             period = min(MAX_EVALUATION_PERIOD, snapshot.config.health_check_interval_seconds)
             self._schedule_evaluation(proxy_id, t + period)
             if not reuse:
@@ -351,6 +355,24 @@ class Engine:
             log.info("engine: %s: evaluation works again", proxy_id)
             state.last_error = None
         return outcomes
+
+    async def _expire_reports(self, proxy_id: str, state: _ProxyState) -> ProxySnapshot:
+        """Reported statuses past their TTL turn unhealthy (in the database, so a restart
+        forgets nothing); the proxy is read again for this evaluation's decision."""
+        token = engine_writing.set(True)
+        try:
+            expired = await self._service.expire_health_reports(proxy_id)
+        finally:
+            engine_writing.reset(token)
+        for instance in expired:
+            log.warning(
+                "engine: %s: %s: report expired, now unhealthy",
+                proxy_id,
+                instance.instance_name,
+                extra=log_fields(proxy_id, instance.id),
+            )
+        state.snapshot = state.version = None
+        return await self._service.load_snapshot(proxy_id)
 
     def _error(self, proxy_id: str, state: _ProxyState, exc: Exception, t: float) -> Outcome:
         """Log a proxy's problem once when it appears or changes; retry at the next period."""

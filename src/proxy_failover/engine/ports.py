@@ -70,6 +70,9 @@ class EngineService(Protocol):
         self, proxy_id: str, decision: Decision, detected_at: datetime
     ) -> FailoverEvent | None: ...
     async def close_stale_events(self) -> list[FailoverEvent]: ...
+    async def expire_health_reports(self, proxy_id: str) -> list[Instance]:
+        """Reported statuses past the proxy's ``healthReportTtlSeconds`` turn unhealthy."""
+
     async def prune_history(self, policy: RetentionPolicy) -> dict[str, int]:
         """Retention: one batch per table; rows deleted per table."""
 

@@ -287,6 +287,11 @@ class ProxyFailoverService:
         """Close switching events open longer than ``STALE_EVENT_SECONDS`` as failed (timeout)."""
         return await events.close_stale_events(self._ctx)
 
+    async def expire_health_reports(self, proxy_id: str) -> list[Instance]:
+        """Reported statuses older than ``healthReportTtlSeconds`` turn unhealthy ("report
+        expired"); returns the instances that expired (``service.health``)."""
+        return await health.expire_health_reports(self._ctx, proxy_id)
+
     async def prune_history(self, policy: RetentionPolicy) -> dict[str, int]:
         """Retention: one batch of old finished history per table (``service.retention``)."""
         return await retention.prune_history(self._ctx, policy)

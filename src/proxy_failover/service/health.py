@@ -294,7 +294,12 @@ async def _apply_health_reports(
             if before.admin_state is AdminState.MAINTENANCE
             else core_health.report(before.health, report.status)
         )
-        after = with_sample(with_health(before, state, now, last_health_check=now), report.sample)
+        # a report refutes an earlier expiry: its "report expired" is no longer the story
+        cleared = {"last_error": None} if before.last_error == core_health.REPORT_EXPIRED else {}
+        after = with_health(
+            before, state, now, last_health_check=now, last_report_at=now, **cleared
+        )
+        after = with_sample(after, report.sample)
         if report.sample is not None:
             await unit.insert_metric(
                 StoredMetricSample(
@@ -321,3 +326,50 @@ async def _apply_health_reports(
     for instance_id in changed:
         await unit.save_instance(current[instance_id])
     return outcomes, quiet
+
+
+# --- report expiry (``healthReportTtlSeconds``) -----------------------------------------------
+
+
+async def expire_health_reports(ctx: ServiceContext, proxy_id: str) -> list[Instance]:
+    """Mark unhealthy, with ``lastError`` "report expired", each instance of the proxy whose
+    reported status expired (``core.health.is_report_expired``), in one transaction under the
+    proxy's lock (so a report that arrived meanwhile wins). Handled like a reported failure:
+    the same counters, notifications and redundancy; the engine's next decision fails over if
+    the instance was active. Returns the expired instances as they now are."""
+    expired: list[Instance] = []
+    try:
+        async with ctx.store.write() as unit:
+            locked, instances = await unit.lock_proxy_with_instances(proxy_id)
+            config = await unit.get_config(proxy_id)
+            if locked is None or config is None:
+                return []
+            ctx.cache.invalidate(proxy_id)
+            now = ctx.now()
+            current = {instance.id: instance for instance in instances}
+            ttl = config.health_report_ttl_seconds
+            for before in instances:
+                if not core_health.is_report_expired(before, ttl, now):
+                    continue
+                state = core_health.report(before.health, HealthStatus.UNHEALTHY)
+                after = with_health(before, state, now, last_error=core_health.REPORT_EXPIRED)
+                recomputed = await apply_health_change(
+                    unit, before, after, now, locked, list(current.values()), record_recovery=False
+                )
+                active = recomputed.active_instance_id
+                current[after.id] = after
+                current = {
+                    i: dataclasses.replace(v, is_active=i == active)
+                    if v.is_active != (i == active)
+                    else v
+                    for i, v in current.items()
+                }
+                locked = recomputed
+                expired.append(after)
+            for instance in expired:
+                await unit.save_instance(current[instance.id])
+    finally:
+        ctx.cache.invalidate(proxy_id)
+    if expired:
+        ctx.announce(unit, [proxy_id])
+    return [current[instance.id] for instance in expired]

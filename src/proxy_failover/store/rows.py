@@ -65,6 +65,7 @@ def config_values(config: FailoverConfig) -> dict[str, Any]:
         "failback_delay_seconds": config.failback_delay_seconds,
         "enable_load_balancing": config.enable_load_balancing,
         "load_balancing_algorithm": config.load_balancing_algorithm.value,
+        "health_report_ttl_seconds": config.health_report_ttl_seconds,
         "health_check": {
             "type": config.health_check.type.value,
             "path": config.health_check.path,
@@ -96,6 +97,7 @@ def config_from(row: Mapping[Any, Any]) -> FailoverConfig:
         failback_delay_seconds=row["failback_delay_seconds"],
         enable_load_balancing=row["enable_load_balancing"],
         load_balancing_algorithm=LoadBalancingAlgorithm(row["load_balancing_algorithm"]),
+        health_report_ttl_seconds=row["health_report_ttl_seconds"],
         health_check=HealthCheckSpec(
             type=HealthCheckType(check.get("type", HealthCheckType.HTTP.value)),
             path=check.get("path", "/health"),

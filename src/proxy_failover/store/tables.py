@@ -100,6 +100,7 @@ configurations = sa.Table(
     sa.Column("load_balancing_algorithm", sa.String(32), nullable=False),
     sa.Column("health_check", sa.JSON(), nullable=False),
     *_timestamps(),
+    sa.Column("health_report_ttl_seconds", sa.Float(), nullable=True),  # migration 0007
 )
 
 instances = sa.Table(
@@ -134,6 +135,7 @@ instances = sa.Table(
     sa.Column("metadata", sa.JSON(), nullable=False),
     sa.Column("status_changed_at", UTCDateTime(), nullable=True),
     *_timestamps(),
+    sa.Column("last_report_at", UTCDateTime(), nullable=True),  # migration 0007
     sa.UniqueConstraint("proxy_id", "instance_name"),
 )
 
@@ -160,6 +162,7 @@ events = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Index("ix_proxy_failover_events_proxy_id_created_at", "proxy_id", "created_at"),
+    sa.Index("ix_proxy_failover_events_created_at", "created_at"),  # retention (0007)
     # The database's own guarantee of "at most one switching event in progress per proxy".
     sa.Index(
         "uq_proxy_failover_events_one_open_switch",
@@ -214,6 +217,7 @@ metrics = sa.Table(
     sa.Column("throughput_mbps", sa.Float(), nullable=True),
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
     sa.Index("ix_proxy_instance_metrics_instance_id_recorded_at", "instance_id", "recorded_at"),
+    sa.Index("ix_proxy_instance_metrics_recorded_at", "recorded_at"),  # retention (0007)
 )
 
 # --- notifications: the event log, webhook subscriptions, deliveries and attempts, audit ------
@@ -226,7 +230,7 @@ notification_log = sa.Table(
     sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("epoch", sa.BigInteger(), nullable=False),
-    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),  # retention (0007)
     # The encoded webhook payload: stored once so every retry posts the very same bytes.
     sa.Column("body", sa.Text(), nullable=False),
 )

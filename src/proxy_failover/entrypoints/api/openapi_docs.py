@@ -107,6 +107,9 @@ FIELD_DOCS: dict[str, str] = {
     "enableAutoFailback": "Switch back to the first instance in priority order once it has "
     "been healthy for failbackDelaySeconds.",
     "failbackDelaySeconds": "How long the preferred instance must stay healthy before a failback.",
+    "healthReportTtlSeconds": "A reported health status not refreshed within this many seconds "
+    "expires: the instance turns unhealthy with reason 'report expired' (Consul's TTL checks); "
+    "probed instances are unaffected. null = off.",
     "enableLoadBalancing": "GET /route spreads clients over every eligible instance.",
     "loadBalancingAlgorithm": "With load balancing: round_robin, least_connections or weighted.",
     "healthCheck": "How instances are probed.",

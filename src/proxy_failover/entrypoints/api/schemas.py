@@ -173,6 +173,7 @@ class ConfigBody(RequestModel):
     failback_delay_seconds: float = optional(limits.FAILBACK_DELAY_SECONDS)
     enable_load_balancing: bool = optional()
     load_balancing_algorithm: LbAlgorithmName = optional()
+    health_report_ttl_seconds: float | None = optional(limits.HEALTH_REPORT_TTL_SECONDS)
     health_check: HealthCheckBody = optional()
 
 
@@ -319,6 +320,7 @@ class ConfigPublic(ResponseModel):
     failback_delay_seconds: float
     enable_load_balancing: bool
     load_balancing_algorithm: LoadBalancingAlgorithm
+    health_report_ttl_seconds: float | None
     health_check: HealthCheckPublic
     created_at: UtcDatetime | None
     updated_at: UtcDatetime | None
