@@ -36,13 +36,13 @@ def test_cutoffs_count_days_back_from_now() -> None:
     ("days", "delivery_days", "batch"), [(0, 14, 1000), (90, 0, 1000), (-1, 14, 1), (90, 14, 0)]
 )
 def test_a_policy_keeps_something(days: float, delivery_days: float, batch: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="retention days must be positive"):
         RetentionPolicy(days, delivery_days, batch)
 
 
 def test_finished_states_are_exactly_the_closed_ones() -> None:
-    assert FINISHED_EVENT_STATUSES == {"completed", "failed"}
-    assert FINISHED_DELIVERY_STATUSES == {"delivered", "dead", "cancelled"}
+    assert {"completed", "failed"} == FINISHED_EVENT_STATUSES
+    assert {"delivered", "dead", "cancelled"} == FINISHED_DELIVERY_STATUSES
 
 
 @pytest.mark.parametrize(("stamped_at", "expected"), [(OLD, True), (CUT, False), (NEW, False)])
