@@ -27,6 +27,7 @@ SOONER = T0 + timedelta(seconds=TTL - 0.001)
         (REPORTED, TTL, LATER + timedelta(days=3), True),  # a restart later: still expired
         (REPORTED, TTL, SOONER, False),  # refreshed in time
         (REPORTED, None, LATER + timedelta(days=3), False),  # off (the default)
+        ({"last_report_at": T0, "last_health_check": None}, TTL, LATER, True),
         ({"last_report_at": None, "last_health_check": None}, TTL, LATER, False),  # never reported
         (REPORTED | {"health": HealthStatus.UNKNOWN}, TTL, LATER, True),  # a reported unknown too
         (REPORTED | {"health": HealthStatus.UNHEALTHY}, TTL, LATER, False),  # nothing to expire
