@@ -185,6 +185,11 @@ def engine_settings(
     return EngineSettings(retention=policy)
 
 
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """``PFO_RETENTION_DAYS`` and ``PFO_DELIVERY_RETENTION_DAYS`` as the engine's plain policy."""
+    return RetentionPolicy(settings.retention_days, settings.delivery_retention_days)
+
+
 def build_leader(
     settings: Settings,
     service: ProxyFailoverService,
@@ -199,10 +204,7 @@ def build_leader(
     service's change listener for whichever engine is running.
     """
     tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
-    tuning = engine_settings(
-        settings.database_url,
-        RetentionPolicy(settings.retention_days, settings.delivery_retention_days),
-    )
+    tuning = engine_settings(settings.database_url, retention_policy(settings))
     stats = EngineStats()
 
     @contextlib.asynccontextmanager
