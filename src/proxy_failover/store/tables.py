@@ -264,7 +264,11 @@ webhook_deliveries = sa.Table(
         nullable=False,
     ),
     sa.Column(
-        "notification_id", sa.String(36), sa.ForeignKey("notification_log.id"), nullable=False
+        "notification_id",
+        sa.String(36),
+        sa.ForeignKey("notification_log.id"),
+        nullable=False,
+        index=True,  # retention asks "does a delivery still refer to this entry?" (0008)
     ),
     sa.Column("proxy_id", sa.String(128), nullable=False, index=True),
     sa.Column("event_type", sa.String(64), nullable=False),
