@@ -5,6 +5,7 @@ statement deletes is exactly what ``core.retention`` says (rows of every status 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import uuid
@@ -13,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from proxy_failover.bootstrap import build_leader, open_service
+from proxy_failover.config import load_settings
 from proxy_failover.core.retention import (
     RetentionPolicy,
     cutoffs,
@@ -32,6 +35,7 @@ from proxy_failover.store.tables import (
     webhook_subscriptions,
 )
 from tests.helpers.clock import FakeClock
+from tests.helpers.processes import wait_for
 from tests.helpers.scenario import OWNER, proxy_with
 from tests.helpers.scripted_prober import ScriptedProber
 
@@ -259,3 +263,56 @@ async def test_the_engine_prunes_on_its_tick_and_again_soon_while_a_backlog_rema
     pruned_again = await service.prune_history(POLICY)
     assert set(pruned_again.values()) == {0}
     await engine.shutdown()
+
+
+async def test_only_the_engine_leader_prunes_and_a_standby_takes_over(
+    service: ProxyFailoverService, clock: FakeClock, database_url: str
+) -> None:
+    """Two ``serve``-style replicas on one database: the lease holder's engine prunes, the
+    standby's service is never asked to; after the leader stops, the standby leads and prunes."""
+    calls: dict[str, int] = {"a": 0, "b": 0}
+
+    def spied(name: str, replica: ProxyFailoverService) -> ProxyFailoverService:
+        prune = replica.prune_history
+
+        async def counted(policy: RetentionPolicy) -> dict[str, int]:
+            calls[name] += 1  # a spy: the real method does the work
+            return await prune(policy)
+
+        replica.prune_history = counted  # type: ignore[method-assign]
+        return replica
+
+    settings = load_settings(database_url=database_url, engine_lease_seconds=1.0)
+    async with open_service(database_url, clock=clock, migrate=False) as other:
+        leaders = {
+            "a": build_leader(settings, spied("a", service)),
+            "b": build_leader(settings, spied("b", other)),
+        }
+        tasks = [asyncio.create_task(leader.run()) for leader in leaders.values()]
+        try:
+
+            async def leading() -> str | None:
+                names = [n for n, leader in leaders.items() if leader.is_leader]
+                return names[0] if len(names) == 1 and calls[names[0]] else None
+
+            first = await wait_for(leading)
+            standby = "b" if first == "a" else "a"
+            lease = leaders[first].lease
+            assert lease is not None
+
+            async def renewed() -> bool:
+                current = leaders[first].lease
+                return current is not None and current.expires_at > lease.expires_at
+
+            await wait_for(renewed)  # a while of leading: the standby has not pruned meanwhile
+            assert calls[standby] == 0
+            leaders[first].stop()
+
+            async def took_over() -> bool:
+                return leaders[standby].is_leader and calls[standby] > 0
+
+            await wait_for(took_over)
+        finally:
+            for leader in leaders.values():
+                leader.stop()
+            await asyncio.gather(*tasks)
