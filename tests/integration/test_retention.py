@@ -296,6 +296,7 @@ async def test_only_the_engine_leader_prunes_and_a_standby_takes_over(
                 return names[0] if len(names) == 1 and calls[names[0]] else None
 
             first = await wait_for(leading)
+            assert first is not None
             standby = "b" if first == "a" else "a"
             lease = leaders[first].lease
             assert lease is not None
