@@ -4,7 +4,7 @@ Run: python examples/relay.py --name edge-a --port 9001   (port 0: any free port
 
 HTTP/1.1 with keep-alive: ``GET /health`` answers 200, ``GET /`` answers ``<name>\\n``,
 ``GET /stream`` sends ``<name> <n>\\n`` every ``--interval`` seconds until the client leaves (a
-long-lived stream, as an RTMP/SRT/HLS relay would hold).
+long-lived stream, as an RTMP/SRT/HLS relay would hold); ``GET /bulk`` sends 32 MiB (throughput).
 """
 
 from __future__ import annotations
@@ -35,6 +35,18 @@ async def _stream(writer: asyncio.StreamWriter, name: str, interval: float) -> N
         await asyncio.sleep(interval)
 
 
+_BULK_CHUNK = bytes(65536)
+_BULK_CHUNKS = 512  # 32 MiB
+
+
+async def _bulk(writer: asyncio.StreamWriter) -> None:
+    size = len(_BULK_CHUNK) * _BULK_CHUNKS
+    writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+    for _ in range(_BULK_CHUNKS):
+        writer.write(_BULK_CHUNK)
+        await writer.drain()
+
+
 async def _serve(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, interval: float
 ) -> None:
@@ -47,6 +59,11 @@ async def _serve(
             if path == "/stream":
                 await _stream(writer, name, interval)
                 return
+            if path == "/bulk":
+                await _bulk(writer)
+                if close:
+                    return
+                continue
             if path.startswith("/health"):
                 writer.write(_response("200 OK", b"ok\n", close=close))
             elif method in ("GET", "HEAD"):

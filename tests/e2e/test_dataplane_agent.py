@@ -133,6 +133,26 @@ async def test_an_event_older_than_the_applied_epoch_triggers_nothing_and_the_st
             await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_a_switch_event_is_applied_at_once_and_a_lagging_read_does_not_undo_it() -> None:
+    cp, plane = ScriptedControlPlane(epoch=5, active="i-a"), RecordingPlane()
+    switch = {"eventType": "failover", "targetInstanceId": "i-b", "sourceInstanceId": "i-a"}
+    follower, metrics, client = _follower(cp, plane)
+    async with client:
+        assert await follower.sync("start")
+        # The event arrives; the REST reads still answer epoch 5 (a replica that lags).
+        cp.events = [(9, "failover.completed", {"epoch": 6, "data": switch})]
+        task = asyncio.create_task(follower.run())
+        try:
+            await wait_for(lambda: _async(any(s.epoch == 6 for s in plane.applied)))
+            await wait_for(lambda: _async(_sample(metrics, "pfo_agent_stale_ignored_total") >= 1))
+            applied = [(s.epoch, s.active_instance_id) for s in plane.applied]
+            assert applied[-1] == (6, "i-b")
+            assert all(epoch == 6 for epoch, _ in applied[applied.index((6, "i-b")) :])
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_control_plane_down_keeps_the_last_state_and_says_so() -> None:
     cp, plane = ScriptedControlPlane(epoch=5), RecordingPlane()
     follower, metrics, client = _follower(cp, plane)

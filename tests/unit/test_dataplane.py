@@ -6,11 +6,13 @@ import pytest
 
 from proxy_failover.core.dataplane import (
     SwitchPolicy,
+    connections_to_cut,
     desired_state,
     format_address,
     is_newer_or_same,
     is_planned_move,
     leaving_policy,
+    moved_by_event,
     split_host_port,
     stopped_serving,
     traffic_address,
@@ -159,3 +161,23 @@ def test_stopped_serving_lists_instances_that_left_the_traffic_or_the_proxy() ->
     assert stopped_serving(before, moved) == [("a", moved.target("a"))]
     removed = desired_state(PROXY, instances[1:], "b", 2, load_balanced=False)
     assert stopped_serving(before, removed) == [("a", None)]
+
+
+def test_a_switch_announced_by_an_event_moves_the_traffic_without_a_read() -> None:
+    before = desired_state(PROXY, [inst("a"), inst("b")], "a", 3, load_balanced=False)
+    after = moved_by_event(before, "b", 4)
+    assert after is not None
+    assert (after.epoch, after.active_instance_id) == (4, "b")
+    assert [t.name for t in after.serving] == ["b"]
+    assert moved_by_event(before, "b", 2) is None  # older than what is applied
+    assert moved_by_event(before, "zz", 4) is None  # unknown target: read the state instead
+    assert moved_by_event(before, None, 4) is None
+    balanced = desired_state(PROXY, [inst("a"), inst("b")], "a", 3, load_balanced=True)
+    assert moved_by_event(balanced, "b", 4) is None
+
+
+def test_connections_are_cut_on_instances_that_serve_nothing_and_are_not_healthy() -> None:
+    instances = [inst("a"), inst("b"), inst("c", health=HealthStatus.UNHEALTHY)]
+    state = desired_state(PROXY, instances, "a", 1, load_balanced=False)
+    # a serves; b was drained and is healthy (kept); c is unhealthy; d was removed.
+    assert connections_to_cut(state, ["a", "b", "c", "d"]) == ["c", "d"]

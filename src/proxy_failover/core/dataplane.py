@@ -8,6 +8,7 @@ follows the same rules (who takes traffic, at what weight, where it goes, when t
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -143,6 +144,23 @@ def desired_state(
     )
 
 
+def moved_by_event(state: DesiredState, target_id: object, epoch: int) -> DesiredState | None:
+    """``state`` with the active role moved to ``target_id`` at ``epoch``, as a failover event
+    announces it: applied at once, before the full re-read that follows it. None when the event
+    cannot be applied alone (load balancing, an unknown target, an older epoch)."""
+    if (
+        state.load_balanced
+        or not isinstance(target_id, str)
+        or state.target(target_id) is None
+        or not is_newer_or_same(epoch, state.epoch)
+    ):
+        return None
+    targets = tuple(
+        dataclasses.replace(t, serving=t.instance_id == target_id) for t in state.targets
+    )
+    return dataclasses.replace(state, epoch=epoch, active_instance_id=target_id, targets=targets)
+
+
 def is_newer_or_same(epoch: int, applied_epoch: int | None) -> bool:
     """Fencing: a state is applied only if its epoch is ≥ the last one applied."""
     return applied_epoch is None or epoch >= applied_epoch
@@ -162,6 +180,18 @@ def leaving_policy(
 ) -> SwitchPolicy:
     """What to do with the open connections of an instance that stops taking traffic."""
     return planned if is_planned_move(leaving) else unplanned
+
+
+def connections_to_cut(state: DesiredState, open_on: Sequence[str]) -> list[str]:
+    """Instances among ``open_on`` (those with open connections) whose connections must close now:
+    they take no traffic and are unhealthy, unknown or removed. Connections drained by a planned
+    move stay while their instance stays healthy, and are cut once it is not."""
+    cut: list[str] = []
+    for instance_id in open_on:
+        target = state.target(instance_id)
+        if target is None or (not target.serving and leaving_policy(target) is SwitchPolicy.CUT):
+            cut.append(instance_id)
+    return cut
 
 
 def stopped_serving(

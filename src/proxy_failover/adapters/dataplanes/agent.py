@@ -29,7 +29,12 @@ import httpx
 
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
 from proxy_failover.client import AsyncFailoverClient, StreamEvent
-from proxy_failover.core.dataplane import DesiredState, desired_state, is_newer_or_same
+from proxy_failover.core.dataplane import (
+    DesiredState,
+    desired_state,
+    is_newer_or_same,
+    moved_by_event,
+)
 from proxy_failover.core.errors import ErrorCode, FailoverError
 
 log = logging.getLogger("proxy_failover.agent")
@@ -37,6 +42,9 @@ log = logging.getLogger("proxy_failover.agent")
 #: Pause before reconnecting a failed stream or retrying a failed apply (then doubling, capped).
 RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 2.0
+#: Stream events that move the active role, and the event types (of their ``data``) that do.
+_SWITCH_NOTIFICATIONS = frozenset({"failover.started", "failover.completed"})
+_SWITCH_EVENT_TYPES = frozenset({"failover", "failback", "switchover"})
 
 
 class DataPlaneError(Exception):
@@ -101,6 +109,7 @@ class ProxyFollower:
         self.applied: DesiredState | None = None
         self.last_event_id: int | None = None
         self._wake = asyncio.Event()
+        self._announced: DesiredState | None = None  # a switch told by an event, not yet applied
         self._trigger = "start"
         self._control_plane_ok: bool | None = None
         self._data_plane_ok: bool | None = None
@@ -136,6 +145,10 @@ class ProxyFollower:
             await self._wake.wait()
             self._wake.clear()
             trigger = self._trigger
+            announced, self._announced = self._announced, None
+            if announced is not None and not self.is_stale(announced.epoch):
+                # The switch first (no round trip), then the full read that confirms it.
+                await self.apply(announced, "event")
             if not await self.sync(trigger):
                 # Retry soon rather than at the next period: "after reconnecting to either side".
                 await asyncio.sleep(self.settings.retry_seconds)
@@ -228,6 +241,17 @@ class ProxyFollower:
                 self.applied.epoch if self.applied else -1,
             )
             return
+        details = event.data.get("data")
+        if (
+            event.type in _SWITCH_NOTIFICATIONS
+            and isinstance(details, dict)
+            and details.get("eventType") in _SWITCH_EVENT_TYPES
+            and event.epoch is not None
+            and self.applied is not None
+        ):
+            announced = moved_by_event(self.applied, details.get("targetInstanceId"), event.epoch)
+            if announced is not None:
+                self._announced = announced
         self.request_sync("event")
 
     def _control_plane_changed(self, ok: bool, error: BaseException | None = None) -> None:

@@ -30,6 +30,7 @@ from proxy_failover.core.dataplane import (
     DesiredState,
     SwitchPolicy,
     TrafficTarget,
+    connections_to_cut,
     leaving_policy,
     stopped_serving,
 )
@@ -112,6 +113,12 @@ class Forwarder:
                 policy.value,
                 self._counts.count(instance_id),
             )
+        if self.on_switch is not SwitchPolicy.DRAIN:
+            # Drained connections stay only while their instance stays healthy.
+            busy = [i for i, conns in self._counts.open.items() if conns]
+            for instance_id in connections_to_cut(state, busy):
+                for connection in list(self._counts.open[instance_id]):
+                    connection.cut()
         self._spawn(self._report_connection_counts(state))
 
     def open_connections(self, instance_id: str) -> int:

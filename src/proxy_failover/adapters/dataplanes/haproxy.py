@@ -194,9 +194,13 @@ class HaproxyDataPlane:
                 await self._run(f"set server {backend}/{target.name} state ready")
         for target in state.targets:
             server = refreshed.get(target.name)
-            if target.serving or server is None or server.is_maint:
+            if target.serving or server is None:
                 continue
-            await self._stop(backend, server, target, state.proxy_id)
+            if not server.is_maint:
+                await self._stop(backend, server, target, state.proxy_id)
+            elif leaving_policy(target) is SwitchPolicy.CUT:
+                # Sessions drained by a planned move stay only while the instance stays healthy.
+                await self._run(f"shutdown sessions server {backend}/{target.name}")
         # 3. servers that belong to no instance take nothing and go away
         for name, server in refreshed.items():
             if name in matched:

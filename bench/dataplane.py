@@ -1,0 +1,545 @@
+"""Traffic through three data planes, side by side in one run, same relays, same load.
+
+(a) HAProxy failing over by itself: ``check inter 200 fall 2 rise 2``, edge-b and edge-c as
+    ``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy``;
+(c) ``proxy-failover forward``. (b) and (c) follow one real ``serve`` (SQLite, probes every
+0.2 s, down after 2 failures: the same detection budget as (a)). The relays are
+``examples/relay.py`` processes. Load: open loop, ``--rate`` requests/s, each on a new TCP
+connection (``GET /``, answered with the relay's name), plus ``--streams`` long-lived streams.
+
+Scenarios, each plane in turn:
+- kill -9 of the active relay: client-visible errors, worst and p99 request latency;
+- planned switchover (b, c): errors, follow time = last request *started* on the old relay after
+  the commit (the event's ``createdAt``) minus the commit; open streams kept (drain);
+- unhealthy report on the live active relay (b, c): the engine fails over; streams are cut and
+  reconnect: first byte from the new relay after the commit (per stream: p50, max);
+- overhead (direct, HAProxy TCP mode, forwarder): closed-loop new-connection requests/s and
+  p50/p99 latency with 16 workers, and bulk download MB/s.
+
+Run: ``bash bench/setup.sh && .venv/bin/python bench/dataplane.py``; writes
+``bench/results/dataplane.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proxy_failover.entrypoints.api.auth import mint_token  # noqa: E402
+
+SECRET = "bench-dataplane-secret-0123456789-abcdefghij"
+PROXY = "bench"
+NAMES = ("edge-a", "edge-b", "edge-c")
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q))]
+
+
+def haproxy_binary() -> str:
+    for path in ("/usr/sbin/haproxy", "/usr/bin/haproxy"):
+        if os.access(path, os.X_OK):
+            return path
+    raise SystemExit("haproxy not found: run bash bench/setup.sh")
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+class Relay:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "examples/relay.py", "--name", self.name, "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    with log.open("a") as sink:
+        return subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def haproxy_config(
+    directory: Path, name: str, port: int, servers: str, socket_path: str
+) -> list[str]:
+    config = directory / f"{name}.cfg"
+    config.write_text(
+        f"""global
+    stats socket {socket_path} mode 600 level admin
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    option redispatch
+    retries 2
+frontend front
+    bind 127.0.0.1:{port}
+    default_backend relays
+backend relays
+    balance roundrobin
+{servers}"""
+    )
+    return [haproxy_binary(), "-W", "-db", "-f", str(config)]
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    started: float
+    ended: float
+    name: str | None  # None: a client-visible error
+
+
+async def one_request(port: int, limit_seconds: float = 3.0) -> Result:
+    started = time.time()
+    try:
+        async with asyncio.timeout(limit_seconds):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            body = await reader.read()
+            writer.close()
+        head, _, text = body.partition(b"\r\n\r\n")
+        ok = head.startswith(b"HTTP/1.1 200")
+        return Result(started, time.time(), text.decode().strip() if ok else None)
+    except (OSError, TimeoutError):
+        return Result(started, time.time(), None)
+
+
+async def open_loop(port: int, rate: float, duration: float) -> list[Result]:
+    """``rate`` requests/s for ``duration`` s, each on a new connection, not waiting for answers."""
+    loop = asyncio.get_running_loop()
+    tasks = []
+    begin = loop.time()
+    n = 0
+    while (due := begin + n / rate) < begin + duration:
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        tasks.append(asyncio.create_task(one_request(port)))
+        n += 1
+    return list(await asyncio.gather(*tasks))
+
+
+@dataclass
+class Stream:
+    """A long-lived ``GET /stream``; with ``reconnect`` it reconnects at once when closed."""
+
+    port: int
+    reconnect: bool
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    closes: list[float] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"GET /stream HTTP/1.1\r\nHost: bench\r\n\r\n")
+                while line := await reader.readline():
+                    words = line.decode(errors="replace").split()
+                    if len(words) == 2 and words[1].isdigit():
+                        self.lines.append((time.time(), words[0]))
+            except OSError:
+                pass
+            self.closes.append(time.time())
+            if not self.reconnect:
+                return
+            await asyncio.sleep(0.001)
+
+    def first_from(self, name: str, after: float) -> float | None:
+        return next((t for t, n in self.lines if n == name and t >= after), None)
+
+    def still_from(self, name: str, after: float) -> bool:
+        return any(n == name and t >= after for t, n in self.lines)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+# --- the control plane ---------------------------------------------------------------------------
+
+
+class ControlPlane:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.owner = {"Authorization": f"Bearer {mint_token(SECRET, 'bench')}"}
+        self.admin = {"Authorization": f"Bearer {mint_token(SECRET, 'root', admin=True)}"}
+        self.http = httpx.AsyncClient(base_url=url, timeout=10)
+        self.ids: dict[str, str] = {}
+
+    async def call(self, method: str, path: str, admin: bool = False, **kw: Any) -> Any:
+        response = await self.http.request(
+            method, path, headers=self.admin if admin else self.owner, **kw
+        )
+        response.raise_for_status()
+        return response.json().get("data")
+
+    async def setup(self, relays: Sequence[Relay]) -> None:
+        config = {
+            "healthCheckIntervalSeconds": 0.2,
+            "healthCheckTimeoutSeconds": 0.15,
+            "unhealthyThreshold": 2,
+            "healthyThreshold": 2,
+            "healthCheck": {"type": "http", "path": "/health"},
+        }
+        await self.call("POST", "/proxy/failover/config", json={"proxyId": PROXY, "config": config})
+        for rank, relay in enumerate(relays, 1):
+            data = {"instanceName": relay.name, "endpoint": f"127.0.0.1:{relay.port}"}
+            data["priority"] = rank  # type: ignore[assignment]
+            body = {"proxyId": PROXY, "instanceData": data}
+            self.ids[relay.name] = (await self.call("POST", "/proxy/instances", json=body))["id"]
+
+    async def state(self) -> tuple[str | None, set[str]]:
+        instances = await self.call("GET", f"/proxy/{PROXY}/instances")
+        active = next((i["instanceName"] for i in instances if i["isActive"]), None)
+        healthy = {i["instanceName"] for i in instances if i["healthStatus"] == "healthy"}
+        return active, healthy
+
+    async def switch(self, source: str, target: str) -> float:
+        """A planned switchover, completed; returns the commit time (the event's createdAt)."""
+        body = {
+            "proxyId": PROXY,
+            "sourceInstanceId": self.ids[source],
+            "targetInstanceId": self.ids[target],
+        }
+        event = await self.call("POST", "/proxy/failover/execute", admin=True, json=body)
+        await self.call(
+            "PUT",
+            f"/proxy/failover/events/{event['id']}/complete",
+            admin=True,
+            json={"status": "completed"},
+        )
+        return datetime.fromisoformat(event["createdAt"]).timestamp()
+
+    async def last_failover_at(self) -> float:
+        events = await self.call("GET", f"/proxy/{PROXY}/failover/events", params={"limit": 1})
+        return datetime.fromisoformat(events[0]["createdAt"]).timestamp()
+
+    async def settle(self, active: str = "edge-a") -> None:
+        """Every relay healthy and ``active`` active."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            current, healthy = await self.state()
+            if healthy == set(NAMES):
+                if current == active:
+                    return
+                if current is not None:
+                    await self.switch(current, active)
+                    continue
+            await asyncio.sleep(0.05)
+        raise RuntimeError("control plane did not settle")
+
+
+async def wait_answered_by(port: int, name: str, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (await one_request(port, 1.0)).name == name:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"port {port} never answered by {name}")
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+def summarise(results: list[Result]) -> dict[str, Any]:
+    latencies = [(r.ended - r.started) * 1000 for r in results]
+    return {
+        "requests": len(results),
+        "errors": sum(1 for r in results if r.name is None),
+        "p99_ms": round(pct(latencies, 0.99), 1),
+        "worst_ms": round(max(latencies), 1),
+    }
+
+
+async def kill_active(port: int, relays: dict[str, Relay], rate: float) -> dict[str, Any]:
+    load = asyncio.create_task(open_loop(port, rate, 4.0))
+    await asyncio.sleep(1.0)
+    killed_at = time.time()
+    relays["edge-a"].kill()
+    results = await load
+    summary = summarise(results)
+    after = [r for r in results if r.started >= killed_at and r.name not in (None, "edge-a")]
+    summary["first_on_new_ms"] = (
+        round((min(r.ended for r in after) - killed_at) * 1000, 1) if after else None
+    )
+    relays["edge-a"].start()
+    return summary
+
+
+async def planned_switchover(
+    port: int, cp: ControlPlane, rate: float, streams: int
+) -> dict[str, Any]:
+    open_streams = [Stream(port, reconnect=False) for _ in range(streams)]
+    for stream in open_streams:
+        stream.start()
+    await asyncio.sleep(0.5)
+    load = asyncio.create_task(open_loop(port, rate, 3.0))
+    await asyncio.sleep(1.0)
+    commit = await cp.switch("edge-a", "edge-b")
+    results = await load
+    late = [r.started for r in results if r.name == "edge-a" and r.started > commit]
+    kept = sum(1 for s in open_streams if s.still_from("edge-a", commit + 1.0))
+    for stream in open_streams:
+        await stream.stop()
+    summary = summarise(results)
+    summary["follow_ms"] = round((max(late) - commit) * 1000, 1) if late else 0.0
+    summary["streams_kept_on_old"] = f"{kept}/{streams}"
+    return summary
+
+
+async def unhealthy_cut(port: int, cp: ControlPlane, rate: float, streams: int) -> dict[str, Any]:
+    open_streams = [Stream(port, reconnect=True) for _ in range(streams)]
+    for stream in open_streams:
+        stream.start()
+    await asyncio.sleep(0.5)
+    load = asyncio.create_task(open_loop(port, rate, 3.0))
+    await asyncio.sleep(1.0)
+    await cp.call(
+        "PUT", f"/proxy/instances/{cp.ids['edge-a']}/health", json={"healthStatus": "unhealthy"}
+    )
+    results = await load
+    commit = await cp.last_failover_at()
+    firsts = [s.first_from("edge-b", commit) for s in open_streams]
+    gaps = [(t - commit) * 1000 for t in firsts if t is not None]
+    for stream in open_streams:
+        await stream.stop()
+    summary = summarise(results)
+    summary["streams_moved"] = f"{len(gaps)}/{streams}"
+    summary["stream_first_byte_p50_ms"] = round(statistics.median(gaps), 1) if gaps else None
+    summary["stream_first_byte_max_ms"] = round(max(gaps), 1) if gaps else None
+    return summary
+
+
+async def closed_loop(port: int, workers: int = 16, duration: float = 3.0) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + duration
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.monotonic() < stop_at:
+            result = await one_request(port)
+            if result.name is None:
+                errors += 1
+            latencies.append((result.ended - result.started) * 1000)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return {
+        "requests_per_s": round(len(latencies) / duration),
+        "p50_ms": round(pct(latencies, 0.5), 2),
+        "p99_ms": round(pct(latencies, 0.99), 2),
+        "errors": errors,
+    }
+
+
+async def bulk(port: int, rounds: int = 3) -> float:
+    """MB/s of 32 MiB downloads (one at a time)."""
+    total, started = 0, time.perf_counter()
+    for _ in range(rounds):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /bulk HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        while chunk := await reader.read(1 << 20):
+            total += len(chunk)
+        writer.close()
+    return round(total / (time.perf_counter() - started) / 1e6, 1)
+
+
+def save(output: Path, report: dict[str, Any]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+async def main(rate: float, streams: int, output: Path, only_overhead: bool) -> dict[str, Any]:
+    directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
+    relays = {name: Relay(name) for name in NAMES}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for relay in relays.values():
+            relay.start()
+        port_cp = free_port()
+        procs.append(
+            start(
+                [sys.executable, "-m", "proxy_failover", "serve", "--port", str(port_cp)],
+                directory / "serve.log",
+                {
+                    "PFO_DATABASE_URL": f"sqlite+aiosqlite:///{directory}/pfo.db",
+                    "PFO_JWT_SECRET": SECRET,
+                },
+            )
+        )
+        cp = ControlPlane(f"http://127.0.0.1:{port_cp}")
+        for _ in range(300):
+            try:
+                if (await cp.http.get("/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+        await cp.setup(list(relays.values()))
+        await cp.settle()
+
+        port_a, port_b, port_c = free_port(), free_port(), free_port()
+        checks = "check inter 200 fall 2 rise 2"
+        servers_a = "".join(
+            f"    server {name} 127.0.0.1:{relay.port} {checks}"
+            + (" backup" if name != "edge-a" else "")
+            + "\n"
+            for name, relay in relays.items()
+        )
+        procs.append(
+            start(
+                haproxy_config(directory, "a", port_a, servers_a, str(directory / "a.sock")),
+                directory / "haproxy-a.log",
+            )
+        )
+        socket_b = str(directory / "b.sock")
+        procs.append(
+            start(haproxy_config(directory, "b", port_b, "", socket_b), directory / "haproxy-b.log")
+        )
+        token = mint_token(SECRET, "bench")
+        agent = ["--url", cp.url, "--token", token, "--log-level", "warning"]
+        await asyncio.sleep(0.5)
+        procs.append(
+            start(
+                [
+                    *(sys.executable, "-m", "proxy_failover", "agent", "haproxy", *agent),
+                    *("--socket", socket_b, "--map", f"{PROXY}=relays"),
+                ],
+                directory / "agent.log",
+            )
+        )
+        procs.append(
+            start(
+                [
+                    *(sys.executable, "-m", "proxy_failover", "forward", *agent),
+                    *("--proxy", PROXY, "--listen", f"127.0.0.1:{port_c}"),
+                ],
+                directory / "forwarder.log",
+            )
+        )
+        planes = {
+            "a_haproxy_alone": port_a,
+            "b_haproxy_agent": port_b,
+            "c_forwarder": port_c,
+        }
+        for port in planes.values():
+            await wait_answered_by(port, "edge-a")
+
+        report: dict[str, Any] = {"rate": rate, "streams": streams, "kill": {}, "switchover": {}}
+        report["cut"] = {}
+        if only_overhead:
+            planes = {}
+        for plane, port in planes.items():
+            await cp.settle()
+            await wait_answered_by(port, "edge-a")
+            report["kill"][plane] = await kill_active(port, relays, rate)
+            print(plane, "kill", report["kill"][plane], flush=True)
+        for plane, port in list(planes.items())[1:]:
+            await cp.settle()
+            await wait_answered_by(port, "edge-a")
+            report["switchover"][plane] = await planned_switchover(port, cp, rate, streams)
+            print(plane, "switchover", report["switchover"][plane], flush=True)
+            await cp.settle()
+            await wait_answered_by(port, "edge-a")
+            report["cut"][plane] = await unhealthy_cut(port, cp, rate, streams)
+            print(plane, "cut", report["cut"][plane], flush=True)
+            await cp.call(
+                "PUT",
+                f"/proxy/instances/{cp.ids['edge-a']}/health",
+                json={"healthStatus": "healthy"},
+            )
+        await cp.settle()
+        for port in (port_b, port_c):
+            await wait_answered_by(port, "edge-a")
+        direct = relays["edge-a"].port
+        report["overhead"] = {
+            "direct": {**await closed_loop(direct), "bulk_MBps": await bulk(direct)},
+            "haproxy_tcp": {**await closed_loop(port_b), "bulk_MBps": await bulk(port_b)},
+            "forwarder": {**await closed_loop(port_c), "bulk_MBps": await bulk(port_c)},
+        }
+        print("overhead", report["overhead"], flush=True)
+        await cp.http.aclose()
+        save(output, report)
+        return report
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for relay in relays.values():
+            relay.kill()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="new connections per second")
+    parser.add_argument("--streams", type=int, default=20)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench/results/dataplane.json")
+    parser.add_argument("--only-overhead", action="store_true", help="skip the failover scenarios")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.rate, arguments.streams, arguments.output, arguments.only_overhead))
