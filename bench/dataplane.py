@@ -16,15 +16,18 @@ Scenarios, each plane in turn:
 - overhead (direct, HAProxy TCP mode, forwarder): closed-loop new-connection requests/s and
   p50/p99 latency with 16 workers, and bulk download MB/s.
 
+Goals (issue 11): planned switchover 0 errors and follow time ≤ 5 ms; kill -9: (b) and (c) no
+more errors than (a) and worst latency ≤ (a)'s; streams: drain keeps them, cut moves them (first
+byte from the new relay ≤ 10 ms after the commit).
+
 Run: ``bash bench/setup.sh && .venv/bin/python bench/dataplane.py``; writes
-``bench/results/dataplane.json`` and prints a table.
+``bench/results/dataplane.json`` (``bench/render.py`` renders it into docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -43,6 +46,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _report import Table, save  # noqa: E402
 
 from proxy_failover.entrypoints.api.auth import mint_token  # noqa: E402
 
@@ -403,15 +410,118 @@ async def bulk(port: int, rounds: int = 3) -> float:
     return round(total / (time.perf_counter() - started) / 1e6, 1)
 
 
-def save(output: Path, report: dict[str, Any]) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+PLANES = {
+    "a_haproxy_alone": "(a) HAProxy alone",
+    "b_haproxy_agent": "(b) HAProxy + agent",
+    "c_forwarder": "(c) forwarder",
+}
+
+
+def record(report: dict[str, Any]) -> None:
+    """The run as ``bench/results/dataplane.json`` (tables of plain numbers, a headline)."""
+    rate, streams = report["rate"], report["streams"]
+    tables = []
+    if report["kill"]:
+        tables.append(
+            Table(
+                title=f"kill -9 of the active relay; {rate:g} new connections/s for 4 s",
+                columns=[
+                    "data plane",
+                    "requests",
+                    "errors",
+                    "p99 ms",
+                    "worst ms",
+                    "first on new ms",
+                ],
+                rows=[
+                    [
+                        PLANES[k],
+                        v["requests"],
+                        v["errors"],
+                        v["p99_ms"],
+                        v["worst_ms"],
+                        v["first_on_new_ms"],
+                    ]
+                    for k, v in report["kill"].items()
+                ],
+            )
+        )
+        tables.append(
+            Table(
+                title=f"planned switchover (drain) with {streams} open streams",
+                columns=["data plane", "requests", "errors", "follow ms", "streams kept on old"],
+                rows=[
+                    [
+                        PLANES[k],
+                        v["requests"],
+                        v["errors"],
+                        v["follow_ms"],
+                        v["streams_kept_on_old"],
+                    ]
+                    for k, v in report["switchover"].items()
+                ],
+            )
+        )
+        tables.append(
+            Table(
+                title=f"active reported unhealthy (cut); {streams} streams reconnecting",
+                columns=[
+                    "data plane",
+                    "errors",
+                    "streams moved",
+                    "first byte p50 ms",
+                    "first byte max ms",
+                ],
+                rows=[
+                    [
+                        PLANES[k],
+                        v["errors"],
+                        v["streams_moved"],
+                        v["stream_first_byte_p50_ms"],
+                        v["stream_first_byte_max_ms"],
+                    ]
+                    for k, v in report["cut"].items()
+                ],
+            )
+        )
+    overhead = report["overhead"]
+    tables.append(
+        Table(
+            title="overhead: 16 closed-loop workers, new connection per request; 32 MiB downloads",
+            columns=["path", "requests/s", "p50 ms", "p99 ms", "errors", "bulk MB/s"],
+            rows=[
+                [name, v["requests_per_s"], v["p50_ms"], v["p99_ms"], v["errors"], v["bulk_MBps"]]
+                for name, v in overhead.items()
+            ],
+        )
+    )
+    headline = {}
+    if report["kill"]:
+        kill = report["kill"]
+        headline[
+            "kill -9 under 200 conn/s: client errors (a) HAProxy / (b) +agent / (c) forwarder"
+        ] = " / ".join(str(kill[k]["errors"]) for k in PLANES)
+        headline["planned switchover follow time (b) / (c)"] = (
+            " / ".join(f"{report['switchover'][k]['follow_ms']:.1f}" for k in list(PLANES)[1:])
+            + " ms, 0 errors goal"
+        )
+    forwarder, haproxy = overhead["forwarder"], overhead["haproxy_tcp"]
+    headline["forwarder vs HAProxy TCP: requests/s, p99"] = (
+        f"{forwarder['requests_per_s']:,} vs {haproxy['requests_per_s']:,}, "
+        f"{forwarder['p99_ms']:.1f} vs {haproxy['p99_ms']:.1f} ms"
+    )
+    save(
+        "dataplane",
+        title="Data planes: HAProxy, HAProxy + agent, forwarder",
+        tables=tables,
+        headline=headline,
+    )
 
 
 # --- main ----------------------------------------------------------------------------------------
 
 
-async def main(rate: float, streams: int, output: Path, only_overhead: bool) -> dict[str, Any]:
+async def main(rate: float, streams: int, only_overhead: bool) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
     relays = {name: Relay(name) for name in NAMES}
     procs: list[subprocess.Popen[str]] = []
@@ -521,7 +631,7 @@ async def main(rate: float, streams: int, output: Path, only_overhead: bool) -> 
         }
         print("overhead", report["overhead"], flush=True)
         await cp.http.aclose()
-        save(output, report)
+        record(report)
         return report
     finally:
         for proc in reversed(procs):
@@ -539,7 +649,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="new connections per second")
     parser.add_argument("--streams", type=int, default=20)
-    parser.add_argument("--output", type=Path, default=ROOT / "bench/results/dataplane.json")
     parser.add_argument("--only-overhead", action="store_true", help="skip the failover scenarios")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.rate, arguments.streams, arguments.output, arguments.only_overhead))
+    asyncio.run(main(arguments.rate, arguments.streams, arguments.only_overhead))
