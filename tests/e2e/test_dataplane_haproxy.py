@@ -204,3 +204,25 @@ def test_control_plane_stopped_traffic_keeps_the_last_state(stack: Stack) -> Non
         within=10,
     )
     stack.back_to_edge_a()
+
+
+def test_load_balancing_makes_every_eligible_instance_ready_at_its_weight(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    body = {"proxyId": "live", "config": {"enableLoadBalancing": True}}
+    stack.cp.call("POST", "/proxy/failover/config", json=body)
+    stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 300})
+    try:
+
+        def weights() -> dict[str, int]:
+            text = stack.haproxy.runtime(f"show servers state {stack.haproxy.backend}")
+            rows = [line.split() for line in text.splitlines() if " relays " in line]
+            return {row[3]: int(row[7]) for row in rows if not int(row[6]) & 0x01}
+
+        # Every instance ready; weights 100/100/300 scaled into HAProxy's 0-256.
+        poll_until(lambda: weights() == {"edge-a": 85, "edge-b": 85, "edge-c": 256})
+        poll_until(lambda: {stack.through_haproxy() for _ in range(12)} == set(NAMES))
+    finally:
+        stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 100})
+        body = {"proxyId": "live", "config": {"enableLoadBalancing": False}}
+        stack.cp.call("POST", "/proxy/failover/config", json=body)
+    poll_until(lambda: {stack.through_haproxy() for _ in range(5)} == {"edge-a"})
