@@ -164,7 +164,11 @@ class AuditLog:
         newest = sa.select(sa.func.max(a.c.id)).scalar_subquery()
         async with self._db.write() as conn:
             return await database.delete_batch(
-                conn, a.c.id, sa.and_(a.c.occurred_at < before, a.c.id < newest), a.c.id, limit
+                conn,
+                a.c.id,
+                sa.and_(a.c.occurred_at < before, a.c.id != newest),
+                a.c.occurred_at,  # the timestamp's index finds the old rows, none: no scan
+                limit,
             )
 
     async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:

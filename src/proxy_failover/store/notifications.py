@@ -106,6 +106,6 @@ async def prune_notifications(engine: AsyncEngine, before: datetime, limit: int)
         .where(webhook_deliveries.c.notification_id == n.c.id)
         .exists()
     )
-    old = sa.and_(n.c.occurred_at < before, n.c.seq < newest, ~referenced)
-    async with database.EngineAccess(engine).write() as conn:
-        return await database.delete_batch(conn, n.c.seq, old, n.c.seq, limit)
+    old = sa.and_(n.c.occurred_at < before, n.c.seq != newest, ~referenced)
+    async with database.EngineAccess(engine).write() as conn:  # by the timestamp's index
+        return await database.delete_batch(conn, n.c.seq, old, n.c.occurred_at, limit)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from proxy_failover.core import retention
 from proxy_failover.core.model import SWITCHING_EVENT_TYPES, EventStatus
+from proxy_failover.store import database
 from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.rows import INSTANCE_FIELDS
 from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
@@ -176,7 +177,8 @@ ROUTINE_STATE_NAMES = tuple(column.name for column in ROUTINE_STATE.selected_col
 def finished_events_before(before: datetime) -> sa.ColumnElement[bool]:
     """``core.retention.event_prunable``: finished events created before the cut-off."""
     return sa.and_(
-        events.c.status.in_(sorted(retention.FINISHED_EVENT_STATUSES)), events.c.created_at < before
+        database.unindexed(events.c.status).in_(sorted(retention.FINISHED_EVENT_STATUSES)),
+        events.c.created_at < before,
     )
 
 

@@ -274,7 +274,7 @@ webhook_deliveries = sa.Table(
     sa.Column("event_type", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("attempts", sa.Integer(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),  # retention (0009)
     sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
     sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
     sa.Column("last_attempt_at", UTCDateTime(), nullable=True),

@@ -231,7 +231,7 @@ class WebhookStore:
         cut-off ``before``) and their attempts, in one short transaction; oldest first."""
         d = webhook_deliveries
         finished = sa.and_(
-            d.c.status.in_(sorted(retention.FINISHED_DELIVERY_STATUSES)),
+            database.unindexed(d.c.status).in_(sorted(retention.FINISHED_DELIVERY_STATUSES)),
             d.c.created_at < before,
             sa.or_(d.c.last_attempt_at.is_(None), d.c.last_attempt_at < before),
         )
@@ -239,7 +239,7 @@ class WebhookStore:
             ids = list(
                 (
                     await conn.execute(
-                        sa.select(d.c.id).where(finished).order_by(d.c.seq).limit(limit)
+                        sa.select(d.c.id).where(finished).order_by(d.c.created_at).limit(limit)
                     )
                 )
                 .scalars()
