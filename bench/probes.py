@@ -55,6 +55,73 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL process on this machine (server and backends), from /proc."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                total += cpu_seconds(entry.name)
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+def rss_mb() -> float:
+    """This process's resident memory (VmRSS), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class FirstProbes:
+    """Wraps the prober to note when every instance has had its first answer (start-up time)."""
+
+    def __init__(self, inner: Any, size: int) -> None:
+        self._inner = inner
+        self._size = size
+        self._seen: set[str] = set()
+        self.all_at: float | None = None
+
+    def _answered(self, target: Any) -> None:
+        if self.all_at is None:
+            self._seen.add(target.instance_id)
+            if len(self._seen) >= self._size:
+                self.all_at = time.perf_counter()
+
+    @property
+    def on_connection_lost(self) -> Any:
+        return self._inner.on_connection_lost
+
+    @on_connection_lost.setter
+    def on_connection_lost(self, listener: Any) -> None:
+        self._inner.on_connection_lost = listener
+
+    def prepare(self, instance: Any, config: Any) -> Any:
+        return self._inner.prepare(instance, config)
+
+    def start(self, target: Any, on_result: Any) -> bool:
+        def answered(result: Any) -> None:
+            self._answered(target)
+            on_result(result)
+
+        return bool(self._inner.start(target, answered))
+
+    async def probe(self, target: Any) -> Any:
+        result = await self._inner.probe(target)
+        self._answered(target)
+        return result
+
+    def forget(self, instance_id: str) -> None:
+        self._inner.forget(instance_id)
+
+    async def request_recovery(self, url: str, payload: Any, timeout_s: float) -> Any:
+        return await self._inner.request_recovery(url, payload, timeout_s)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -129,6 +196,7 @@ async def run_engine(
     workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="pfo-bench-")))
     url = database_url or f"sqlite+aiosqlite:///{workdir / 'pfo.db'}"
     service = await exits.enter_async_context(open_service(url))
+    rss_before = rss_mb()  # imports, pool and service: what the instances add comes on top
     for p, proxy_id in zip(range(0, size, INSTANCES_PER_PROXY), proxy_ids, strict=True):
         await service.create_failover_configuration(
             proxy_id,
@@ -156,8 +224,10 @@ async def run_engine(
         return [i for p in proxy_ids for i in await service.get_proxy_instances(p)]
 
     prober = Prober(max_concurrency=size)
-    engine = Engine(service, prober, engine_settings(url), clock=clock)  # as serve runs it ...
+    first = FirstProbes(prober, size)
+    engine = Engine(service, first, engine_settings(url), clock=clock)  # as serve runs it ...
     service.on_change = engine.notify
+    run_started = time.perf_counter()
     task = asyncio.create_task(engine.run())
     heap = asyncio.create_task(HeapTender().run())  # ... with serve's heap freezing
     await asyncio.sleep(warmup)
@@ -166,7 +236,10 @@ async def run_engine(
     done0, failed0, inconclusive0 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     commits0 = commits[0]
     cpu0, server0, wall0 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
+    pg0 = postgres_cpu_seconds() if store == "postgres" else 0.0
     await asyncio.sleep(seconds)
+    pg1 = postgres_cpu_seconds() if store == "postgres" else 0.0
+    rss_after = rss_mb()
     done1, failed1, inconclusive1 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     commits1 = commits[0]
     cpu1, server1, wall1 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
@@ -195,10 +268,19 @@ async def run_engine(
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
         "cpu_percent": (cpu1 - cpu0) / wall * 100,
         "server_cpu_percent": (server1 - server0) / wall * 100,
+        "postgres_cpu_percent": (pg1 - pg0) / wall * 100 if store == "postgres" else None,
+        "rss_mb": rss_after,
+        "rss_per_1000_mb": (rss_after - rss_before) / size * 1000,
+        "all_probed_once_s": None if first.all_at is None else first.all_at - run_started,
         "load_average": os.getloadavg()[0],
         "pooled_connections": pooled,
         "errors": dict(errors.most_common(3)),
     }
+
+
+def _opt(value: float | None, spec: str) -> str:
+    width = int(spec.split(".")[0])
+    return f"{'-':>{width}}" if value is None else format(value, spec)
 
 
 # --- client comparison --------------------------------------------------------------------------
@@ -409,7 +491,8 @@ def main() -> None:
         f"{'expected':>8} | {'failed':>6} | "
         f"{'not counted':>11} | {'unhealthy':>9} | "
         f"{'lag p50 ms':>10} | {'lag p99 ms':>10} | {'engine CPU %':>12} | "
-        f"{'server CPU %':>12} | {'load avg':>8}"
+        f"{'server CPU %':>12} | {'PG CPU %':>8} | {'RSS MiB':>7} | {'MiB/1k':>6} | "
+        f"{'all probed s':>12} | {'load avg':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -420,6 +503,8 @@ def main() -> None:
             f"{r['failures']:>6} | {r['inconclusive']:>11} | {r['unhealthy_instances']:>9} | "
             f"{r['lag_p50_ms']:>10.1f} | {r['lag_p99_ms']:>10.1f} | "
             f"{r['cpu_percent']:>12.0f} | {r['server_cpu_percent']:>12.0f} | "
+            f"{_opt(r.get('postgres_cpu_percent'), '8.0f')} | {r['rss_mb']:>7.0f} | "
+            f"{r['rss_per_1000_mb']:>6.1f} | {_opt(r.get('all_probed_once_s'), '12.1f')} | "
             f"{r['load_average']:>8.2f}"
         )
 
