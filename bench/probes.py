@@ -278,6 +278,10 @@ async def run_engine(
     }
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _opt(value: float | None, spec: str) -> str:
     width = int(spec.split(".")[0])
     return f"{'-':>{width}}" if value is None else format(value, spec)
@@ -543,6 +547,10 @@ def save_results(
                 "lag p99 ms",
                 "engine CPU %",
                 "server CPU %",
+                "PostgreSQL CPU %",
+                "RSS MiB",
+                "MiB per 1,000",
+                "start → all answered s",
                 "load avg",
             ],
             rows=[
@@ -558,11 +566,32 @@ def save_results(
                     round(r["lag_p99_ms"], 1),
                     round(r["cpu_percent"]),
                     round(r["server_cpu_percent"]),
+                    _rounded(r.get("postgres_cpu_percent"), 0),
+                    _rounded(r.get("rss_mb"), 0),
+                    _rounded(r.get("rss_per_1000_mb"), 1),
+                    _rounded(r.get("all_probed_once_s"), 1),
                     round(r["load_average"], 2),
                 ]
                 for r in mine
             ],
-            formats=[",", ",", ",", ",", "", "", "", ".1f", ".1f", "", "", ".2f"],
+            formats=[
+                ",",
+                ",",
+                ",",
+                ",",
+                "",
+                "",
+                "",
+                ".1f",
+                ".1f",
+                "",
+                "",
+                "",
+                "",
+                ".1f",
+                ".1f",
+                ".2f",
+            ],
         )
         largest = max(mine, key=lambda r: int(r["instances"]))
         headline = {
