@@ -44,8 +44,13 @@ format: install
 system-deps:
 	scripts/ensure-system-packages /usr/bin/chromium=chromium /usr/sbin/haproxy=haproxy /usr/bin/wrk=wrk
 
+# Branch coverage of the pytest process (not of the subprocesses it starts: serve, instance
+# servers, CLI runs are not measured; see README "Tests"). core/ must stay at 100 % of lines and
+# branches; the whole package at fail_under in pyproject.toml, today's level minus a point.
 test: lint system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report= --cov-fail-under=0
+	$(BIN)/coverage report --include='*/proxy_failover/core/*' --fail-under=100
+	$(BIN)/coverage report
 
 unit: install
 	$(BIN)/pytest tests/unit -q
