@@ -105,6 +105,11 @@ STREAM_CURSOR = Limit(max_length=20, pattern=r"^\d+$", hint="must be a sequence 
 #: ...whose value the event log's 32-bit sequence column can hold.
 EVENT_SEQUENCE = Limit(minimum=0, maximum=INT32_MAX)
 
+# --- Envoy xDS (SPEC §9): its DiscoveryRequest keeps the .proto's snake_case names ----------
+
+#: EDS names clusters by proxy id.
+RESOURCE_NAMES = Limit(max_items=1000, items=PROXY_ID)
+
 # --- webhooks (SPEC §8) -----------------------------------------------------------------------
 
 WEBHOOK_SECRET = Limit(min_length=16, max_length=512)
@@ -165,5 +170,8 @@ FIELDS: Mapping[str, Limit] = MappingProxyType(
         "subscriptionId": ID,
         "deliveryId": ID,
         "Last-Event-ID": STREAM_CURSOR,
+        "resource_names": RESOURCE_NAMES,
+        "version_info": TEXT,
+        "type_url": TEXT,
     }
 )

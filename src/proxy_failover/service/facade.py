@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from proxy_failover.core.dataplane import DesiredState
 from proxy_failover.core.model import (
     CheckResult,
     Decision,
@@ -263,6 +264,10 @@ class ProxyFailoverService:
 
     async def explain(self, proxy_id: str) -> Explanation:
         return await route.explain(self._ctx, proxy_id)
+
+    async def get_desired_state(self, proxy_id: str) -> DesiredState:
+        """What a data plane should do with the proxy's traffic now (404/002 when unknown)."""
+        return await route.get_desired_state(self._ctx, proxy_id)
 
     # --- for the engine (engine_ops.py, failover.py, events.py) -------------------------------
 

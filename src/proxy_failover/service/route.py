@@ -1,11 +1,16 @@
-"""Reads for clients and operators: where to route a proxy's traffic now, and why the engine
-would (or would not) fail over."""
+"""Reads for clients and operators: where to route a proxy's traffic now, what a data plane should
+do with it, and why the engine would (or would not) fail over."""
 
 from __future__ import annotations
 
 from proxy_failover.core import failover as core_failover
 from proxy_failover.core import strategies
-from proxy_failover.core.dataplane import format_address, traffic_address
+from proxy_failover.core.dataplane import (
+    DesiredState,
+    desired_state,
+    format_address,
+    traffic_address,
+)
 from proxy_failover.core.errors import Conflict, ErrorCode, config_not_found
 from proxy_failover.core.model import Explanation, Route
 from proxy_failover.service.configs import get_failover_configuration
@@ -46,6 +51,25 @@ async def get_route(ctx: ServiceContext, proxy_id: str) -> Route:
         epoch=epoch,
         load_balanced=config.enable_load_balancing,
         traffic_address=format_address(traffic_address(chosen)),
+    )
+
+
+async def get_desired_state(ctx: ServiceContext, proxy_id: str) -> DesiredState:
+    """What a data plane should do with the proxy's traffic (core.dataplane), from the same reads
+    an agent makes through the REST API (configuration, instances, redundancy); 404/002 when
+    there is no such proxy."""
+    config = await get_failover_configuration(ctx, proxy_id)
+    if config is None:
+        raise config_not_found(proxy_id)
+    instances = await get_proxy_instances(ctx, proxy_id)
+    status = await get_redundancy_status(ctx, proxy_id)
+    return desired_state(
+        proxy_id,
+        instances,
+        status.active_instance_id if status is not None else None,
+        status.epoch if status is not None else 0,
+        load_balanced=config.enable_load_balancing,
+        algorithm=config.load_balancing_algorithm,
     )
 
 

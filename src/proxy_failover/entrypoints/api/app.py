@@ -27,7 +27,7 @@ from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
 from proxy_failover.entrypoints.api.hotpath import ShortPaths
 from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from proxy_failover.entrypoints.api.openapi_docs import operation_id
-from proxy_failover.entrypoints.api.routes import instances, proxies, system
+from proxy_failover.entrypoints.api.routes import envoy, instances, proxies, system
 from proxy_failover.entrypoints.heap import HeapTender
 
 DESCRIPTION = """\
@@ -98,6 +98,7 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.include_router(system.router)
     app.include_router(proxies.router)
     app.include_router(instances.router)
+    app.include_router(envoy.router)  # Envoy EDS over REST-JSON
     app.include_router(webhooks.router)
     app.include_router(observability.router)
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
@@ -105,7 +106,10 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     # Added last = outermost: the size limit runs before anything reads the body.
     app.add_middleware(ShortPaths, api=app)  # the hottest calls, past routing (hotpath.py)
     app.add_middleware(CatchAllMiddleware)
-    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        larger={envoy.EDS_PATH: envoy.MAX_DISCOVERY_BODY_BYTES},  # Envoy sends its whole node
+    )
     # Outermost of all, so refused requests (413 too) are counted and audited; it copies at most
     # 64 KiB of a body for the audit row and never buffers it.
     app.add_middleware(observability.ObservabilityMiddleware)  # request id, metrics, audit

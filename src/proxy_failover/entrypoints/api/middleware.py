@@ -1,7 +1,8 @@
 """Pure ASGI guards around the app: a body size limit, strict JSON, and a last-resort 500.
 
 The size limit checks ``Content-Length`` and counts streamed bytes, so an oversized body is
-refused after at most 64 KiB were read, never buffered whole.
+refused after at most 64 KiB were read, never buffered whole (``larger`` raises it for named
+paths: Envoy's discovery requests carry its whole node description).
 """
 
 from __future__ import annotations
@@ -52,22 +53,26 @@ async def _send_error(send: Send, code: ErrorCode, message: str, status: int) ->
 class BodyLimitMiddleware:
     """413/017 for bodies over ``limit`` bytes, by header or by counting what arrives."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.default_limit)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.limit:
-                    await _send_error(send, ErrorCode.BODY_TOO_LARGE, self._message(), 413)
+                if declared > limit:
+                    await _send_error(send, ErrorCode.BODY_TOO_LARGE, _too_large(limit), 413)
                     return
                 break
         # Read at most limit + 1 bytes up front; replay them to the app as one message.
@@ -78,8 +83,8 @@ class BodyLimitMiddleware:
         while message["type"] == "http.request":
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
-                await _send_error(send, ErrorCode.BODY_TOO_LARGE, self._message(), 413)
+            if size > limit:
+                await _send_error(send, ErrorCode.BODY_TOO_LARGE, _too_large(limit), 413)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -98,8 +103,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    def _message(self) -> str:
-        return f"request body too large (limit {self.limit // 1024} KiB)"
+
+def _too_large(limit: int) -> str:
+    return f"request body too large (limit {limit // 1024} KiB)"
 
 
 class CatchAllMiddleware:

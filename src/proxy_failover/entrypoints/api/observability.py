@@ -51,6 +51,8 @@ STREAM_BATCH = 100
 STREAM_KEEPALIVE_SECONDS = 15.0
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Reads made with POST (Envoy polls its xDS this way every second or so): not audited.
+_READS_BY_POST = frozenset({"/v3/discovery:endpoints"})
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", *_MUTATING})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _CAPTURE_BYTES = 64 * 1024
@@ -202,7 +204,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        mutating = method in _MUTATING
+        mutating = method in _MUTATING and scope["path"] not in _READS_BY_POST
         request_id = ""
         for name, value in scope["headers"]:
             if name == b"x-request-id":

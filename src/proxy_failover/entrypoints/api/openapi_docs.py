@@ -53,6 +53,8 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
         "/proxy/{proxyId}/webhooks/deliveries/{deliveryId}/redeliver",
     ): "redeliverWebhookDelivery",
     ("DELETE", "/proxy/{proxyId}/webhooks/{subscriptionId}"): "deleteWebhookSubscription",
+    ("POST", "/v3/discovery:endpoints"): "envoyDiscoverEndpoints",
+    ("GET", "/v3/discovery:endpoints"): "envoyDiscoverEndpointsByQuery",
 }
 
 
@@ -290,6 +292,12 @@ REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "CompleteRequest": {"status": "completed", "durationMs": 1500},
     "RedundancyRequest": {"healthyInstances": 1, "unhealthyInstances": 1, "isDegraded": True},
+    "DiscoveryRequest": {
+        "version_info": "",
+        "node": {"id": "edge-envoy-1", "cluster": "edge"},
+        "resource_names": ["proxy-123"],
+        "type_url": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    },
     "WebhookRequest": {
         "url": "https://ops.example/hooks/proxy-failover",
         "secret": "a-long-random-shared-secret",
