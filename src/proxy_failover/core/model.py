@@ -43,6 +43,13 @@ class AdminState(enum.StrEnum):
     MAINTENANCE = "maintenance"
 
 
+class ServerScheme(enum.StrEnum):
+    """How a data plane speaks HTTP to the instances (server URLs of Traefik's provider)."""
+
+    HTTP = "http"
+    HTTPS = "https"
+
+
 class EventType(enum.StrEnum):
     FAILOVER = "failover"
     FAILBACK = "failback"

@@ -27,7 +27,7 @@ from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
 from proxy_failover.entrypoints.api.hotpath import ShortPaths
 from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from proxy_failover.entrypoints.api.openapi_docs import operation_id
-from proxy_failover.entrypoints.api.routes import envoy, instances, proxies, system
+from proxy_failover.entrypoints.api.routes import envoy, instances, providers, proxies, system
 from proxy_failover.entrypoints.heap import HeapTender
 
 DESCRIPTION = """\
@@ -99,6 +99,7 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.include_router(proxies.router)
     app.include_router(instances.router)
     app.include_router(envoy.router)  # Envoy EDS over REST-JSON
+    app.include_router(providers.router)  # data planes that poll: Traefik
     app.include_router(webhooks.router)
     app.include_router(observability.router)
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")

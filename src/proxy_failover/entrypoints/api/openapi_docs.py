@@ -24,6 +24,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "getPrometheusMetrics",
     ("GET", "/audit"): "listAuditLog",
     ("GET", "/proxies"): "listProxies",
+    ("GET", "/providers/traefik"): "getTraefikConfiguration",
     ("POST", "/proxy/failover/config"): "createFailoverConfig",
     ("GET", "/proxy/failover/config/{proxyId}"): "getFailoverConfig",
     ("DELETE", "/proxy/failover/config/{proxyId}"): "deleteFailoverConfig",
