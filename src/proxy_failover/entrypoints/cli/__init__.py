@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from proxy_failover import __version__
-from proxy_failover.entrypoints.cli import apply, dataplanes, demo, operate, server
+from proxy_failover.entrypoints.cli import apply, dataplanes, demo, nginx_agent, operate, server
 
 app = typer.Typer(
     name="proxy-failover",
@@ -62,5 +62,6 @@ operate.register(app)
 apply.register(app)
 demo.register(app)
 dataplanes.register(app)
+nginx_agent.register(app)  # agent nginx
 
 __all__ = ["app"]

@@ -1,0 +1,123 @@
+"""nginx driven through a rendered file of ``upstream`` blocks and a reload command.
+
+nginx has no runtime API in its open-source build, so the agent owns one file (``--output``) that
+nginx ``include``s in its ``http`` or ``stream`` context: one ``upstream`` block per mapped proxy
+(``core.nginx``). Every apply renders the whole file from the latest state of every proxy; when
+the text differs from what was last loaded it is written atomically (a temporary file in the same
+directory, fsync, rename: nginx never reads half a file) and the reload command runs (``nginx -s
+reload`` or ``kill -HUP <master pid>``). nginx reloads gracefully: new workers take new
+connections with the new upstreams, old workers finish the open ones, so every move drains.
+
+Nothing is written until every mapped proxy has a state (a file without one of the upstreams the
+configuration names would fail nginx's reload). A failed reload is retried by the agent (the text
+counts as loaded only after the command succeeded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from proxy_failover.adapters.dataplanes.agent import DataPlaneError
+from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+from proxy_failover.core.dataplane import DesiredState, SwitchPolicy, stopped_serving
+from proxy_failover.core.nginx import render_upstreams
+
+log = logging.getLogger("proxy_failover.agent.nginx")
+
+#: Seconds a reload command may take before it counts as failed.
+RELOAD_TIMEOUT = 10.0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` so that a reader sees the old file or the new one, whole."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+class NginxDataPlane:
+    """Renders the mapped proxies' upstreams into ``output`` and reloads nginx on a change."""
+
+    def __init__(
+        self,
+        output: Path,
+        upstreams: Mapping[str, str],
+        reload_command: str,
+        metrics: AgentMetrics,
+        *,
+        reload_timeout: float = RELOAD_TIMEOUT,
+    ) -> None:
+        self.output = output
+        self.upstreams = dict(upstreams)  # proxy id -> upstream name, in --map order
+        self.reload_command = reload_command
+        self.metrics = metrics
+        self.reload_timeout = reload_timeout
+        self.states: dict[str, DesiredState] = {}
+        self._lock = asyncio.Lock()
+        # What nginx runs now, as far as the agent knows: the file as found at start.
+        try:
+            self.loaded: str | None = output.read_text(encoding="utf-8")
+        except OSError:
+            self.loaded = None
+        self.reloads = 0
+
+    async def apply(self, state: DesiredState) -> None:
+        async with self._lock:
+            before = self.states.get(state.proxy_id)
+            self.states[state.proxy_id] = state
+            missing = [p for p in self.upstreams if p not in self.states]
+            if missing:
+                log.debug("nginx: waiting for the state of %s before writing", ", ".join(missing))
+                return
+            text = render_upstreams([(self.upstreams[p], self.states[p]) for p in self.upstreams])
+            if text == self.loaded:
+                return
+            try:
+                write_atomically(self.output, text)
+            except OSError as error:
+                raise DataPlaneError(f"cannot write {self.output}: {error}") from error
+            await self._reload()
+            self.loaded = text
+            self.reloads += 1
+            for _instance, _target in stopped_serving(before, state):
+                # A reload drains every move: old workers finish their open connections.
+                self.metrics.switches.labels(state.proxy_id, SwitchPolicy.DRAIN.value).inc()
+            log.info("nginx: %s written and reloaded", self.output)
+
+    async def _reload(self) -> None:
+        try:
+            process = await asyncio.create_subprocess_shell(
+                self.reload_command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as error:
+            raise DataPlaneError(f"reload command failed to start: {error}") from error
+        try:
+            async with asyncio.timeout(self.reload_timeout):
+                output, _ = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise DataPlaneError(
+                f"reload command still running after {self.reload_timeout:g}s: killed"
+            ) from None
+        if process.returncode != 0:
+            said = output.decode(errors="replace").strip()[-500:]
+            raise DataPlaneError(f"reload command exited {process.returncode}: {said}")

