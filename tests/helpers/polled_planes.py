@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,11 @@ def ask(port: int, timeout: float = 2.0) -> str | None:
     if not head.startswith(b"HTTP/1.1 200"):
         return None
     return body.decode(errors="replace").strip() or None
+
+
+def all_answered_by(ports: Sequence[int], name: str) -> bool:
+    """A new request on each port is answered by ``name``."""
+    return all(ask(port) == name for port in ports)
 
 
 class Load:

@@ -82,6 +82,6 @@ def agent_nginx(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``agent nginx`` to the ``agent`` group (which ``dataplanes.register`` adds to ``app``)."""
+    """Add ``agent nginx`` to the ``agent`` group (``dataplanes.register`` adds it to ``app``)."""
     del app
     agent_app.command("nginx")(agent_nginx)
