@@ -181,12 +181,17 @@ def test_reload_runs_only_when_the_text_changes(stack: Stack) -> None:
         within=10,
     )
     assert stack.reloads() == before  # reconciles of an unchanged state: no reload
-    # A standby going unhealthy changes its line (backup -> down): one reload.
-    stack.cp.call(
-        "PUT", f"/proxy/instances/{stack.ids['edge-c']}/health", json={"healthStatus": "unhealthy"}
-    )
-    poll_until(lambda: "edge-c (not eligible)" in stack.nginx.upstreams.read_text())
-    poll_until(lambda: stack.reloads() == before + 1)
+    # A standby put in maintenance changes its line (backup -> down): one reload, and one
+    # more when it is enabled again.
+    path = f"/proxy/instances/{stack.ids['edge-c']}"
+    stack.cp.call("PATCH", path, json={"adminState": "maintenance"})
+    try:
+        poll_until(lambda: "edge-c (not eligible)" in stack.nginx.upstreams.read_text())
+        poll_until(lambda: stack.reloads() == before + 1)
+    finally:
+        stack.cp.call("PATCH", path, json={"adminState": "enabled"})
+    poll_until(lambda: "edge-c (standby)" in stack.nginx.upstreams.read_text())
+    poll_until(lambda: stack.reloads() == before + 2)
     stack.back_to_edge_a()
 
 
