@@ -74,6 +74,11 @@ class Stack:
     def through_haproxy(self) -> str | None:
         return answered_by(self.haproxy.url + "/")
 
+    def ready(self) -> set[str]:
+        """Servers of the instances that are not in maintenance."""
+        servers = self.haproxy.servers()
+        return {name for name in NAMES if name in servers and not servers[name][1] & 0x01}
+
     def traffic_goes_to(self, name: str, within: float = 10.0) -> None:
         poll_until(lambda: self.through_haproxy() == name, within=within)
 
@@ -121,11 +126,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
 
 def test_agent_fills_the_backend_and_only_the_active_instance_takes_traffic(stack: Stack) -> None:
     stack.traffic_goes_to("edge-a")
-    poll_until(lambda: len(stack.haproxy.servers()) == 3)
-    servers = stack.haproxy.servers()
-    assert set(servers) == set(NAMES)
-    ready = {name for name, (_op, admin) in servers.items() if not admin & 0x01}
-    assert ready == {"edge-a"}
+    poll_until(lambda: set(stack.haproxy.servers()) >= set(NAMES))
+    poll_until(lambda: stack.ready() == {"edge-a"})
     assert {stack.through_haproxy() for _ in range(10)} == {"edge-a"}
     assert metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 1
 
@@ -134,7 +136,8 @@ def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> N
     stack.back_to_edge_a()
     stack.relays["edge-a"].kill()
     stack.traffic_goes_to("edge-b")
-    assert stack.haproxy.servers()["edge-a"][1] & 0x01  # in maintenance
+    # edge-b is made ready before edge-a goes to maintenance (make before break): wait for both.
+    poll_until(lambda: stack.ready() == {"edge-b"})
     stack.back_to_edge_a()
 
 
@@ -167,11 +170,14 @@ def test_haproxy_reload_loses_runtime_state_and_the_agent_restores_it(stack: Sta
     stack.back_to_edge_a()
     stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-c"])
     stack.traffic_goes_to("edge-c")
-    stack.haproxy.reload()
-    # The reloaded worker starts from the file (an empty backend); the agent re-adds the servers
-    # and puts edge-c back in charge within its reconcile period (1 s here).
-    stack.traffic_goes_to("edge-c", within=10)
-    assert set(stack.haproxy.servers()) == set(NAMES)
+    agent_log = stack.directory / "agent.log"
+    added = agent_log.read_text().count("added server")
+    stack.haproxy.reload()  # returns once the new worker answers the socket
+    # The new worker starts from the file (an empty backend): the agent re-adds every server (its
+    # log says so) and puts edge-c back in charge within its reconcile period (1 s here).
+    poll_until(lambda: agent_log.read_text().count("added server") >= added + len(NAMES))
+    poll_until(lambda: set(stack.haproxy.servers()) >= set(NAMES) and stack.ready() == {"edge-c"})
+    stack.traffic_goes_to("edge-c")
     stack.back_to_edge_a()
 
 

@@ -210,9 +210,19 @@ class Haproxy:
                 result[fields[3]] = (int(fields[5]), int(fields[6]))
         return result
 
+    def worker_pid(self) -> int | None:
+        """The pid of the worker answering the socket (None while there is none)."""
+        for line in self.runtime("show info").splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split(":", 1)[1])
+        return None
+
     def reload(self) -> None:
+        """``kill -USR2`` of the master; returns once a new worker answers the socket."""
         assert self.proc is not None
+        before = self.worker_pid()
         self.proc.send_signal(signal.SIGUSR2)
+        poll_until(lambda: self.worker_pid() not in (None, before), within=10)
 
     def stop(self) -> None:
         stop(self.proc)
