@@ -110,6 +110,43 @@ class Settings(BaseSettings):
         le=600,
         description="An idle kept-alive connection is closed after this",
     )
+    # Per-caller limits (docs/security.md): the defaults let a busy agent, the dashboard and the
+    # test suite through untouched and stop one caller from taking the whole API.
+    rate_limit_per_second: float = Field(
+        default=100.0, ge=0, description="Requests/s per caller; 0 = no rate limits at all"
+    )
+    rate_limit_burst: float = Field(
+        default=200.0, ge=1, description="Requests a caller may make at once"
+    )
+    rate_limit_heavy_rows_per_second: float = Field(
+        default=2000.0,
+        ge=0,
+        description="Rows/s of event, audit and delivery lists per caller (a list costs its "
+        "limit); 0 = off",
+    )
+    rate_limit_heavy_rows_burst: float = Field(
+        default=5000.0, ge=1000, description="Rows of those lists a caller may ask for at once"
+    )
+    rate_limit_reports_per_second: float = Field(
+        default=1000.0,
+        ge=0,
+        description="Health reports, checks and metric samples/s per caller (their own "
+        "budget); 0 = off",
+    )
+    rate_limit_reports_burst: float = Field(
+        default=2000.0, ge=1, description="Reports a caller may push at once"
+    )
+    rate_limit_admin_factor: float = Field(
+        default=10.0, ge=1, description="Admins' rates and bursts are this many times larger"
+    )
+    stream_max_per_caller: int = Field(
+        default=20,
+        ge=0,
+        description="Event streams one caller may hold open; beyond: 429/022; 0 = no cap",
+    )
+    stream_max_total: int = Field(
+        default=2000, ge=0, description="Event streams open in all; beyond: 503/023; 0 = no cap"
+    )
     retention_days: float = Field(
         default=DEFAULT_RETENTION_DAYS,
         gt=0,

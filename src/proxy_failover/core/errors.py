@@ -32,6 +32,8 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "PROXY_FAILOVER_019"
     NOT_FOUND = "PROXY_FAILOVER_020"
     METHOD_NOT_ALLOWED = "PROXY_FAILOVER_021"
+    TOO_MANY_REQUESTS = "PROXY_FAILOVER_022"
+    SERVER_BUSY = "PROXY_FAILOVER_023"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -56,6 +58,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
+    ErrorCode.SERVER_BUSY: 503,
 }
 
 #: The code a bare HTTP status stands for when nothing more specific is known (routing errors,
@@ -68,6 +72,7 @@ GENERIC_CODE: dict[int, ErrorCode] = {
         ErrorCode.FORBIDDEN,
         ErrorCode.NOT_FOUND,
         ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.TOO_MANY_REQUESTS,
         ErrorCode.BODY_TOO_LARGE,
         ErrorCode.INTERNAL,
         ErrorCode.STORAGE_UNAVAILABLE,
@@ -131,6 +136,25 @@ class Unauthenticated(FailoverError):
 
 class Forbidden(FailoverError):
     default_code = ErrorCode.FORBIDDEN
+
+
+class TooBusy(FailoverError):
+    """Refused for load, not for what was asked: 429/022 over the caller's own limit, 503/023
+    when the server's total is reached; ``retry_after_seconds`` goes to ``Retry-After``."""
+
+    default_code = ErrorCode.TOO_MANY_REQUESTS
+
+    def __init__(
+        self,
+        message: str,
+        retry_after_seconds: int,
+        code: ErrorCode | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            message, code, {**(details or {}), "retryAfterSeconds": retry_after_seconds}
+        )
+        self.retry_after_seconds = retry_after_seconds
 
 
 class StorageUnavailable(FailoverError):

@@ -27,6 +27,7 @@ from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
 from proxy_failover.entrypoints.api.hotpath import ShortPaths
 from proxy_failover.entrypoints.api.middleware import BodyLimitMiddleware, CatchAllMiddleware
 from proxy_failover.entrypoints.api.openapi_docs import operation_id
+from proxy_failover.entrypoints.api.ratelimit import RateLimitMiddleware, RateLimits
 from proxy_failover.entrypoints.api.routes import envoy, instances, providers, proxies, system
 from proxy_failover.entrypoints.heap import HeapTender
 
@@ -110,6 +111,11 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.add_middleware(
         BodyLimitMiddleware,
         larger={envoy.EDS_PATH: envoy.MAX_DISCOVERY_BODY_BYTES},  # Envoy sends its whole node
+    )
+    # Before anything else costs CPU (short paths too); inside observability, so 429s are counted
+    # but, having no caller on the request, write no audit row.
+    app.add_middleware(
+        RateLimitMiddleware, limits=RateLimits.from_settings(settings), verifier=verifier
     )
     # Outermost of all, so refused requests (413 too) are counted and audited; it copies at most
     # 64 KiB of a body for the audit row and never buffers it.

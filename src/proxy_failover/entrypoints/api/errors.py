@@ -22,6 +22,7 @@ from proxy_failover.core.errors import (
     ErrorCode,
     FailoverError,
     StorageUnavailable,
+    TooBusy,
     code_for_status,
 )
 from proxy_failover.store.database import map_database_error
@@ -80,6 +81,9 @@ async def _failover_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, FailoverError)
     if exc.code is ErrorCode.INTERNAL:
         log.error("internal error: %s", exc.message, exc_info=exc)
+    if isinstance(exc, TooBusy):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+        return error_response(exc.code, exc.message, exc.details, headers)
     return error_response(exc.code, exc.message, exc.details)
 
 

@@ -62,8 +62,9 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     404: _error("Not found, or not yours (002/004/012/020)"),
     405: _error("Method not allowed (021)"),
     413: _error("Body larger than 64 KiB (017)"),
+    429: _error("Rate limit or stream cap of the caller reached; retry after Retry-After (022)"),
     500: _error("Internal error, a bug (019)"),
-    503: _error("Storage unavailable; retry after Retry-After seconds (018)"),
+    503: _error("Storage unavailable (018) or server at capacity (023); retry after Retry-After"),
 }
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {403: _error("Admin role required (016)")}
 CONFLICT_ERRORS: dict[int | str, dict[str, Any]] = {

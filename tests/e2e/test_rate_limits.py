@@ -1,0 +1,188 @@
+"""Per-caller rate limits through the whole app: 429/022 with ``Retry-After``, in the envelope.
+
+Before: nothing limited a caller, and 20 loops of one non-admin reading ``limit=1000`` event lists
+raised everyone's median latency from 2 ms to 386 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy_failover.entrypoints.api import create_app
+from proxy_failover.entrypoints.api.auth import mint_token
+from proxy_failover.entrypoints.api.ratelimit import heavy_cost
+from tests.helpers.api import SECRET, Api, Tokens, api_settings
+
+#: Budgets that refill so slowly that no test's own pace adds a token (timing-proof).
+TIGHT = {
+    "rate_limit_per_second": 0.01,
+    "rate_limit_burst": 3,
+    "rate_limit_heavy_rows_per_second": 10,
+    "rate_limit_heavy_rows_burst": 1000,
+    "rate_limit_reports_per_second": 0.01,
+    "rate_limit_reports_burst": 2,
+    "rate_limit_admin_factor": 2,
+}
+
+
+async def _api(database_url: str, tokens: Tokens, **settings: Any) -> AsyncIterator[Api]:
+    app = create_app(api_settings(database_url, **settings))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        yield Api(http, tokens, app)
+
+
+@pytest.fixture
+async def tight(database_url: str, tokens: Tokens) -> AsyncIterator[Api]:
+    async for api in _api(database_url, tokens, **TIGHT):
+        yield api
+
+
+def _assert_429(response: httpx.Response, budget: str) -> int:
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert error["code"] == "PROXY_FAILOVER_022"
+    assert error["statusCode"] == 429
+    assert error["details"]["limit"] == budget
+    seconds = int(response.headers["Retry-After"])
+    assert seconds == error["details"]["retryAfterSeconds"] >= 1
+    return seconds
+
+
+async def test_a_caller_over_its_burst_gets_429_with_retry_after_then_recovers(
+    database_url: str, tokens: Tokens
+) -> None:
+    async for api in _api(database_url, tokens, rate_limit_per_second=2, rate_limit_burst=1):
+        assert (await api.call("GET", "/proxies", tokens.alice)).status_code == 200
+        refused = await api.call("GET", "/proxies", tokens.alice)
+        if refused.status_code == 200:  # a call slower than half a second earned a token back
+            refused = await api.call("GET", "/proxies", tokens.alice)
+        seconds = _assert_429(refused, "requests")
+        assert seconds == 1
+        # Waiting what the server said is enough: 2 tokens/s refill the 1-token bucket in 0.5 s.
+        await asyncio.sleep(seconds)
+        assert (await api.call("GET", "/proxies", tokens.alice)).status_code == 200
+
+
+async def test_the_error_is_documented_in_the_openapi_errors(tight: Api) -> None:
+    document = (await tight.call("GET", "/openapi.json")).json()
+    responses = document["paths"]["/proxies"]["get"]["responses"]
+    assert "429" in responses
+
+
+async def test_a_greedy_caller_does_not_throttle_another(tight: Api) -> None:
+    for _ in range(3):
+        await tight.call("GET", "/proxies", tight.tokens.alice)
+    _assert_429(await tight.call("GET", "/proxies", tight.tokens.alice), "requests")
+    for _ in range(3):
+        assert (await tight.call("GET", "/proxies", tight.tokens.bob)).status_code == 200
+
+
+async def test_callers_are_told_apart_by_sub_not_by_token(tight: Api) -> None:
+    """Two tokens of one user share that user's budget."""
+    other_token = mint_token(SECRET, "alice", ttl_seconds=600)
+    for _ in range(3):
+        await tight.call("GET", "/proxies", tight.tokens.alice)
+    _assert_429(await tight.call("GET", "/proxies", other_token), "requests")
+
+
+async def test_admins_get_the_factor_more(tight: Api) -> None:
+    admin = tight.tokens.admin
+    answers = [(await tight.call("GET", "/proxies", admin)).status_code for _ in range(7)]
+    assert answers == [200] * 6 + [429]
+
+
+async def test_unauthenticated_requests_are_limited_by_address_and_write_no_audit(
+    tight: Api,
+) -> None:
+    statuses = [
+        (await tight.call("POST", "/proxy/failover/config", None, json={})).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+    _assert_429(await tight.call("GET", "/proxies", "not-a-token"), "requests")
+    # ...while a caller with a valid token, from the same address, is served.
+    assert (await tight.call("GET", "/proxies", tight.tokens.bob)).status_code == 200
+    assert await tight.ok("GET", "/audit", tight.tokens.admin) == []
+
+
+async def test_health_and_metrics_probes_are_never_limited(tight: Api) -> None:
+    for _ in range(20):
+        assert (await tight.call("GET", "/healthz")).status_code == 200
+    assert (await tight.call("GET", "/proxies", tight.tokens.alice)).status_code == 200
+
+
+async def test_reports_have_their_own_budget(tight: Api) -> None:
+    """A reporter that spent its request budget still reports health, and the other way round."""
+    alice = tight.tokens.alice
+    await tight.ok("POST", "/proxy/failover/config", alice, 201, json={"proxyId": "p1"})
+    instance = await tight.ok(
+        "POST",
+        "/proxy/instances",
+        alice,
+        201,
+        json={"proxyId": "p1", "instanceData": {"instanceName": "a", "endpoint": "127.0.0.1:1"}},
+    )
+    path = f"/proxy/instances/{instance['id']}/health"
+    assert (await tight.call("GET", "/proxies", alice)).status_code == 200  # the third
+    _assert_429(await tight.call("GET", "/proxies", alice), "requests")
+    report = {"healthStatus": "healthy"}
+    assert [(await tight.call("PUT", path, alice, json=report)).status_code for _ in range(2)] == [
+        200,
+        200,
+    ]
+    _assert_429(await tight.call("PUT", path, alice, json=report), "reports")
+
+
+async def test_heavy_reads_cost_the_rows_they_ask_for(tight: Api) -> None:
+    alice = tight.tokens.alice
+    assert (await tight.call("GET", "/proxy/p1/failover/events?limit=1000", alice)).status_code in (
+        200,
+        404,
+    )
+    # The 1,000-row burst is spent; a small read waits for its rows (10 rows/s).
+    seconds = _assert_429(
+        await tight.call("GET", "/proxy/p1/failover/events?limit=200", alice), "heavy"
+    )
+    assert 19 <= seconds <= 20
+    assert (await tight.call("GET", "/proxies", alice)).status_code == 200  # other reads go on
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "rows"),
+    [
+        ("/proxy/p/failover/events", b"", 50),
+        ("/proxy/p/failover/events", b"status=open&limit=1000", 1000),
+        ("/proxy/p/failover/events", b"limit=5000", 1000),
+        ("/proxy/p/failover/events", b"limit=abc", 50),
+        ("/proxy/p/failover/events", b"limit=0", 50),
+        ("/proxy/p/webhooks/deliveries", b"limit=7", 7),
+        ("/audit", b"", 100),
+        ("/proxies", b"limit=1000", 0),
+    ],
+)
+def test_heavy_cost_reads_the_limit(path: str, query: bytes, rows: int) -> None:
+    assert heavy_cost(path, query) == rows
+
+
+async def test_zero_turns_rate_limits_off(database_url: str, tokens: Tokens) -> None:
+    async for api in _api(database_url, tokens, rate_limit_per_second=0, rate_limit_burst=1):
+        started = time.monotonic()
+        answers = {(await api.call("GET", "/proxies", tokens.alice)).status_code for _ in range(50)}
+        assert answers == {200}, time.monotonic() - started
+
+
+async def test_default_limits_let_a_busy_client_through(api: Api) -> None:
+    """Defaults: 200 at once and 100/s for a non-admin, so ordinary use never sees a 429."""
+    alice = api.tokens.alice
+    answers = [(await api.call("GET", "/proxies", alice)).status_code for _ in range(150)]
+    assert set(answers) == {200}
