@@ -244,14 +244,14 @@ class _Calls:
         status: EventStatus | str | None,
         event_type: EventType | str | None,
         before: datetime | None,
+        cursor: str | None = None,
     ) -> _Call[list[FailoverEvent]]:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = str(status)
-        if event_type:
-            params["type"] = str(event_type)
+        """``cursor``: ``core.pagination.event_cursor`` of the last event of the page before."""
+        params: dict[str, Any] = {"limit": limit, "status": status or "", "type": event_type or ""}
         if before is not None:
             params["before"] = before.isoformat()
+        if cursor is not None:
+            params["cursor"] = cursor
         path = f"/proxy/{_p(proxy_id)}/failover/events"
         return _Call("GET", path, list[FailoverEvent], params=params)
 
@@ -420,8 +420,9 @@ class FailoverClient:
         status: EventStatus | str | None = None,
         event_type: EventType | str | None = None,
         before: datetime | None = None,
+        cursor: str | None = None,
     ) -> list[FailoverEvent]:
-        return self._run(_Calls.events(proxy_id, limit, status, event_type, before))
+        return self._run(_Calls.events(proxy_id, limit, status, event_type, before, cursor))
 
     def list_proxies(self) -> list[ProxySummary]:
         return self._run(_Calls.proxies())
@@ -553,8 +554,9 @@ class AsyncFailoverClient:
         status: EventStatus | str | None = None,
         event_type: EventType | str | None = None,
         before: datetime | None = None,
+        cursor: str | None = None,
     ) -> list[FailoverEvent]:
-        return await self._run(_Calls.events(proxy_id, limit, status, event_type, before))
+        return await self._run(_Calls.events(proxy_id, limit, status, event_type, before, cursor))
 
     async def list_proxies(self) -> list[ProxySummary]:
         return await self._run(_Calls.proxies())

@@ -99,6 +99,8 @@ TEXT = Limit(max_length=1000)
 DURATION_MS = Limit(minimum=0, maximum=INT32_MAX)
 EPOCH = Limit(minimum=0)
 LIST_LIMIT = Limit(minimum=1, maximum=1000)
+#: An opaque list cursor (``core.pagination``): base64 of a short array; 200 fits every kind.
+CURSOR = Limit(min_length=1, max_length=200)
 TIMESTAMP_TEXT = Limit(max_length=64)
 #: ``Last-Event-ID`` of the live stream: a sequence number.
 STREAM_CURSOR = Limit(max_length=20, pattern=r"^\d+$", hint="must be a sequence number")
@@ -164,6 +166,7 @@ FIELDS: Mapping[str, Limit] = MappingProxyType(
         "epoch": EPOCH,
         "limit": LIST_LIMIT,
         "before": TIMESTAMP_TEXT,
+        "cursor": CURSOR,
         "url": URL,
         "secret": WEBHOOK_SECRET,
         "events": WEBHOOK_EVENTS,

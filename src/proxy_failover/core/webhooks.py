@@ -84,6 +84,8 @@ class Delivery:
     last_error: str | None = None
     delivered_at: datetime | None = None
     attempt_log: tuple[DeliveryAttempt, ...] = ()
+    #: Order of queueing (the store's sequence): where a page of deliveries ends.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy_failover.core import pagination
+from proxy_failover.core.pagination import AUDIT
 from proxy_failover.core.webhooks import AuditEntry
 from proxy_failover.service.common import parse_limit
 from proxy_failover.service.context import ServiceContext
@@ -42,7 +44,10 @@ async def record_call(
 
 
 async def list_entries(
-    ctx: ServiceContext, proxy_id: str | None = None, limit: int = 100
+    ctx: ServiceContext, proxy_id: str | None = None, limit: int = 100, cursor: str | None = None
 ) -> list[AuditEntry]:
-    """Newest first; ``proxy_id`` None: every entry (limit as for events)."""
-    return await ctx.audit.list_audit(proxy_id or None, parse_limit(limit))
+    """Newest first; ``proxy_id`` None: every entry (limit as for events); ``cursor``: the page
+    after the one whose last entry it names (``core.pagination``, 001 when it is no cursor)."""
+    limit = parse_limit(limit)
+    before_id = None if cursor is None else pagination.parse_sequence_cursor(AUDIT, cursor)
+    return await ctx.audit.list_audit(proxy_id or None, limit, before_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from proxy_failover.core import fields, limits
+from proxy_failover.core import fields, limits, pagination
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, event_not_found
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
@@ -114,14 +114,17 @@ async def get_failover_events(
     status: EventStatus | None = None,
     event_type: EventType | None = None,
     before: datetime | None = None,
+    cursor: str | None = None,
 ) -> list[FailoverEvent]:
     """Newest first by start time; ``limit`` 1-1000 (001); empty for an unknown proxy.
+    ``cursor`` (``core.pagination``): only events after the page that ended there (001 if bad).
 
     A proxy's history starts at its configuration's creation: events recorded under the same id
     by a deleted predecessor (possibly another owner's) are not listed while the id lives again;
     they stay in the database and the audit log.
     """
     limit = parse_limit(limit)
+    after = None if cursor is None else pagination.parse_event_cursor(cursor)
     try:
         status = EventStatus(status) if status is not None else None
         event_type = EventType(event_type) if event_type is not None else None
@@ -142,6 +145,7 @@ async def get_failover_events(
             event_type=event_type,
             before=before,
             since=None if config is None else config.created_at,
+            after=after,
         )
 
 

@@ -247,10 +247,18 @@ class ProxyFailoverService:
         status: EventStatus | None = None,
         event_type: EventType | None = None,
         before: datetime | None = None,
+        cursor: str | None = None,
     ) -> list[FailoverEvent]:
-        """Newest first by start time; ``limit`` 1-1000 (001); empty for an unknown proxy."""
+        """Newest first by start time; ``limit`` 1-1000 (001); empty for an unknown proxy;
+        ``cursor`` from ``core.pagination.event_cursor`` of a page's last event continues."""
         return await events.get_failover_events(
-            self._ctx, proxy_id, limit, status=status, event_type=event_type, before=before
+            self._ctx,
+            proxy_id,
+            limit,
+            status=status,
+            event_type=event_type,
+            before=before,
+            cursor=cursor,
         )
 
     async def get_event(self, event_id: str) -> FailoverEvent:
@@ -348,10 +356,17 @@ class ProxyFailoverService:
         *,
         status: DeliveryStatus | None = None,
         subscription_id: str | None = None,
+        cursor: str | None = None,
     ) -> list[Delivery]:
-        """Deliveries, newest first, each with every attempt made."""
+        """Deliveries, newest first, each with every attempt made; ``cursor`` from
+        ``core.pagination.sequence_cursor(DELIVERIES, last.seq)`` continues after a page."""
         return await webhooks.list_deliveries(
-            self._ctx, proxy_id, limit, status=status, subscription_id=subscription_id
+            self._ctx,
+            proxy_id,
+            limit,
+            status=status,
+            subscription_id=subscription_id,
+            cursor=cursor,
         )
 
     async def redeliver_webhook(self, proxy_id: str, delivery_id: str) -> Delivery:
@@ -381,6 +396,9 @@ class ProxyFailoverService:
             request_id=request_id,
         )
 
-    async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The audit log, newest first (``proxy_id`` None: all of it)."""
-        return await audit.list_entries(self._ctx, proxy_id, limit)
+    async def list_audit(
+        self, proxy_id: str | None = None, limit: int = 100, *, cursor: str | None = None
+    ) -> list[AuditEntry]:
+        """The audit log, newest first (``proxy_id`` None: all of it); ``cursor`` from
+        ``core.pagination.sequence_cursor(AUDIT, last.id)`` continues after a page."""
+        return await audit.list_entries(self._ctx, proxy_id, limit, cursor)

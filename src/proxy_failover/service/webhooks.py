@@ -7,8 +7,10 @@ that does not exist and 404/020 for an unknown subscription or delivery.
 
 from __future__ import annotations
 
+from proxy_failover.core import pagination
 from proxy_failover.core import webhooks as core_webhooks
 from proxy_failover.core.errors import ErrorCode, NotFound, config_not_found
+from proxy_failover.core.pagination import DELIVERIES
 from proxy_failover.core.webhooks import Delivery, DeliveryStatus, Subscription
 from proxy_failover.service.common import parse_limit
 from proxy_failover.service.configs import get_failover_configuration
@@ -75,12 +77,15 @@ async def list_deliveries(
     *,
     status: DeliveryStatus | None = None,
     subscription_id: str | None = None,
+    cursor: str | None = None,
 ) -> list[Delivery]:
-    """Deliveries, newest first, each with every attempt made (limit as for events)."""
+    """Deliveries, newest first, each with every attempt made (limit and cursor as for
+    events); a bad cursor is 001 before the proxy is looked up."""
     limit = parse_limit(limit)
+    before_seq = None if cursor is None else pagination.parse_sequence_cursor(DELIVERIES, cursor)
     await _require_proxy(ctx, proxy_id)
     return await ctx.webhooks.list_deliveries(
-        proxy_id, limit, status=status, subscription_id=subscription_id
+        proxy_id, limit, status=status, subscription_id=subscription_id, before_seq=before_seq
     )
 
 

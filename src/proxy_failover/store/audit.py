@@ -171,11 +171,15 @@ class AuditLog:
                 limit,
             )
 
-    async def list_audit(self, proxy_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """Newest first."""
+    async def list_audit(
+        self, proxy_id: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditEntry]:
+        """Newest first; ``before_id``: only older rows (where a page ended)."""
         statement = sa.select(audit_log)
         if proxy_id is not None:
             statement = statement.where(audit_log.c.proxy_id == proxy_id)
+        if before_id is not None:
+            statement = statement.where(audit_log.c.id < before_id)
         statement = statement.order_by(audit_log.c.id.desc()).limit(limit)
         async with self._db.read() as conn:
             rows = (await conn.execute(statement)).mappings().all()

@@ -34,6 +34,7 @@ from proxy_failover.core.model import (
     RedundancyStatus,
     StoredMetricSample,
 )
+from proxy_failover.core.pagination import EventPosition
 from proxy_failover.store import database, statements
 from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.rows import (
@@ -188,9 +189,18 @@ class Reader:
         event_type: EventType | None = None,
         before: datetime | None = None,
         since: datetime | None = None,
+        after: EventPosition | None = None,
     ) -> list[FailoverEvent]:
-        """Newest first by start time; ``since`` inclusive, ``before`` exclusive."""
+        """Newest first by start time; ``since`` inclusive, ``before`` exclusive; ``after``: the
+        rows past the end of a page (keyset on the start time and id, by their index)."""
         statement = sa.select(events).where(events.c.proxy_id == proxy_id)
+        if after is not None:
+            statement = statement.where(
+                sa.or_(
+                    events.c.created_at < after.created_at,
+                    sa.and_(events.c.created_at == after.created_at, events.c.id < after.id),
+                )
+            )
         if status is not None:
             statement = statement.where(events.c.status == status.value)
         if event_type is not None:

@@ -101,6 +101,7 @@ def _delivery_from(row: sa.RowMapping, attempts: Sequence[DeliveryAttempt]) -> D
         last_error=row["last_error"],
         delivered_at=row["delivered_at"],
         attempt_log=tuple(attempts),
+        seq=row["seq"],
     )
 
 
@@ -209,10 +210,13 @@ class WebhookStore:
         *,
         status: DeliveryStatus | None = None,
         subscription_id: str | None = None,
+        before_seq: int | None = None,
     ) -> list[Delivery]:
-        """Newest first, each with its attempts (oldest first)."""
+        """Newest first, each with its attempts (oldest first); ``before_seq``: a page's end."""
         d = webhook_deliveries
         statement = sa.select(d).where(d.c.proxy_id == proxy_id)
+        if before_seq is not None:
+            statement = statement.where(d.c.seq < before_seq)
         if status is not None:
             statement = statement.where(d.c.status == status.value)
         if subscription_id is not None:

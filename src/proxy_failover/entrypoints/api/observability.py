@@ -23,12 +23,13 @@ from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.adapters.metrics import CONTENT_TYPE
-from proxy_failover.core import fields, limits, webhooks
+from proxy_failover.core import fields, limits, pagination, webhooks
 from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep, ServiceDep
-from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_list
+from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_page
 from proxy_failover.entrypoints.api.schemas import (
-    ListEnvelope,
     ListLimit,
+    PageCursor,
+    PageEnvelope,
     ProxyIdPath,
     ResponseModel,
     UtcDatetime,
@@ -90,7 +91,7 @@ class AuditPublic(ResponseModel):
 @router.get(
     "/audit",
     tags=["operations"],
-    response_model=ListEnvelope[AuditPublic],
+    response_model=PageEnvelope[AuditPublic],
     responses=ADMIN_ERRORS,
     summary="The audit log, newest first (admin)",
 )
@@ -102,9 +103,12 @@ async def audit(
         Query(alias="proxyId", description="only this proxy", **constraints(limits.PROXY_ID)),
     ] = None,
     limit: ListLimit = 100,
+    cursor: PageCursor = None,
 ) -> Response:
-    entries = await service.list_audit(proxy_id or None, limit)
-    return ok_list(AuditPublic.model_validate(e) for e in entries)
+    entries = await service.list_audit(proxy_id or None, limit, cursor=cursor)
+    last = entries[-1].id if len(entries) == limit else None
+    next_cursor = None if last is None else pagination.sequence_cursor(pagination.AUDIT, last)
+    return ok_page((AuditPublic.model_validate(e) for e in entries), next_cursor)
 
 
 # --- live stream ---------------------------------------------------------------------------------

@@ -45,6 +45,23 @@ def ok_list(items: Iterable[BaseModel], *, exclude: Iterable[str] | None = None)
     return Response(body, media_type=_JSON)
 
 
+def ok_page(items: Iterable[BaseModel], next_cursor: str | None) -> Response:
+    """``ok_list``'s envelope plus ``nextCursor``: where the next page starts, or null."""
+    dumped = [_dump(item, None) for item in items]
+    body = b"".join(
+        [
+            b'{"data":[',
+            b",".join(dumped),
+            b'],"count":',
+            str(len(dumped)).encode(),
+            b',"nextCursor":',
+            json.dumps(next_cursor).encode(),
+            b"}",
+        ]
+    )
+    return Response(body, media_type=_JSON)
+
+
 def _dump(data: BaseModel | dict[str, Any], exclude: Iterable[str] | None) -> bytes:
     if isinstance(data, BaseModel):
         return data.model_dump_json(exclude=set(exclude) if exclude else None).encode()

@@ -108,6 +108,13 @@ ProxyIdPath = Annotated[
 ListLimit = Annotated[
     int, Query(description="How many items at most.", **constraints(limits.LIST_LIMIT))
 ]
+PageCursor = Annotated[
+    str | None,
+    Query(
+        description="The `nextCursor` of the previous page: the page after it (keyset, opaque).",
+        **constraints(limits.CURSOR),
+    ),
+]
 InstanceId = Annotated[str, field(limits.ID)]
 Text = Annotated[str, field(limits.TEXT)]
 
@@ -495,6 +502,15 @@ class ListEnvelope(BaseModel, Generic[T]):
 
     data: list[T]
     count: int
+
+
+class PageEnvelope(ListEnvelope[T], Generic[T]):
+    """A list that pages: ``nextCursor`` (pass it as ``cursor``) while the page was full."""
+
+    next_cursor: str | None = Field(
+        alias="nextCursor",
+        description="Pass as `cursor` for the next (older) page; null when this one was not full.",
+    )
 
 
 class ErrorDetail(BaseModel):

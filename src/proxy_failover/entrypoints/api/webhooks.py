@@ -12,18 +12,20 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Strict
 
 from proxy_failover.adapters.webhooks import Notifier
-from proxy_failover.core import limits
+from proxy_failover.core import limits, pagination
 from proxy_failover.core.errors import config_not_found
 from proxy_failover.core.model import NotificationType
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api.auth import Caller
 from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep, ServiceDep
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
-from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list
+from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list, ok_page
 from proxy_failover.entrypoints.api.schemas import (
     Envelope,
     ListEnvelope,
     ListLimit,
+    PageCursor,
+    PageEnvelope,
     ProxyIdPath,
     RequestModel,
     ResponseModel,
@@ -142,7 +144,7 @@ async def list_subscriptions(
 
 @router.get(
     "/proxy/{proxyId}/webhooks/deliveries",
-    response_model=ListEnvelope[DeliveryPublic],
+    response_model=PageEnvelope[DeliveryPublic],
     summary="Deliveries, newest first, each with every attempt made",
 )
 async def list_deliveries(
@@ -162,12 +164,16 @@ async def list_deliveries(
             **constraints(limits.ID),
         ),
     ] = None,
+    cursor: PageCursor = None,
 ) -> Response:
     await ownership.check_proxy(caller, proxy_id)
     deliveries = await service.list_webhook_deliveries(
-        proxy_id, limit, status=status, subscription_id=subscription_id
+        proxy_id, limit, status=status, subscription_id=subscription_id, cursor=cursor
     )
-    return ok_list(DeliveryPublic.model_validate(d) for d in deliveries)
+    next_cursor = None
+    if len(deliveries) == limit:
+        next_cursor = pagination.sequence_cursor(pagination.DELIVERIES, deliveries[-1].seq)
+    return ok_page((DeliveryPublic.model_validate(d) for d in deliveries), next_cursor)
 
 
 @router.post(

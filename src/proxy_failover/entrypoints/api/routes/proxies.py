@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from proxy_failover.core import limits
+from proxy_failover.core import limits, pagination
 from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import EventStatus, EventType
 from proxy_failover.entrypoints.api.deps import (
@@ -23,6 +23,7 @@ from proxy_failover.entrypoints.api.responses import (
     CONFLICT_ERRORS,
     ok,
     ok_list,
+    ok_page,
 )
 from proxy_failover.entrypoints.api.schemas import (
     CompleteRequest,
@@ -36,6 +37,8 @@ from proxy_failover.entrypoints.api.schemas import (
     ExplanationPublic,
     ListEnvelope,
     ListLimit,
+    PageCursor,
+    PageEnvelope,
     ProxyIdPath,
     ProxySummaryPublic,
     RedundancyPublic,
@@ -181,7 +184,7 @@ async def put_redundancy(
 
 @router.get(
     "/proxy/{proxyId}/failover/events",
-    response_model=ListEnvelope[EventPublic],
+    response_model=PageEnvelope[EventPublic],
     tags=["failover"],
     summary="A proxy's failover events, newest first",
 )
@@ -213,6 +216,7 @@ async def list_events(
             **constraints(limits.TIMESTAMP_TEXT),
         ),
     ] = "",
+    cursor: PageCursor = None,
 ) -> Response:
     await ownership.check_proxy(caller, proxy_id)
     if caller.is_admin and await ownership.owner_of(proxy_id) is None:
@@ -223,8 +227,13 @@ async def list_events(
         status=EventStatus(status) if status else None,
         event_type=EventType(event_type) if event_type else None,
         before=_parse_time(before) if before else None,
+        cursor=cursor,
     )
-    return ok_list(EventPublic.model_validate(event) for event in events)
+    next_cursor = None
+    if len(events) == limit:
+        last = events[-1]
+        next_cursor = pagination.event_cursor(pagination.EventPosition(last.created_at, last.id))
+    return ok_page((EventPublic.model_validate(event) for event in events), next_cursor)
 
 
 def _parse_time(text: str) -> datetime:
