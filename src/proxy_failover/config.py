@@ -121,11 +121,11 @@ class Settings(BaseSettings):
     rate_limit_heavy_rows_per_second: float = Field(
         default=2000.0,
         ge=0,
-        description="Rows/s of event, audit and delivery lists per caller (a list costs its "
-        "limit); 0 = off",
+        description="Rows/s of event, audit and delivery lists per caller (a list costs the "
+        "rows it returns); 0 = off",
     )
     rate_limit_heavy_rows_burst: float = Field(
-        default=5000.0, ge=1000, description="Rows of those lists a caller may ask for at once"
+        default=5000.0, ge=1, description="Rows of those lists a caller may read at once"
     )
     rate_limit_reports_per_second: float = Field(
         default=1000.0,

@@ -60,7 +60,10 @@ async def _busy_proxy_with_events(database_url: str) -> None:
 @pytest.fixture
 async def loaded_serve(sqlite_url: str, tmp_path: Path) -> AsyncIterator[ServeProcess]:
     await _busy_proxy_with_events(sqlite_url)
-    server = start_serve(sqlite_url, tmp_path / "serve.log", {"PFO_JWT_SECRET": SECRET})
+    # Rate limits off: they would refuse most of the load (429), and this test needs the API
+    # saturated; the limits' own effect is measured by bench/greedy.py.
+    env = {"PFO_JWT_SECRET": SECRET, "PFO_RATE_LIMIT_PER_SECOND": "0"}
+    server = start_serve(sqlite_url, tmp_path / "serve.log", env)
     try:
         yield server
     finally:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.entrypoints.api.auth import mint_token
-from proxy_failover.entrypoints.api.ratelimit import heavy_cost
+from proxy_failover.entrypoints.api.ratelimit import is_heavy
+from proxy_failover.store.tables import events
 from tests.helpers.api import SECRET, Api, Tokens, api_settings
 
 #: Budgets that refill so slowly that no test's own pace adds a token (timing-proof).
@@ -143,35 +147,52 @@ async def test_reports_have_their_own_budget(tight: Api) -> None:
     _assert_429(await tight.call("PUT", path, alice, json=report), "reports")
 
 
-async def test_heavy_reads_cost_the_rows_they_ask_for(tight: Api) -> None:
+async def test_heavy_reads_cost_the_rows_they_return(database_url: str, tokens: Tokens) -> None:
+    """A list is let in while the rows budget is not in debt and pays what it listed."""
+    async for api in _api(database_url, tokens, **(TIGHT | {"rate_limit_burst": 100})):
+        await _heavy_reads_cost_the_rows_they_return(api)
+
+
+async def _heavy_reads_cost_the_rows_they_return(tight: Api) -> None:
     alice = tight.tokens.alice
-    assert (await tight.call("GET", "/proxy/p1/failover/events?limit=1000", alice)).status_code in (
-        200,
-        404,
-    )
-    # The 1,000-row burst is spent; a small read waits for its rows (10 rows/s).
-    seconds = _assert_429(
-        await tight.call("GET", "/proxy/p1/failover/events?limit=200", alice), "heavy"
-    )
-    assert 19 <= seconds <= 20
-    assert (await tight.call("GET", "/proxies", alice)).status_code == 200  # other reads go on
+    await tight.ok("POST", "/proxy/failover/config", alice, 201, json={"proxyId": "p1"})
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    seeded = [
+        {"id": str(uuid.uuid4()), "proxy_id": "p1", "user_id": "alice"}
+        | {"event_type": "failover", "reason": "seeded", "status": "completed"}
+        | {"triggered_by": "system", "epoch": 1, "created_at": start + timedelta(seconds=n)}
+        for n in range(300)
+    ]
+    assert tight.app is not None
+    async with tight.app.state.runtime.service.store.engine.begin() as conn:
+        await conn.execute(sa.insert(events), seeded)
+    path = "/proxy/p1/failover/events?limit=1000"
+    # A refused or empty list costs no rows, however large its limit: polling stays cheap.
+    missing = await tight.call("GET", "/proxy/none/failover/events?limit=1000", alice)
+    assert missing.status_code == 404
+    for _ in range(3):  # 900 of the 1,000-row burst
+        response = await tight.call("GET", path, alice)
+        assert response.json()["count"] == 300
+    assert (await tight.call("GET", path, alice)).status_code == 200  # admitted: into debt
+    # 200 rows in debt at 10 rows/s: about 20 s to the next list; other reads go on.
+    seconds = _assert_429(await tight.call("GET", path, alice), "heavy")
+    assert 19 <= seconds <= 21
+    assert (await tight.call("GET", "/proxies", tight.tokens.bob)).status_code == 200
 
 
 @pytest.mark.parametrize(
-    ("path", "query", "rows"),
+    ("method", "path", "heavy"),
     [
-        ("/proxy/p/failover/events", b"", 50),
-        ("/proxy/p/failover/events", b"status=open&limit=1000", 1000),
-        ("/proxy/p/failover/events", b"limit=5000", 1000),
-        ("/proxy/p/failover/events", b"limit=abc", 50),
-        ("/proxy/p/failover/events", b"limit=0", 50),
-        ("/proxy/p/webhooks/deliveries", b"limit=7", 7),
-        ("/audit", b"", 100),
-        ("/proxies", b"limit=1000", 0),
+        ("GET", "/proxy/p/failover/events", True),
+        ("GET", "/proxy/p/webhooks/deliveries", True),
+        ("GET", "/audit", True),
+        ("POST", "/audit", False),
+        ("GET", "/proxy/p/failover/events/x", False),
+        ("GET", "/proxies", False),
     ],
 )
-def test_heavy_cost_reads_the_limit(path: str, query: bytes, rows: int) -> None:
-    assert heavy_cost(path, query) == rows
+def test_the_lists_that_grow_are_heavy(method: str, path: str, heavy: bool) -> None:
+    assert is_heavy(method, path) is heavy
 
 
 async def test_zero_turns_rate_limits_off(database_url: str, tokens: Tokens) -> None:

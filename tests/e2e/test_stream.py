@@ -3,16 +3,12 @@ never see health-check detail in them (SPEC §7)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers.api import Api, Tokens, api_settings
-from tests.helpers.live_app import fail_over, live_api, setup_proxy
+from tests.helpers.live_app import EventStream, fail_over, live_api, setup_proxy
 
 PROXY = "edge-stream"
 DETAIL_PROXY = "stream-detail"
@@ -23,31 +19,6 @@ DETAIL = "connection refused by 10.0.0.7"
 async def live(sqlite_url: str, tokens: Tokens) -> AsyncIterator[Api]:
     async with live_api(api_settings(sqlite_url), tokens) as api:
         yield api
-
-
-class EventStream:
-    """Reads ``text/event-stream`` frames into dicts of their fields."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._lines = response.aiter_lines()
-
-    async def next_event(self, within: float, prefix: str = "") -> dict[str, Any]:
-        """The next event whose type starts with ``prefix``, read within ``within`` seconds."""
-        return await asyncio.wait_for(self._read(prefix), within)
-
-    async def _read(self, prefix: str) -> dict[str, Any]:
-        fields: dict[str, str] = {}
-        async for line in self._lines:
-            if not line:
-                if "data" in fields and fields.get("event", "").startswith(prefix):
-                    return {**fields, "data": json.loads(fields["data"])}
-                fields = {}
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, text = line.partition(":")
-            fields[name] = text.removeprefix(" ")
-        raise AssertionError("stream ended")
 
 
 def _auth(token: str, **extra: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,12 +18,42 @@ from tests.helpers.api import Api
 from tests.helpers.processes import free_port
 
 
+class EventStream:
+    """Reads ``text/event-stream`` frames into dicts of their fields."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def next_line(self, within: float = 5.0) -> str:
+        """The next raw line (``retry: 2000`` first: the server holds the stream open)."""
+        return await asyncio.wait_for(anext(self._lines), within)
+
+    async def next_event(self, within: float, prefix: str = "") -> dict[str, Any]:
+        """The next event whose type starts with ``prefix``, read within ``within`` seconds."""
+        return await asyncio.wait_for(self._read(prefix), within)
+
+    async def _read(self, prefix: str) -> dict[str, Any]:
+        fields: dict[str, str] = {}
+        async for line in self._lines:
+            if not line:
+                if "data" in fields and fields.get("event", "").startswith(prefix):
+                    return {**fields, "data": json.loads(fields["data"])}
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, text = line.partition(":")
+            fields[name] = text.removeprefix(" ")
+        raise AssertionError("stream ended")
+
+
 @contextlib.asynccontextmanager
 async def live_api(settings: Settings, tokens: Any) -> AsyncIterator[Api]:
     """``create_app(settings)`` on uvicorn (lifespan on); an ``Api`` client pointed at it."""
     port = free_port()
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=port,
         ws="none",
@@ -38,7 +69,7 @@ async def live_api(settings: Settings, tokens: Any) -> AsyncIterator[Api]:
                 task.result()
             await asyncio.sleep(0.01)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield Api(http, tokens)
+            yield Api(http, tokens, app)
     finally:
         server.should_exit = True
         await task

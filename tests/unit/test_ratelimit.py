@@ -13,6 +13,8 @@ from proxy_failover.core.ratelimit import (
     RateLimiter,
     Slots,
     Verdict,
+    admit,
+    charge,
     refill,
     take,
 )
@@ -147,3 +149,31 @@ def test_zero_slots_means_no_cap() -> None:
     slots = Slots(per_key=0, total=0)
     assert all(slots.acquire("a") is None for _ in range(1000))
     assert slots.in_use == 1000
+
+
+def test_admit_lets_in_while_a_token_is_held_and_charge_may_run_into_debt() -> None:
+    rate = Rate(per_second=100, burst=500)
+    bucket, verdict = admit(None, rate, now=0.0)
+    assert verdict == ALLOWED
+    assert bucket.tokens == 500  # admitting costs nothing
+    bucket = charge(bucket, rate, 800, now=0.0)  # it listed 800 rows: 300 in debt
+    assert bucket.tokens == -300
+    bucket, verdict = admit(bucket, rate, now=1.0)  # 100 back: still 200 in debt
+    assert not verdict.allowed
+    assert verdict.retry_after_seconds == pytest.approx(2.01)
+    bucket, verdict = admit(bucket, rate, now=3.02)
+    assert verdict.allowed
+    assert charge(bucket, rate, -5, now=3.02).tokens == pytest.approx(2)  # no refunds
+
+
+def test_limiter_admit_and_charge_share_the_key_and_ignore_unlimited_rates() -> None:
+    limiter = RateLimiter()
+    rate = Rate(1, 10)
+    assert limiter.admit("reader", rate, 0.0).allowed
+    limiter.charge("reader", rate, 50, 0.0)
+    assert not limiter.admit("reader", rate, 0.0).allowed
+    assert limiter.admit("other", rate, 0.0).allowed
+    unlimited = Rate(0, 1)
+    limiter.charge("free", unlimited, 10**6, 0.0)
+    assert limiter.admit("free", unlimited, 0.0).allowed
+    assert len(limiter) == 2

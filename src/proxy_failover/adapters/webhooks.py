@@ -318,8 +318,16 @@ class Notifier:
             return
         self.metrics.observe_notifications(proxy_id, notifications)
         self.worker.wake()
+        self.wake(proxy_id)
+
+    def wake(self, proxy_id: str) -> None:
+        """Wake the live streams of ``proxy_id`` (its log has news, from here or elsewhere)."""
         for event in self._feeds.get(proxy_id, ()):
             event.set()
+
+    def watched_proxies(self) -> set[str]:
+        """The proxies some live stream of this process follows."""
+        return set(self._feeds)
 
     @contextlib.contextmanager
     def feed(self, proxy_id: str) -> Iterator[asyncio.Event]:

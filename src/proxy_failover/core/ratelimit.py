@@ -69,6 +69,22 @@ def take(bucket: Bucket | None, rate: Rate, cost: float, now: float) -> tuple[Bu
     return current, Verdict(False, (cost - current.tokens) / rate.per_second)
 
 
+def admit(bucket: Bucket | None, rate: Rate, now: float) -> tuple[Bucket, Verdict]:
+    """For a request whose cost is known only once served (rows listed): it passes while the
+    bucket holds a token, and pays with ``charge`` afterwards, into debt if it must."""
+    current = refill(bucket, rate, now)
+    if current.tokens >= 1:
+        return current, ALLOWED
+    return current, Verdict(False, (1 - current.tokens) / rate.per_second)
+
+
+def charge(bucket: Bucket | None, rate: Rate, cost: float, now: float) -> Bucket:
+    """The bucket after paying ``cost`` at ``now``; below zero is a debt the refill pays off
+    before ``admit`` lets the next request in."""
+    current = refill(bucket, rate, now)
+    return Bucket(current.tokens - max(cost, 0.0), now)
+
+
 class RateLimiter:
     """Buckets by key (caller and kind of request); bounded memory.
 
@@ -89,10 +105,26 @@ class RateLimiter:
         if rate.is_unlimited:
             return ALLOWED
         bucket, verdict = take(self._buckets.get(key), rate, cost, now)
+        self._store(key, bucket, rate, now)
+        return verdict
+
+    def admit(self, key: Hashable, rate: Rate, now: float) -> Verdict:
+        """``admit`` on ``key``'s bucket (always allowed when unlimited)."""
+        if rate.is_unlimited:
+            return ALLOWED
+        bucket, verdict = admit(self._buckets.get(key), rate, now)
+        self._store(key, bucket, rate, now)
+        return verdict
+
+    def charge(self, key: Hashable, rate: Rate, cost: float, now: float) -> None:
+        """``charge`` ``cost`` to ``key``'s bucket (nothing when unlimited)."""
+        if not rate.is_unlimited:
+            self._store(key, charge(self._buckets.get(key), rate, cost, now), rate, now)
+
+    def _store(self, key: Hashable, bucket: Bucket, rate: Rate, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self._max_keys:
             self._prune(rate, now)
         self._buckets[key] = bucket
-        return verdict
 
     def _prune(self, rate: Rate, now: float) -> None:
         # Judged by the rate at hand: buckets of kinds with other rates may go early, which only

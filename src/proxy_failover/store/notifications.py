@@ -68,6 +68,24 @@ class NotificationLog:
             ).scalar()
         return int(last or 0)
 
+    async def proxies_with_news(self, after_seq: int | None) -> tuple[int, set[str]]:
+        """The log's newest ``seq`` and the proxies with entries past ``after_seq`` (None: just
+        the newest ``seq``). One indexed range read, however many streams and proxies are open:
+        the live streams' shared watch for what other replicas commit."""
+        n = notification_log
+        async with self._db.read() as conn:
+            if after_seq is None:
+                newest = (await conn.execute(sa.select(sa.func.max(n.c.seq)))).scalar()
+                return int(newest or 0), set()
+            rows = (
+                await conn.execute(
+                    sa.select(n.c.proxy_id, sa.func.max(n.c.seq))
+                    .where(n.c.seq > after_seq)
+                    .group_by(n.c.proxy_id)
+                )
+            ).all()
+        return max((int(row[1]) for row in rows), default=after_seq), {row[0] for row in rows}
+
     async def notifications_after(
         self, proxy_id: str, after_seq: int, limit: int = 100
     ) -> list[StoredNotification]:

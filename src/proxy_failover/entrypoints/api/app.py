@@ -19,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from proxy_failover import __version__
 from proxy_failover.bootstrap import Runtime, build
 from proxy_failover.config import Settings
+from proxy_failover.core.ratelimit import Slots
 from proxy_failover.entrypoints import ui
-from proxy_failover.entrypoints.api import observability, webhooks
+from proxy_failover.entrypoints.api import observability, streams, webhooks
 from proxy_failover.entrypoints.api.auth import TokenVerifier
 from proxy_failover.entrypoints.api.deps import Ownership
 from proxy_failover.entrypoints.api.errors import EXCEPTION_HANDLERS
@@ -61,7 +62,10 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
         app.state.runtime = runtime
         app.state.verifier = verifier
         app.state.ownership = Ownership(runtime.service)
+        app.state.streams = hub = None
         if runtime.notifier is not None:
+            slots = Slots(settings.stream_max_per_caller, settings.stream_max_total)
+            app.state.streams = hub = streams.StreamHub(runtime.notifier, slots)
             runtime.notifier.start()  # webhook delivery worker
         engine_task = heap_task = None
         if run_engine and runtime.engine is not None:
@@ -78,6 +82,8 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
             if engine_task is not None:
                 runtime.engine.stop()
                 await engine_task
+            if hub is not None:
+                await hub.close()
             if runtime.notifier is not None:
                 await runtime.notifier.stop()
             if owned:
@@ -103,6 +109,7 @@ def create_app(source: Settings | Runtime, *, run_engine: bool = False) -> FastA
     app.include_router(providers.router)  # data planes that poll: Traefik
     app.include_router(webhooks.router)
     app.include_router(observability.router)
+    app.include_router(streams.router)
     app.mount(system.STATIC_PATH, StaticFiles(directory=system.STATIC_DIR), name="docs-static")
     ui.mount(app)  # the dashboard at /ui (entrypoints/ui)
     # Added last = outermost: the size limit runs before anything reads the body.

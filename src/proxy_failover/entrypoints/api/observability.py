@@ -1,41 +1,36 @@
-"""Observability routes and middleware: ``/metrics``, the audit log, the live event stream.
+"""Observability routes and middleware: ``/metrics`` and the audit log (the live event stream is
+in ``streams.py``).
 
 ``ObservabilityMiddleware`` gives every request an id (``X-Request-ID``), counts and times it by
 route template, and writes one audit row for every mutating call (who, what, target, result,
-when). ``GET /proxy/{proxyId}/stream`` is a server-sent event stream of the proxy's notifications
-read from the durable event log, so ``Last-Event-ID`` resumes where a client left off.
+when).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy_failover.adapters.metrics import CONTENT_TYPE
-from proxy_failover.core import fields, limits, pagination, webhooks
-from proxy_failover.entrypoints.api.deps import AdminDep, CallerDep, OwnershipDep, ServiceDep
+from proxy_failover.core import limits, pagination
+from proxy_failover.entrypoints.api.deps import AdminDep, ServiceDep
 from proxy_failover.entrypoints.api.responses import ADMIN_ERRORS, COMMON_ERRORS, ok_page
 from proxy_failover.entrypoints.api.schemas import (
     ListLimit,
     PageCursor,
     PageEnvelope,
-    ProxyIdPath,
     ResponseModel,
     UtcDatetime,
     constraints,
 )
-from proxy_failover.entrypoints.api.webhooks import NotifierDep, check_proxy
+from proxy_failover.entrypoints.api.webhooks import NotifierDep
 from proxy_failover.entrypoints.logs import bound_request_id
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store.audit import current_actor
@@ -43,13 +38,6 @@ from proxy_failover.store.audit import current_actor
 log = logging.getLogger("proxy_failover.api")
 
 router = APIRouter(responses=COMMON_ERRORS)
-
-#: How often a stream re-reads the event log when nothing woke it (changes by other replicas).
-STREAM_POLL_SECONDS = 1.0
-#: Events read from the log per query.
-STREAM_BATCH = 100
-#: A comment line this often keeps proxies and load balancers from closing an idle stream.
-STREAM_KEEPALIVE_SECONDS = 15.0
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Reads made with POST (Envoy polls its xDS this way every second or so): not audited.
@@ -96,6 +84,7 @@ class AuditPublic(ResponseModel):
     summary="The audit log, newest first (admin)",
 )
 async def audit(
+    request: Request,
     caller: AdminDep,
     service: ServiceDep,
     proxy_id: Annotated[
@@ -106,79 +95,10 @@ async def audit(
     cursor: PageCursor = None,
 ) -> Response:
     entries = await service.list_audit(proxy_id or None, limit, cursor=cursor)
+    request.state.listed_rows = len(entries)  # what the rate limit charges (ratelimit.py)
     last = entries[-1].id if len(entries) == limit else None
     next_cursor = None if last is None else pagination.sequence_cursor(pagination.AUDIT, last)
     return ok_page((AuditPublic.model_validate(e) for e in entries), next_cursor)
-
-
-# --- live stream ---------------------------------------------------------------------------------
-
-
-def _for_caller(body: str, is_admin: bool) -> str:
-    """The event body as this caller may see it: without health-check detail for non-admins."""
-    return body if is_admin else webhooks.without_health_detail(body)
-
-
-def _sse(seq: int, event: str, data: str) -> bytes:
-    # The body is compact JSON: it never contains a newline, so one data line suffices.
-    return f"id: {seq}\nevent: {event}\ndata: {data}\n\n".encode()
-
-
-@router.get(
-    "/proxy/{proxyId}/stream",
-    tags=["observability"],
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
-    summary="Server-sent events: health changes, failovers, redundancy changes",
-)
-async def stream(
-    request: Request,
-    proxy_id: ProxyIdPath,
-    caller: CallerDep,
-    ownership: OwnershipDep,
-    notifier: NotifierDep,
-    last_event_id: Annotated[
-        str | None,
-        Header(
-            alias="Last-Event-ID",
-            description="Resume after this event id (the id of the last event received).",
-            **constraints(limits.STREAM_CURSOR),
-        ),
-    ] = None,
-) -> StreamingResponse:
-    """Each event: ``id`` (resume with ``Last-Event-ID``), ``event`` (its type), ``data`` (the
-    same JSON object a webhook receives; for non-admins without ``lastError``/``lastLatencyMs``)."""
-    if last_event_id:  # 400 comes before 404
-        fields.integer(int(last_event_id), "Last-Event-ID", limits.EVENT_SEQUENCE)
-    await check_proxy(caller, proxy_id, ownership)
-    stored = notifier.notification_log
-    start = int(last_event_id) if last_event_id else await stored.last_notification_seq(proxy_id)
-
-    async def events() -> AsyncIterator[bytes]:
-        last = start
-        yield b"retry: 2000\n: connected\n\n"
-        quiet_since = time.monotonic()
-        with notifier.feed(proxy_id) as woken:
-            while True:  # ends when the client goes: the response cancels this generator
-                woken.clear()
-                batch = await stored.notifications_after(proxy_id, last, STREAM_BATCH)
-                for item in batch:
-                    last = item.seq
-                    quiet_since = time.monotonic()
-                    yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
-                if len(batch) == STREAM_BATCH:
-                    continue  # a client catching up: read on without waiting
-                if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_SECONDS:
-                    quiet_since = time.monotonic()
-                    yield b": keepalive\n\n"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), STREAM_POLL_SECONDS)
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
 
 
 # --- the middleware ------------------------------------------------------------------------------

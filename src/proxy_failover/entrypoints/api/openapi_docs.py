@@ -75,6 +75,7 @@ FIELD_DOCS: dict[str, str] = {
     # envelopes and errors
     "data": "The result.",
     "count": "Number of items in data.",
+    "nextCursor": "Pass as `cursor` for the next (older) page; null when this page was not full.",
     "message": "What happened, in a sentence for people.",
     "code": "Error code PROXY_FAILOVER_0NN (the table in docs/api.md).",
     "details": "Context of the error, e.g. the field at fault.",

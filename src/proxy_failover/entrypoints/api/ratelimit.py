@@ -5,8 +5,10 @@ when the token is valid, else the client's address), sorts the request into one 
 and charges it to ``core.ratelimit``'s bucket of that caller and budget:
 
 * ``requests``: every call, one token each;
-* ``heavy``: the event, audit and delivery lists additionally cost the rows they ask for
-  (``limit``), so one greedy reader cannot keep the database and the event loop busy;
+* ``heavy``: the event, audit and delivery lists additionally cost the rows they return: one
+  is let in while the caller's budget is not in debt and pays once served (a route leaves the
+  count in ``scope["state"][LISTED_ROWS]``), so one greedy reader cannot keep the database and
+  the event loop busy, while polling a short list stays cheap whatever ``limit`` it names;
 * ``reports``: health reports, raw checks and metric samples have a budget of their own, so a
   busy reporter is never starved by its own reads and never starves the others.
 
@@ -23,7 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -35,14 +36,12 @@ from proxy_failover.entrypoints.api.errors import error_payload
 
 #: Paths no limit applies to.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Where a heavy read's route leaves how many rows it listed (``request.state.listed_rows``).
+LISTED_ROWS = "listed_rows"
 
 _ID = r"[^/]+"
-#: Heavy reads: (pattern, the route's default ``limit``).
-_HEAVY: tuple[tuple[re.Pattern[str], int], ...] = (
-    (re.compile(rf"^/proxy/{_ID}/failover/events$"), 50),
-    (re.compile(rf"^/proxy/{_ID}/webhooks/deliveries$"), 50),
-    (re.compile(r"^/audit$"), 100),
-)
+#: Heavy reads: the lists that grow.
+_HEAVY = re.compile(rf"^(/proxy/{_ID}/failover/events|/proxy/{_ID}/webhooks/deliveries|/audit)$")
 _REPORTS = re.compile(rf"^/proxy/instances/{_ID}/(health|checks|metrics)$")
 _REPORT_METHODS = frozenset({"PUT", "POST"})
 
@@ -72,18 +71,9 @@ class RateLimits:
         )
 
 
-def heavy_cost(path: str, query_string: bytes) -> int:
-    """Rows a heavy read asks for (its ``limit``, or the route's default), 0 for other paths.
-
-    An unreadable ``limit`` costs the default: the route answers it 400 anyway.
-    """
-    for pattern, default in _HEAVY:
-        if pattern.match(path):
-            for name, value in parse_qsl(query_string.decode("latin-1")):
-                if name == "limit":
-                    return min(int(value), 1000) if value.isdigit() and int(value) > 0 else default
-            return default
-    return 0
+def is_heavy(method: str, path: str) -> bool:
+    """A read of one of the lists that grow (charged by the rows it returns)."""
+    return method == "GET" and _HEAVY.match(path) is not None
 
 
 class RateLimitMiddleware:
@@ -122,25 +112,33 @@ class RateLimitMiddleware:
         else:
             who = f"caller {caller.user_id}"
             limits = self._admin if caller.is_admin else self.limits
-        verdict, budget = self._charge(scope, who, limits)
-        if verdict.allowed:
+        heavy = is_heavy(scope["method"], scope["path"])
+        verdict, budget = self._admit(scope, who, limits, heavy)
+        if not verdict.allowed:
+            await _refuse(send, verdict, budget, who)
+            return
+        if not heavy:
             await self.app(scope, receive, send)
             return
-        await _refuse(send, verdict, budget, who)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            rows = state.pop(LISTED_ROWS, 0)
+            self.limiter.charge(("heavy", who), limits.heavy_rows, rows, self.clock())
 
-    def _charge(self, scope: Scope, who: str, limits: RateLimits) -> tuple[Verdict, str]:
-        """The verdict and the budget it came from; heavy rows are charged only to a request
-        its request budget let through."""
+    def _admit(
+        self, scope: Scope, who: str, limits: RateLimits, heavy: bool
+    ) -> tuple[Verdict, str]:
+        """The verdict and the budget it came from; a heavy read must pass both its request
+        budget and (not in debt) its rows budget."""
         now = self.clock()
         path: str = scope["path"]
         if scope["method"] in _REPORT_METHODS and _REPORTS.match(path):
             return self.limiter.check(("reports", who), limits.reports, 1, now), "reports"
         verdict = self.limiter.check(("requests", who), limits.requests, 1, now)
-        if not verdict.allowed:
-            return verdict, "requests"
-        rows = heavy_cost(path, scope["query_string"]) if scope["method"] == "GET" else 0
-        if rows:
-            return self.limiter.check(("heavy", who), limits.heavy_rows, rows, now), "heavy"
+        if verdict.allowed and heavy:
+            return self.limiter.admit(("heavy", who), limits.heavy_rows, now), "heavy"
         return verdict, "requests"
 
     async def _caller(self, scope: Scope) -> Caller | None:

@@ -148,6 +148,7 @@ async def list_subscriptions(
     summary="Deliveries, newest first, each with every attempt made",
 )
 async def list_deliveries(
+    request: Request,
     proxy_id: ProxyIdPath,
     caller: CallerDep,
     ownership: OwnershipDep,
@@ -170,6 +171,7 @@ async def list_deliveries(
     deliveries = await service.list_webhook_deliveries(
         proxy_id, limit, status=status, subscription_id=subscription_id, cursor=cursor
     )
+    request.state.listed_rows = len(deliveries)  # what the rate limit charges (ratelimit.py)
     next_cursor = None
     if len(deliveries) == limit:
         next_cursor = pagination.sequence_cursor(pagination.DELIVERIES, deliveries[-1].seq)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from proxy_failover.core import limits, pagination
 from proxy_failover.core.errors import InvalidInput, config_not_found
@@ -189,6 +189,7 @@ async def put_redundancy(
     summary="A proxy's failover events, newest first",
 )
 async def list_events(
+    request: Request,
     proxy_id: ProxyIdPath,
     caller: CallerDep,
     service: ServiceDep,
@@ -229,6 +230,7 @@ async def list_events(
         before=_parse_time(before) if before else None,
         cursor=cursor,
     )
+    request.state.listed_rows = len(events)  # what the rate limit charges (ratelimit.py)
     next_cursor = None
     if len(events) == limit:
         last = events[-1]
