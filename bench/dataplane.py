@@ -1,9 +1,11 @@
-"""Traffic through three data planes, side by side in one run, same relays, same load.
+"""Traffic through the data planes, side by side in one run, same relays, same load.
 
 (a) HAProxy failing over by itself: ``check inter 200 fall 2 rise 2``, edge-b and edge-c as
     ``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy``;
-(c) ``proxy-failover forward``. (b) and (c) follow one real ``serve`` (SQLite, probes every
-0.2 s, down after 2 failures: the same detection budget as (a)). The relays are
+(c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET /providers/traefik`` every
+``--traefik-poll``; (e) nginx (``stream``) with ``proxy-failover agent nginx`` rendering its
+upstream and reloading it (``_polled_planes.py``). (b)-(e) follow one real ``serve`` (SQLite,
+probes every 0.2 s, down after 2 failures: the same detection budget as (a)). The relays are
 ``examples/relay.py`` processes. Load: open loop, ``--rate`` requests/s, each on a new TCP
 connection (``GET /``, answered with the relay's name), plus ``--streams`` long-lived streams.
 
@@ -18,10 +20,14 @@ Scenarios, each plane in turn:
 
 Goals (issue 11): planned switchover 0 errors and follow time ≤ 5 ms; kill -9: (b) and (c) no
 more errors than (a) and worst latency ≤ (a)'s; streams: drain keeps them, cut moves them (first
-byte from the new relay ≤ 10 ms after the commit).
+byte from the new relay ≤ 10 ms after the commit). Issue 14: 0 errors on planned switchovers;
+follow ≤ 5 ms for pushed/file state (nginx), ≤ poll interval + 50 ms for polled (Traefik).
+Kill -9 also gives a follow time for (b)-(e): the last request started after the failover's
+commit that still went to the killed relay (an error) minus the commit.
 
-Run: ``bash bench/setup.sh && .venv/bin/python bench/dataplane.py``; writes
-``bench/results/dataplane.json`` (``bench/render.py`` renders it into docs/benchmarks.md).
+Run: ``bash bench/setup.sh && .venv/bin/python bench/dataplane.py`` (``--planes`` picks some,
+``--record`` names the JSON); writes ``bench/results/dataplane.json`` (``bench/render.py``
+renders it into docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _polled_planes import nginx_files, traefik_command  # noqa: E402
 from _report import Table, save  # noqa: E402
 
 from proxy_failover.entrypoints.api.auth import mint_token  # noqa: E402
@@ -317,13 +324,20 @@ def summarise(results: list[Result]) -> dict[str, Any]:
     }
 
 
-async def kill_active(port: int, relays: dict[str, Relay], rate: float) -> dict[str, Any]:
+async def kill_active(
+    port: int, relays: dict[str, Relay], rate: float, cp: ControlPlane | None = None
+) -> dict[str, Any]:
     load = asyncio.create_task(open_loop(port, rate, 4.0))
     await asyncio.sleep(1.0)
     killed_at = time.time()
     relays["edge-a"].kill()
     results = await load
     summary = summarise(results)
+    summary["follow_ms"] = None
+    if cp is not None:  # planes that follow the control plane: how long after its commit
+        commit = await cp.last_failover_at()
+        late = [r.started for r in results if r.started > commit and r.name in (None, "edge-a")]
+        summary["follow_ms"] = round((max(late) - commit) * 1000, 1) if late else 0.0
     after = [r for r in results if r.started >= killed_at and r.name not in (None, "edge-a")]
     summary["first_on_new_ms"] = (
         round((min(r.ended for r in after) - killed_at) * 1000, 1) if after else None
@@ -414,11 +428,13 @@ PLANES = {
     "a_haproxy_alone": "(a) HAProxy alone",
     "b_haproxy_agent": "(b) HAProxy + agent",
     "c_forwarder": "(c) forwarder",
+    "d_traefik": "(d) Traefik, HTTP provider",
+    "e_nginx": "(e) nginx + agent",
 }
 
 
-def record(report: dict[str, Any]) -> None:
-    """The run as ``bench/results/dataplane.json`` (tables of plain numbers, a headline)."""
+def record(report: dict[str, Any], name: str = "dataplane") -> None:
+    """The run as ``bench/results/<name>.json`` (tables of plain numbers, a headline)."""
     rate, streams = report["rate"], report["streams"]
     tables = []
     if report["kill"]:
@@ -432,6 +448,7 @@ def record(report: dict[str, Any]) -> None:
                     "p99 ms",
                     "worst ms",
                     "first on new ms",
+                    "follow ms after commit",
                 ],
                 rows=[
                     [
@@ -441,6 +458,7 @@ def record(report: dict[str, Any]) -> None:
                         v["p99_ms"],
                         v["worst_ms"],
                         v["first_on_new_ms"],
+                        v.get("follow_ms"),
                     ]
                     for k, v in report["kill"].items()
                 ],
@@ -485,34 +503,40 @@ def record(report: dict[str, Any]) -> None:
             )
         )
     overhead = report["overhead"]
-    tables.append(
-        Table(
-            title="overhead: 16 closed-loop workers, new connection per request; 32 MiB downloads",
-            columns=["path", "requests/s", "p50 ms", "p99 ms", "errors", "bulk MB/s"],
-            rows=[
-                [name, v["requests_per_s"], v["p50_ms"], v["p99_ms"], v["errors"], v["bulk_MBps"]]
-                for name, v in overhead.items()
-            ],
+    if overhead:
+        tables.append(
+            Table(
+                title="overhead: 16 closed-loop workers, new connection per request; 32 MiB "
+                "downloads",
+                columns=["path", "requests/s", "p50 ms", "p99 ms", "errors", "bulk MB/s"],
+                rows=[
+                    [k, v["requests_per_s"], v["p50_ms"], v["p99_ms"], v["errors"], v["bulk_MBps"]]
+                    for k, v in overhead.items()
+                ],
+            )
         )
-    )
     headline = {}
     if report["kill"]:
-        kill = report["kill"]
-        headline[
-            "kill -9 under 200 conn/s: client errors (a) HAProxy / (b) +agent / (c) forwarder"
-        ] = " / ".join(str(kill[k]["errors"]) for k in PLANES)
-        headline["planned switchover follow time (b) / (c)"] = (
-            " / ".join(f"{report['switchover'][k]['follow_ms']:.1f}" for k in list(PLANES)[1:])
-            + " ms, 0 errors goal"
+        kill, switchover = report["kill"], report["switchover"]
+        letters = " / ".join(PLANES[k].split(" ", 1)[0] for k in kill)
+        headline[f"kill -9 under {rate:g} conn/s: client errors {letters}"] = " / ".join(
+            str(v["errors"]) for v in kill.values()
         )
-    forwarder, haproxy = overhead["forwarder"], overhead["haproxy_tcp"]
-    headline["forwarder vs HAProxy TCP: requests/s, p99"] = (
-        f"{forwarder['requests_per_s']:,} vs {haproxy['requests_per_s']:,}, "
-        f"{forwarder['p99_ms']:.1f} vs {haproxy['p99_ms']:.1f} ms"
-    )
+        letters = " / ".join(PLANES[k].split(" ", 1)[0] for k in switchover)
+        headline[f"planned switchover follow time {letters}"] = (
+            " / ".join(f"{v['follow_ms']:.1f}" for v in switchover.values())
+            + " ms; errors "
+            + " / ".join(str(v["errors"]) for v in switchover.values())
+        )
+    if overhead:
+        forwarder, haproxy = overhead["forwarder"], overhead["haproxy_tcp"]
+        headline["forwarder vs HAProxy TCP: requests/s, p99"] = (
+            f"{forwarder['requests_per_s']:,} vs {haproxy['requests_per_s']:,}, "
+            f"{forwarder['p99_ms']:.1f} vs {haproxy['p99_ms']:.1f} ms"
+        )
     save(
-        "dataplane",
-        title="Data planes: HAProxy, HAProxy + agent, forwarder",
+        name,
+        title="Data planes: " + ", ".join(PLANES[k].split(" ", 1)[1] for k in report["planes"]),
         tables=tables,
         headline=headline,
     )
@@ -521,7 +545,14 @@ def record(report: dict[str, Any]) -> None:
 # --- main ----------------------------------------------------------------------------------------
 
 
-async def main(rate: float, streams: int, only_overhead: bool) -> dict[str, Any]:
+async def main(
+    rate: float,
+    streams: int,
+    only_overhead: bool,
+    wanted: Sequence[str] = tuple(PLANES),
+    record_name: str = "dataplane",
+    traefik_poll: str = "50ms",
+) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
     relays = {name: Relay(name) for name in NAMES}
     procs: list[subprocess.Popen[str]] = []
@@ -550,63 +581,80 @@ async def main(rate: float, streams: int, only_overhead: bool) -> dict[str, Any]
         await cp.setup(list(relays.values()))
         await cp.settle()
 
-        port_a, port_b, port_c = free_port(), free_port(), free_port()
-        checks = "check inter 200 fall 2 rise 2"
-        servers_a = "".join(
-            f"    server {name} 127.0.0.1:{relay.port} {checks}"
-            + (" backup" if name != "edge-a" else "")
-            + "\n"
-            for name, relay in relays.items()
-        )
-        procs.append(
-            start(
-                haproxy_config(directory, "a", port_a, servers_a, str(directory / "a.sock")),
-                directory / "haproxy-a.log",
-            )
-        )
-        socket_b = str(directory / "b.sock")
-        procs.append(
-            start(haproxy_config(directory, "b", port_b, "", socket_b), directory / "haproxy-b.log")
-        )
+        planes = {plane: free_port() for plane in PLANES if plane in wanted}
         token = mint_token(SECRET, "bench")
         agent = ["--url", cp.url, "--token", token, "--log-level", "warning"]
-        await asyncio.sleep(0.5)
-        procs.append(
-            start(
-                [
-                    *(sys.executable, "-m", "proxy_failover", "agent", "haproxy", *agent),
-                    *("--socket", socket_b, "--map", f"{PROXY}=relays"),
-                ],
-                directory / "agent.log",
+        pfo = (sys.executable, "-m", "proxy_failover")
+        map_option = ("--map", f"{PROXY}=relays")
+        if "a_haproxy_alone" in planes:
+            checks = "check inter 200 fall 2 rise 2"
+            servers_a = "".join(
+                f"    server {name} 127.0.0.1:{relay.port} {checks}"
+                + (" backup" if name != "edge-a" else "")
+                + "\n"
+                for name, relay in relays.items()
             )
-        )
-        procs.append(
-            start(
-                [
-                    *(sys.executable, "-m", "proxy_failover", "forward", *agent),
-                    *("--proxy", PROXY, "--listen", f"127.0.0.1:{port_c}"),
-                ],
-                directory / "forwarder.log",
+            socket_a = str(directory / "a.sock")
+            config_a = haproxy_config(
+                directory, "a", planes["a_haproxy_alone"], servers_a, socket_a
             )
-        )
-        planes = {
-            "a_haproxy_alone": port_a,
-            "b_haproxy_agent": port_b,
-            "c_forwarder": port_c,
-        }
+            procs.append(start(config_a, directory / "haproxy-a.log"))
+        if "b_haproxy_agent" in planes:
+            socket_b = str(directory / "b.sock")
+            config_b = haproxy_config(directory, "b", planes["b_haproxy_agent"], "", socket_b)
+            procs.append(start(config_b, directory / "haproxy-b.log"))
+            await asyncio.sleep(0.5)
+            procs.append(
+                start(
+                    [*pfo, "agent", "haproxy", *agent, "--socket", socket_b, *map_option],
+                    directory / "agent.log",
+                )
+            )
+        if "c_forwarder" in planes:
+            listen = f"127.0.0.1:{planes['c_forwarder']}"
+            procs.append(
+                start(
+                    [*pfo, "forward", *agent, "--proxy", PROXY, "--listen", listen],
+                    directory / "forwarder.log",
+                )
+            )
+        if "d_traefik" in planes:
+            endpoint = f"{cp.url}/providers/traefik?proxy={PROXY}"
+            command = traefik_command(
+                directory, planes["d_traefik"], endpoint, token, PROXY, traefik_poll
+            )
+            procs.append(start(command, directory / "traefik.log"))
+        if "e_nginx" in planes:
+            nginx, upstreams, reload = nginx_files(directory, planes["e_nginx"])
+            nginx_options = ("--output", str(upstreams), "--reload", reload)
+            procs.append(
+                start(
+                    [*pfo, "agent", "nginx", *agent, *map_option, *nginx_options],
+                    directory / "agent-nginx.log",
+                )
+            )
+            for _ in range(100):
+                if upstreams.exists():
+                    break
+                await asyncio.sleep(0.1)
+            procs.append(start(nginx, directory / "nginx.log"))
         for port in planes.values():
             await wait_answered_by(port, "edge-a")
 
         report: dict[str, Any] = {"rate": rate, "streams": streams, "kill": {}, "switchover": {}}
         report["cut"] = {}
+        report["planes"] = list(planes)
+        followers = {plane: port for plane, port in planes.items() if plane != "a_haproxy_alone"}
         if only_overhead:
-            planes = {}
+            planes, followers = {}, {}
         for plane, port in planes.items():
             await cp.settle()
             await wait_answered_by(port, "edge-a")
-            report["kill"][plane] = await kill_active(port, relays, rate)
+            report["kill"][plane] = await kill_active(
+                port, relays, rate, cp if plane in followers else None
+            )
             print(plane, "kill", report["kill"][plane], flush=True)
-        for plane, port in list(planes.items())[1:]:
+        for plane, port in followers.items():
             await cp.settle()
             await wait_answered_by(port, "edge-a")
             report["switchover"][plane] = await planned_switchover(port, cp, rate, streams)
@@ -621,17 +669,20 @@ async def main(rate: float, streams: int, only_overhead: bool) -> dict[str, Any]
                 json={"healthStatus": "healthy"},
             )
         await cp.settle()
-        for port in (port_b, port_c):
-            await wait_answered_by(port, "edge-a")
-        direct = relays["edge-a"].port
-        report["overhead"] = {
-            "direct": {**await closed_loop(direct), "bulk_MBps": await bulk(direct)},
-            "haproxy_tcp": {**await closed_loop(port_b), "bulk_MBps": await bulk(port_b)},
-            "forwarder": {**await closed_loop(port_c), "bulk_MBps": await bulk(port_c)},
-        }
-        print("overhead", report["overhead"], flush=True)
+        report["overhead"] = {}
+        if "b_haproxy_agent" in planes and "c_forwarder" in planes:
+            port_b, port_c = planes["b_haproxy_agent"], planes["c_forwarder"]
+            for port in (port_b, port_c):
+                await wait_answered_by(port, "edge-a")
+            direct = relays["edge-a"].port
+            report["overhead"] = {
+                "direct": {**await closed_loop(direct), "bulk_MBps": await bulk(direct)},
+                "haproxy_tcp": {**await closed_loop(port_b), "bulk_MBps": await bulk(port_b)},
+                "forwarder": {**await closed_loop(port_c), "bulk_MBps": await bulk(port_c)},
+            }
+            print("overhead", report["overhead"], flush=True)
         await cp.http.aclose()
-        record(report)
+        record(report, record_name)
         return report
     finally:
         for proc in reversed(procs):
@@ -650,5 +701,25 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=200.0, help="new connections per second")
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--only-overhead", action="store_true", help="skip the failover scenarios")
+    parser.add_argument(
+        "--planes",
+        default=",".join(PLANES),
+        help="comma-separated planes to run (default: all): " + ", ".join(PLANES),
+    )
+    parser.add_argument("--record", default="dataplane", help="name of the JSON record")
+    parser.add_argument("--traefik-poll", default="50ms", help="Traefik's provider pollInterval")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.rate, arguments.streams, arguments.only_overhead))
+    chosen = [p.strip() for p in arguments.planes.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PLANES))
+    if unknown:
+        parser.error(f"unknown planes: {', '.join(unknown)}")
+    asyncio.run(
+        main(
+            arguments.rate,
+            arguments.streams,
+            arguments.only_overhead,
+            chosen,
+            arguments.record,
+            arguments.traefik_poll,
+        )
+    )
