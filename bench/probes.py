@@ -118,8 +118,10 @@ class FirstProbes:
     def forget(self, instance_id: str) -> None:
         self._inner.forget(instance_id)
 
-    async def request_recovery(self, url: str, payload: Any, timeout_s: float) -> Any:
-        return await self._inner.request_recovery(url, payload, timeout_s)
+    async def request_recovery(
+        self, url: str, payload: Any, timeout_s: float, *, trusted: bool
+    ) -> Any:
+        return await self._inner.request_recovery(url, payload, timeout_s, trusted=trusted)
 
 
 def percentile(values: list[float], q: float) -> float:

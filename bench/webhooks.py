@@ -105,7 +105,15 @@ async def bench(url: str, events: int, subscriptions: int) -> list[list[Cell]]:
     try:
         hook = f"http://127.0.0.1:{port}/hook"
         now = datetime.now(UTC)
-        await webhook_store.create_subscription("lat", "bench", hook, SECRET, None, now)
+        await webhook_store.create_subscription(
+            "lat",
+            "bench",
+            hook,
+            SECRET,
+            None,
+            now,
+            include_health_detail=True,  # an admin's
+        )
         worker = DeliveryWorker(queue)
         worker.start()
         committed: list[float] = []
@@ -135,7 +143,9 @@ async def bench(url: str, events: int, subscriptions: int) -> list[list[Cell]]:
 
         receiver.arrived.clear()
         for _ in range(subscriptions):
-            await webhook_store.create_subscription("drain", "bench", hook, SECRET, None, now)
+            await webhook_store.create_subscription(
+                "drain", "bench", hook, SECRET, None, now, include_health_detail=True
+            )
         for epoch in range(events):
             await _emit(store, "drain", epoch)
         total = events * subscriptions

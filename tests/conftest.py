@@ -25,6 +25,11 @@ from proxy_failover.bootstrap import open_service
 from proxy_failover.service import ProxyFailoverService
 from proxy_failover.store import migrate
 from tests.helpers.clock import FakeClock
+from tests.helpers.outbound import LOOPBACK
+
+# The suite's relays and receivers listen on loopback, which the built-in outbound policy refuses
+# to non-admins (docs/security.md); every service the suite builds from settings allows it.
+os.environ.setdefault("PFO_OUTBOUND_ALLOW", LOOPBACK)
 
 DEFAULT_POSTGRES_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from proxy_failover.adapters.metrics import Metrics, ObservedProber
+from proxy_failover.adapters.outbound import OutboundGuard
 from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
+from proxy_failover.core.outbound import OutboundPolicy
 from proxy_failover.core.retention import RetentionPolicy
 from proxy_failover.engine import Engine, EngineSettings, EngineStats
 from proxy_failover.leadership import EngineLeader
@@ -98,6 +100,8 @@ class Runtime:
     #: ``EngineThread`` (the leader loop on its own thread); None with the engine disabled.
     engine: Any = None
     notifier: Any = None
+    #: The outbound policy's guard: registration checks of URLs and endpoints (``core.outbound``).
+    outbound: OutboundGuard = field(default_factory=lambda: OutboundGuard(OutboundPolicy()))
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     async def aclose(self) -> None:
@@ -134,6 +138,7 @@ async def build(settings: Settings) -> Runtime:
         store=service.store,
         engine=engine,
         notifier=notifier,
+        outbound=OutboundGuard(settings.outbound_policy),
         _stack=stack,
     )
 
@@ -144,6 +149,7 @@ def build_engine(
     *,
     tls: ssl.SSLContext | None = None,
     settings: EngineSettings | None = None,
+    outbound: OutboundGuard | None = None,
 ) -> tuple[Engine, Prober]:
     """One health/failover engine over the service and the prober it owns (close it after).
 
@@ -152,9 +158,10 @@ def build_engine(
     per term of the engine lease). With ``metrics``, every probe is counted and timed (and feeds
     the time to detect). ``tls`` is the context of HTTPS probes and recovery POSTs
     (``probe_tls_context``; default: verify against the system's CAs). ``settings``: the
-    engine's tuning (default: ``engine_settings()``).
+    engine's tuning (default: ``engine_settings()``). ``outbound``: the addresses probes and
+    recovery POSTs may reach (default: ``core.outbound``'s built-in policy).
     """
-    prober = Prober(ssl_context=tls)
+    prober = Prober(ssl_context=tls, guard=outbound)
     engine = Engine(
         service,
         ObservedProber(prober, metrics) if metrics is not None else prober,
@@ -205,11 +212,12 @@ def build_leader(
     """
     tls = probe_tls_context(settings.probe_tls_verify, settings.probe_ca_file)
     tuning = engine_settings(settings.database_url, retention_policy(settings))
+    outbound = OutboundGuard(settings.outbound_policy)
     stats = EngineStats()
 
     @contextlib.asynccontextmanager
     async def term() -> AsyncIterator[Engine]:
-        engine, prober = build_engine(service, metrics, tls=tls, settings=tuning)
+        engine, prober = build_engine(service, metrics, tls=tls, settings=tuning, outbound=outbound)
         engine.stats = stats
         try:
             yield engine
@@ -392,6 +400,7 @@ def build_notifier(settings: Settings, service: ProxyFailoverService) -> Notifie
         time_scale=settings.webhook_time_scale,
         timeout_seconds=settings.webhook_timeout_seconds,
         on_attempt=metrics.observe_delivery,
+        guard=OutboundGuard(settings.outbound_policy),
     )
     notifier = Notifier(
         worker,

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from proxy_failover.core.errors import FailoverError
+from proxy_failover.core.outbound import OutboundPolicy, parse_rules
 from proxy_failover.core.retention import DEFAULT_DELIVERY_RETENTION_DAYS, DEFAULT_RETENTION_DAYS
 from proxy_failover.store.database import DEFAULT_DATABASE_URL, normalize_url
 
@@ -161,6 +162,17 @@ class Settings(BaseSettings):
         description="Delivered, dead or cancelled webhook deliveries and their attempts are kept "
         "this long (pending ones whatever their age)",
     )
+    outbound_allow: str = Field(
+        default="",
+        description="Comma-separated IPs, CIDR networks and host names (*.suffix too) that "
+        "webhooks, probes and recovery POSTs may reach whoever registered them "
+        "(docs/security.md)",
+    )
+    outbound_deny: str = Field(
+        default="",
+        description="Comma-separated IPs, CIDR networks and host names never connected to, "
+        "for admins too; wins over PFO_OUTBOUND_ALLOW",
+    )
     probe_tls_verify: bool = Field(
         default=True,
         description="HTTPS probes (and recovery POSTs) verify the instance's certificate",
@@ -169,6 +181,19 @@ class Settings(BaseSettings):
         default=None,
         description="PEM bundle of CAs trusted by HTTPS probes, besides the system's",
     )
+
+    @field_validator("outbound_allow", "outbound_deny")
+    @classmethod
+    def _outbound_rules(cls, value: str) -> str:
+        parse_rules(value)  # ValueError names the bad entry
+        return value
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """The policy of ``core.outbound`` these settings describe."""
+        return OutboundPolicy(
+            allow=parse_rules(self.outbound_allow), deny=parse_rules(self.outbound_deny)
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -24,6 +24,7 @@ from proxy_failover.store.deliveries import DeliveryQueue
 from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
 from proxy_failover.store.webhooks import WebhookStore
+from tests.helpers.outbound import LOOPBACK_ALLOWED
 from tests.helpers.processes import wait_for
 
 _GIB = 1024**3
@@ -93,7 +94,7 @@ async def test_a_recovery_endpoint_that_floods_or_drips_ends_within_the_timeout(
         for mode in ("chunked", "drip"):
             async with flooding(mode) as receiver, asyncio.timeout(10):
                 result = await prober.request_recovery(
-                    f"http://127.0.0.1:{receiver.port}/recover", {"attempt": 1}, 0.5
+                    f"http://127.0.0.1:{receiver.port}/recover", {"attempt": 1}, 0.5, trusted=True
                 )
             if mode == "chunked":
                 assert result.success, result
@@ -110,7 +111,9 @@ async def test_a_webhook_receiver_streaming_gigabytes_is_delivered_to_without_re
     store = Store(database_url)
     store.notification_writers.append(NotificationLog(store.engine).write_notifications)
     hooks = WebhookStore(store.engine)
-    worker = DeliveryWorker(DeliveryQueue(store.engine), poll_interval_seconds=0.05)
+    worker = DeliveryWorker(
+        DeliveryQueue(store.engine), poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED
+    )
     try:
         async with flooding("chunked") as receiver:
             now = datetime.now(UTC)

@@ -16,11 +16,13 @@ from tests.helpers.live_app import live_api
 PROXY = "traffic"
 
 
-async def _register(api: Api, name: str, **fields: object) -> dict[str, object]:
+async def _register(
+    api: Api, name: str, token: str | None = None, **fields: object
+) -> dict[str, object]:
     data: dict[str, object] = await api.ok(
         "POST",
         "/proxy/instances",
-        api.tokens.alice,
+        token or api.tokens.alice,
         201,
         json={"proxyId": PROXY, "instanceData": {"instanceName": name, **fields}},
     )
@@ -47,10 +49,11 @@ async def _activate(api: Api, instance_id: str, source: str | None) -> None:
 async def test_traffic_address_is_stored_returned_and_defaults_to_the_endpoint(api: Api) -> None:
     alice = api.tokens.alice
     await api.ok("POST", "/proxy/failover/config", alice, 201, json={"proxyId": PROXY})
+    admin = api.tokens.admin  # private endpoints are an admin's to register (docs/security.md)
     relay = await _register(
-        api, "relay-a", endpoint="http://10.0.0.1:8080/health", trafficAddress="relay-a:1935"
+        api, "relay-a", admin, endpoint="http://10.0.0.1:8080/health", trafficAddress="relay-a:1935"
     )
-    plain = await _register(api, "relay-b", endpoint="https://10.0.0.2/health")
+    plain = await _register(api, "relay-b", admin, endpoint="https://10.0.0.2/health")
     assert relay["trafficAddress"] == "relay-a:1935"
     assert plain["trafficAddress"] is None  # unset: the endpoint's host and port are used
 

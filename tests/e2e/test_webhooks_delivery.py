@@ -26,6 +26,7 @@ from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
 from proxy_failover.store.webhooks import WebhookStore
 from tests.helpers.clock import FakeClock
+from tests.helpers.outbound import LOOPBACK_ALLOWED
 from tests.helpers.processes import free_port, wait_for
 from tests.helpers.webhook_receiver import WebhookReceiver
 
@@ -90,7 +91,9 @@ async def test_receiver_down_then_up_gets_every_delivery_signed_in_order(
     )
     await _emit(store, _note("instance.unhealthy", 1, instanceId="a"))
     await _emit(store, _note("failover.completed", 2, targetInstanceId="b"))
-    worker = DeliveryWorker(repos.queue, time_scale=0.001, poll_interval_seconds=0.05)
+    worker = DeliveryWorker(
+        repos.queue, time_scale=0.001, poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED
+    )
     async for _ in _worker_running(worker):
 
         async def failed_twice() -> bool:
@@ -144,7 +147,7 @@ async def test_only_subscriptions_made_by_admins_receive_health_check_detail(
         store,
         _note("instance.unhealthy", 1, instanceId="a", lastError="refused", lastLatencyMs=2.0),
     )
-    worker = DeliveryWorker(repos.queue, poll_interval_seconds=0.05)
+    worker = DeliveryWorker(repos.queue, poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED)
     try:
         async for _ in _worker_running(worker):
             await wait_for(lambda: _count(owners, 1), within=10)
@@ -176,7 +179,9 @@ async def test_next_delivery_waits_until_the_previous_one_succeeded(
             _note("failover.completed", 2),
             _note("failover.completed", 3),
         )
-        worker = DeliveryWorker(repos.queue, time_scale=0.001, poll_interval_seconds=0.05)
+        worker = DeliveryWorker(
+            repos.queue, time_scale=0.001, poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED
+        )
         async for _ in _worker_running(worker):
             await wait_for(lambda: _count(receiver, 3), within=10)
     finally:
@@ -199,7 +204,12 @@ async def test_two_workers_share_the_queue_without_duplicates_or_reordering(
         for epoch in range(1, 11):
             await _emit(store, _note("failover.completed", epoch))
         workers = [
-            DeliveryWorker(DeliveryQueue(store.engine), batch_size=2, poll_interval_seconds=0.02)
+            DeliveryWorker(
+                DeliveryQueue(store.engine),
+                batch_size=2,
+                poll_interval_seconds=0.02,
+                guard=LOOPBACK_ALLOWED,
+            )
             for _ in range(2)
         ]
         for worker in workers:
@@ -227,7 +237,9 @@ async def test_a_hanging_receiver_holds_back_only_its_own_subscription(
     hanging = await WebhookReceiver(SECRET).start()
     healthy = await WebhookReceiver(SECRET).start()
     hanging.answering.clear()
-    worker = DeliveryWorker(repos.queue, timeout_seconds=30, poll_interval_seconds=0.05)
+    worker = DeliveryWorker(
+        repos.queue, timeout_seconds=30, poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED
+    )
     try:
         for receiver in (hanging, healthy):
             await repos.webhooks.create_subscription(
@@ -256,7 +268,7 @@ async def test_delivery_is_dead_after_24h_of_hourly_retries_and_redeliver_revive
     await _emit(store, _note("redundancy.degraded", 4))
     t0 = datetime.now(UTC)
     clock = FakeClock(now=t0)
-    worker = DeliveryWorker(repos.queue, clock=clock)
+    worker = DeliveryWorker(repos.queue, clock=clock, guard=LOOPBACK_ALLOWED)
     attempts = 0
     while True:
         assert await worker.run_once() == 1
@@ -308,7 +320,7 @@ async def test_removed_subscription_cancels_pending_deliveries_and_gets_no_new_o
     assert delivery.status is DeliveryStatus.CANCELLED
     assert await repos.webhooks.list_subscriptions(PROXY) == []
     assert await repos.webhooks.redeliver(PROXY, delivery.id, now) is None
-    worker = DeliveryWorker(repos.queue)
+    worker = DeliveryWorker(repos.queue, guard=LOOPBACK_ALLOWED)
     assert await worker.run_once() == 0
 
 

@@ -59,7 +59,7 @@ class ScriptedProber:
         self.forgotten.append(instance_id)
 
     async def request_recovery(
-        self, url: str, payload: dict[str, Any], timeout_s: float
+        self, url: str, payload: dict[str, Any], timeout_s: float, *, trusted: bool
     ) -> CheckResult:
         self.recovery_posts.append((url, payload))
         return CheckResult(True, 1.0)

@@ -379,7 +379,7 @@ class Prober(Protocol):
     async def probe(self, target: Any) -> CheckResult: ...
     def forget(self, instance_id: str) -> None: ...
     async def request_recovery(
-        self, url: str, payload: dict[str, Any], timeout_s: float
+        self, url: str, payload: dict[str, Any], timeout_s: float, *, trusted: bool
     ) -> CheckResult: ...
 
 
@@ -429,9 +429,9 @@ class ObservedProber:
         self._inner.forget(instance_id)
 
     async def request_recovery(
-        self, url: str, payload: dict[str, Any], timeout_s: float
+        self, url: str, payload: dict[str, Any], timeout_s: float, *, trusted: bool
     ) -> CheckResult:
-        return await self._inner.request_recovery(url, payload, timeout_s)
+        return await self._inner.request_recovery(url, payload, timeout_s, trusted=trusted)
 
     @property
     def on_connection_lost(self) -> Callable[[str], None] | None:

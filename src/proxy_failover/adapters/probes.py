@@ -21,13 +21,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from proxy_failover.adapters.outbound import post_for_status
+from proxy_failover.adapters.outbound import (
+    GuardedTransport,
+    OutboundGuard,
+    OutboundRefused,
+    post_for_status,
+)
 from proxy_failover.core.model import (
     CheckResult,
     FailoverConfig,
     HealthCheckType,
     Instance,
 )
+from proxy_failover.core.outbound import OutboundPolicy
 from proxy_failover.core.validation import parse_expected_status, status_matches
 
 _USER_AGENT = "proxy-failover-probe/1"
@@ -54,6 +60,8 @@ class ProbeTarget:
     timeout: float
     host_header: str
     request: bytes = b""  # the HTTP request, built once (the hot path sends thousands a second)
+    #: Registered by an admin or the library: internal addresses allowed (``core.outbound``).
+    trusted: bool = True
 
     @property
     def connection_key(self) -> tuple[str, str, int]:
@@ -134,6 +142,7 @@ def build_target(instance: Instance, config: FailoverConfig) -> ProbeTarget:
         expected=parse_expected_status(check.expected_status),
         timeout=config.health_check_timeout_seconds,
         host_header=host_header,
+        trusted=instance.outbound_trusted,
         request=(
             f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n"
             f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
@@ -343,6 +352,8 @@ def _describe(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
+    if isinstance(exc, OutboundRefused):
+        return f"refused by the outbound policy: {exc}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, _ProtocolError):
@@ -367,7 +378,9 @@ class Prober:
         max_connecting: int = 256,
         verify_tls: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        guard: OutboundGuard | None = None,
     ) -> None:
+        self._guard = guard or OutboundGuard(OutboundPolicy())
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
         self._active = 0  # probes in flight, both paths (``start`` takes a slot only if free)
@@ -387,7 +400,7 @@ class Prober:
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
         self._ssl = ssl_context
-        self._http_client: httpx.AsyncClient | None = None
+        self._http_clients: dict[bool, httpx.AsyncClient] = {}  # recovery POSTs, by trust
         self._opening: dict[str, asyncio.Task[None]] = {}  # connects in flight, per instance
         #: Called with the instance id when the peer closes an idle pooled connection (the engine
         #: uses it to probe that instance early: a killed process closes its sockets at once).
@@ -398,17 +411,18 @@ class Prober:
         return build_target(instance, config)
 
     async def request_recovery(
-        self, url: str, payload: dict[str, Any], timeout_s: float
+        self, url: str, payload: dict[str, Any], timeout_s: float, *, trusted: bool
     ) -> CheckResult:
-        """POST a recovery request (SPEC §5); any 2xx is success, nothing raises."""
-        if self._http_client is None:
-            self._http_client = httpx.AsyncClient(verify=self._ssl)
+        """POST a recovery request (SPEC §5); any 2xx is success, nothing raises. ``trusted``: the
+        URL was registered by an admin (or the library), so internal addresses are allowed."""
+        client = self._http_clients.get(trusted)
+        if client is None:
+            transport = GuardedTransport(self._guard, trusted=trusted, verify=self._ssl)
+            client = self._http_clients[trusted] = httpx.AsyncClient(transport=transport)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):  # the whole exchange, a dripped body too
-                status = await post_for_status(
-                    self._http_client, url, json=payload, timeout=timeout_s
-                )
+                status = await post_for_status(client, url, json=payload, timeout=timeout_s)
         except TimeoutError:
             return CheckResult(False, _elapsed_ms(started), f"timed out after {timeout_s:g} s")
         except httpx.HTTPError as exc:
@@ -509,9 +523,9 @@ class Prober:
         for _, conn in self._pool.values():
             conn.abort()
         self._pool.clear()
-        if self._http_client is not None:
-            await self._http_client.aclose()
-            self._http_client = None
+        for client in self._http_clients.values():
+            await client.aclose()
+        self._http_clients.clear()
         await asyncio.sleep(0)  # let transports run their close callbacks
 
     # --- internals ----------------------------------------------------------------------------
@@ -543,13 +557,34 @@ class Prober:
             pooled[1].close()
 
     async def _tcp(self, target: ProbeTarget) -> None:
-        loop = asyncio.get_running_loop()
         async with self._connecting:
-            transport, _ = await loop.create_connection(asyncio.Protocol, target.host, target.port)
+            transport, _ = await self._create_connection(target, asyncio.Protocol)
         transport.close()
 
-    async def _connect(self, target: ProbeTarget) -> _HttpConnection:
+    async def _create_connection(
+        self,
+        target: ProbeTarget,
+        protocol: Callable[[], asyncio.BaseProtocol],
+        tls: ssl.SSLContext | None = None,
+    ) -> tuple[asyncio.BaseTransport, Any]:
+        """Connect to the first answering address the outbound policy allows for ``target``:
+        the very addresses checked, so a name re-resolved elsewhere (DNS rebinding) is never
+        reached. TLS still verifies and sends SNI for the name."""
         loop = asyncio.get_running_loop()
+        addresses = await self._guard.addresses(target.host, target.port, trusted=target.trusted)
+        server_hostname = target.host if tls is not None else None
+        error: OSError | None = None
+        for address in addresses:
+            try:
+                return await loop.create_connection(
+                    protocol, address, target.port, ssl=tls, server_hostname=server_hostname
+                )
+            except OSError as exc:
+                error = exc
+        assert error is not None  # the resolver gives at least one address or raises
+        raise error
+
+    async def _connect(self, target: ProbeTarget) -> _HttpConnection:
         use_tls = target.kind is HealthCheckType.HTTPS
         listener = self.on_connection_lost
         instance_id = target.instance_id
@@ -559,14 +594,8 @@ class Prober:
                 return _HttpConnection()
             return _HttpConnection(lambda: listener(instance_id))
 
-        _, conn = await loop.create_connection(
-            protocol,
-            target.host,
-            target.port,
-            ssl=self._ssl if use_tls else None,
-            server_hostname=target.host if use_tls else None,
-        )
-        return conn
+        _, conn = await self._create_connection(target, protocol, self._ssl if use_tls else None)
+        return cast(_HttpConnection, conn)
 
     async def _http(self, target: ProbeTarget) -> int:
         payload = target.request

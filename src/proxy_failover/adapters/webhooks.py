@@ -22,9 +22,10 @@ from datetime import UTC, datetime
 import httpx
 
 from proxy_failover.adapters.metrics import Metrics
-from proxy_failover.adapters.outbound import post_for_status
+from proxy_failover.adapters.outbound import GuardedTransport, OutboundGuard, post_for_status
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
+from proxy_failover.core.outbound import OutboundPolicy
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
 from proxy_failover.store.deliveries import DeliveryQueue
 from proxy_failover.store.gauges import Gauges
@@ -64,8 +65,8 @@ class DeliveryWorker:
         timeout_seconds: float = 10.0,
         poll_interval_seconds: float = 1.0,
         batch_size: int = 20,
-        transport: httpx.AsyncBaseTransport | None = None,
         on_attempt: AttemptObserver | None = None,
+        guard: OutboundGuard | None = None,
     ) -> None:
         self.queue = queue
         self.clock = clock
@@ -78,8 +79,9 @@ class DeliveryWorker:
         self.batch_size = batch_size
         self.on_attempt = on_attempt
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        #: Receivers are reached only at addresses the outbound policy allows the subscriber.
+        self._guard = guard or OutboundGuard(OutboundPolicy())
+        self._clients: dict[bool, httpx.AsyncClient] = {}  # by the subscriber's trust
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -89,15 +91,17 @@ class DeliveryWorker:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
+    def _http(self, trusted: bool) -> httpx.AsyncClient:
+        client = self._clients.get(trusted)
+        if client is None:
+            transport = GuardedTransport(self._guard, trusted=trusted)
+            client = self._clients[trusted] = httpx.AsyncClient(
                 timeout=self.timeout_seconds,
                 follow_redirects=False,
-                transport=self._transport,
+                transport=transport,
                 headers={"User-Agent": USER_AGENT},
             )
-        return self._client
+        return client
 
     def start(self) -> None:
         """Run ``run()`` in the background until ``stop()``."""
@@ -118,9 +122,9 @@ class DeliveryWorker:
         if in_flight:
             with contextlib.suppress(Exception):  # else the leases simply expire
                 await self.queue.release(self.owner)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
     def wake(self) -> None:
         """New deliveries may be due: look now rather than at the next poll."""
@@ -230,7 +234,7 @@ class DeliveryWorker:
         try:
             async with asyncio.timeout(self.timeout_seconds):  # bounds the whole exchange
                 status_code = await post_for_status(
-                    self._http(), delivery.url, content=body, headers=headers
+                    self._http(delivery.made_by_admin), delivery.url, content=body, headers=headers
                 )
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"

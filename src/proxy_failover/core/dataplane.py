@@ -80,9 +80,12 @@ def traffic_address(instance: Instance) -> tuple[str, int] | None:
     its ``endpoint`` (an http(s) URL without a port means 80/443); None when neither says."""
     if instance.traffic_address:
         return split_host_port(instance.traffic_address)
-    endpoint = instance.endpoint
-    if not endpoint:
-        return None
+    return endpoint_address(instance.endpoint) if instance.endpoint else None
+
+
+def endpoint_address(endpoint: str) -> tuple[str, int] | None:
+    """The host and port an endpoint (``host:port`` or an http(s) URL, 80/443 by default) or a
+    URL connects to; None when it names none."""
     if "://" not in endpoint:
         return split_host_port(endpoint)
     parts = urlsplit(endpoint)

@@ -211,6 +211,9 @@ class Instance:
     status_changed_at: datetime | None = None
     #: When a health report (``update_instance_health``) last set the status; None if never.
     last_report_at: datetime | None = None
+    #: Endpoint and recovery URL set by an admin or the library, so they may be internal
+    #: addresses (``core.outbound``); False once a non-admin set either of them.
+    outbound_trusted: bool = True
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -101,6 +101,8 @@ class ClaimedDelivery:
     body: str
     attempts: int  # made before this one
     first_attempt_at: datetime | None
+    #: The subscription was made by an admin: its URL may be internal (``core.outbound``).
+    made_by_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ class ProbeAdapter(Protocol):
         """Drop the instance's pooled connection (it is no longer probed, or moved)."""
 
     async def request_recovery(
-        self, url: str, payload: dict[str, Any], timeout_s: float
+        self, url: str, payload: dict[str, Any], timeout_s: float, *, trusted: bool
     ) -> CheckResult:
         """POST a recovery request (SPEC §5)."""
 

@@ -155,7 +155,10 @@ class Recoveries:
         async def post() -> None:
             try:
                 result = await self._prober.request_recovery(
-                    url, payload, config.health_check_timeout_seconds
+                    url,
+                    payload,
+                    config.health_check_timeout_seconds,
+                    trusted=instance.outbound_trusted,
                 )
                 if not result.success:
                     log.warning(

@@ -146,10 +146,18 @@ class ProxyFailoverService:
     # --- instances (instances.py) -------------------------------------------------------------
 
     async def register_proxy_instance(
-        self, proxy_id: str, user_id: str, instance_data: Mapping[str, Any]
+        self,
+        proxy_id: str,
+        user_id: str,
+        instance_data: Mapping[str, Any],
+        *,
+        outbound_trusted: bool = True,
     ) -> Instance:
-        """Add an instance (name unique per proxy, 005); an unknown proxy gets a default config."""
-        return await instances.register_proxy_instance(self._ctx, proxy_id, user_id, instance_data)
+        """Add an instance (name unique per proxy, 005); an unknown proxy gets a default config.
+        ``outbound_trusted``: an admin or the library registers it (``core.outbound``)."""
+        return await instances.register_proxy_instance(
+            self._ctx, proxy_id, user_id, instance_data, outbound_trusted=outbound_trusted
+        )
 
     async def get_proxy_instances(self, proxy_id: str) -> list[Instance]:
         """The proxy's instances in preference order (empty for an unknown proxy)."""
@@ -159,10 +167,17 @@ class ProxyFailoverService:
         return await instances.get_instance(self._ctx, instance_id)
 
     async def update_instance(
-        self, instance_id: str, user_id: str, changes: Mapping[str, Any]
+        self,
+        instance_id: str,
+        user_id: str,
+        changes: Mapping[str, Any],
+        *,
+        outbound_trusted: bool = True,
     ) -> Instance:
         """PATCH priority, weight, endpoint, trafficAddress, recoveryUrl, adminState, metadata."""
-        return await instances.update_instance(self._ctx, instance_id, user_id, changes)
+        return await instances.update_instance(
+            self._ctx, instance_id, user_id, changes, outbound_trusted=outbound_trusted
+        )
 
     async def delete_instance(self, instance_id: str, user_id: str) -> None:
         """Remove an instance; the active one first hands its role on (a completed switchover)."""

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy_failover.core import failover as core_failover
+from proxy_failover.core import outbound, strategies, validation
 from proxy_failover.core import redundancy as core_redundancy
-from proxy_failover.core import strategies, validation
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, instance_not_found
 from proxy_failover.core.model import (
     EventStatus,
@@ -33,9 +33,17 @@ from proxy_failover.store import Reader, new_id
 
 
 async def register_proxy_instance(
-    ctx: ServiceContext, proxy_id: str, user_id: str, instance_data: Mapping[str, Any]
+    ctx: ServiceContext,
+    proxy_id: str,
+    user_id: str,
+    instance_data: Mapping[str, Any],
+    *,
+    outbound_trusted: bool = True,
 ) -> Instance:
-    """Add an instance (name unique per proxy, 005); an unknown proxy gets a default config."""
+    """Add an instance (name unique per proxy, 005); an unknown proxy gets a default config.
+
+    ``outbound_trusted``: the registrant is an admin or the library, so probes and recovery POSTs
+    may reach internal addresses (``core.outbound``; the API passes the caller's role)."""
     proxy_id = validation.validate_proxy_id(proxy_id)
     user = require_text(user_id, "userId")
     assert user is not None
@@ -48,6 +56,7 @@ async def register_proxy_instance(
         proxy_id=proxy_id,
         user_id=user,
         is_active=False,
+        outbound_trusted=outbound_trusted,
         created_at=now,
         updated_at=now,
     )
@@ -92,7 +101,12 @@ async def get_instance(ctx: ServiceContext, instance_id: str) -> Instance:
 
 
 async def update_instance(
-    ctx: ServiceContext, instance_id: str, user_id: str, changes: Mapping[str, Any]
+    ctx: ServiceContext,
+    instance_id: str,
+    user_id: str,
+    changes: Mapping[str, Any],
+    *,
+    outbound_trusted: bool = True,
 ) -> Instance:
     """PATCH priority, weight, endpoint, trafficAddress, recoveryUrl, adminState, metadata.
 
@@ -114,6 +128,9 @@ async def update_instance(
             user_id=before.user_id,
             created_at=before.created_at,
             is_active=before.is_active,
+            outbound_trusted=outbound.trusted_after_patch(
+                before, after, by_trusted=outbound_trusted
+            ),
             updated_at=now,
         )
         await unit.save_instance(after)

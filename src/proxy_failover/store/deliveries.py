@@ -172,6 +172,8 @@ class DeliveryQueue:
                 ),
                 attempts=row["attempts"],
                 first_attempt_at=row["first_attempt_at"],
+                # set from the subscriber's role when it subscribed, like health detail
+                made_by_admin=row["include_health_detail"],
             )
             for row in rows
         ]

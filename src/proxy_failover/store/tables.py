@@ -113,6 +113,8 @@ instances = sa.Table(
     sa.Column("instance_type", sa.String(64), nullable=False),
     sa.Column("endpoint", sa.String(2048), nullable=True),
     sa.Column("traffic_address", sa.String(261), nullable=True),
+    # migration 0010: True for rows older than the outbound policy (registered before it existed)
+    sa.Column("outbound_trusted", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Column("recovery_url", sa.String(2048), nullable=True),
     sa.Column("priority", sa.Integer(), nullable=False),
     sa.Column("weight", sa.Integer(), nullable=False),

@@ -7,14 +7,18 @@ A proxy's owner and an instance's proxy never change, so both are remembered per
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from proxy_failover.adapters.outbound import OutboundGuard, OutboundRefused
 from proxy_failover.bootstrap import Runtime
+from proxy_failover.core.dataplane import endpoint_address
 from proxy_failover.core.errors import (
     Forbidden,
+    InvalidInput,
     Unauthenticated,
     config_not_found,
     instance_not_found,
@@ -100,6 +104,29 @@ async def get_service(request: Request) -> ProxyFailoverService:
     return service
 
 
+async def get_outbound(request: Request) -> OutboundGuard:
+    guard: OutboundGuard = request.app.state.runtime.outbound
+    return guard
+
+
+async def check_outbound(
+    guard: OutboundGuard, caller: Caller, destinations: Mapping[str, object]
+) -> None:
+    """400/001 for a URL or endpoint (``{field: value}``) the outbound policy refuses to this
+    caller (``core.outbound``), before anything is stored. Malformed values pass: the service's
+    validation refuses them with its own message."""
+    for field, value in destinations.items():
+        address = endpoint_address(value) if isinstance(value, str) else None
+        if address is None:
+            continue
+        try:
+            await guard.check_at_registration(*address, trusted=caller.is_admin)
+        except OutboundRefused as exc:
+            raise InvalidInput(
+                f"{field} is refused by the outbound policy: {exc}", details={"field": field}
+            ) from None
+
+
 async def get_ownership(request: Request) -> Ownership:
     ownership: Ownership = request.app.state.ownership
     return ownership
@@ -128,5 +155,6 @@ async def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Calle
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[ProxyFailoverService, Depends(get_service)]
 OwnershipDep = Annotated[Ownership, Depends(get_ownership)]
+OutboundDep = Annotated[OutboundGuard, Depends(get_outbound)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -17,7 +17,14 @@ from proxy_failover.core.errors import config_not_found
 from proxy_failover.core.model import NotificationType
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api.auth import Caller
-from proxy_failover.entrypoints.api.deps import CallerDep, Ownership, OwnershipDep, ServiceDep
+from proxy_failover.entrypoints.api.deps import (
+    CallerDep,
+    OutboundDep,
+    Ownership,
+    OwnershipDep,
+    ServiceDep,
+    check_outbound,
+)
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import COMMON_ERRORS, ok, ok_list, ok_page
 from proxy_failover.entrypoints.api.schemas import (
@@ -114,8 +121,10 @@ async def subscribe(
     caller: CallerDep,
     ownership: OwnershipDep,
     service: ServiceDep,
+    outbound: OutboundDep,
 ) -> Response:
     await ownership.check_proxy(caller, proxy_id)
+    await check_outbound(outbound, caller, {"url": body.url})
     sub = await service.create_webhook_subscription(
         proxy_id,
         caller.user_id,

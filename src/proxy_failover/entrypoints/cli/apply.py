@@ -72,6 +72,7 @@ _INSTANCE_OBSERVED = frozenset(
         "average_latency_ms",
         "error_rate",
         "status_changed_at",
+        "outbound_trusted",
         "created_at",
         "updated_at",
     }

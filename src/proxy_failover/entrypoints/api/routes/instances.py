@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
@@ -12,8 +12,10 @@ from proxy_failover.entrypoints.api.auth import Caller
 from proxy_failover.entrypoints.api.deps import (
     AdminDep,
     CallerDep,
+    OutboundDep,
     OwnershipDep,
     ServiceDep,
+    check_outbound,
 )
 from proxy_failover.entrypoints.api.middleware import StrictJsonRoute
 from proxy_failover.entrypoints.api.responses import (
@@ -60,6 +62,11 @@ def instance_response(
     )
 
 
+def _destinations(data: dict[str, Any]) -> dict[str, object]:
+    """The fields of an instance body that make the engine connect somewhere."""
+    return {name: data[name] for name in ("endpoint", "recoveryUrl") if name in data}
+
+
 def instance_body(instance: Instance, caller: Caller, message: str) -> bytes:
     """``instance_response``'s body alone (the health short path sends it without a Response)."""
     return ok_body(InstancePublic.model_validate(instance), message, exclude=_hidden(caller))
@@ -73,11 +80,17 @@ def instance_body(instance: Instance, caller: Caller, message: str) -> bytes:
     summary="Register an instance (creates the proxy's default configuration if new)",
 )
 async def register(
-    body: InstanceRequest, caller: CallerDep, service: ServiceDep, ownership: OwnershipDep
+    body: InstanceRequest,
+    caller: CallerDep,
+    service: ServiceDep,
+    ownership: OwnershipDep,
+    outbound: OutboundDep,
 ) -> Response:
     await ownership.may_create(caller, body.proxy_id)
+    data = body.instance_data.to_service()
+    await check_outbound(outbound, caller, _destinations(data))
     instance = await service.register_proxy_instance(
-        body.proxy_id, caller.user_id, body.instance_data.to_service()
+        body.proxy_id, caller.user_id, data, outbound_trusted=caller.is_admin
     )
     ownership.remember_instance(instance)
     return instance_response(instance, caller, "Proxy instance registered", status_code=201)
@@ -141,9 +154,14 @@ async def patch_instance(
     caller: CallerDep,
     service: ServiceDep,
     ownership: OwnershipDep,
+    outbound: OutboundDep,
 ) -> Response:
     await ownership.check_instance(caller, instance_id)
-    instance = await service.update_instance(instance_id, caller.user_id, body.to_service())
+    changes = body.to_service()
+    await check_outbound(outbound, caller, _destinations(changes))
+    instance = await service.update_instance(
+        instance_id, caller.user_id, changes, outbound_trusted=caller.is_admin
+    )
     return instance_response(instance, caller, "Proxy instance updated")
 
 
