@@ -16,7 +16,7 @@ import httpx
 from proxy_failover.adapters.dataplanes.agent import AgentSettings, DataPlaneError, ProxyFollower
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
 from proxy_failover.client import AsyncFailoverClient
-from proxy_failover.core.dataplane import DesiredState
+from proxy_failover.core.dataplane import DesiredState, SwitchPolicy, leaving_policy
 from tests.helpers.processes import wait_for
 
 
@@ -30,11 +30,14 @@ class ScriptedControlPlane:
     up: bool = True
     events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     stream_requests: list[str | None] = field(default_factory=list)
+    reads_held: asyncio.Event | None = None  # REST reads wait until it is set
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    async def handler(self, request: httpx.Request) -> httpx.Response:
         if not self.up:
             raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
+        if self.reads_held is not None and not path.endswith("/stream"):
+            await self.reads_held.wait()
         if path.endswith("/stream"):
             last = request.headers.get("Last-Event-ID")
             self.stream_requests.append(last)
@@ -149,6 +152,60 @@ async def test_a_switch_event_is_applied_at_once_and_a_lagging_read_does_not_und
             assert applied[-1] == (6, "i-b")
             assert all(epoch == 6 for epoch, _ in applied[applied.index((6, "i-b")) :])
         finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
+    """The event moves the traffic at once; it does not queue behind a read in flight."""
+    cp, plane = ScriptedControlPlane(epoch=5, active="i-a"), RecordingPlane()
+    switch = {"eventType": "switchover", "targetInstanceId": "i-b", "sourceInstanceId": "i-a"}
+    follower, _metrics, client = _follower(cp, plane)
+    async with client:
+        assert await follower.sync("start")
+        cp.reads_held = asyncio.Event()  # every read from now on hangs
+        cp.events = [(9, "failover.started", {"epoch": 6, "data": switch})]
+        task = asyncio.create_task(follower.run())
+        try:
+            await wait_for(lambda: _async(plane.applied[-1].epoch == 6))
+            assert plane.applied[-1].active_instance_id == "i-b"
+            source = plane.applied[-1].target("i-a")
+            assert source is not None
+            assert source.healthy  # a planned move: i-a drains
+        finally:
+            cp.reads_held.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_health_event_makes_the_failover_that_follows_cut_the_source() -> None:
+    """instance.unhealthy then failover.completed, both ahead of any read: the moved state knows
+    its source is unhealthy, so a data plane cuts its connections instead of draining them."""
+    cp, plane = ScriptedControlPlane(epoch=5, active="i-a"), RecordingPlane()
+    failover = {"eventType": "failover", "targetInstanceId": "i-b", "sourceInstanceId": "i-a"}
+    follower, _metrics, client = _follower(cp, plane)
+    async with client:
+        assert await follower.sync("start")
+        cp.reads_held = asyncio.Event()
+        cp.events = [
+            (
+                3,
+                "instance.unhealthy",
+                {"epoch": 5, "data": {"instanceId": "i-a", "status": "unhealthy"}},
+            ),
+            (4, "failover.completed", {"epoch": 6, "data": failover}),
+        ]
+        task = asyncio.create_task(follower.run())
+        try:
+            await wait_for(lambda: _async(plane.applied[-1].epoch == 6))
+            moved = plane.applied[-1]
+            source = moved.target("i-a")
+            assert moved.active_instance_id == "i-b"
+            assert source is not None
+            assert (source.healthy, source.serving) == (False, False)
+            assert leaving_policy(source) is SwitchPolicy.CUT
+        finally:
+            cp.reads_held.set()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 

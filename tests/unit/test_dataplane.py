@@ -17,6 +17,7 @@ from proxy_failover.core.dataplane import (
     stopped_serving,
     traffic_address,
     traffic_weights,
+    with_health,
 )
 from proxy_failover.core.model import AdminState, HealthStatus, LoadBalancingAlgorithm
 from tests.helpers.factories import PROXY, inst
@@ -174,6 +175,29 @@ def test_a_switch_announced_by_an_event_moves_the_traffic_without_a_read() -> No
     assert moved_by_event(before, None, 4) is None
     balanced = desired_state(PROXY, [inst("a"), inst("b")], "a", 3, load_balanced=True)
     assert moved_by_event(balanced, "b", 4) is None
+
+
+def test_a_health_event_is_folded_in_so_the_move_that_follows_cuts() -> None:
+    before = desired_state(PROXY, [inst("a"), inst("b"), inst("c")], "a", 3, load_balanced=False)
+    sick = with_health(before, "a", "unhealthy")
+    assert sick is not None
+    a = sick.target("a")
+    assert a is not None
+    assert (a.healthy, a.eligible, a.serving) == (False, False, True)  # still active until moved
+    moved = moved_by_event(sick, "b", 4)
+    assert moved is not None
+    assert leaving_policy(moved.target("a")) is SwitchPolicy.CUT
+    assert with_health(sick, "a", "unhealthy") is None  # nothing new
+    assert with_health(before, "zz", "unhealthy") is None
+    assert with_health(before, "a", "unknown") is None
+    assert with_health(before, "a", None) is None
+    balanced = desired_state(PROXY, [inst("a"), inst("b")], None, 3, load_balanced=True)
+    pool = with_health(balanced, "b", "unhealthy")
+    assert pool is not None
+    assert [t.name for t in pool.serving] == ["a"]
+    back = with_health(pool, "b", "healthy")
+    assert back is not None
+    assert [t.name for t in back.serving] == ["a", "b"]
 
 
 def test_connections_are_cut_on_instances_that_serve_nothing_and_are_not_healthy() -> None:

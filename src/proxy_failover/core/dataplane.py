@@ -164,6 +164,31 @@ def moved_by_event(state: DesiredState, target_id: object, epoch: int) -> Desire
     return dataclasses.replace(state, epoch=epoch, active_instance_id=target_id, targets=targets)
 
 
+def with_health(state: DesiredState, instance_id: object, status: object) -> DesiredState | None:
+    """``state`` with one instance's health as an ``instance.healthy``/``instance.unhealthy``
+    event tells it, applied at once: a move that follows (the failover event) then sees its source
+    unhealthy and cuts, and a load-balanced pool drops or regains the instance before the full
+    re-read. None when the event changes nothing (unknown instance or status, same health)."""
+    if status not in (HealthStatus.HEALTHY.value, HealthStatus.UNHEALTHY.value):
+        return None
+    health = HealthStatus(status)
+    instance = next((i for i in state.instances if i.id == instance_id), None)
+    if instance is None or instance.health_status is health:
+        return None
+    instances = tuple(
+        dataclasses.replace(i, health_status=health) if i is instance else i
+        for i in state.instances
+    )
+    return desired_state(
+        state.proxy_id,
+        instances,
+        state.active_instance_id,
+        state.epoch,
+        load_balanced=state.load_balanced,
+        algorithm=state.algorithm,
+    )
+
+
 def is_newer_or_same(epoch: int, applied_epoch: int | None) -> bool:
     """Fencing: a state is applied only if its epoch is ≥ the last one applied."""
     return applied_epoch is None or epoch >= applied_epoch

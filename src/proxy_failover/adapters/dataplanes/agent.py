@@ -34,6 +34,7 @@ from proxy_failover.core.dataplane import (
     desired_state,
     is_newer_or_same,
     moved_by_event,
+    with_health,
 )
 from proxy_failover.core.errors import ErrorCode, FailoverError
 
@@ -45,6 +46,8 @@ MAX_RETRY_SECONDS = 2.0
 #: Stream events that move the active role, and the event types (of their ``data``) that do.
 _SWITCH_NOTIFICATIONS = frozenset({"failover.started", "failover.completed"})
 _SWITCH_EVENT_TYPES = frozenset({"failover", "failback", "switchover"})
+#: Stream events that change one instance's health (folded into the state at once).
+_HEALTH_NOTIFICATIONS = frozenset({"instance.healthy", "instance.unhealthy"})
 
 
 class DataPlaneError(Exception):
@@ -109,7 +112,14 @@ class ProxyFollower:
         self.applied: DesiredState | None = None
         self.last_event_id: int | None = None
         self._wake = asyncio.Event()
-        self._announced: DesiredState | None = None  # a switch told by an event, not yet applied
+        # A state told by events (a switch, a health change), applied at once by its own task,
+        # without waiting for a full read in flight; the lock keeps data-plane applies whole.
+        # It stays the base for the next event until a full read begun after it is applied.
+        self._told: DesiredState | None = None
+        self._told_at = 0  # events seen when it was told
+        self._events_seen = 0
+        self._announce = asyncio.Event()
+        self._apply_lock = asyncio.Lock()
         self._trigger = "start"
         self._control_plane_ok: bool | None = None
         self._data_plane_ok: bool | None = None
@@ -131,6 +141,7 @@ class ProxyFollower:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._apply_loop())
+            group.create_task(self._event_loop())
             group.create_task(self._stream_loop())
             group.create_task(self._timer_loop())
 
@@ -144,18 +155,14 @@ class ProxyFollower:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            trigger = self._trigger
-            announced, self._announced = self._announced, None
-            if announced is not None and not self.is_stale(announced.epoch):
-                # The switch first (no round trip), then the full read that confirms it.
-                await self.apply(announced, "event")
-            if not await self.sync(trigger):
+            if not await self.sync(self._trigger):
                 # Retry soon rather than at the next period: "after reconnecting to either side".
                 await asyncio.sleep(self.settings.retry_seconds)
                 self.request_sync("retry")
 
     async def sync(self, trigger: str) -> bool:
         """Fetch the desired state and apply it; False when either side failed."""
+        seen = self._events_seen
         try:
             state = await fetch_desired_state(self.client, self.proxy_id)
         except (FailoverError, httpx.HTTPError, OSError) as error:
@@ -164,26 +171,47 @@ class ProxyFollower:
             return False
         self._control_plane_changed(True)
         self.metrics.last_fetched.labels(self.proxy_id).set(time.time())
-        if self.is_stale(state.epoch):
-            assert self.applied is not None
-            self.metrics.stale_ignored.labels(self.proxy_id).inc()
-            log.warning(
-                "proxy %s: ignoring a state of epoch %d older than the applied epoch %d",
-                self.proxy_id,
-                state.epoch,
-                self.applied.epoch,
-            )
-            return True
-        return await self.apply(state, trigger)
+        applied = await self.apply(state, trigger)
+        if applied and seen >= self._told_at:
+            self._told = None  # this read knows everything the events told
+        return applied
+
+    async def _event_loop(self) -> None:
+        """Applies what events announced as soon as they arrive; the full read follows."""
+        done: DesiredState | None = None
+        while True:
+            await self._announce.wait()
+            self._announce.clear()
+            told = self._told
+            if told is not None and told is not done:
+                done = told
+                await self.apply(told, "event")
 
     async def apply(self, state: DesiredState, trigger: str) -> bool:
-        """Apply ``state`` to the data plane; False (and logged once) when it failed."""
-        try:
-            await self.plane.apply(state)
-        except DataPlaneError as error:
-            self.metrics.apply_failures.labels(self.proxy_id).inc()
-            self._data_plane_changed(False, error)
-            return False
+        """Apply ``state`` to the data plane unless it is older than the applied one (fencing,
+        checked under the lock: an event may have moved the traffic while this state was read);
+        False (and logged once) when the data plane failed."""
+        async with self._apply_lock:
+            if self.is_stale(state.epoch):
+                assert self.applied is not None
+                self.metrics.stale_ignored.labels(self.proxy_id).inc()
+                log.warning(
+                    "proxy %s: ignoring a state of epoch %d older than the applied epoch %d",
+                    self.proxy_id,
+                    state.epoch,
+                    self.applied.epoch,
+                )
+                return True
+            try:
+                await self.plane.apply(state)
+            except DataPlaneError as error:
+                self.metrics.apply_failures.labels(self.proxy_id).inc()
+                self._data_plane_changed(False, error)
+                return False
+            self._applied(state, trigger)
+        return True
+
+    def _applied(self, state: DesiredState, trigger: str) -> None:
         self._data_plane_changed(True)
         if self.applied is None or self.applied.active_instance_id != state.active_instance_id:
             active = state.target(state.active_instance_id)
@@ -198,7 +226,6 @@ class ProxyFollower:
         self.metrics.applies.labels(self.proxy_id, trigger).inc()
         self.metrics.applied_epoch.labels(self.proxy_id).set(state.epoch)
         self.metrics.last_applied.labels(self.proxy_id).set(time.time())
-        return True
 
     async def _stream_loop(self) -> None:
         delay = self.settings.retry_seconds
@@ -241,17 +268,24 @@ class ProxyFollower:
                 self.applied.epoch if self.applied else -1,
             )
             return
+        self._events_seen += 1
         details = event.data.get("data")
-        if (
-            event.type in _SWITCH_NOTIFICATIONS
-            and isinstance(details, dict)
-            and details.get("eventType") in _SWITCH_EVENT_TYPES
-            and event.epoch is not None
-            and self.applied is not None
-        ):
-            announced = moved_by_event(self.applied, details.get("targetInstanceId"), event.epoch)
+        known = self.applied  # the latest state: told by events, or else applied
+        if self._told is not None and not self.is_stale(self._told.epoch):
+            known = self._told
+        if known is not None and isinstance(details, dict):
+            announced: DesiredState | None = None
+            if (
+                event.type in _SWITCH_NOTIFICATIONS
+                and details.get("eventType") in _SWITCH_EVENT_TYPES
+                and event.epoch is not None
+            ):
+                announced = moved_by_event(known, details.get("targetInstanceId"), event.epoch)
+            elif event.type in _HEALTH_NOTIFICATIONS:
+                announced = with_health(known, details.get("instanceId"), details.get("status"))
             if announced is not None:
-                self._announced = announced
+                self._told, self._told_at = announced, self._events_seen
+                self._announce.set()
         self.request_sync("event")
 
     def _control_plane_changed(self, ok: bool, error: BaseException | None = None) -> None:
