@@ -7,11 +7,6 @@ whoever the bearer token names, so the library's ``user_id`` parameters are not 
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
-import re
-import types
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +16,15 @@ from urllib.parse import quote
 
 import httpx
 
-from proxy_failover.core.errors import ErrorCode, FailoverError, code_for_status
+from proxy_failover.client_wire import (
+    STREAM_READ_TIMEOUT_SECONDS,
+    StreamEvent,
+    camel,
+    error_from_response,
+    from_json,
+    stream_event,
+)
+from proxy_failover.core.errors import ErrorCode, FailoverError
 from proxy_failover.core.model import (
     CheckResult,
     Evaluation,
@@ -31,56 +34,15 @@ from proxy_failover.core.model import (
     FailoverConfig,
     FailoverEvent,
     Instance,
-    MetricSample,
     ProxySummary,
     RedundancyStatus,
     Route,
     StoredMetricSample,
 )
 
+__all__ = ["AsyncFailoverClient", "FailoverClient", "StreamEvent", "error_from_response"]
+
 T = TypeVar("T")
-_CAMEL = re.compile(r"_([a-z])")
-
-
-def _camel(name: str) -> str:
-    return _CAMEL.sub(lambda match: match.group(1).upper(), name)
-
-
-def _convert(hint: Any, value: Any) -> Any:
-    """A JSON value as the type ``hint`` names (dataclasses, enums, datetimes, tuples, lists)."""
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _convert(options[0], value) if len(options) == 1 else value
-    if origin in (tuple, list):
-        (item, *_) = typing.get_args(hint) or (Any,)
-        converted = [_convert(item, element) for element in value]
-        return tuple(converted) if origin is tuple else converted
-    if isinstance(hint, type):
-        if dataclasses.is_dataclass(hint):
-            return from_json(hint, value)
-        if issubclass(hint, enum.Enum):
-            return hint(value)
-        if issubclass(hint, datetime):
-            return datetime.fromisoformat(value)
-        if hint is float and isinstance(value, int):
-            return float(value)
-    return value
-
-
-def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build the library dataclass ``cls`` from the API's camelCase JSON object."""
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = _camel(field.name)
-        if key in data:
-            values[field.name] = _convert(hints[field.name], data[key])
-    if cls is StoredMetricSample and values.get("sample") is None:
-        values["sample"] = MetricSample()  # samples are shown to admins only
-    return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,30 +67,15 @@ class _Call(Generic[T]):
         return from_json(self.kind, data)  # type: ignore[no-any-return]
 
 
-def error_from_response(response: httpx.Response) -> FailoverError:
-    """The server's error body as a ``FailoverError`` (code, message, details)."""
-    try:
-        error = response.json()["error"]
-        code = ErrorCode(error["code"])
-        return FailoverError(str(error.get("message", "")), code, dict(error.get("details") or {}))
-    except (ValueError, KeyError, TypeError):
-        # not the API's error body (a proxy in between answered): the status's generic code
-        return FailoverError(
-            f"HTTP {response.status_code}: {response.text[:200]}",
-            code_for_status(response.status_code),
-            {"statusCode": response.status_code},
-        )
-
-
 def _body(data: Mapping[str, Any]) -> dict[str, Any]:
     """A library-style mapping as the API's camelCase body: the library takes snake_case keys as
     well as camelCase (SPEC §6), the API only camelCase. Keys of ``healthCheck`` are renamed too;
     ``metadata`` is the caller's free JSON and is sent as given."""
     body: dict[str, Any] = {}
     for key, value in data.items():
-        name = _camel(key)
+        name = camel(key)
         if name == "healthCheck" and isinstance(value, Mapping):
-            value = {_camel(inner): item for inner, item in value.items()}
+            value = {camel(inner): item for inner, item in value.items()}
         body[name] = value
     return body
 
@@ -266,40 +213,6 @@ class _Calls:
     @staticmethod
     def explain(proxy_id: str) -> _Call[Explanation]:
         return _Call("GET", f"/proxy/{_p(proxy_id)}/explain", Explanation)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One server-sent event of ``GET /proxy/:id/stream``: its log position, type and payload."""
-
-    id: int | None
-    type: str
-    data: dict[str, Any]
-
-    @property
-    def epoch(self) -> int | None:
-        value = self.data.get("epoch")
-        return value if isinstance(value, int) else None
-
-
-#: A stream sends a keepalive comment every 15 s: three missed ones mean the connection is dead.
-STREAM_READ_TIMEOUT_SECONDS = 45.0
-
-
-def _stream_event(fields: Mapping[str, str]) -> StreamEvent | None:
-    """The event made of one block of ``field: value`` lines; None for comments-only blocks."""
-    if "data" not in fields:
-        return None
-    try:
-        data = json.loads(fields["data"])
-    except ValueError:
-        data = {}
-    event_id = fields.get("id", "")
-    return StreamEvent(
-        int(event_id) if event_id.isdigit() else None,
-        fields.get("event", "message"),
-        data if isinstance(data, dict) else {},
-    )
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -600,7 +513,7 @@ class AsyncFailoverClient:
                     if name:  # a line starting with ':' is a comment (keepalive)
                         fields[name] = value.removeprefix(" ")
                     continue
-                event = _stream_event(fields)
+                event = stream_event(fields)
                 fields = {}
                 if event is not None:
                     yield event
