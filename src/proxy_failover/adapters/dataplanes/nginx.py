@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,6 +107,7 @@ class NginxDataPlane:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a hung command dies whole
             )
         except OSError as error:
             raise DataPlaneError(f"reload command failed to start: {error}") from error
@@ -113,7 +115,8 @@ class NginxDataPlane:
             async with asyncio.timeout(self.reload_timeout):
                 output, _ = await process.communicate()
         except TimeoutError:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             raise DataPlaneError(
                 f"reload command still running after {self.reload_timeout:g}s: killed"

@@ -1,0 +1,151 @@
+"""``NginxDataPlane`` in-process: real files and real reload commands (a shell that logs each run),
+no nginx: when it writes, when it reloads, what a failed or hung reload does, and the CLI's checks
+of its options (the real nginx is driven in tests/e2e/test_dataplane_nginx.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from proxy_failover.adapters.dataplanes.agent import DataPlaneError
+from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane
+from proxy_failover.core.dataplane import DesiredState, desired_state
+from proxy_failover.core.model import HealthStatus
+from proxy_failover.entrypoints.cli import app
+from tests.helpers.factories import inst
+
+
+def _state(
+    proxy_id: str, active: str | None, epoch: int = 1, **health: HealthStatus
+) -> DesiredState:
+    instances = [
+        inst(
+            name,
+            priority=rank,
+            endpoint=f"127.0.0.1:{9000 + rank}",
+            health=health.get(name, HealthStatus.HEALTHY),
+        )
+        for rank, name in enumerate(("a", "b", "c"), start=1)
+    ]
+    return desired_state(proxy_id, instances, active, epoch, load_balanced=False)
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Path:
+    return tmp_path / "upstreams.conf"
+
+
+def _plane(output: Path, command: str | None = None, **kwargs: float) -> NginxDataPlane:
+    log = output.parent / "reloads.log"
+    reload = command or f"echo reload >> {log}"
+    return NginxDataPlane(
+        output, {"one": "up_one", "two": "up_two"}, reload, AgentMetrics("nginx"), **kwargs
+    )
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def _leftovers(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name.startswith(".upstreams.conf.")]
+
+
+def _reloads(output: Path) -> int:
+    log = output.parent / "reloads.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+async def test_nothing_is_written_until_every_mapped_proxy_has_a_state(output: Path) -> None:
+    plane = _plane(output)
+    await plane.apply(_state("one", "a"))
+    assert not _exists(output)
+    await plane.apply(_state("two", "b"))
+    text = _read(output)
+    assert text.index("upstream up_one {") < text.index("upstream up_two {")
+    assert "    server 127.0.0.1:9001;  # a (active)\n" in text
+    assert _reloads(output) == 1
+    assert not _leftovers(output.parent)
+
+
+async def test_reload_only_when_the_text_changes(output: Path) -> None:
+    plane = _plane(output)
+    await plane.apply(_state("one", "a"))
+    await plane.apply(_state("two", "a"))
+    await plane.apply(_state("one", "a", epoch=2))  # same routing, newer epoch
+    assert _reloads(output) == 1
+    await plane.apply(_state("one", "b", epoch=3))  # a planned move: a drains
+    assert _reloads(output) == 2
+    assert plane.metrics.switches.labels("one", "drain")._value.get() == 1
+    # a restarted agent in front of the same file does not reload
+    again = _plane(output)
+    await again.apply(_state("one", "b", epoch=3))
+    await again.apply(_state("two", "a"))
+    assert _reloads(output) == 2
+
+
+async def test_a_failed_reload_is_an_error_and_is_retried(output: Path) -> None:
+    marker = output.parent / "nginx-up"
+    log = output.parent / "reloads.log"
+    plane = _plane(
+        output, f"test -e {marker} && echo reload >> {log} || (echo 'nginx down' >&2; exit 1)"
+    )
+    await plane.apply(_state("one", "a"))
+    with pytest.raises(DataPlaneError, match="exited 1: nginx down"):
+        await plane.apply(_state("two", "a"))
+    assert _exists(output)  # written, but not counted as loaded
+    marker.touch()
+    await plane.apply(_state("two", "a"))  # same text: reloaded now
+    assert _reloads(output) == 1
+
+
+async def test_a_hung_reload_is_killed(output: Path) -> None:
+    plane = _plane(output, "sleep 5", reload_timeout=0.2)
+    await plane.apply(_state("one", "a"))
+    with pytest.raises(DataPlaneError, match=r"still running after 0\.2s"):
+        await plane.apply(_state("two", "a"))
+
+
+async def test_an_unwritable_output_is_an_error(tmp_path: Path) -> None:
+    plane = _plane(tmp_path / "missing-dir" / "upstreams.conf")
+    await plane.apply(_state("one", "a"))
+    with pytest.raises(DataPlaneError, match="cannot write"):
+        await plane.apply(_state("two", "a"))
+
+
+async def test_an_unhealthy_standby_goes_down(output: Path) -> None:
+    plane = _plane(output)
+    await plane.apply(_state("one", "a"))
+    await plane.apply(_state("two", "a"))
+    await plane.apply(_state("one", "a", c=HealthStatus.UNHEALTHY))
+    assert "    server 127.0.0.1:9003 down;  # c (not eligible)\n" in _read(output)
+    assert _reloads(output) == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--map", "live"], "PROXY_ID=UPSTREAM"),
+        (["--map", "live=bad name"], "PROXY_ID=UPSTREAM"),
+        (
+            ["--map", "live=relays", "--output", "/nonexistent-dir/upstreams.conf"],
+            "not a directory",
+        ),
+        (["--map", "live=relays"], "--token"),
+    ],
+)
+def test_the_command_refuses_bad_options(
+    arguments: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PFO_TOKEN", raising=False)
+    base = ["agent", "nginx", "--reload", "true", "--output", str(tmp_path / "u.conf")]
+    result = CliRunner().invoke(app, [*base, *arguments])
+    assert result.exit_code == 2
+    assert message in result.output
