@@ -96,6 +96,12 @@ async def test_the_owner_gets_the_assignment_and_an_unchanged_state_the_same_ver
 
 async def test_camel_case_names_are_accepted_as_proto3_json_allows(api: Api) -> None:
     await _proxy_with_three(api)
+    # What is not read is not walked either: a deep node is Envoy's business.
+    deep: dict[str, object] = {"id": "envoy"}
+    for _ in range(100):
+        deep = {"nested": deep}
+    response = await api.call("POST", PATH, api.tokens.alice, json=_request(PROXY, node=deep))
+    assert response.status_code == 200, response.text
     body = {"resourceNames": [PROXY], "typeUrl": EDS_TYPE_URL, "versionInfo": "x"}
     response = await api.call("POST", PATH, api.tokens.alice, json=body)
     assert response.status_code == 200, response.text
@@ -139,6 +145,24 @@ async def test_bad_requests_are_refused_with_the_spec_codes(api: Api) -> None:
         "PROXY_FAILOVER_001",
     )
     assert (await api.call("GET", PATH, alice)).status_code == 400
+    raw_bodies = [
+        b"[1]",
+        b"\xff\xfe",
+        b'{"resource_names": ["eds"], "version_info": NaN}',
+        b'{"resource_names": ["eds"], "version_info": "\\u0000"}',
+        b"{" * 100_000,
+    ]
+    for raw in raw_bodies:
+        status = await api.error("POST", PATH, alice, content=raw)
+        assert status == (400, "PROXY_FAILOVER_001"), raw[:40]
+    latin = await api.call(
+        "POST",
+        PATH,
+        alice,
+        content=json.dumps(_request(PROXY)).encode(),
+        headers={"Content-Type": "application/json; charset=latin-1"},
+    )
+    assert latin.status_code == 400
     huge = _request(PROXY, node={"id": "x" * (600 * 1024)})
     assert await api.error("POST", PATH, alice, json=huge) == (413, "PROXY_FAILOVER_017")
 

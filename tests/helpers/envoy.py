@@ -107,13 +107,15 @@ def listener(name: str, port: int, cluster: str) -> dict[str, Any]:
     }
 
 
-def rest_eds_cluster(name: str, proxy_id: str, xds_cluster: str) -> dict[str, Any]:
+def rest_eds_cluster(
+    name: str, proxy_id: str, xds_cluster: str, refresh_delay: float = REFRESH_DELAY
+) -> dict[str, Any]:
     """An EDS cluster polling proxy-failover's ``/v3/discovery:endpoints`` for ``proxy_id``."""
     source = {
         "api_type": "REST",
         "transport_api_version": "V3",
         "cluster_names": [xds_cluster],
-        "refresh_delay": f"{REFRESH_DELAY}s",
+        "refresh_delay": f"{refresh_delay}s",
         "request_timeout": "1s",
     }
     return _eds_cluster(name, proxy_id, {"api_config_source": source})

@@ -1,9 +1,12 @@
 """Envoy's file-based EDS: one ``DiscoveryResponse`` file per proxy, renamed into place.
 
 Envoy watches a ``path_config_source`` (with ``watched_directory``) and reloads the file when a new
-one is moved over it, so a write is ``<dir>/.<proxy>.json.tmp`` + ``fsync`` + ``rename`` onto
-``<dir>/<proxy>.json``: Envoy never reads half a file. The content is ``core.envoy``'s, the same
-the REST endpoint answers; a state whose file already holds that content is not written again.
+one is moved over it, so a write is ``<dir>/.<proxy>.json.tmp`` + ``rename`` onto
+``<dir>/<proxy>.json``: Envoy never reads half a file. No ``fsync``: it costs tens of
+milliseconds on a busy disk, on the switch's path, and protects nothing the agent does not redo
+(after a host crash it rewrites every file it finds different at start). The content is
+``core.envoy``'s, the same the REST endpoint answers; a state whose file already holds that
+content is not written again.
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ def write_atomically(path: Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     with temporary.open("wb") as sink:
         sink.write(content)
-        sink.flush()
-        os.fsync(sink.fileno())
     os.replace(temporary, path)
 
 
