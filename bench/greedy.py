@@ -8,6 +8,7 @@ CPU does not slow the measuring one), while ``--readers`` other users each read 
 second. Reported per mode: the other callers' p50/p99/max, the greedy caller's answers (200 and
 429), and the server's CPU. Modes:
 
+* ``alone``: no greedy caller at all: the other callers' baseline on this machine;
 * ``off``: ``PFO_RATE_LIMIT_PER_SECOND=0`` (no limits: the issue's situation);
 * ``on``: the default limits, the greedy loops ignore ``Retry-After`` and retry at once;
 * ``polite``: the default limits, the greedy loops wait ``Retry-After`` as told.
@@ -43,6 +44,7 @@ DEFAULT_RATE = Settings.model_fields["rate_limit_per_second"].default
 #: Server settings per mode: the defaults unless given (api.Server turns limits off by default).
 DEFAULT_LIMITS = {"PFO_RATE_LIMIT_PER_SECOND": str(DEFAULT_RATE)}
 MODES = {
+    "alone": DEFAULT_LIMITS,  # no greedy caller: the other callers' baseline on this machine
     "off": {"PFO_RATE_LIMIT_PER_SECOND": "0"},
     "on": DEFAULT_LIMITS,
     "polite": DEFAULT_LIMITS,
@@ -143,7 +145,8 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> list[Any]:
         prepare(server.url, admin, greedy, readers, args.events)
         time.sleep(1.0)  # let the preparation's burst refill: each mode starts even
         command = [sys.executable, __file__, "--greedy-worker", server.url, greedy]
-        command += ["--duration", str(args.duration), "--loops", str(args.loops)]
+        loops = 0 if mode == "alone" else args.loops
+        command += ["--duration", str(args.duration), "--loops", str(loops)]
         if mode == "polite":
             command.append("--polite")
         before = cpu_seconds(server.proc.pid)
@@ -182,7 +185,7 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=20)
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--readers", type=int, default=4)
-    parser.add_argument("--modes", default="off,on,polite")
+    parser.add_argument("--modes", default="alone,off,on,polite")
     parser.add_argument("--greedy-worker", nargs=2, metavar=("URL", "TOKEN"))
     parser.add_argument("--polite", action="store_true")
     args = parser.parse_args()
@@ -215,8 +218,9 @@ def main() -> None:
             )
         ],
         notes=[
-            "off = PFO_RATE_LIMIT_PER_SECOND=0; on = default limits, the greedy loops retry at "
-            "once after a 429; polite = default limits, the greedy loops wait Retry-After.",
+            "alone = no greedy caller (the baseline); off = PFO_RATE_LIMIT_PER_SECOND=0; "
+            "on = default limits, the greedy loops retry at once after a 429; polite = default "
+            "limits, the greedy loops wait Retry-After.",
             "The greedy loops run in a process of their own; all processes share the machine's "
             "cores (and other work on it), so the figures are a floor.",
             "Goal (issue 12): other callers' p99 under 50 ms.",
