@@ -567,6 +567,8 @@ async def main(
                 {
                     "PFO_DATABASE_URL": f"sqlite+aiosqlite:///{directory}/pfo.db",
                     "PFO_JWT_SECRET": SECRET,
+                    # the relays listen on loopback, refused to non-admins by default
+                    "PFO_OUTBOUND_ALLOW": "127.0.0.0/8",
                 },
             )
         )
