@@ -424,6 +424,9 @@ async def bulk(port: int, rounds: int = 3) -> float:
     return round(total / (time.perf_counter() - started) / 1e6, 1)
 
 
+#: (b)'s agent: HAProxy marks a server down at its first refused connect (the agent's default).
+OBSERVE = "observe layer4 error-limit 1 on-error mark-down"
+
 PLANES = {
     "a_haproxy_alone": "(a) HAProxy alone",
     "b_haproxy_agent": "(b) HAProxy + agent",
@@ -588,8 +591,8 @@ async def main(
         agent = ["--url", cp.url, "--token", token, "--log-level", "warning"]
         pfo = (sys.executable, "-m", "proxy_failover")
         map_option = ("--map", f"{PROXY}=relays")
+        checks = "check inter 200 fall 2 rise 2"  # (a)'s own; (b)'s agent adds the same
         if "a_haproxy_alone" in planes:
-            checks = "check inter 200 fall 2 rise 2"
             servers_a = "".join(
                 f"    server {name} 127.0.0.1:{relay.port} {checks}"
                 + (" backup" if name != "edge-a" else "")
@@ -608,7 +611,10 @@ async def main(
             await asyncio.sleep(0.5)
             procs.append(
                 start(
-                    [*pfo, "agent", "haproxy", *agent, "--socket", socket_b, *map_option],
+                    [
+                        *(*pfo, "agent", "haproxy", *agent, "--socket", socket_b, *map_option),
+                        *("--server-options", f"{checks} {OBSERVE}"),
+                    ],
                     directory / "agent.log",
                 )
             )

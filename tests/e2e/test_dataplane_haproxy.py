@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy_failover.adapters.dataplanes.haproxy import DEFAULT_SERVER_OPTIONS, parse_server_options
 from tests.helpers.api import SECRET, Tokens
 from tests.helpers.dataplanes import (
     ControlPlane,
@@ -34,6 +36,7 @@ from tests.helpers.processes import free_port
 pytestmark = pytest.mark.slow
 
 NAMES = ("edge-a", "edge-b", "edge-c")
+PROXY_FAILOVER = [sys.executable, "-m", "proxy_failover"]
 
 
 @dataclass
@@ -141,6 +144,51 @@ def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> N
     stack.back_to_edge_a()
 
 
+def test_standbys_have_ready_backup_servers_with_haproxys_own_checks(stack: Stack) -> None:
+    stack.back_to_edge_a()
+
+    def backups() -> dict[str, bool]:
+        servers = stack.haproxy.servers()
+        return {
+            name: not servers[f"{name}.backup"][1] & 0x01
+            for name in NAMES
+            if f"{name}.backup" in servers
+        }
+
+    poll_until(lambda: backups() == {"edge-a": False, "edge-b": True, "edge-c": True})
+    # show stat: CSV with a "# pxname,svname,..." header; bck = 1 for backup servers.
+    header, *lines = stack.haproxy.runtime("show stat").splitlines()
+    columns = header.removeprefix("# ").split(",")
+    rows = {
+        row[1]: dict(zip(columns, row, strict=False))
+        for row in (line.split(",") for line in lines if line)
+        if row[0] == stack.haproxy.backend
+    }
+    assert rows["edge-b.backup"]["bck"] == "1"
+    assert rows["edge-a"]["bck"] == "0"
+    assert rows["edge-a"]["check_status"] not in ("", "NO_CHECK")  # HAProxy's own checks
+
+
+def test_haproxy_fails_over_to_a_backup_before_the_control_plane_decides(stack: Stack) -> None:
+    """Automatic failover off: the control plane keeps edge-a active after its kill -9, yet
+    HAProxy (its own checks and observe layer4) sends new connections to a standby's backup."""
+    stack.back_to_edge_a()
+    body = {"proxyId": "live", "config": {"enableAutoFailover": False}}
+    stack.cp.call("POST", "/proxy/failover/config", json=body)
+    try:
+        stack.relays["edge-a"].kill()
+        poll_until(lambda: stack.through_haproxy() in ("edge-b", "edge-c"))
+        assert stack.cp.active() == "edge-a"  # nobody decided anything
+        assert stack.ready() == {"edge-a"}  # the agent still follows the control plane
+    finally:
+        body = {"proxyId": "live", "config": {"enableAutoFailover": True}}
+        stack.cp.call("POST", "/proxy/failover/config", json=body)
+    # The control plane's choice then takes over as the one active server.
+    poll_until(lambda: stack.cp.active() == "edge-b", within=15)
+    poll_until(lambda: stack.ready() == {"edge-b"})
+    stack.back_to_edge_a()
+
+
 def test_planned_switchover_drains_open_sessions_and_unhealthy_source_cuts_them(
     stack: Stack,
 ) -> None:
@@ -232,3 +280,36 @@ def test_load_balancing_makes_every_eligible_instance_ready_at_its_weight(stack:
         body = {"proxyId": "live", "config": {"enableLoadBalancing": False}}
         stack.cp.call("POST", "/proxy/failover/config", json=body)
     poll_until(lambda: {stack.through_haproxy() for _ in range(5)} == {"edge-a"})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["check;shutdown sessions server relays/edge-a", "check inter\x011s", "backup", "weight 5"],
+)
+def test_server_options_that_could_reach_the_runtime_api_as_commands_are_refused(
+    text: str,
+) -> None:
+    with pytest.raises(ValueError, match="server option"):
+        parse_server_options(text)
+    assert parse_server_options(DEFAULT_SERVER_OPTIONS)[0] == "check"
+    assert parse_server_options("") == ()
+    answer = subprocess.run(
+        [
+            *PROXY_FAILOVER,
+            "agent",
+            "haproxy",
+            "--socket",
+            "/x",
+            "--map",
+            "p=b",
+            "--token",
+            "t",
+            "--server-options",
+            text,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 2
+    assert "--server-options" in answer.stderr

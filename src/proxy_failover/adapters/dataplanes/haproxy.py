@@ -9,6 +9,14 @@ ones are disabled. A server that stops taking traffic keeps its sessions on a pl
 (``--on-switchover drain``) and has them shut (``shutdown sessions server``) when it left unhealthy,
 unknown or removed. Every apply starts from ``show servers state``, so a reloaded or restarted
 HAProxy gets its runtime state back at the next reconcile.
+
+Standby backups: beside each instance's server the agent adds ``<name>.backup``, a ``backup``
+server at the same address (HAProxy cannot turn a server into a backup at runtime, hence a second
+one). The backups of the eligible standbys are ``ready``; with HAProxy's own checks on the servers
+(``--server-options``), HAProxy sends new connections to them as soon as *it* sees the active
+instance down, in the gap before the control plane decides; the control plane's choice then
+becomes the one active server, as before. The state changes of one apply go in one Runtime API
+connection (commands separated by ``;``).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from proxy_failover.adapters.dataplanes.agent import DataPlaneError
@@ -39,6 +47,31 @@ _FORCED_MAINT = 0x01
 _FORCED_DRAIN = 0x08
 #: Characters HAProxy accepts in a server name.
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+#: Name of the backup server beside an instance's server: ``<instanceName>.backup``.
+BACKUP_SUFFIX = ".backup"
+#: Server options of the servers the agent adds: HAProxy's own TCP check, and a refused or timed
+#: out connection marks the server down at once (HAProxy's passive detection).
+DEFAULT_SERVER_OPTIONS = (
+    "check inter 1s fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down"
+)
+#: A word of ``--server-options`` (no ';', spaces or control characters reach the Runtime API).
+_OPTION_WORD = re.compile(r"^[A-Za-z0-9_.:%/@+=,-]+$")
+#: Keywords the agent sets itself on the servers it adds.
+_OWNED_KEYWORDS = frozenset({"backup", "weight", "disabled", "enabled", "addr", "id"})
+#: Longest line of commands sent in one connection (HAProxy's CLI reads a line into one buffer).
+_BATCH_BYTES = 8000
+
+
+def parse_server_options(text: str) -> tuple[str, ...]:
+    """``--server-options`` as words for ``add server``; ValueError for a word HAProxy's Runtime
+    API could misread (``;``, control characters) or one the agent sets itself."""
+    words = tuple(text.split())
+    for word in words:
+        if not _OPTION_WORD.match(word):
+            raise ValueError(f"invalid server option {word!r}")
+        if word.lower() in _OWNED_KEYWORDS:
+            raise ValueError(f"server option {word!r} is set by the agent")
+    return words
 
 
 class RuntimeApi:
@@ -67,6 +100,22 @@ class RuntimeApi:
         except (OSError, TimeoutError) as error:
             raise DataPlaneError(f"HAProxy Runtime API at {self.address}: {error}") from error
         return answer.decode(errors="replace")
+
+    async def execute_all(self, commands: Sequence[str]) -> None:
+        """Run commands whose success is an empty answer, several per connection (``;``-
+        separated, in order); ``DataPlaneError`` with HAProxy's answer when any is refused."""
+        batch: list[str] = []
+        size = 0
+        for command in [*commands, None]:
+            if batch and (command is None or size + len(command) > _BATCH_BYTES):
+                answer = (await self.execute(";".join(batch))).strip()
+                if answer:
+                    raise DataPlaneError(f"HAProxy refused one of {batch!r}: {answer}")
+                log.debug("haproxy: %s", ";".join(batch))
+                batch, size = [], 0
+            if command is not None:
+                batch.append(command)
+                size += len(command) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +191,14 @@ async def _resolve(host: str, port: int) -> str:
     return str(infos[0][4][0])
 
 
+@dataclass(slots=True)
+class _Plan:
+    """The commands of one apply, in order: enable first, then disable (make before break)."""
+
+    enable: list[str]
+    disable: list[str]
+
+
 class HaproxyDataPlane:
     """Applies desired states to HAProxy backends (``proxy id -> backend``)."""
 
@@ -152,11 +209,16 @@ class HaproxyDataPlane:
         metrics: AgentMetrics,
         *,
         on_switchover: SwitchPolicy = SwitchPolicy.DRAIN,
+        server_options: Sequence[str] = (),
+        standby_backups: bool = False,
     ) -> None:
         self.api = api
         self.backends = dict(backends)
         self.metrics = metrics
         self.on_switchover = on_switchover
+        self.server_options = tuple(server_options)
+        self.standby_backups = standby_backups
+        self._checks = "check" in self.server_options
 
     async def _run(self, command: str, *expect: str) -> None:
         """Run ``command``; success is an empty answer, or one starting with an ``expect``."""
@@ -165,88 +227,149 @@ class HaproxyDataPlane:
             raise DataPlaneError(f"HAProxy refused {command!r}: {answer}")
         log.debug("haproxy: %s", command)
 
+    def _backup_name(self, target: TrafficTarget, names: set[str]) -> str | None:
+        """The backup server's name, or None (backups off, or the name is an instance's)."""
+        name = target.name + BACKUP_SUFFIX
+        return name if self.standby_backups and name not in names else None
+
     async def apply(self, state: DesiredState) -> None:
         backend = self.backends[state.proxy_id]
         servers = parse_servers_state(
             backend, await self.api.execute(f"show servers state {backend}")
         )
         weights = haproxy_weights(state)
+        names = {t.name for t in state.targets}
         problems: list[str] = []
-        matched: set[str] = set()
-        # 1. every instance has its server, at its address (and weight)
-        for target in state.targets:
-            if target.address is None or not _SERVER_NAME.match(target.name):
-                if target.serving:
-                    problems.append(f"{target.name}: no traffic address or invalid server name")
-                continue
-            matched.add(target.name)
-            try:
-                await self._ensure_server(backend, target, servers.get(target.name), weights)
-            except DataPlaneError as error:
-                problems.append(str(error))
-        # 2. make before break: enable the serving ones, then disable the others
-        refreshed = parse_servers_state(
-            backend, await self.api.execute(f"show servers state {backend}")
+        plan = _Plan([], [])
+        usable = [t for t in state.targets if t.address is not None and _SERVER_NAME.match(t.name)]
+        problems += [
+            f"{t.name}: no traffic address or invalid server name"
+            for t in state.serving
+            if t not in usable
+        ]
+        addresses = await asyncio.gather(
+            *(_resolve(*t.address) for t in usable if t.address is not None),
+            return_exceptions=True,
         )
-        for target in state.serving:
-            server = refreshed.get(target.name)
-            if target.name in matched and server is not None and not server.is_ready:
-                await self._run(f"set server {backend}/{target.name} state ready")
-        for target in state.targets:
-            server = refreshed.get(target.name)
-            if target.serving or server is None:
+        matched: set[str] = set()
+        # 1. every instance has its server (and its backup), at its address and weight
+        for target, address in zip(usable, addresses, strict=True):
+            if isinstance(address, BaseException):
+                problems.append(str(address))
                 continue
-            if not server.is_maint:
-                await self._stop(backend, server, target, state.proxy_id)
-            elif leaving_policy(target) is SwitchPolicy.CUT:
-                # Sessions drained by a planned move stay only while the instance stays healthy.
-                await self._run(f"shutdown sessions server {backend}/{target.name}")
+            backup = self._backup_name(target, names)
+            for name in (target.name, backup):
+                if name is None:
+                    continue
+                matched.add(name)
+                try:
+                    servers[name] = await self._ensure_server(
+                        backend, name, target, address, servers.get(name), weights, plan
+                    )
+                except DataPlaneError as error:
+                    problems.append(str(error))
+                    servers.pop(name, None)
+            # 2. make before break: enable the serving ones, then disable the others
+            self._plan_states(backend, state, target, servers, backup, plan)
+        await self.api.execute_all(plan.enable + plan.disable)
         # 3. servers that belong to no instance take nothing and go away
-        for name, server in refreshed.items():
+        for name, server in servers.items():
             if name in matched:
                 continue
             if not server.is_maint:
-                await self._stop(backend, server, None, state.proxy_id)
+                path = f"{backend}/{name}"
+                await self.api.execute_all(
+                    [f"set server {path} state maint", f"shutdown sessions server {path}"]
+                )
+                self.metrics.switches.labels(state.proxy_id, SwitchPolicy.CUT.value).inc()
+                log.info("haproxy: %s out of traffic (cut)", path)
             answer = (await self.api.execute(f"del server {backend}/{name}")).strip()
             if not answer.startswith("Server deleted"):
                 log.info("haproxy: %s/%s not deleted yet: %s", backend, name, answer)
         if problems:
             raise DataPlaneError("; ".join(problems))
 
+    def _plan_states(
+        self,
+        backend: str,
+        state: DesiredState,
+        target: TrafficTarget,
+        servers: Mapping[str, ServerState],
+        backup: str | None,
+        plan: _Plan,
+    ) -> None:
+        """State commands for the instance's server and its backup."""
+        server = servers.get(target.name)
+        path = f"{backend}/{target.name}"
+        if server is not None and target.serving and not server.is_ready:
+            plan.enable.append(f"set server {path} state ready")
+        elif server is not None and not target.serving:
+            policy = leaving_policy(target, planned=self.on_switchover)
+            if not server.is_maint:
+                plan.disable.append(f"set server {path} state maint")
+                self.metrics.switches.labels(state.proxy_id, policy.value).inc()
+                log.info("haproxy: %s out of traffic (%s)", path, policy.value)
+            if policy is SwitchPolicy.CUT and (
+                not server.is_maint or leaving_policy(target) is SwitchPolicy.CUT
+            ):
+                # Sessions drained by a planned move stay only while the instance stays healthy.
+                plan.disable.append(f"shutdown sessions server {path}")
+        standby = backups_ready(state, target)
+        spare = servers.get(backup) if backup is not None else None
+        if spare is None:
+            return
+        path = f"{backend}/{backup}"
+        if standby and not spare.is_ready:
+            plan.enable.append(f"set server {path} state ready")
+        elif not standby and not spare.is_maint:
+            plan.disable.append(f"set server {path} state maint")
+        if not standby and not target.healthy:
+            plan.disable.append(f"shutdown sessions server {path}")
+
     async def _ensure_server(
         self,
         backend: str,
+        name: str,
         target: TrafficTarget,
+        address: str,
         server: ServerState | None,
         weights: Mapping[str, int],
-    ) -> None:
+        plan: _Plan,
+    ) -> ServerState:
+        """The server ``name`` of ``target`` exists at its address; its state as it is now."""
         assert target.address is not None
-        host, port = target.address
-        address = await _resolve(host, port)
+        port = target.address[1]
         weight = weights[target.instance_id]
-        path = f"{backend}/{target.name}"
+        path = f"{backend}/{name}"
         if server is None:
-            # Added servers start in maintenance; step 2 enables the serving ones.
-            await self._run(f"add server {path} {address}:{port} weight {weight}", "New server")
+            # Added servers start in maintenance; the plan enables the serving ones.
+            words = [f"add server {path} {address}:{port} weight {max(1, weight)}"]
+            if name != target.name:
+                words.append("backup")
+            words.extend(self.server_options)
+            await self._run(" ".join(words), "New server")
+            if self._checks:
+                plan.enable.append(f"enable health {path}")
             log.info("haproxy: added server %s at %s:%d", path, address, port)
-            return
+            return ServerState(name, address, port, _FORCED_MAINT, max(1, weight))
         if (server.address, server.port) != (address, port):
             await self._run(
                 f"set server {path} addr {address} port {port}",
                 "IP changed",
                 "no need to change the addr",
             )
-        if target.serving and server.weight != weight:
-            await self._run(f"set server {path} weight {weight}")
+        if name == target.name and target.serving and server.weight != weight:
+            plan.enable.append(f"set server {path} weight {weight}")
+        return server
 
-    async def _stop(
-        self, backend: str, server: ServerState, target: TrafficTarget | None, proxy_id: str
-    ) -> None:
-        """Maintenance, and the sessions shut unless this is a planned move that drains."""
-        path = f"{backend}/{server.name}"
-        await self._run(f"set server {path} state maint")
-        policy = leaving_policy(target, planned=self.on_switchover)
-        if policy is SwitchPolicy.CUT:
-            await self._run(f"shutdown sessions server {path}")
-        self.metrics.switches.labels(proxy_id, policy.value).inc()
-        log.info("haproxy: %s out of traffic (%s)", path, policy.value)
+
+def backups_ready(state: DesiredState, target: TrafficTarget) -> bool:
+    """An instance's backup server takes connections when HAProxy sees every active server
+    down: the backups of the eligible standbys (none when load balancing: every eligible
+    instance already serves; none before the control plane has chosen an active one)."""
+    return (
+        not state.load_balanced
+        and state.active_instance_id is not None
+        and target.eligible
+        and not target.serving
+    )

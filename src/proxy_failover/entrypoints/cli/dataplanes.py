@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from proxy_failover.adapters.dataplanes.haproxy import DEFAULT_SERVER_OPTIONS
 from proxy_failover.core.dataplane import SwitchPolicy, split_host_port
 from proxy_failover.entrypoints.cli.common import DEFAULT_URL, TokenOption, UrlOption, fail
 
@@ -83,13 +84,32 @@ def agent_haproxy(
         SwitchPolicy,
         typer.Option("--on-switchover", help="Open sessions on a planned switchover"),
     ] = SwitchPolicy.DRAIN,
+    standby_backups: Annotated[
+        bool,
+        typer.Option(
+            "--standby-backups/--no-standby-backups",
+            help="Add '<name>.backup' backup servers, ready for the eligible standbys, so HAProxy "
+            "fails over by itself (with its checks) before the control plane decides",
+        ),
+    ] = True,
+    server_options: Annotated[
+        str,
+        typer.Option(
+            "--server-options",
+            help="HAProxy server keywords for the servers the agent adds ('' = none)",
+        ),
+    ] = DEFAULT_SERVER_OPTIONS,
     reconcile_seconds: _RECONCILE = 5.0,
     metrics_port: _METRICS_PORT = None,
     log_level: _LOG_LEVEL = "info",
 ) -> None:
     """Drive HAProxy backends through the Runtime API: servers follow the proxies' instances."""
     from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
-    from proxy_failover.adapters.dataplanes.haproxy import HaproxyDataPlane, RuntimeApi
+    from proxy_failover.adapters.dataplanes.haproxy import (
+        HaproxyDataPlane,
+        RuntimeApi,
+        parse_server_options,
+    )
     from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
     from proxy_failover.client import AsyncFailoverClient
 
@@ -99,6 +119,10 @@ def agent_haproxy(
         if not sep or not proxy_id or not backend:
             raise typer.BadParameter(f"expected PROXY_ID=BACKEND, got {item!r}", param_hint="--map")
         backends[proxy_id] = backend
+    try:
+        options = parse_server_options(server_options)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--server-options") from error
     token = _setup(token, log_level)
     metrics = AgentMetrics("haproxy")
     if metrics_port is not None:
@@ -107,7 +131,12 @@ def agent_haproxy(
     async def main() -> None:
         async with AsyncFailoverClient(url, token) as client:
             plane = HaproxyDataPlane(
-                RuntimeApi(socket_address), backends, metrics, on_switchover=on_switchover
+                RuntimeApi(socket_address),
+                backends,
+                metrics,
+                on_switchover=on_switchover,
+                server_options=options,
+                standby_backups=standby_backups,
             )
             settings = AgentSettings(reconcile_seconds=reconcile_seconds)
             await Agent(client, plane, list(backends), metrics, settings).run()
