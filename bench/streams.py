@@ -49,16 +49,25 @@ async def open_streams(url: str, token: str, count: int) -> list[asyncio.StreamW
     return writers
 
 
-async def measure(server: Server, token: str, streams: int, duration: float) -> float:
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def measure(server: Server, token: str, streams: int, duration: float) -> tuple[float, float]:
+    """The server's cores and resident MiB while ``streams`` idle streams are open."""
     writers = await open_streams(server.url, token, streams)
     await asyncio.sleep(2.0)  # settled: the openings' own work is not counted
     before = cpu_seconds(server.proc.pid)
     started = time.monotonic()
     await asyncio.sleep(duration)
     cores = (cpu_seconds(server.proc.pid) - before) / (time.monotonic() - started)
+    memory = rss_mib(server.proc.pid)
     for writer in writers:
         writer.close()
-    return cores
+    return cores, memory
 
 
 def run(label: str, args: argparse.Namespace, workdir: Path, src: str | None) -> list[Cell]:
@@ -73,12 +82,16 @@ def run(label: str, args: argparse.Namespace, workdir: Path, src: str | None) ->
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
             http.post("/proxy/failover/config", json={"proxyId": PROXY}).raise_for_status()
-        idle = asyncio.run(measure(server, token, 0, args.duration))
-        cores = asyncio.run(measure(server, token, args.streams, args.duration))
+        idle, idle_memory = asyncio.run(measure(server, token, 0, args.duration))
+        cores, memory = asyncio.run(measure(server, token, args.streams, args.duration))
     finally:
         server.stop()
-    print(f"{label}: {args.streams} idle streams: {cores:.3f} cores (no streams: {idle:.3f})")
-    return [label, args.streams, cores, idle]
+    per_stream = (memory - idle_memory) * 1024 / max(args.streams, 1)
+    print(
+        f"{label}: {args.streams} idle streams: {cores:.3f} cores (no streams: {idle:.3f}), "
+        f"{memory:.0f} MiB ({per_stream:.0f} KiB a stream)"
+    )
+    return [label, args.streams, cores, idle, memory, per_stream]
 
 
 def main() -> None:
@@ -100,9 +113,16 @@ def main() -> None:
             Table(
                 f"Server CPU while {args.streams} event streams stay open and quiet, "
                 f"{args.duration:g} s",
-                ["server", "streams", "server cores", "cores with no stream"],
+                [
+                    "server",
+                    "streams",
+                    "server cores",
+                    "cores with no stream",
+                    "server MiB",
+                    "KiB a stream",
+                ],
                 rows,
-                ["", "d", ".3f", ".3f"],
+                ["", "d", ".3f", ".3f", ".0f", ".0f"],
             )
         ],
         notes=[

@@ -114,10 +114,10 @@ class Settings(BaseSettings):
     # Per-caller limits (docs/security.md): the defaults let a busy agent, the dashboard and the
     # test suite through untouched and stop one caller from taking the whole API.
     rate_limit_per_second: float = Field(
-        default=100.0, ge=0, description="Requests/s per caller; 0 = no rate limits at all"
+        default=200.0, ge=0, description="Requests/s per caller; 0 = no rate limits at all"
     )
     rate_limit_burst: float = Field(
-        default=200.0, ge=1, description="Requests a caller may make at once"
+        default=400.0, ge=1, description="Requests a caller may make at once"
     )
     rate_limit_heavy_rows_per_second: float = Field(
         default=2000.0,
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
         default=10.0, ge=1, description="Admins' rates and bursts are this many times larger"
     )
     stream_max_per_caller: int = Field(
-        default=20,
+        default=200,
         ge=0,
         description="Event streams one caller may hold open; beyond: 429/022; 0 = no cap",
     )

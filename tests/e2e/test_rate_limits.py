@@ -203,7 +203,7 @@ async def test_zero_turns_rate_limits_off(database_url: str, tokens: Tokens) -> 
 
 
 async def test_default_limits_let_a_busy_client_through(api: Api) -> None:
-    """Defaults: 200 at once and 100/s for a non-admin, so ordinary use never sees a 429."""
+    """Defaults: 400 at once and 200/s for a non-admin, so ordinary use never sees a 429."""
     alice = api.tokens.alice
     answers = [(await api.call("GET", "/proxies", alice)).status_code for _ in range(150)]
     assert set(answers) == {200}
