@@ -10,8 +10,8 @@ point at ``pfo-<proxyId>@http``.
   active instance: Traefik answers 503, and a TCP router refuses the connection).
 - With load balancing it is a ``weighted`` service over one single-server service per serving
   instance (``pfo-<proxyId>-<instanceId>``) at the instance's weight: Traefik's weighted round
-  robin, which both the HTTP and the TCP side have in every Traefik 2 and 3 release (with no
-  serving instance, an empty load balancer again).
+  robin, which the HTTP and the TCP side both have (tested with Traefik 3.7); with no serving
+  instance, an empty load balancer again.
 
 The answer is a pure function of the states and is serialised with sorted keys, so an unchanged
 state gives the same bytes: Traefik hashes each answer and does nothing when the hash repeats.
