@@ -24,7 +24,7 @@ PAGE = ROOT / "docs" / "benchmarks.md"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- bench-headline:begin -->", "<!-- bench-headline:end -->"
 # Scripts in the order the page shows them; any other script's records follow alphabetically.
-ORDER = ["api", "failover", "probes", "webhooks"]
+ORDER = ["api", "failover", "probes", "recording", "webhooks"]
 # Variants of one script: these first, then the others alphabetically, ``history`` last.
 VARIANTS = ["", "memory", "sqlite", "postgres", "history"]
 VARIANT_TITLES = {

@@ -33,18 +33,17 @@ class CheckCounters(NamedTuple):
 def count_check(counters: CheckCounters, success: bool, latency_ms: float | None) -> CheckCounters:
     """The counters after one check: one more request, succeeded or failed; the mean latency
     moves by the new sample (a check with no latency leaves it); ``error_rate`` is failed/total."""
-    total = counters.total_requests + 1
-    failed = counters.failed_requests + (0 if success else 1)
-    average = counters.average_latency_ms
+    # The bulk probe path calls this once per result: the fields by position (a named tuple's
+    # attribute reads take the slow path) and ``tuple.__new__`` (no generated ``__new__`` frame).
+    total, successful, failed, average, _ = counters
+    total += 1
+    if success:
+        successful += 1
+    else:
+        failed += 1
     if latency_ms is not None:
         average = latency_ms if average is None else average + (latency_ms - average) / total
-    return CheckCounters(
-        total_requests=total,
-        successful_requests=counters.successful_requests + (1 if success else 0),
-        failed_requests=failed,
-        average_latency_ms=average,
-        error_rate=failed / total,
-    )
+    return tuple.__new__(CheckCounters, (total, successful, failed, average, failed / total))
 
 
 def is_routine_success(

@@ -4,6 +4,7 @@ through the rise/fall state machine and ``health.apply_health_change``."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -104,9 +105,7 @@ async def record_probe_results(
     # lock one proxy each; per-proxy transactions made the engine wait one round trip per
     # proxy before it could schedule those probes again.
     batch = sorted(by_proxy.items())
-    seen: dict[str, int] = {}
-    for instance_id, _ in results:
-        seen[instance_id] = seen.get(instance_id, 0) + 1
+    seen = Counter(instance_id for instance_id, _ in results)
     loud: list[str] = []
     for proxy_id, _ in batch:
         ctx.cache.invalidate(proxy_id)
@@ -125,35 +124,32 @@ async def record_probe_results(
             for i in indexes:
                 instance_id, result = results[i]
                 found = states.get(instance_id) if result.success else None
-                if (
-                    found is not None
-                    and seen[instance_id] == 1
-                    and core_health.is_routine_success(
-                        found.health,
-                        result.success,
-                        in_maintenance=found.in_maintenance,
-                        overridden=found.overridden,
-                    )
-                    and not core_health.is_out_of_date(result.observed_at, found.status_changed_at)
-                ):
-                    # Routine: the state machine would only count (no rule applies), so the
-                    # row is written in bulk with the values core computes.
-                    health = core_health.count(found.health, True)
-                    counted = core_health.count_check(found.counters, True, result.latency_ms)
-                    routine.append(
-                        RoutineSuccess(
-                            instance_id,
-                            health.consecutive_successes,
-                            counted.total_requests,
-                            counted.successful_requests,
-                            counted.average_latency_ms,
-                            counted.error_rate,
-                            result.latency_ms,
+                if found is not None and seen[instance_id] == 1:
+                    health, counters, in_maintenance, overridden, changed_at = found
+                    if core_health.is_routine_success(
+                        health, True, in_maintenance=in_maintenance, overridden=overridden
+                    ) and not core_health.is_out_of_date(result.observed_at, changed_at):
+                        # Routine: the state machine would only count (no rule applies), so
+                        # the row is written in bulk with the values core computes.
+                        health = core_health.count(health, True)
+                        latency = result.latency_ms
+                        total, successful, _, average, error_rate = core_health.count_check(
+                            counters, True, latency
                         )
-                    )
-                    answers[i] = health
-                else:
-                    rest.append(i)
+                        routine.append(
+                            (
+                                instance_id,
+                                health.consecutive_successes,
+                                total,
+                                successful,
+                                average,
+                                error_rate,
+                                latency,
+                            )
+                        )
+                        answers[i] = health
+                        continue
+                rest.append(i)
             if rest:
                 items = [results[i] for i in rest]
                 applied = await _apply_checks(ctx, unit, proxy_id, items, now)
@@ -172,11 +168,14 @@ async def _indexes_by_proxy(
 ) -> dict[str, list[int]]:
     """The positions of ``results`` by the proxy of their instance (gone instances left out)."""
     by_proxy: dict[str, list[int]] = {}
+    known = ctx.instance_proxy  # an id's proxy never changes: no await for the ones seen before
     for index, (instance_id, _) in enumerate(results):
-        try:
-            proxy_id = await ctx.proxy_of_instance(instance_id)
-        except NotFound:
-            continue
+        proxy_id = known.get(instance_id)
+        if proxy_id is None:
+            try:
+                proxy_id = await ctx.proxy_of_instance(instance_id)
+            except NotFound:
+                continue
         by_proxy.setdefault(proxy_id, []).append(index)
     return by_proxy
 

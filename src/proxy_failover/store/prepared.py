@@ -15,6 +15,7 @@ call) is refused.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,20 +56,21 @@ class _Compiled:
         self._results = [(at, process) for at, process in enumerate(processors) if process]
         self._returns_rows = bool(columns)
 
-    async def run(
-        self, connection: AsyncConnection, values: Mapping[str, Any]
-    ) -> list[tuple[Any, ...]]:
-        """Execute with ``values`` (by bind name); the rows as tuples in select order."""
+    async def run(self, connection: AsyncConnection, values: Mapping[str, Any]) -> list[Any]:
+        """Execute with ``values`` (by bind name); the rows in select order (tuples, or lists
+        when a column was converted)."""
         parameters = self._parameters(values)
         async with self._cursor(connection, parameters) as cursor:
             await cursor.execute(self.sql, parameters)
             raw = await cursor.fetchall() if self._returns_rows else []
+        if not self._results:
+            return raw
         rows = []
         for row in raw:
             converted = list(row)
             for at, process in self._results:
                 converted[at] = process(converted[at])
-            rows.append(tuple(converted))
+            rows.append(converted)
         return rows
 
     def _parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -96,13 +98,25 @@ class _Compiled:
         for position, (name, process) in enumerate(self._binds):
             if name in names:
                 slots.append((position, names.index(name), process))
-        parameters = []
-        for row in rows:
-            values = list(fixed)
-            for position, index, process in slots:
-                value = row[index]
-                values[position] = value if process is None else process(value)
-            parameters.append(values)
+        parameters: list[Any]
+        if len(self._binds) > 1 and all(process is None for _, _, process in slots):
+            # Nothing to convert per row (ints, floats, strings): each row's parameters are
+            # picked from the row and the shared values in one C call, not slot by slot.
+            width = len(names)
+            picks = [
+                next((index for at, index, _ in slots if at == position), width + position)
+                for position in range(len(self._binds))
+            ]
+            pick = operator.itemgetter(*picks)
+            parameters = [pick((*row, *fixed)) for row in rows]
+        else:
+            parameters = []
+            for row in rows:
+                values = list(fixed)
+                for position, index, process in slots:
+                    value = row[index]
+                    values[position] = value if process is None else process(value)
+                parameters.append(values)
         async with self._cursor(connection, parameters) as cursor:
             await cursor.executemany(self.sql, parameters)
 
@@ -163,6 +177,15 @@ class PreparedStatement:
         return [
             dict(zip(names, row, strict=True)) for row in await compiled.run(connection, parameters)
         ]
+
+    async def tuples(
+        self, connection: AsyncConnection, parameters: Mapping[str, Any]
+    ) -> Sequence[Sequence[Any]]:
+        """The rows as tuples in select order (no dict per row: for the hot bulk reads)."""
+        compiled = self.compiled_for(connection)
+        if compiled is None:
+            return (await connection.execute(self.statement, dict(parameters))).all()
+        return await compiled.run(connection, parameters)
 
     async def execute(self, connection: AsyncConnection, parameters: Mapping[str, Any]) -> None:
         """Run a statement that returns nothing (an UPDATE) once."""

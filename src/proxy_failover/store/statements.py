@@ -142,7 +142,8 @@ ROUTINE_SUCCESS = PreparedStatement(
     ),
 )
 # What decides whether a success is routine, for a batch of instances (and their proxy's row),
-# and the counters a routine success moves.
+# and the counters a routine success moves. ``UnitOfWork.routine_states`` unpacks the rows in
+# this column order.
 ROUTINE_STATE = sa.select(
     instances.c.id,
     instances.c.health_status,
@@ -168,7 +169,6 @@ ROUTINE_STATE_SQLITE = PreparedStatement(
         )
     ),
 )
-ROUTINE_STATE_NAMES = tuple(column.name for column in ROUTINE_STATE.selected_columns)
 
 
 # --- retention (``core.retention``): what a prune batch may delete -------------------------------
