@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _event_arrivals import EventArrivals  # noqa: E402
 from _polled_planes import nginx_files, traefik_command  # noqa: E402
 from _report import Table, save  # noqa: E402
 
@@ -284,8 +285,17 @@ class ControlPlane:
         return datetime.fromisoformat(event["createdAt"]).timestamp()
 
     async def last_failover_at(self) -> float:
-        events = await self.call("GET", f"/proxy/{PROXY}/failover/events", params={"limit": 1})
-        return datetime.fromisoformat(events[0]["createdAt"]).timestamp()
+        return (await self.last_failover())[0]
+
+    async def last_failover(self, kind: str = "failover") -> tuple[float, str]:
+        """The latest failover event's commit time and id: an automatic failover commits at
+        ``completedAt`` (its ``createdAt`` is the detection), an executed one at ``createdAt``."""
+
+        # Of its type: a recovery event (the relay healthy again) may have been recorded since.
+        params = {"limit": 1, "type": kind}
+        event = (await self.call("GET", f"/proxy/{PROXY}/failover/events", params=params))[0]
+        at = event["completedAt"] if event["triggeredBy"] == "system" else event["createdAt"]
+        return datetime.fromisoformat(at).timestamp(), event["id"]
 
     async def settle(self, active: str = "edge-a") -> None:
         """Every relay healthy and ``active`` active."""
@@ -346,8 +356,17 @@ async def kill_active(
     return summary
 
 
+def delivery(
+    arrivals: EventArrivals | None, cp_commit: tuple[float, str]
+) -> tuple[float | None, float | None]:
+    """When the event reached a stream client (None without one) and that minus the commit, ms."""
+    commit, event_id = cp_commit
+    arrived = arrivals.arrival(event_id) if arrivals is not None else None
+    return arrived, (round((arrived - commit) * 1000, 1) if arrived is not None else None)
+
+
 async def planned_switchover(
-    port: int, cp: ControlPlane, rate: float, streams: int
+    port: int, cp: ControlPlane, rate: float, streams: int, arrivals: EventArrivals | None = None
 ) -> dict[str, Any]:
     open_streams = [Stream(port, reconnect=False) for _ in range(streams)]
     for stream in open_streams:
@@ -364,10 +383,18 @@ async def planned_switchover(
     summary = summarise(results)
     summary["follow_ms"] = round((max(late) - commit) * 1000, 1) if late else 0.0
     summary["streams_kept_on_old"] = f"{kept}/{streams}"
+    arrived, summary["event_ms"] = delivery(arrivals, await cp.last_failover("switchover"))
+    # The data plane's own part: the last request it sent to the old relay after the event
+    # reached the stream (0 when none did).
+    summary["follow_after_event_ms"] = (
+        round(max([0.0, *((t - arrived) * 1000 for t in late)]), 1) if arrived else None
+    )
     return summary
 
 
-async def unhealthy_cut(port: int, cp: ControlPlane, rate: float, streams: int) -> dict[str, Any]:
+async def unhealthy_cut(
+    port: int, cp: ControlPlane, rate: float, streams: int, arrivals: EventArrivals | None = None
+) -> dict[str, Any]:
     open_streams = [Stream(port, reconnect=True) for _ in range(streams)]
     for stream in open_streams:
         stream.start()
@@ -378,7 +405,8 @@ async def unhealthy_cut(port: int, cp: ControlPlane, rate: float, streams: int) 
         "PUT", f"/proxy/instances/{cp.ids['edge-a']}/health", json={"healthStatus": "unhealthy"}
     )
     results = await load
-    commit = await cp.last_failover_at()
+    committed = await cp.last_failover("failover")
+    commit = committed[0]
     firsts = [s.first_from("edge-b", commit) for s in open_streams]
     gaps = [(t - commit) * 1000 for t in firsts if t is not None]
     for stream in open_streams:
@@ -387,6 +415,14 @@ async def unhealthy_cut(port: int, cp: ControlPlane, rate: float, streams: int) 
     summary["streams_moved"] = f"{len(gaps)}/{streams}"
     summary["stream_first_byte_p50_ms"] = round(statistics.median(gaps), 1) if gaps else None
     summary["stream_first_byte_max_ms"] = round(max(gaps), 1) if gaps else None
+    arrived, summary["event_ms"] = delivery(arrivals, committed)
+    after = [(t - arrived) * 1000 for t in firsts if t is not None and arrived is not None]
+    summary["first_byte_after_event_p50_ms"] = round(statistics.median(after), 1) if after else None
+    # The data plane's own part of it: the old connection closed (the rest is the client's
+    # reconnect and the relay's first line).
+    closed = [next((t for t in s.closes if t >= commit), None) for s in open_streams]
+    closes = [(t - arrived) * 1000 for t in closed if t is not None and arrived is not None]
+    summary["closed_after_event_p50_ms"] = round(statistics.median(closes), 1) if closes else None
     return summary
 
 
@@ -470,13 +506,23 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
         tables.append(
             Table(
                 title=f"planned switchover (drain) with {streams} open streams",
-                columns=["data plane", "requests", "errors", "follow ms", "streams kept on old"],
+                columns=[
+                    "data plane",
+                    "requests",
+                    "errors",
+                    "follow ms",
+                    "event at a stream client ms",
+                    "follow ms after the event",
+                    "streams kept on old",
+                ],
                 rows=[
                     [
                         PLANES[k],
                         v["requests"],
                         v["errors"],
                         v["follow_ms"],
+                        v.get("event_ms"),
+                        v.get("follow_after_event_ms"),
                         v["streams_kept_on_old"],
                     ]
                     for k, v in report["switchover"].items()
@@ -492,6 +538,9 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                     "streams moved",
                     "first byte p50 ms",
                     "first byte max ms",
+                    "event at a stream client ms",
+                    "first byte p50 ms after the event",
+                    "closed p50 ms after the event",
                 ],
                 rows=[
                     [
@@ -500,6 +549,9 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                         v["streams_moved"],
                         v["stream_first_byte_p50_ms"],
                         v["stream_first_byte_max_ms"],
+                        v.get("event_ms"),
+                        v.get("first_byte_after_event_p50_ms"),
+                        v.get("closed_after_event_p50_ms"),
                     ]
                     for k, v in report["cut"].items()
                 ],
@@ -653,6 +705,8 @@ async def main(
         report["cut"] = {}
         report["planes"] = list(planes)
         followers = {plane: port for plane, port in planes.items() if plane != "a_haproxy_alone"}
+        arrivals = EventArrivals(cp.url, token, PROXY)
+        await arrivals.start()
         if only_overhead:
             planes, followers = {}, {}
         for plane, port in planes.items():
@@ -665,11 +719,13 @@ async def main(
         for plane, port in followers.items():
             await cp.settle()
             await wait_answered_by(port, "edge-a")
-            report["switchover"][plane] = await planned_switchover(port, cp, rate, streams)
+            report["switchover"][plane] = await planned_switchover(
+                port, cp, rate, streams, arrivals
+            )
             print(plane, "switchover", report["switchover"][plane], flush=True)
             await cp.settle()
             await wait_answered_by(port, "edge-a")
-            report["cut"][plane] = await unhealthy_cut(port, cp, rate, streams)
+            report["cut"][plane] = await unhealthy_cut(port, cp, rate, streams, arrivals)
             print(plane, "cut", report["cut"][plane], flush=True)
             await cp.call(
                 "PUT",
@@ -689,6 +745,7 @@ async def main(
                 "forwarder": {**await closed_loop(port_c), "bulk_MBps": await bulk(port_c)},
             }
             print("overhead", report["overhead"], flush=True)
+        await arrivals.stop()
         await cp.http.aclose()
         record(report, record_name)
         return report

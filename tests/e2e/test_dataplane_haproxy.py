@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy_failover.adapters.dataplanes.haproxy import DEFAULT_SERVER_OPTIONS, parse_server_options
+from proxy_failover.adapters.dataplanes.haproxy import (
+    DEFAULT_SERVER_OPTIONS,
+    HaproxyDataPlane,
+    RuntimeApi,
+    parse_server_options,
+)
+from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+from proxy_failover.core.dataplane import desired_state, moved_by_event
 from tests.helpers.api import SECRET, Tokens
 from tests.helpers.dataplanes import (
     ControlPlane,
@@ -31,6 +38,7 @@ from tests.helpers.dataplanes import (
     proxy_failover,
     stop,
 )
+from tests.helpers.factories import inst
 from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -313,3 +321,72 @@ def test_server_options_that_could_reach_the_runtime_api_as_commands_are_refused
     )
     assert answer.returncode == 2
     assert "--server-options" in answer.stderr
+
+
+class RecordingRuntimeApi(RuntimeApi):
+    """A Runtime API that records each connection's line and answers like HAProxy 2.6 would for
+    an empty backend ``relays`` that the agent fills (servers keep the states set on them)."""
+
+    def __init__(self) -> None:
+        super().__init__("/nowhere")
+        self.lines: list[str] = []
+        self.servers: dict[str, list[str]] = {}
+
+    async def execute(self, command: str) -> str:
+        self.lines.append(command)
+        answers = []
+        for part in command.split(";"):
+            words = part.split()
+            if part.startswith("show servers state"):
+                rows = [
+                    f"3 relays {n} {name} {addr} 2 {admin} {w} {w} 0 1 0 2 6 0 0 0 - {port}"
+                    " - 0 0 - - 0"
+                    for n, (name, (addr, port, admin, w)) in enumerate(self.servers.items(), 1)
+                ]
+                header = "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state "
+                header += "srv_uweight srv_iweight srv_time_since_last_change srv_check_status "
+                header += "srv_check_result srv_check_health srv_check_state srv_agent_state "
+                header += "bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
+                header += "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port"
+                answers.append("\n".join(["1", header, *rows]))
+            elif part.startswith("add server"):
+                addr, port = words[3].rsplit(":", 1)
+                weight = words[words.index("weight") + 1]
+                self.servers[words[2].split("/")[1]] = [addr, port, "1", weight]
+                answers.append("New server registered.")
+            elif part.startswith("set server") and words[3] == "state":
+                self.servers[words[2].split("/")[1]][2] = "1" if words[4] == "maint" else "0"
+                answers.append("")
+            else:
+                answers.append("")
+        return "\n".join(answers) + "\n"
+
+
+async def test_an_event_moves_haproxy_traffic_in_one_round_trip() -> None:
+    """A move told by an event goes as one line of ';'-separated commands, ready before maint,
+    without reading the servers first; a full apply reads them first."""
+    api = RecordingRuntimeApi()
+    plane = HaproxyDataPlane(
+        api, {"p": "relays"}, AgentMetrics("test"), standby_backups=True, server_options=("check",)
+    )
+    instances = [inst(n, priority=i, endpoint=f"127.0.0.1:{9000 + i}") for i, n in enumerate("ab")]
+    before = desired_state("p", instances, "a", 1, load_balanced=False)
+    await plane.apply(before)
+    assert api.lines[0] == "show servers state relays"
+    assert {name: state[2] for name, state in api.servers.items()} == {
+        "a": "0",
+        "a.backup": "1",
+        "b": "1",
+        "b.backup": "0",
+    }
+    api.lines.clear()
+    moved = moved_by_event(before, "b", 2)
+    assert moved is not None
+    await plane.apply_from_event(moved)
+    assert api.lines == [
+        "set server relays/b state ready;set server relays/a.backup state ready;"
+        "set server relays/a state maint;set server relays/b.backup state maint"
+    ]
+    api.lines.clear()
+    await plane.apply(moved)  # the full apply that follows: a read, nothing left to change
+    assert api.lines == ["show servers state relays"]

@@ -22,12 +22,13 @@ connection (commands separated by ``;``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy_failover.adapters.dataplanes.agent import DataPlaneError
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
@@ -193,10 +194,13 @@ async def _resolve(host: str, port: int) -> str:
 
 @dataclass(slots=True)
 class _Plan:
-    """The commands of one apply, in order: enable first, then disable (make before break)."""
+    """The commands of one apply, in order: the serving servers enabled, the standbys' backups,
+    then the rest disabled (make before break)."""
 
     enable: list[str]
     disable: list[str]
+    backups: list[str] = field(default_factory=list)
+    admin: dict[str, int] = field(default_factory=dict)  # server admin states once applied
 
 
 class HaproxyDataPlane:
@@ -219,6 +223,9 @@ class HaproxyDataPlane:
         self.server_options = tuple(server_options)
         self.standby_backups = standby_backups
         self._checks = "check" in self.server_options
+        # Each backend's servers as the last apply left them: a move told by an event is applied
+        # from here in one round trip; every other apply reads ``show servers state`` first.
+        self._known: dict[str, dict[str, ServerState]] = {}
 
     async def _run(self, command: str, *expect: str) -> None:
         """Run ``command``; success is an empty answer, or one starting with an ``expect``."""
@@ -233,10 +240,23 @@ class HaproxyDataPlane:
         return name if self.standby_backups and name not in names else None
 
     async def apply(self, state: DesiredState) -> None:
+        await self._apply(state, cached=False)
+
+    async def apply_from_event(self, state: DesiredState) -> None:
+        """A move told by an event: the state commands from the servers as the last apply left
+        them, in one round trip. If HAProxy changed meanwhile (a reload), a command is refused
+        or does nothing, and the full read and apply that follows every event puts it right."""
+        await self._apply(state, cached=True)
+
+    async def _apply(self, state: DesiredState, *, cached: bool) -> None:
         backend = self.backends[state.proxy_id]
-        servers = parse_servers_state(
-            backend, await self.api.execute(f"show servers state {backend}")
-        )
+        known = self._known.pop(backend, None)
+        if cached and known is not None:
+            servers = known
+        else:
+            servers = parse_servers_state(
+                backend, await self.api.execute(f"show servers state {backend}")
+            )
         weights = haproxy_weights(state)
         names = {t.name for t in state.targets}
         problems: list[str] = []
@@ -271,7 +291,12 @@ class HaproxyDataPlane:
                     servers.pop(name, None)
             # 2. make before break: enable the serving ones, then disable the others
             self._plan_states(backend, state, target, servers, backup, plan)
-        await self.api.execute_all(plan.enable + plan.disable)
+        await self.api.execute_all(plan.enable + plan.backups + plan.disable)
+        self._known[backend] = {
+            name: dataclasses.replace(server, admin_state=plan.admin.get(name, server.admin_state))
+            for name, server in servers.items()
+            if name in matched
+        }
         # 3. servers that belong to no instance take nothing and go away
         for name, server in servers.items():
             if name in matched:
@@ -303,10 +328,12 @@ class HaproxyDataPlane:
         path = f"{backend}/{target.name}"
         if server is not None and target.serving and not server.is_ready:
             plan.enable.append(f"set server {path} state ready")
+            plan.admin[target.name] = 0
         elif server is not None and not target.serving:
             policy = leaving_policy(target, planned=self.on_switchover)
             if not server.is_maint:
                 plan.disable.append(f"set server {path} state maint")
+                plan.admin[target.name] = _FORCED_MAINT
                 self.metrics.switches.labels(state.proxy_id, policy.value).inc()
                 log.info("haproxy: %s out of traffic (%s)", path, policy.value)
             if policy is SwitchPolicy.CUT and (
@@ -320,9 +347,11 @@ class HaproxyDataPlane:
             return
         path = f"{backend}/{backup}"
         if standby and not spare.is_ready:
-            plan.enable.append(f"set server {path} state ready")
+            plan.backups.append(f"set server {path} state ready")
+            plan.admin[spare.name] = 0
         elif not standby and not spare.is_maint:
             plan.disable.append(f"set server {path} state maint")
+            plan.admin[spare.name] = _FORCED_MAINT
         if not standby and not target.healthy:
             plan.disable.append(f"shutdown sessions server {path}")
 
