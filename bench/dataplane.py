@@ -4,7 +4,10 @@
     ``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy``;
 (c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET /providers/traefik`` every
 ``--traefik-poll``; (e) nginx (``stream``) with ``proxy-failover agent nginx`` rendering its
-upstream and reloading it (``_polled_planes.py``). (b)-(e) follow one real ``serve`` (SQLite,
+upstream and reloading it (``_polled_planes.py``); (f) Envoy polling the REST-JSON EDS
+``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS file that
+``proxy-failover agent envoy`` renames into place (one Envoy, HTTP listeners retrying a failed
+upstream on another priority: ``_envoy_plane.py``). (b)-(g) follow one real ``serve`` (SQLite,
 probes every 0.2 s, down after 2 failures: the same detection budget as (a)). The relays are
 ``examples/relay.py`` processes. Load: open loop, ``--rate`` requests/s, each on a new TCP
 connection (``GET /``, answered with the relay's name), plus ``--streams`` long-lived streams.
@@ -21,9 +24,9 @@ Scenarios, each plane in turn:
 Goals (issue 11): planned switchover 0 errors and follow time ≤ 5 ms; kill -9: (b) and (c) no
 more errors than (a) and worst latency ≤ (a)'s; streams: drain keeps them, cut moves them (first
 byte from the new relay ≤ 10 ms after the commit). Issue 14: 0 errors on planned switchovers;
-follow ≤ 5 ms for pushed/file state (nginx), ≤ poll interval + 50 ms for polled (Traefik).
-Kill -9 also gives a follow time for (b)-(e): the last request started after the failover's
-commit that still went to the killed relay (an error) minus the commit.
+follow ≤ 5 ms for pushed/file state (nginx, Envoy file), ≤ poll interval + 50 ms for polled
+(Traefik, Envoy REST). Kill -9 also gives a follow time for (b)-(g): the last request started
+after the failover's commit that still went to the killed relay (an error) minus the commit.
 
 Run: ``bash bench/setup.sh && .venv/bin/python bench/dataplane.py`` (``--planes`` picks some,
 ``--record`` names the JSON); writes ``bench/results/dataplane.json`` (``bench/render.py``
@@ -55,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _envoy_plane import envoy_command  # noqa: E402
 from _event_arrivals import EventArrivals  # noqa: E402
 from _polled_planes import nginx_files, traefik_command  # noqa: E402
 from _report import Table, save  # noqa: E402
@@ -469,6 +473,8 @@ PLANES = {
     "c_forwarder": "(c) forwarder",
     "d_traefik": "(d) Traefik, HTTP provider",
     "e_nginx": "(e) nginx + agent",
+    "f_envoy_rest": "(f) Envoy, REST EDS",
+    "g_envoy_file": "(g) Envoy, file EDS + agent",
 }
 
 
@@ -607,6 +613,7 @@ async def main(
     wanted: Sequence[str] = tuple(PLANES),
     record_name: str = "dataplane",
     traefik_poll: str = "50ms",
+    envoy_refresh: float = 1.0,
 ) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
     relays = {name: Relay(name) for name in NAMES}
@@ -698,6 +705,29 @@ async def main(
                     break
                 await asyncio.sleep(0.1)
             procs.append(start(nginx, directory / "nginx.log"))
+        envoy_ports = {p: port for p, port in planes.items() if p.startswith(("f_", "g_"))}
+        if "g_envoy_file" in envoy_ports:  # Envoy reads the file at start: the agent writes it
+            eds = directory / "eds"
+            eds.mkdir()
+            envoy_agent = (*agent, "--dir", str(eds), "--proxy", PROXY)
+            procs.append(
+                start([*pfo, "agent", "envoy", *envoy_agent], directory / "agent-envoy.log")
+            )
+            for _ in range(100):
+                if (eds / f"{PROXY}.json").exists():
+                    break
+                await asyncio.sleep(0.1)
+        if envoy_ports:
+            envoy = envoy_command(
+                directory,
+                envoy_ports,
+                free_port(),
+                ("127.0.0.1", port_cp),
+                token,
+                PROXY,
+                envoy_refresh,
+            )
+            procs.append(start(envoy, directory / "envoy.log"))
         for port in planes.values():
             await wait_answered_by(port, "edge-a")
 
@@ -773,6 +803,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--record", default="dataplane", help="name of the JSON record")
     parser.add_argument("--traefik-poll", default="50ms", help="Traefik's provider pollInterval")
+    parser.add_argument("--envoy-refresh", type=float, default=1.0, help="Envoy's REST EDS poll, s")
     arguments = parser.parse_args()
     chosen = [p.strip() for p in arguments.planes.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(PLANES))
@@ -786,5 +817,6 @@ if __name__ == "__main__":
             chosen,
             arguments.record,
             arguments.traefik_poll,
+            arguments.envoy_refresh,
         )
     )

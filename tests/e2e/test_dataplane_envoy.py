@@ -168,14 +168,18 @@ def test_active_at_priority_0_and_the_backups_at_priority_1_through_rest_and_fil
         poll_until(lambda c=cluster: stack.envoy.hosts(c) == expected)  # type: ignore[misc]
     for mode in MODES:
         assert {stack.through(mode) for _ in range(10)} == {"edge-a"}
+
     # The file is exactly what the REST endpoint answers for the same state, renamed into place.
-    answer = httpx.post(
-        f"{stack.serve.url}/v3/discovery:endpoints",
-        headers=stack.cp.owner,
-        json={"resource_names": ["live"]},
-        timeout=5,
-    ).json()
-    assert json.loads((stack.eds_dir / "live.json").read_text()) == answer
+    def file_is_the_rest_answer() -> bool:
+        answer = httpx.post(
+            f"{stack.serve.url}/v3/discovery:endpoints",
+            headers=stack.cp.owner,
+            json={"resource_names": ["live"]},
+            timeout=5,
+        ).json()
+        return bool(json.loads((stack.eds_dir / "live.json").read_text()) == answer)
+
+    poll_until(file_is_the_rest_answer)
     assert sorted(p.name for p in stack.eds_dir.iterdir()) == ["live.json"]  # no temporary left
 
 

@@ -133,10 +133,13 @@ def file_eds_cluster(name: str, proxy_id: str, directory: Path) -> dict[str, Any
 
 
 def _eds_cluster(name: str, proxy_id: str, source: dict[str, Any]) -> dict[str, Any]:
+    """Envoy allows 3 retries in flight per cluster by default: a dead relay under load makes
+    many at once, and each one refused beyond 3 is a client error; so the limit is raised."""
     return {
         "name": name,
         "type": "EDS",
         "connect_timeout": "0.5s",
+        "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_retries": 1000}]},
         "eds_cluster_config": {
             "service_name": proxy_id,
             "eds_config": {"resource_api_version": "V3", **source},

