@@ -180,7 +180,7 @@ class ProxyFollower:
         return applied
 
     async def _event_loop(self) -> None:
-        """Applies what events announced as soon as they arrive; the full read follows."""
+        """Applies what events told as soon as they arrive, then asks for the full read."""
         done: DesiredState | None = None
         while True:
             await self._announce.wait()
@@ -189,6 +189,7 @@ class ProxyFollower:
             if told is not None and told is not done:
                 done = told
                 await self.apply(told, "event")
+            self.request_sync("event")
 
     async def apply(self, state: DesiredState, trigger: str) -> bool:
         """Apply ``state`` to the data plane unless it is older than the applied one (fencing,
@@ -261,6 +262,9 @@ class ProxyFollower:
         self.request_sync("stream-connect")
 
     def _on_event(self, event: StreamEvent) -> None:
+        log.debug(
+            "proxy %s: event %s %s (epoch %s)", self.proxy_id, event.id, event.type, event.epoch
+        )
         if event.id is not None:
             self.last_event_id = event.id
         if self.is_stale(event.epoch):
@@ -291,6 +295,7 @@ class ProxyFollower:
             if announced is not None:
                 self._told, self._told_at = announced, self._events_seen
                 self._announce.set()
+                return  # the full read follows the apply (its requests would delay it)
         self.request_sync("event")
 
     def _control_plane_changed(self, ok: bool, error: BaseException | None = None) -> None:
