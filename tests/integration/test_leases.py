@@ -178,12 +178,12 @@ async def test_two_engine_leaders_on_one_database_take_turns(replicas: list[Leas
         second = next(leader for leader in leaders if leader is not first)
 
         async def took_over() -> bool:
-            return second.is_leader
+            # its engine starts just after the lease is won: wait for both
+            return second.is_leader and running == [second.holder]
 
         await wait_for(took_over)
         assert second.lease is not None
         assert second.lease.epoch == initial.epoch + 1
-        assert running == [second.holder]
     finally:
         for leader in leaders:
             leader.stop()
