@@ -17,7 +17,11 @@ Scenarios, each plane in turn:
 - planned switchover (b, c): errors, follow time = last request *started* on the old relay after
   the commit (the event's ``createdAt``) minus the commit; open streams kept (drain);
 - unhealthy report on the live active relay (b, c): the engine fails over; streams are cut and
-  reconnect: first byte from the new relay after the commit (per stream: p50, max);
+  reconnect: first byte from the new relay after the commit (the automatic failover's
+  ``completedAt``; per stream: p50, max);
+- both also give when the failover event reached a stream client of the benchmark
+  (``_event_arrivals.py``: the control plane's part) and the data plane's part after it: the
+  follow time, the old connection's close and the first byte, counted from that arrival;
 - overhead (direct, HAProxy TCP mode, forwarder): closed-loop new-connection requests/s and
   p50/p99 latency with 16 workers, and bulk download MB/s.
 
