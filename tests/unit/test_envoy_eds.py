@@ -64,6 +64,7 @@ def test_ineligible_and_addressless_instances_are_left_out_of_priority_1() -> No
     first, second = priorities(state)
     assert [t.name for t in first] == ["a"]
     assert [t.name for t in second] == []
+    assert [g["priority"] for g in cluster_load_assignment(state)["endpoints"]] == [0]
 
 
 def test_an_unhealthy_active_keeps_priority_0_until_the_control_plane_moves_it() -> None:
