@@ -115,6 +115,7 @@ def serve(database_url: str, workdir: Path) -> Iterator[str]:
         "PFO_JWT_SECRET": SECRET,
         "PFO_LOG_LEVEL": "warning",
         "PFO_RATE_LIMIT_PER_SECOND": "0",  # the API load is one token: capacity, not limits
+        "PFO_OUTBOUND_ALLOW": "127.0.0.0/8",  # the instances are local (core.outbound)
     }
     with (workdir / "serve.log").open("w") as log:
         proc = subprocess.Popen(
