@@ -8,7 +8,6 @@ and the API's must queue on one gate, or they meet each other's lock inside SQLi
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -44,10 +43,6 @@ class LoopThread:
         self.loop.close()
 
 
-def waiting(gate: WriteGate, count: int) -> bool:
-    return len(gate._waiters) == count
-
-
 async def wait_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + DEADLINE
     while not condition():
@@ -74,11 +69,7 @@ async def test_a_waiter_on_another_loop_gets_the_gate_when_it_is_released() -> N
         await wait_for(got.is_set, "the other loop to take the gate")
         assert gate.locked()  # handed over, never free in between
         done.result(DEADLINE)
-
-        async def give_back() -> None:
-            gate.release()
-
-        other.submit(give_back).result(DEADLINE)
+        other.submit(lambda: asyncio.sleep(0, gate.release())).result(DEADLINE)
         assert not gate.locked()
     finally:
         other.close()
@@ -102,7 +93,7 @@ async def test_waiters_are_served_in_arrival_order_across_loops() -> None:
         futures = []
         for n, thread in enumerate(threads):
             futures.append(thread.submit(taker(n)))
-            await wait_for(functools.partial(waiting, gate, n + 1), f"waiter {n} queued")
+            await wait_for(lambda n=n: len(gate._waiters) == n + 1, f"waiter {n} queued")
         gate.release()
         for future in futures:
             future.result(DEADLINE)
