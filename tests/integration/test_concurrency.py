@@ -3,9 +3,7 @@
 Exactly one wins; every other call gets 009 or 010; the proxy never has two active instances or
 two switches in progress. Each racer uses its own service (own engine and connection pool), and
 on SQLite a variant races from several OS processes: the guarantee comes from the database
-(``BEGIN IMMEDIATE`` / ``SELECT ... FOR UPDATE``), not from an in-process lock. (In one process,
-SQLite writers of every engine on a file also queue on its one write gate, ``store.database``;
-the processes of the variant do not share it.)
+(``BEGIN IMMEDIATE`` / ``SELECT ... FOR UPDATE``), not from an in-process lock.
 """
 
 from __future__ import annotations

@@ -9,11 +9,8 @@ units of work lock the proxy's redundancy row with ``SELECT ... FOR UPDATE`` (se
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import os
 import socket
-import threading
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,110 +155,41 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-class WriteGate:
-    """A FIFO lock for the writers of one SQLite file in this process, whatever their event loop.
-
-    Why not an ``asyncio.Lock`` per engine: ``serve`` runs the engine on its own loop and thread
-    with its own connection pool (``bootstrap.EngineThread``). Writers that do not share a queue
-    meet each other's lock in SQLite and back off (1, 2, 4 ... 50 ms): under a write-heavy API the
-    engine's switch transaction and its probe results waited tens of milliseconds each, retrying
-    while the API's writers took the lock back to back. One gate per file, handed on in arrival
-    order, bounds that wait to the transactions queued ahead. A waiter is woken on its own loop
-    (``call_soon_threadsafe``); ownership passes straight to it, so nobody can slip in between.
-    """
-
-    __slots__ = ("__weakref__", "_held", "_mutex", "_waiters")
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._held = False
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-
-    def locked(self) -> bool:
-        return self._held
-
-    async def acquire(self) -> None:
-        with self._mutex:
-            if not self._held:
-                self._held = True
-                return
-            waiter = _Waiter(asyncio.get_running_loop())
-            self._waiters.append(waiter)
-        try:
-            await waiter.future
-        except BaseException:  # cancelled (a timeout): leave the queue, or pass ownership on
-            with self._mutex:
-                owned = waiter.granted
-                if not owned:
-                    self._waiters.remove(waiter)
-            if owned:
-                self.release()
-            raise
-
-    def release(self) -> None:
-        """Hand the lock to the longest waiter (on its loop), or free it."""
-        with self._mutex:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.granted = True
-                try:
-                    waiter.loop.call_soon_threadsafe(waiter.wake)
-                except RuntimeError:  # its loop is closed: nobody is waiting there any more
-                    continue
-                return
-            self._held = False
+#: One in-process write gate per SQLite engine, shared by every writer on it (the store's units
+#: of work, ``EngineAccess``). Keyed by the base engine so derived option engines share it.
+_write_gates: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-class _Waiter:
-    __slots__ = ("future", "granted", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.granted = False
-
-    def wake(self) -> None:
-        if not self.future.done():  # a cancelled waiter releases the lock itself
-            self.future.set_result(None)
-
-
-#: One write gate per SQLite file (its resolved path), shared by every writer of this process on
-#: it: the store's units of work and ``EngineAccess``, of every engine and event loop. The
-#: engines on the file keep it alive (``_engine_gates``).
-_write_gates: weakref.WeakValueDictionary[str, WriteGate] = weakref.WeakValueDictionary()
-_write_gates_mutex = threading.Lock()
-#: Each SQLite engine's gate and how long its writers may queue on it (the engine's database
-#: timeout). Keyed by the base engine so derived option engines share them.
-_engine_gates: weakref.WeakKeyDictionary[sa.Engine, WriteGate] = weakref.WeakKeyDictionary()
+#: How long a writer of each SQLite engine may queue on its gate (the engine's database timeout).
 _gate_timeouts: weakref.WeakKeyDictionary[sa.Engine, float] = weakref.WeakKeyDictionary()
 
 
 class _BoundedGate:
-    """Holds ``gate`` for a block; a wait longer than ``seconds`` is an outage (018).
+    """Holds ``lock`` for a block; a wait longer than ``seconds`` is an outage (018).
 
     Writers behind one stuck on another process's lock would otherwise each add their own full
     wait, so the last of ten waited ten times the budget."""
 
-    __slots__ = ("_gate", "_seconds")
+    __slots__ = ("_lock", "_seconds")
 
-    def __init__(self, gate: WriteGate, seconds: float) -> None:
-        self._gate = gate
+    def __init__(self, lock: asyncio.Lock, seconds: float) -> None:
+        self._lock = lock
         self._seconds = seconds
 
     async def __aenter__(self) -> None:
-        if not self._gate.locked():
-            await self._gate.acquire()  # free (or just taken: then queued): no timer needed
+        if not self._lock.locked():
+            await self._lock.acquire()  # free: no timer needed on the hot path
             return
         try:
             async with asyncio.timeout(self._seconds):
-                await self._gate.acquire()
+                await self._lock.acquire()
         except TimeoutError:
             raise StorageTimeout(
                 f"storage unavailable: the database stayed locked for {self._seconds:g} s"
             ) from None
 
     async def __aexit__(self, *_exc: object) -> None:
-        self._gate.release()
+        self._lock.release()
 
 
 def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -269,22 +197,16 @@ def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[An
 
     SQLite has one writer at a time: a writer that finds the file locked waits in SQLite's busy
     handler, which sleeps and backs off (1, 2, 5, ... 100 ms), so two in-process writers that
-    bypass each other's queue cost tens of milliseconds each. Every writer of one file must
-    therefore take the same gate (``WriteGate``: one per file, across engines, loops and
-    threads); ``BEGIN IMMEDIATE`` still guards against other processes. PostgreSQL writers need
-    no gate (row locks serialise per proxy).
+    bypass each other's queue cost tens of milliseconds each. Every writer of one engine must
+    therefore take the same gate; ``BEGIN IMMEDIATE`` still guards against other processes.
+    PostgreSQL writers need no gate (row locks serialise per proxy).
     """
     if not is_sqlite(engine):
         return contextlib.nullcontext()
     base = engine.sync_engine
-    gate = _engine_gates.get(base)
+    gate = _write_gates.get(base)
     if gate is None:
-        path = os.path.realpath(engine.url.database or "")
-        with _write_gates_mutex:
-            gate = _write_gates.get(path)
-            if gate is None:
-                gate = _write_gates[path] = WriteGate()
-        _engine_gates[base] = gate
+        gate = _write_gates[base] = asyncio.Lock()
     return _BoundedGate(gate, _gate_timeouts.get(base, DATABASE_TIMEOUT_SECONDS))
 
 
