@@ -48,3 +48,40 @@ class EventArrivals:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+class EventApplyMeter:
+    """The agents' own part, from their ``pfo_agent_event_apply_seconds`` histogram: the mean
+    time from an event's arrival to the data plane having applied it, over one scenario."""
+
+    def __init__(self, metrics_urls: dict[str, str]) -> None:
+        self.urls = metrics_urls  # plane -> http://.../metrics
+        self._before: dict[str, tuple[float, float]] = {}
+
+    @staticmethod
+    async def _read(url: str) -> tuple[float, float]:
+        """(sum, count) of the histogram, over every proxy."""
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(url)).text
+        total = count = 0.0
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("pfo_agent_event_apply_seconds_sum"):
+                total += float(value)
+            elif name.startswith("pfo_agent_event_apply_seconds_count"):
+                count += float(value)
+        return total, count
+
+    async def start(self, plane: str) -> None:
+        if plane in self.urls:
+            self._before[plane] = await self._read(self.urls[plane])
+
+    async def mean_ms(self, plane: str) -> float | None:
+        """Mean over the events applied since ``start(plane)``; None without metrics or events."""
+        if plane not in self._before:
+            return None
+        total, count = await self._read(self.urls[plane])
+        before_total, before_count = self._before.pop(plane)
+        if count <= before_count:
+            return None
+        return round((total - before_total) / (count - before_count) * 1000, 2)

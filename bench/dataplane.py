@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _envoy_plane import envoy_command  # noqa: E402
-from _event_arrivals import EventArrivals  # noqa: E402
+from _event_arrivals import EventApplyMeter, EventArrivals  # noqa: E402
 from _polled_planes import nginx_files, traefik_command  # noqa: E402
 from _report import Table, save  # noqa: E402
 
@@ -523,6 +523,7 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                     "follow ms",
                     "event at a stream client ms",
                     "follow ms after the event",
+                    "agent: event to applied, mean ms",
                     "streams kept on old",
                 ],
                 rows=[
@@ -533,6 +534,7 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                         v["follow_ms"],
                         v.get("event_ms"),
                         v.get("follow_after_event_ms"),
+                        v.get("agent_event_apply_ms"),
                         v["streams_kept_on_old"],
                     ]
                     for k, v in report["switchover"].items()
@@ -551,6 +553,7 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                     "event at a stream client ms",
                     "first byte p50 ms after the event",
                     "closed p50 ms after the event",
+                    "agent: event to applied, mean ms",
                 ],
                 rows=[
                     [
@@ -562,6 +565,7 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                         v.get("event_ms"),
                         v.get("first_byte_after_event_p50_ms"),
                         v.get("closed_after_event_p50_ms"),
+                        v.get("agent_event_apply_ms"),
                     ]
                     for k, v in report["cut"].items()
                 ],
@@ -667,6 +671,14 @@ async def main(
                 directory, "a", planes["a_haproxy_alone"], servers_a, socket_a
             )
             procs.append(start(config_a, directory / "haproxy-a.log"))
+        agent_metrics = {plane: free_port() for plane in ("b_haproxy_agent", "c_forwarder")}
+        meter = EventApplyMeter(
+            {
+                p: f"http://127.0.0.1:{port}/metrics"
+                for p, port in agent_metrics.items()
+                if p in planes
+            }
+        )
         if "b_haproxy_agent" in planes:
             socket_b = str(directory / "b.sock")
             config_b = haproxy_config(directory, "b", planes["b_haproxy_agent"], "", socket_b)
@@ -677,6 +689,7 @@ async def main(
                     [
                         *(*pfo, "agent", "haproxy", *agent, "--socket", socket_b, *map_option),
                         *("--server-options", f"{checks} {OBSERVE}"),
+                        *("--metrics-port", str(agent_metrics["b_haproxy_agent"])),
                     ],
                     directory / "agent.log",
                 )
@@ -685,7 +698,10 @@ async def main(
             listen = f"127.0.0.1:{planes['c_forwarder']}"
             procs.append(
                 start(
-                    [*pfo, "forward", *agent, "--proxy", PROXY, "--listen", listen],
+                    [
+                        *(*pfo, "forward", *agent, "--proxy", PROXY, "--listen", listen),
+                        *("--metrics-port", str(agent_metrics["c_forwarder"])),
+                    ],
                     directory / "forwarder.log",
                 )
             )
@@ -753,13 +769,17 @@ async def main(
         for plane, port in followers.items():
             await cp.settle()
             await wait_answered_by(port, "edge-a")
+            await meter.start(plane)
             report["switchover"][plane] = await planned_switchover(
                 port, cp, rate, streams, arrivals
             )
+            report["switchover"][plane]["agent_event_apply_ms"] = await meter.mean_ms(plane)
             print(plane, "switchover", report["switchover"][plane], flush=True)
             await cp.settle()
             await wait_answered_by(port, "edge-a")
+            await meter.start(plane)
             report["cut"][plane] = await unhealthy_cut(port, cp, rate, streams, arrivals)
+            report["cut"][plane]["agent_event_apply_ms"] = await meter.mean_ms(plane)
             print(plane, "cut", report["cut"][plane], flush=True)
             await cp.call(
                 "PUT",

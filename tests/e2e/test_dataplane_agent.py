@@ -160,7 +160,7 @@ async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
     """The event moves the traffic at once; it does not queue behind a read in flight."""
     cp, plane = ScriptedControlPlane(epoch=5, active="i-a"), RecordingPlane()
     switch = {"eventType": "switchover", "targetInstanceId": "i-b", "sourceInstanceId": "i-a"}
-    follower, _metrics, client = _follower(cp, plane)
+    follower, metrics, client = _follower(cp, plane)
     async with client:
         assert await follower.sync("start")
         cp.reads_held = asyncio.Event()  # every read from now on hangs
@@ -172,6 +172,9 @@ async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
             source = plane.applied[-1].target("i-a")
             assert source is not None
             assert source.healthy  # a planned move: i-a drains
+            # The agent's own part of the follow time, from the event's arrival, is measured.
+            assert _sample(metrics, "pfo_agent_event_apply_seconds_count") == 1
+            assert 0 < _sample(metrics, "pfo_agent_event_apply_seconds_sum") < 10
         finally:
             cp.reads_held.set()
             task.cancel()

@@ -120,6 +120,7 @@ class ProxyFollower:
         # It stays the base for the next event until a full read begun after it is applied.
         self._told: DesiredState | None = None
         self._told_at = 0  # events seen when it was told
+        self._told_received = 0.0  # perf_counter() when its event arrived
         self._events_seen = 0
         self._announce = asyncio.Event()
         self._apply_lock = asyncio.Lock()
@@ -188,7 +189,11 @@ class ProxyFollower:
             told = self._told
             if told is not None and told is not done:
                 done = told
+                received = self._told_received
                 await self.apply(told, "event")
+                if self.applied is told:
+                    elapsed = time.perf_counter() - received
+                    self.metrics.event_apply.labels(self.proxy_id).observe(elapsed)
             self.request_sync("event")
 
     async def apply(self, state: DesiredState, trigger: str) -> bool:
@@ -294,6 +299,7 @@ class ProxyFollower:
                 announced = with_health(known, details.get("instanceId"), details.get("status"))
             if announced is not None:
                 self._told, self._told_at = announced, self._events_seen
+                self._told_received = time.perf_counter()
                 self._announce.set()
                 return  # the full read follows the apply (its requests would delay it)
         self.request_sync("event")

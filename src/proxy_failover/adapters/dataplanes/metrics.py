@@ -5,7 +5,14 @@ One registry per agent process (not the global one), so tests can run several ag
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 
 class AgentMetrics:
@@ -77,6 +84,14 @@ class AgentMetrics:
             "pfo_agent_stream_connects",
             "Connections of the event stream (the first and every reconnect)",
             ["proxy_id"],
+            registry=r,
+        )
+        self.event_apply = Histogram(
+            "pfo_agent_event_apply_seconds",
+            "From a stream event's arrival to the data plane having applied what it told (a move, "
+            "a health change): the agent's own part of the follow time",
+            ["proxy_id"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
         self.switches = Counter(
