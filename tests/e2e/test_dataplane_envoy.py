@@ -293,3 +293,50 @@ def test_the_bootstrap_of_the_docs_runs_as_written(stack: Stack) -> None:
             poll_until(lambda c=cluster: envoy.hosts(c) == expected)  # type: ignore[misc]
     finally:
         envoy.stop()
+
+
+def test_control_plane_down_both_sources_keep_the_last_assignment(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    failures_before = stack.envoy.stat("cluster.live-rest.update_failure") or 0
+    stack.serve.stop(kill=True)
+    try:
+        # Envoy's polls fail (counted), the agent says so; traffic stays where it was.
+        poll_until(
+            lambda: (
+                (stack.envoy.stat("cluster.live-rest.update_failure") or 0) >= failures_before + 2
+            )
+        )
+        poll_until(
+            lambda: metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 0
+        )
+        for mode in MODES:
+            assert {stack.through(mode) for _ in range(5)} == {"edge-a"}
+        assert stack.envoy.hosts("live-rest").get(0) == [stack.address("edge-a")]
+    finally:
+        stack.serve.start()
+    stack.back_to_edge_a()
+
+
+def test_load_balancing_puts_every_eligible_instance_at_priority_0_at_its_weight(
+    stack: Stack,
+) -> None:
+    stack.back_to_edge_a()
+    body = {"proxyId": "live", "config": {"enableLoadBalancing": True}}
+    stack.cp.call("POST", "/proxy/failover/config", json=body)
+    stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 300})
+    try:
+        every = sorted(stack.address(name) for name in NAMES)
+        for cluster in ("live-rest", "live-file"):
+            poll_until(
+                lambda c=cluster: sorted(stack.envoy.hosts(c).get(0, [])) == every  # type: ignore[misc]
+            )
+            weights = stack.envoy.weights(cluster)
+            assert weights[stack.address("edge-c")] == 300
+            assert weights[stack.address("edge-a")] == 100
+        for mode in MODES:
+            poll_until(lambda m=mode: {stack.through(m) for _ in range(15)} == set(NAMES))  # type: ignore[misc]
+    finally:
+        stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 100})
+        body = {"proxyId": "live", "config": {"enableLoadBalancing": False}}
+        stack.cp.call("POST", "/proxy/failover/config", json=body)
+    stack.back_to_edge_a()

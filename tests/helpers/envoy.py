@@ -302,6 +302,17 @@ class Envoy:
                 )
         return found
 
+    def weights(self, cluster: str) -> dict[str, int]:
+        """``host:port`` -> load-balancing weight of the cluster's hosts, as Envoy holds them."""
+        text = self.admin("/clusters?format=json") or "{}"
+        found: dict[str, int] = {}
+        for status in json.loads(text).get("cluster_statuses", []):
+            if status.get("name") == cluster:
+                for host in status.get("host_statuses", []):
+                    socket = host["address"]["socket_address"]
+                    found[f"{socket['address']}:{socket['port_value']}"] = int(host["weight"])
+        return found
+
     def stop(self) -> None:
         stop(self.proc)
 
