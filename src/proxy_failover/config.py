@@ -126,7 +126,10 @@ class Settings(BaseSettings):
         "rows it returns); 0 = off",
     )
     rate_limit_heavy_rows_burst: float = Field(
-        default=5000.0, ge=1, description="Rows of those lists a caller may read at once"
+        default=2000.0,
+        ge=1,
+        description="Rows of those lists a caller may have in flight at once (a list is "
+        "charged its limit when let in and refunded what it did not return)",
     )
     rate_limit_reports_per_second: float = Field(
         default=1000.0,

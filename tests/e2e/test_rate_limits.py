@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.entrypoints.api.auth import mint_token
-from proxy_failover.entrypoints.api.ratelimit import is_heavy
+from proxy_failover.entrypoints.api.ratelimit import requested_rows
 from proxy_failover.store.tables import events
 from tests.helpers.api import SECRET, Api, Tokens, api_settings
 
@@ -154,6 +154,7 @@ async def test_heavy_reads_cost_the_rows_they_return(database_url: str, tokens: 
 
 
 async def _heavy_reads_cost_the_rows_they_return(tight: Api) -> None:
+    # TIGHT: 10 rows/s, 1,000 at once; a list is charged its limit, refunded what it did not list
     alice = tight.tokens.alice
     await tight.ok("POST", "/proxy/failover/config", alice, 201, json={"proxyId": "p1"})
     start = datetime.now(UTC) + timedelta(seconds=1)
@@ -180,19 +181,40 @@ async def _heavy_reads_cost_the_rows_they_return(tight: Api) -> None:
     assert (await tight.call("GET", "/proxies", tight.tokens.bob)).status_code == 200
 
 
+async def test_heavy_reads_sent_together_cannot_all_pass_on_one_token(
+    database_url: str, tokens: Tokens
+) -> None:
+    """Each is charged its limit when let in: of 20 reads at once, only what the burst covers."""
+    settings = TIGHT | {"rate_limit_burst": 100, "rate_limit_heavy_rows_burst": 2000}
+    async for api in _api(database_url, tokens, **settings):
+        path = "/proxy/none/failover/events?limit=1000"  # 404: each refunds its 1,000 after
+        statuses = await asyncio.gather(*(api.call("GET", path, tokens.alice) for _ in range(20)))
+        answered = [response.status_code for response in statuses]
+        assert answered.count(404) <= 3  # 2,000 rows: two, or three when one was refunded
+        assert answered.count(429) >= 17
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "heavy"),
+    ("method", "path", "query", "rows"),
     [
-        ("GET", "/proxy/p/failover/events", True),
-        ("GET", "/proxy/p/webhooks/deliveries", True),
-        ("GET", "/audit", True),
-        ("POST", "/audit", False),
-        ("GET", "/proxy/p/failover/events/x", False),
-        ("GET", "/proxies", False),
+        ("GET", "/proxy/p/failover/events", b"", 50),
+        ("GET", "/proxy/p/failover/events", b"status=failed&limit=1000", 1000),
+        ("GET", "/proxy/p/failover/events", b"limit=7&type=failover", 7),
+        ("GET", "/proxy/p/failover/events", b"limit=5000", 1000),
+        ("GET", "/proxy/p/failover/events", b"limit=abc", 50),
+        ("GET", "/proxy/p/failover/events", b"limit=0", 50),
+        ("GET", "/proxy/p/failover/events", b"nolimit=7", 50),
+        ("GET", "/proxy/p/webhooks/deliveries", b"limit=7", 7),
+        ("GET", "/audit", b"", 100),
+        ("POST", "/audit", b"", 0),
+        ("GET", "/proxy/p/failover/events/x", b"", 0),
+        ("GET", "/proxies", b"limit=1000", 0),
     ],
 )
-def test_the_lists_that_grow_are_heavy(method: str, path: str, heavy: bool) -> None:
-    assert is_heavy(method, path) is heavy
+def test_the_lists_that_grow_ask_for_their_limit(
+    method: str, path: str, query: bytes, rows: int
+) -> None:
+    assert requested_rows(method, path, query) == rows
 
 
 async def test_zero_turns_rate_limits_off(database_url: str, tokens: Tokens) -> None:

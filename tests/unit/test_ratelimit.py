@@ -151,29 +151,40 @@ def test_zero_slots_means_no_cap() -> None:
     assert slots.in_use == 1000
 
 
-def test_admit_lets_in_while_a_token_is_held_and_charge_may_run_into_debt() -> None:
+def test_admit_lets_in_while_a_token_is_held_and_charges_the_estimate_at_once() -> None:
     rate = Rate(per_second=100, burst=500)
-    bucket, verdict = admit(None, rate, now=0.0)
+    bucket, verdict = admit(None, rate, 400, now=0.0)
     assert verdict == ALLOWED
-    assert bucket.tokens == 500  # admitting costs nothing
-    bucket = charge(bucket, rate, 800, now=0.0)  # it listed 800 rows: 300 in debt
-    assert bucket.tokens == -300
-    bucket, verdict = admit(bucket, rate, now=1.0)  # 100 back: still 200 in debt
-    assert not verdict.allowed
-    assert verdict.retry_after_seconds == pytest.approx(2.01)
-    bucket, verdict = admit(bucket, rate, now=3.02)
+    assert bucket.tokens == 100  # the estimate is taken at once...
+    bucket, verdict = admit(bucket, rate, 400, now=0.0)
     assert verdict.allowed
-    assert charge(bucket, rate, -5, now=3.02).tokens == pytest.approx(2)  # no refunds
+    assert bucket.tokens == -300  # ...so a second one sent together runs into debt
+    bucket, verdict = admit(bucket, rate, 400, now=0.0)
+    assert not verdict.allowed  # and a third waits until the debt is paid off
+    assert verdict.retry_after_seconds == pytest.approx(3.01)
+    assert bucket.tokens == -300  # refused: nothing taken
+
+
+def test_charge_settles_the_difference_refunds_up_to_the_burst() -> None:
+    rate = Rate(per_second=100, burst=500)
+    bucket = Bucket(tokens=-300, updated=0.0)
+    assert charge(bucket, rate, -350, now=0.0).tokens == 50  # it listed 50 of the 400 asked
+    assert charge(bucket, rate, 100, now=1.0).tokens == -300  # listed more than estimated
+    assert charge(Bucket(450, 0.0), rate, -400, now=0.0).tokens == 500
+    bucket, verdict = admit(Bucket(0.5, 0.0), rate, 1, now=0.0)
+    assert not verdict.allowed
+    assert verdict.retry_after_seconds == pytest.approx(0.005)
 
 
 def test_limiter_admit_and_charge_share_the_key_and_ignore_unlimited_rates() -> None:
     limiter = RateLimiter()
     rate = Rate(1, 10)
-    assert limiter.admit("reader", rate, 0.0).allowed
-    limiter.charge("reader", rate, 50, 0.0)
-    assert not limiter.admit("reader", rate, 0.0).allowed
-    assert limiter.admit("other", rate, 0.0).allowed
+    assert limiter.admit("reader", rate, 50, 0.0).allowed
+    assert not limiter.admit("reader", rate, 50, 0.0).allowed
+    assert limiter.admit("other", rate, 5, 0.0).allowed
+    limiter.charge("reader", rate, -50, 0.0)  # it listed nothing
+    assert limiter.admit("reader", rate, 5, 0.0).allowed
     unlimited = Rate(0, 1)
     limiter.charge("free", unlimited, 10**6, 0.0)
-    assert limiter.admit("free", unlimited, 0.0).allowed
+    assert limiter.admit("free", unlimited, 10**6, 0.0).allowed
     assert len(limiter) == 2

@@ -46,6 +46,12 @@ class Verdict:
 
 
 ALLOWED = Verdict(allowed=True)
+#: The shortest wait a refusal names: a deficit too small for a float still means "not yet".
+MIN_WAIT_SECONDS = 1e-6
+
+
+def _wait(deficit: float, rate: Rate) -> float:
+    return max(deficit / rate.per_second, MIN_WAIT_SECONDS)
 
 
 def refill(bucket: Bucket | None, rate: Rate, now: float) -> Bucket:
@@ -66,23 +72,24 @@ def take(bucket: Bucket | None, rate: Rate, cost: float, now: float) -> tuple[Bu
     cost = min(max(cost, 0.0), rate.burst)
     if current.tokens >= cost:
         return Bucket(current.tokens - cost, now), ALLOWED
-    return current, Verdict(False, (cost - current.tokens) / rate.per_second)
+    return current, Verdict(False, _wait(cost - current.tokens, rate))
 
 
-def admit(bucket: Bucket | None, rate: Rate, now: float) -> tuple[Bucket, Verdict]:
+def admit(bucket: Bucket | None, rate: Rate, estimate: float, now: float) -> tuple[Bucket, Verdict]:
     """For a request whose cost is known only once served (rows listed): it passes while the
-    bucket holds a token, and pays with ``charge`` afterwards, into debt if it must."""
+    bucket holds a token and is charged ``estimate`` at once, into debt if it must, so requests
+    in flight together cannot all pass on one token; ``charge`` settles the difference after."""
     current = refill(bucket, rate, now)
     if current.tokens >= 1:
-        return current, ALLOWED
-    return current, Verdict(False, (1 - current.tokens) / rate.per_second)
+        return Bucket(current.tokens - max(estimate, 0.0), now), ALLOWED
+    return current, Verdict(False, _wait(1 - current.tokens, rate))
 
 
 def charge(bucket: Bucket | None, rate: Rate, cost: float, now: float) -> Bucket:
-    """The bucket after paying ``cost`` at ``now``; below zero is a debt the refill pays off
-    before ``admit`` lets the next request in."""
+    """The bucket after paying ``cost`` at ``now`` (negative: a refund, up to the burst);
+    below zero is a debt the refill pays off before ``admit`` lets the next request in."""
     current = refill(bucket, rate, now)
-    return Bucket(current.tokens - max(cost, 0.0), now)
+    return Bucket(min(rate.burst, current.tokens - cost), now)
 
 
 class RateLimiter:
@@ -108,11 +115,11 @@ class RateLimiter:
         self._store(key, bucket, rate, now)
         return verdict
 
-    def admit(self, key: Hashable, rate: Rate, now: float) -> Verdict:
+    def admit(self, key: Hashable, rate: Rate, estimate: float, now: float) -> Verdict:
         """``admit`` on ``key``'s bucket (always allowed when unlimited)."""
         if rate.is_unlimited:
             return ALLOWED
-        bucket, verdict = admit(self._buckets.get(key), rate, now)
+        bucket, verdict = admit(self._buckets.get(key), rate, estimate, now)
         self._store(key, bucket, rate, now)
         return verdict
 

@@ -6,9 +6,10 @@ and charges it to ``core.ratelimit``'s bucket of that caller and budget:
 
 * ``requests``: every call, one token each;
 * ``heavy``: the event, audit and delivery lists additionally cost the rows they return: one
-  is let in while the caller's budget is not in debt and pays once served (a route leaves the
-  count in ``scope["state"][LISTED_ROWS]``), so one greedy reader cannot keep the database and
-  the event loop busy, while polling a short list stays cheap whatever ``limit`` it names;
+  is let in while the caller's budget is not in debt, charged its ``limit`` at once (so many
+  sent together cannot all pass on one token) and refunded what it did not list once served (a
+  route leaves the count in ``scope["state"][LISTED_ROWS]``). One greedy reader cannot keep the
+  database and the event loop busy, while polling a short list stays cheap;
 * ``reports``: health reports, raw checks and metric samples have a budget of their own, so a
   busy reporter is never starved by its own reads and never starves the others.
 
@@ -40,8 +41,13 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 LISTED_ROWS = "listed_rows"
 
 _ID = r"[^/]+"
-#: Heavy reads: the lists that grow.
-_HEAVY = re.compile(rf"^(/proxy/{_ID}/failover/events|/proxy/{_ID}/webhooks/deliveries|/audit)$")
+#: Heavy reads, the lists that grow: (pattern, the route's default ``limit``).
+_HEAVY: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(rf"^/proxy/{_ID}/failover/events$"), 50),
+    (re.compile(rf"^/proxy/{_ID}/webhooks/deliveries$"), 50),
+    (re.compile(r"^/audit$"), 100),
+)
+_LIMIT = re.compile(rb"(?:^|&)limit=(\d{1,4})(?:&|$)")
 _REPORTS = re.compile(rf"^/proxy/instances/{_ID}/(health|checks|metrics)$")
 _REPORT_METHODS = frozenset({"PUT", "POST"})
 
@@ -71,9 +77,18 @@ class RateLimits:
         )
 
 
-def is_heavy(method: str, path: str) -> bool:
-    """A read of one of the lists that grow (charged by the rows it returns)."""
-    return method == "GET" and _HEAVY.match(path) is not None
+def requested_rows(method: str, path: str, query_string: bytes) -> int:
+    """The rows a read of a list that grows asks for (its ``limit``, else the route's default;
+    at most 1,000), 0 for any other request. An unreadable ``limit`` counts as the default: the
+    route answers it 400, and refunds it."""
+    if method != "GET":
+        return 0
+    for pattern, default in _HEAVY:
+        if pattern.match(path):
+            found = _LIMIT.search(query_string)
+            asked = int(found.group(1)) if found else default
+            return min(asked, 1000) if asked > 0 else default
+    return 0
 
 
 class RateLimitMiddleware:
@@ -112,23 +127,23 @@ class RateLimitMiddleware:
         else:
             who = f"caller {caller.user_id}"
             limits = self._admin if caller.is_admin else self.limits
-        heavy = is_heavy(scope["method"], scope["path"])
-        verdict, budget = self._admit(scope, who, limits, heavy)
+        estimate = requested_rows(scope["method"], scope["path"], scope["query_string"])
+        verdict, budget = self._admit(scope, who, limits, estimate)
         if not verdict.allowed:
             await _refuse(send, verdict, budget, who)
             return
-        if not heavy:
+        if not estimate:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         try:
             await self.app(scope, receive, send)
-        finally:
+        finally:  # settle: what it listed (nothing, if it failed) instead of what it asked
             rows = state.pop(LISTED_ROWS, 0)
-            self.limiter.charge(("heavy", who), limits.heavy_rows, rows, self.clock())
+            self.limiter.charge(("heavy", who), limits.heavy_rows, rows - estimate, self.clock())
 
     def _admit(
-        self, scope: Scope, who: str, limits: RateLimits, heavy: bool
+        self, scope: Scope, who: str, limits: RateLimits, estimate: int
     ) -> tuple[Verdict, str]:
         """The verdict and the budget it came from; a heavy read must pass both its request
         budget and (not in debt) its rows budget."""
@@ -137,8 +152,9 @@ class RateLimitMiddleware:
         if scope["method"] in _REPORT_METHODS and _REPORTS.match(path):
             return self.limiter.check(("reports", who), limits.reports, 1, now), "reports"
         verdict = self.limiter.check(("requests", who), limits.requests, 1, now)
-        if verdict.allowed and heavy:
-            return self.limiter.admit(("heavy", who), limits.heavy_rows, now), "heavy"
+        if verdict.allowed and estimate:
+            heavy = limits.heavy_rows
+            return self.limiter.admit(("heavy", who), heavy, estimate, now), "heavy"
         return verdict, "requests"
 
     async def _caller(self, scope: Scope) -> Caller | None:
