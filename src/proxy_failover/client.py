@@ -40,9 +40,18 @@ from proxy_failover.core.model import (
     StoredMetricSample,
 )
 
-__all__ = ["AsyncFailoverClient", "FailoverClient", "StreamEvent", "error_from_response"]
+__all__ = ["AsyncFailoverClient", "FailoverClient", "Page", "StreamEvent", "error_from_response"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list that grows; ``next_cursor`` (the server's ``nextCursor``) asks for the
+    next, None after the last."""
+
+    items: list[T]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +69,12 @@ class _Call(Generic[T]):
             raise error_from_response(response)
         if self.kind is None:
             return None  # type: ignore[return-value]
-        data = response.json()["data"]
+        body = response.json()
+        data = body["data"]
+        if typing.get_origin(self.kind) is Page:
+            (item,) = typing.get_args(self.kind)
+            items = [from_json(item, element) for element in data]
+            return Page(items, body.get("nextCursor"))  # type: ignore[return-value]
         if typing.get_origin(self.kind) is list:
             (item,) = typing.get_args(self.kind)
             return [from_json(item, element) for element in data]  # type: ignore[return-value]
@@ -193,7 +207,7 @@ class _Calls:
         before: datetime | None,
         cursor: str | None = None,
     ) -> _Call[list[FailoverEvent]]:
-        """``cursor``: ``core.pagination.event_cursor`` of the last event of the page before."""
+        """``cursor``: the ``nextCursor`` of the page before (``failover_events_page``)."""
         params: dict[str, Any] = {"limit": limit, "status": status or "", "type": event_type or ""}
         if before is not None:
             params["before"] = before.isoformat()
@@ -201,6 +215,17 @@ class _Calls:
             params["cursor"] = cursor
         path = f"/proxy/{_p(proxy_id)}/failover/events"
         return _Call("GET", path, list[FailoverEvent], params=params)
+
+    @staticmethod
+    def events_page(
+        proxy_id: str,
+        limit: int,
+        status: EventStatus | str | None,
+        event_type: EventType | str | None,
+        cursor: str | None,
+    ) -> _Call[Page[FailoverEvent]]:
+        listed = _Calls.events(proxy_id, limit, status, event_type, None, cursor)
+        return _Call("GET", listed.path, Page[FailoverEvent], params=listed.params)
 
     @staticmethod
     def proxies() -> _Call[list[ProxySummary]]:
@@ -337,6 +362,18 @@ class FailoverClient:
     ) -> list[FailoverEvent]:
         return self._run(_Calls.events(proxy_id, limit, status, event_type, before, cursor))
 
+    def failover_events_page(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: EventStatus | str | None = None,
+        event_type: EventType | str | None = None,
+        cursor: str | None = None,
+    ) -> Page[FailoverEvent]:
+        """A page of events, newest first; pass its ``next_cursor`` as ``cursor`` for the next."""
+        return self._run(_Calls.events_page(proxy_id, limit, status, event_type, cursor))
+
     def list_proxies(self) -> list[ProxySummary]:
         return self._run(_Calls.proxies())
 
@@ -470,6 +507,18 @@ class AsyncFailoverClient:
         cursor: str | None = None,
     ) -> list[FailoverEvent]:
         return await self._run(_Calls.events(proxy_id, limit, status, event_type, before, cursor))
+
+    async def failover_events_page(
+        self,
+        proxy_id: str,
+        limit: int = 50,
+        *,
+        status: EventStatus | str | None = None,
+        event_type: EventType | str | None = None,
+        cursor: str | None = None,
+    ) -> Page[FailoverEvent]:
+        """A page of events, newest first; pass its ``next_cursor`` as ``cursor`` for the next."""
+        return await self._run(_Calls.events_page(proxy_id, limit, status, event_type, cursor))
 
     async def list_proxies(self) -> list[ProxySummary]:
         return await self._run(_Calls.proxies())

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from proxy_failover.bootstrap import open_service
+from proxy_failover.client import AsyncFailoverClient, FailoverClient
 from proxy_failover.core.pagination import AUDIT, sequence_cursor
 from proxy_failover.store.tables import (
     audit_log,
@@ -21,7 +23,8 @@ from proxy_failover.store.tables import (
     webhook_deliveries,
     webhook_subscriptions,
 )
-from tests.helpers.api import Api
+from tests.helpers.api import Api, Tokens
+from tests.helpers.serve import ServeProcess
 
 
 def _id() -> str:
@@ -198,3 +201,30 @@ async def test_limit_keeps_its_range_and_a_short_page_has_no_next_cursor(api: Ap
     assert page == {"data": [], "count": 0, "nextCursor": None}
     status, code = await api.error("GET", "/proxy/p1/failover/events?limit=1001", alice)
     assert (status, code) == (400, "PROXY_FAILOVER_001")
+
+
+async def test_the_client_walks_pages_of_events_within_one_millisecond(
+    serve_process: ServeProcess, sqlite_url: str, tokens: Tokens
+) -> None:
+    """The API shows times to the millisecond; the cursor keeps the microseconds, so events that
+    started within one millisecond are neither skipped nor repeated across pages."""
+    async with AsyncFailoverClient(serve_process.url, tokens.alice) as alice:
+        await alice.create_failover_configuration("p1", {})
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        seeded = [_event("p1", start + timedelta(microseconds=n * 100)) for n in range(7)]
+        async with (
+            open_service(sqlite_url, migrate=False) as service,
+            service.store.engine.begin() as conn,
+        ):
+            await conn.execute(sa.insert(events), seeded)
+        page = await alice.failover_events_page("p1", 3)
+        walked = [event.id for event in page.items]
+        while page.next_cursor is not None:
+            page = await alice.failover_events_page("p1", 3, cursor=page.next_cursor)
+            walked.extend(event.id for event in page.items)
+    assert walked == [row["id"] for row in reversed(seeded)]
+    with FailoverClient(serve_process.url, tokens.alice) as client:
+        first = client.failover_events_page("p1", 5)
+        rest = client.failover_events_page("p1", 5, cursor=first.next_cursor)
+    assert [e.id for e in first.items + rest.items] == walked
+    assert rest.next_cursor is None
