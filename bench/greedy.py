@@ -225,6 +225,10 @@ def main() -> None:
             "The greedy loops run in a process of their own; all processes share the machine's "
             "cores (and other work on it), so the figures are a floor.",
             "Goal (issue 12): other callers' p99 under 50 ms.",
+            "In the on row the greedy process itself, retrying each 429 at once, runs on the "
+            "same two cores as the server and the readers: compare the server's cores with the "
+            "polite row to tell its cost on the server (a few microseconds a refusal) from its "
+            "cost on the machine.",
             f"Ran at niceness {os.nice(0)} (negative: ahead of the machine's other work, which "
             "otherwise sets the latencies: compare with the alone row).",
         ],
