@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -44,6 +45,9 @@ STREAM_BATCH = 100
 STREAM_KEEPALIVE_SECONDS = 15.0
 #: What a refused stream is told to wait: streams are long-lived, slots free up slowly.
 STREAM_RETRY_AFTER_SECONDS = 5
+#: Entries this recent wake their streams again: an entry committed late with a lower ``seq``
+#: than one already seen (concurrent transactions on PostgreSQL) still arrives within a second.
+LATE_COMMIT_SECONDS = 5.0
 
 
 class StreamHub:
@@ -111,7 +115,8 @@ class StreamHub:
         seen: int | None = None
         while self._open:
             try:
-                seen, proxies = await stored.proxies_with_news(seen)
+                since = datetime.now(UTC) - timedelta(seconds=LATE_COMMIT_SECONDS)
+                seen, proxies = await stored.proxies_with_news(seen, since)
                 self.watch_reads += 1
                 for proxy_id in proxies & self.notifier.watched_proxies():
                     self.notifier.wake(proxy_id)
