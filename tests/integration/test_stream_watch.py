@@ -38,6 +38,7 @@ async def test_news_past_a_sequence_number_and_late_commits_since_a_time(
         )
     assert await log.proxies_with_news(None) == (5, set())  # where a new watch starts
     assert await log.proxies_with_news(1) == (5, {"a", "b"})
+    assert await log.proxies_with_news(1, batch=1) == (2, {"a"})  # the rest next time
     assert await log.proxies_with_news(5) == (5, set())  # nothing new: nothing woken
     # An entry committed late with a lower sequence number than one already seen...
     async with service.store.engine.begin() as conn:

@@ -69,28 +69,33 @@ class NotificationLog:
         return int(last or 0)
 
     async def proxies_with_news(
-        self, after_seq: int | None, since: datetime | None = None
+        self, after_seq: int | None, since: datetime | None = None, batch: int = 1000
     ) -> tuple[int, set[str]]:
         """The log's newest ``seq`` and the proxies with entries past ``after_seq`` (None: just
-        the newest ``seq``) or that occurred at or after ``since``. One indexed read, however
-        many streams and proxies are open: the live streams' shared watch for what other
-        replicas commit. ``since`` catches a late commit: on PostgreSQL a transaction may commit
-        an entry with a lower ``seq`` than one already seen."""
+        the newest ``seq``) or that occurred at or after ``since``: the live streams' shared
+        watch for what other replicas commit, two short range reads on indexes (the sequence,
+        the time) however many streams are open and however long the log. At most ``batch``
+        entries past ``after_seq`` are read: the rest are the next call's news. ``since``
+        catches a late commit: on PostgreSQL a transaction may commit an entry with a lower
+        ``seq`` than one already seen."""
         n = notification_log
         async with self._db.read() as conn:
             if after_seq is None:
                 newest = (await conn.execute(sa.select(sa.func.max(n.c.seq)))).scalar()
                 return int(newest or 0), set()
-            news = n.c.seq > after_seq
-            if since is not None:
-                news = sa.or_(news, n.c.occurred_at >= since)
             rows = (
                 await conn.execute(
-                    sa.select(n.c.proxy_id, sa.func.max(n.c.seq)).where(news).group_by(n.c.proxy_id)
+                    sa.select(n.c.seq, n.c.proxy_id)
+                    .where(n.c.seq > after_seq)
+                    .order_by(n.c.seq)
+                    .limit(batch)
                 )
             ).all()
-        newest = max((int(row[1]) for row in rows), default=after_seq)
-        return max(newest, after_seq), {row[0] for row in rows}
+            proxies = {row[1] for row in rows}
+            if since is not None:
+                recent = sa.select(n.c.proxy_id).where(n.c.occurred_at >= since).limit(batch)
+                proxies.update((await conn.execute(recent)).scalars())
+        return (int(rows[-1][0]) if rows else after_seq), proxies
 
     async def notifications_after(
         self, proxy_id: str, after_seq: int, limit: int = 100
