@@ -152,7 +152,12 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> list[Any]:
             command.append("--polite")
         before = cpu_seconds(server.proc.pid)
         started = time.monotonic()
-        worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        worker = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=(lambda: os.nice(args.greedy_nice)) if args.greedy_nice else None,
+        )
         time.sleep(0.5)  # the loops are running before the readers start measuring
         latencies = asyncio.run(read_as_others(server.url, readers, args.duration - 1.0))
         output, _ = worker.communicate(timeout=args.duration + 120)
@@ -189,6 +194,13 @@ def main() -> None:
     parser.add_argument("--modes", default="alone,off,on,polite")
     parser.add_argument("--greedy-worker", nargs=2, metavar=("URL", "TOKEN"))
     parser.add_argument("--polite", action="store_true")
+    parser.add_argument(
+        "--greedy-nice",
+        type=int,
+        default=0,
+        help="run the greedy loops at this niceness (19: they stand for a client on another "
+        "machine, whose CPU is not the server's; 0: they compete for the server's cores)",
+    )
     args = parser.parse_args()
     if args.greedy_worker:
         url, token = args.greedy_worker
@@ -196,9 +208,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="pfo-greedy-") as folder:
         rows = [run_mode(mode, args, Path(folder)) for mode in args.modes.split(",")]
+    remote = f" (greedy loops at niceness +{args.greedy_nice})" if args.greedy_nice else ""
     save(
-        "greedy-sqlite",
-        title="Greedy readers (SQLite)",
+        "greedy-sqlite" + (f"-nice{args.greedy_nice}" if args.greedy_nice else ""),
+        title="Greedy readers (SQLite)" + remote,
         tables=[
             Table(
                 f"{args.loops} loops of one non-admin on GET …/failover/events?limit=1000 "
@@ -230,7 +243,13 @@ def main() -> None:
             "polite row to tell its cost on the server (a few microseconds a refusal) from its "
             "cost on the machine.",
             f"Ran at niceness {os.nice(0)} (negative: ahead of the machine's other work, which "
-            "otherwise sets the latencies: compare with the alone row).",
+            "otherwise sets the latencies: compare with the alone row); the greedy loops at "
+            f"niceness {os.nice(0) + args.greedy_nice} (--greedy-nice {args.greedy_nice}"
+            + (
+                ": they stand for a client elsewhere, whose CPU is not the server's)."
+                if args.greedy_nice
+                else ": they compete for the server's cores)."
+            ),
         ],
     )
 
