@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers.api import SECRET, Tokens
-from tests.helpers.dataplanes import (
-    ControlPlane,
-    Relay,
-    Serve,
-    answered_by,
-    metric,
-    poll_until,
-    proxy_failover,
-    stop,
-)
+from tests.helpers.dataplanes import answered_by, poll_until, stop
 from tests.helpers.envoy import (
     Envoy,
     Load,
@@ -41,25 +29,18 @@ from tests.helpers.envoy import (
     xds_cluster,
 )
 from tests.helpers.processes import free_port
+from tests.helpers.relay_stack import NAMES, RelayStack
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("edge-a", "edge-b", "edge-c")
 MODES = ("rest", "file")
 
 
-@dataclass
-class Stack:
-    serve: Serve
-    relays: dict[str, Relay]
-    cp: ControlPlane
-    ids: dict[str, str]
-    directory: Path
+class Stack(RelayStack):
     eds_dir: Path
     envoy: Envoy
     ports: dict[str, int]
-    agent: subprocess.Popen[str]
-    metrics_url: str
+    agent: subprocess.Popen[str] | None = None
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.ports[mode]}/"
@@ -67,103 +48,50 @@ class Stack:
     def through(self, mode: str) -> str | None:
         return answered_by(self.url(mode))
 
-    def traffic_goes_to(self, name: str, within: float = 10.0) -> None:
+    def goes_to(self, name: str, within: float = 10.0) -> None:
         for mode in MODES:
             poll_until(lambda m=mode: self.through(m) == name, within=within)  # type: ignore[misc]
-
-    def address(self, name: str) -> str:
-        return self.relays[name].address
-
-    def back_to_edge_a(self) -> None:
-        for relay in self.relays.values():
-            if relay.proc is None or relay.proc.poll() is not None:
-                relay.start()
-        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
-        active = self.cp.active()
-        if active != "edge-a":
-            assert active is not None
-            self.cp.switch(self.ids[active], self.ids["edge-a"])
-        self.traffic_goes_to("edge-a")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
-    directory = tmp_path_factory.mktemp("envoy")
-    eds_dir = directory / "eds"
-    eds_dir.mkdir()
-    shutil.copyfile(sqlite_template, directory / "pfo.db")
-    tokens = Tokens.signed_with(SECRET)
-    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
-    relays = {name: Relay(name) for name in NAMES}
-    agent: subprocess.Popen[str] | None = None
-    envoy: Envoy | None = None
-    try:
-        serve.start()
-        for relay in relays.values():
-            relay.start()
-        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
-        ids = cp.create(list(relays.values()))
-        poll_until(lambda: cp.active() == "edge-a", within=15)
-        metrics_port = free_port()
-        agent = proxy_failover(
-            "agent",
-            "envoy",
-            "--url",
-            serve.url,
-            "--token",
-            tokens.alice,
-            "--dir",
-            str(eds_dir),
-            "--proxy",
-            "live",
-            "--reconcile-seconds",
-            "1",
-            "--metrics-port",
-            str(metrics_port),
-            log=directory / "agent.log",
-        )
-        # Envoy reads the file at start: the agent writes it first.
-        poll_until(lambda: (eds_dir / "live.json").exists(), within=15)
-        ports = {"rest": free_port(), "file": free_port()}
-        envoy = Envoy(
-            directory,
-            [
-                listener("rest", ports["rest"], "live-rest"),
-                listener("file", ports["file"], "live-file"),
-            ],
-            [
-                xds_cluster("pfo", "127.0.0.1", serve.port, tokens.alice),
-                xds_cluster("pfo-bob", "127.0.0.1", serve.port, tokens.bob),
-                rest_eds_cluster("live-rest", "live", "pfo"),
-                rest_eds_cluster("live-bob", "live", "pfo-bob"),
-                file_eds_cluster("live-file", "live", eds_dir),
-            ],
-        ).start()
-        yield Stack(
-            serve,
-            relays,
-            cp,
-            ids,
-            directory,
-            eds_dir,
-            envoy,
-            ports,
-            agent,
-            f"http://127.0.0.1:{metrics_port}/metrics",
-        )
-    finally:
-        if envoy is not None:
-            envoy.stop()
-        stop(agent)
-        for relay in relays.values():
-            relay.kill()
-        serve.stop()
+    with Stack.running(tmp_path_factory, sqlite_template, "envoy") as built:
+        built.eds_dir = eds_dir = built.directory / "eds"
+        eds_dir.mkdir()
+        tokens, port = built.tokens, built.serve.port
+        envoy: Envoy | None = None
+        try:
+            built.agent = built.run_agent(
+                *("agent", "envoy", "--dir", str(eds_dir), "--proxy", "live"), log="agent.log"
+            )
+            # Envoy reads the file at start: the agent writes it first.
+            poll_until(lambda: (eds_dir / "live.json").exists(), within=15)
+            built.ports = ports = {"rest": free_port(), "file": free_port()}
+            built.envoy = envoy = Envoy(
+                built.directory,
+                [
+                    listener("rest", ports["rest"], "live-rest"),
+                    listener("file", ports["file"], "live-file"),
+                ],
+                [
+                    xds_cluster("pfo", "127.0.0.1", port, tokens.alice),
+                    xds_cluster("pfo-bob", "127.0.0.1", port, tokens.bob),
+                    rest_eds_cluster("live-rest", "live", "pfo"),
+                    rest_eds_cluster("live-bob", "live", "pfo-bob"),
+                    file_eds_cluster("live-file", "live", eds_dir),
+                ],
+            ).start()
+            yield built
+        finally:
+            if envoy is not None:
+                envoy.stop()
+            stop(built.agent)
 
 
 def test_active_at_priority_0_and_the_backups_at_priority_1_through_rest_and_file(
     stack: Stack,
 ) -> None:
-    stack.traffic_goes_to("edge-a")
+    stack.goes_to("edge-a")
     expected = {0: [stack.address("edge-a")], 1: [stack.address("edge-b"), stack.address("edge-c")]}
     for cluster in ("live-rest", "live-file"):
         poll_until(lambda c=cluster: stack.envoy.hosts(c) == expected)  # type: ignore[misc]
@@ -237,19 +165,11 @@ def test_the_agent_rewrites_the_file_only_when_the_state_changes(stack: Stack) -
     path = stack.eds_dir / "live.json"
     before = path.stat()
 
-    def reconciles() -> float:
-        return (
-            metric(
-                stack.metrics_url, "pfo_agent_applies_total", proxy_id="live", trigger="reconcile"
-            )
-            or 0
-        )
-
-    seen = reconciles()
-    poll_until(lambda: reconciles() >= seen + 2, within=10)  # two full reconciles later
+    seen = stack.reconciles()
+    poll_until(lambda: stack.reconciles() >= seen + 2, within=10)  # two full reconciles later
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert metric(stack.metrics_url, "pfo_agent_data_plane_up", proxy_id="live") == 1
+    assert stack.agent_metric("pfo_agent_data_plane_up") == 1
 
 
 def test_agent_envoy_refuses_a_missing_directory_and_a_missing_token(tmp_path: Path) -> None:
@@ -277,7 +197,7 @@ def test_the_bootstrap_of_the_docs_runs_as_written(stack: Stack) -> None:
             "port_value: 10001}": f"port_value: {ports['file']}}}",
             "port_value: 8080}": f"port_value: {stack.serve.port}}}",
             "$PWD/eds": str(stack.eds_dir),
-            "$PFO_TOKEN": Tokens.signed_with(SECRET).alice,
+            "$PFO_TOKEN": stack.tokens.alice,
         }
     )
     directory = stack.directory / "docs-envoy"
@@ -306,9 +226,7 @@ def test_control_plane_down_both_sources_keep_the_last_assignment(stack: Stack) 
                 (stack.envoy.stat("cluster.live-rest.update_failure") or 0) >= failures_before + 2
             )
         )
-        poll_until(
-            lambda: metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 0
-        )
+        poll_until(lambda: stack.agent_metric("pfo_agent_control_plane_up") == 0)
         for mode in MODES:
             assert {stack.through(mode) for _ in range(5)} == {"edge-a"}
         assert stack.envoy.hosts("live-rest").get(0) == [stack.address("edge-a")]
@@ -321,25 +239,25 @@ def test_load_balancing_puts_every_eligible_instance_at_priority_0_at_its_weight
     stack: Stack,
 ) -> None:
     stack.back_to_edge_a()
-    body = {"proxyId": "live", "config": {"enableLoadBalancing": True}}
-    stack.cp.call("POST", "/proxy/failover/config", json=body)
-    stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 300})
-    try:
-        # Every instance at priority 0 at its weight (the weight may arrive one reconcile later).
-        expected = {
-            stack.address(n): w for n, w in (("edge-a", 100), ("edge-b", 100), ("edge-c", 300))
-        }
-        for cluster in ("live-rest", "live-file"):
-            poll_until(
-                lambda c=cluster: (
-                    sorted(stack.envoy.hosts(c).get(0, [])) == sorted(expected)  # type: ignore[misc]
-                    and stack.envoy.weights(c) == expected
+    with stack.toggled("enableLoadBalancing", True):
+        stack.set_weight("edge-c", 300)
+        try:
+            # Every instance at priority 0 at its weight (the weight may arrive one reconcile
+            # later).
+            expected = {
+                stack.address(n): w for n, w in (("edge-a", 100), ("edge-b", 100), ("edge-c", 300))
+            }
+            for cluster in ("live-rest", "live-file"):
+                poll_until(
+                    lambda c=cluster: (
+                        sorted(stack.envoy.hosts(c).get(0, [])) == sorted(expected)  # type: ignore[misc]
+                        and stack.envoy.weights(c) == expected
+                    )
                 )
-            )
-        for mode in MODES:
-            poll_until(lambda m=mode: {stack.through(m) for _ in range(15)} == set(NAMES))  # type: ignore[misc]
-    finally:
-        stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 100})
-        body = {"proxyId": "live", "config": {"enableLoadBalancing": False}}
-        stack.cp.call("POST", "/proxy/failover/config", json=body)
+            for mode in MODES:
+                poll_until(
+                    lambda m=mode: {stack.through(m) for _ in range(15)} == set(NAMES)  # type: ignore[misc]
+                )
+        finally:
+            stack.set_weight("edge-c", 100)
     stack.back_to_edge_a()

@@ -7,12 +7,10 @@ relays healthy for the next, and waits on conditions with deadlines.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,58 +23,24 @@ from proxy_failover.adapters.dataplanes.haproxy import (
 )
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
 from proxy_failover.core.dataplane import desired_state, moved_by_event
-from tests.helpers.api import SECRET, Tokens
-from tests.helpers.dataplanes import (
-    ControlPlane,
-    Haproxy,
-    OpenStream,
-    Relay,
-    Serve,
-    answered_by,
-    metric,
-    poll_until,
-    proxy_failover,
-    stop,
-)
+from tests.helpers.dataplanes import Haproxy, answered_by, poll_until, stop
 from tests.helpers.factories import inst
-from tests.helpers.processes import free_port
+from tests.helpers.relay_stack import NAMES, RelayStack
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("edge-a", "edge-b", "edge-c")
 PROXY_FAILOVER = [sys.executable, "-m", "proxy_failover"]
 
 
-@dataclass
-class Stack:
-    serve: Serve
-    relays: dict[str, Relay]
+class Stack(RelayStack):
     haproxy: Haproxy
-    cp: ControlPlane
-    ids: dict[str, str]
-    directory: Path
     agent: subprocess.Popen[str] | None = None
-    metrics_url: str = ""
 
     def start_agent(self) -> None:
-        port = free_port()
-        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
-        self.agent = proxy_failover(
-            "agent",
-            "haproxy",
-            "--url",
-            self.serve.url,
-            "--token",
-            Tokens.signed_with(SECRET).alice,
-            "--socket",
-            self.haproxy.socket,
-            "--map",
-            f"live={self.haproxy.backend}",
-            "--reconcile-seconds",
-            "1",
-            "--metrics-port",
-            str(port),
-            log=self.directory / "agent.log",
+        self.agent = self.run_agent(
+            *("agent", "haproxy", "--socket", self.haproxy.socket),
+            *("--map", f"live={self.haproxy.backend}"),
+            log="agent.log",
         )
 
     def stop_agent(self, *, kill: bool = False) -> None:
@@ -90,63 +54,35 @@ class Stack:
         servers = self.haproxy.servers()
         return {name for name in NAMES if name in servers and not servers[name][1] & 0x01}
 
-    def traffic_goes_to(self, name: str, within: float = 10.0) -> None:
+    def goes_to(self, name: str, within: float = 10.0) -> None:
         poll_until(lambda: self.through_haproxy() == name, within=within)
-
-    def back_to_edge_a(self) -> None:
-        """Every relay up and healthy, edge-a active and taking the traffic."""
-        for relay in self.relays.values():
-            if relay.proc is None or relay.proc.poll() is not None:
-                relay.start()
-        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
-        active = self.cp.active()
-        if active != "edge-a":
-            assert active is not None
-            self.cp.switch(self.ids[active], self.ids["edge-a"])
-        self.traffic_goes_to("edge-a")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
-    directory = tmp_path_factory.mktemp("haproxy-agent")
-    shutil.copyfile(sqlite_template, directory / "pfo.db")
-    tokens = Tokens.signed_with(SECRET)
-    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
-    relays = {name: Relay(name) for name in NAMES}
-    haproxy = Haproxy(directory)
-    built: Stack | None = None
-    try:
-        serve.start()
-        for relay in relays.values():
-            relay.start()
-        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
-        ids = cp.create(list(relays.values()))
-        poll_until(lambda: cp.active() == "edge-a", within=15)
-        haproxy.start()
-        built = Stack(serve, relays, haproxy, cp, ids, directory)
-        built.start_agent()
-        yield built
-    finally:
-        if built is not None:
+    with Stack.running(tmp_path_factory, sqlite_template, "haproxy-agent") as built:
+        built.haproxy = Haproxy(built.directory)
+        try:
+            built.haproxy.start()
+            built.start_agent()
+            yield built
+        finally:
             built.stop_agent()
-        haproxy.stop()
-        for relay in relays.values():
-            relay.kill()
-        serve.stop()
+            built.haproxy.stop()
 
 
 def test_agent_fills_the_backend_and_only_the_active_instance_takes_traffic(stack: Stack) -> None:
-    stack.traffic_goes_to("edge-a")
+    stack.goes_to("edge-a")
     poll_until(lambda: set(stack.haproxy.servers()) >= set(NAMES))
     poll_until(lambda: stack.ready() == {"edge-a"})
     assert {stack.through_haproxy() for _ in range(10)} == {"edge-a"}
-    assert metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 1
+    assert stack.agent_metric("pfo_agent_control_plane_up") == 1
 
 
 def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
     stack.back_to_edge_a()
     stack.relays["edge-a"].kill()
-    stack.traffic_goes_to("edge-b")
+    stack.goes_to("edge-b")
     # edge-b is made ready before edge-a goes to maintenance (make before break): wait for both.
     poll_until(lambda: stack.ready() == {"edge-b"})
     stack.back_to_edge_a()
@@ -181,16 +117,11 @@ def test_haproxy_fails_over_to_a_backup_before_the_control_plane_decides(stack: 
     """Automatic failover off: the control plane keeps edge-a active after its kill -9, yet
     HAProxy (its own checks and observe layer4) sends new connections to a standby's backup."""
     stack.back_to_edge_a()
-    body = {"proxyId": "live", "config": {"enableAutoFailover": False}}
-    stack.cp.call("POST", "/proxy/failover/config", json=body)
-    try:
+    with stack.toggled("enableAutoFailover", False):
         stack.relays["edge-a"].kill()
         poll_until(lambda: stack.through_haproxy() in ("edge-b", "edge-c"))
         assert stack.cp.active() == "edge-a"  # nobody decided anything
         assert stack.ready() == {"edge-a"}  # the agent still follows the control plane
-    finally:
-        body = {"proxyId": "live", "config": {"enableAutoFailover": True}}
-        stack.cp.call("POST", "/proxy/failover/config", json=body)
     # The control plane's choice then takes over as the one active server.
     poll_until(lambda: stack.cp.active() == "edge-b", within=15)
     poll_until(lambda: stack.ready() == {"edge-b"})
@@ -201,31 +132,14 @@ def test_planned_switchover_drains_open_sessions_and_unhealthy_source_cuts_them(
     stack: Stack,
 ) -> None:
     stack.back_to_edge_a()
-    drained = OpenStream("127.0.0.1", stack.haproxy.port)
-    poll_until(lambda: drained.lines_from("edge-a") > 0)
-    stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
-    stack.traffic_goes_to("edge-b")
-    before = drained.lines_from("edge-a")
-    poll_until(lambda: drained.lines_from("edge-a") > before + 5)  # still flowing from edge-a
-    assert not drained.closed
-    drained.close()
-
-    cut = OpenStream("127.0.0.1", stack.haproxy.port)
-    poll_until(lambda: cut.lines_from("edge-b") > 0)
-    # edge-b reported unhealthy while its process lives: only the agent can close the session.
-    stack.cp.call(
-        "PUT", f"/proxy/instances/{stack.ids['edge-b']}/health", json={"healthStatus": "unhealthy"}
-    )
-    poll_until(lambda: cut.closed, within=10)
-    assert stack.through_haproxy() in ("edge-a", "edge-c")
-    cut.close()
+    stack.drain_then_cut(stack.haproxy.port, stack.through_haproxy)
     stack.back_to_edge_a()
 
 
 def test_haproxy_reload_loses_runtime_state_and_the_agent_restores_it(stack: Stack) -> None:
     stack.back_to_edge_a()
     stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-c"])
-    stack.traffic_goes_to("edge-c")
+    stack.goes_to("edge-c")
     agent_log = stack.directory / "agent.log"
     added = agent_log.read_text().count("added server")
     stack.haproxy.reload()  # returns once the new worker answers the socket
@@ -233,7 +147,7 @@ def test_haproxy_reload_loses_runtime_state_and_the_agent_restores_it(stack: Sta
     # log says so) and puts edge-c back in charge within its reconcile period (1 s here).
     poll_until(lambda: agent_log.read_text().count("added server") >= added + len(NAMES))
     poll_until(lambda: set(stack.haproxy.servers()) >= set(NAMES) and stack.ready() == {"edge-c"})
-    stack.traffic_goes_to("edge-c")
+    stack.goes_to("edge-c")
     stack.back_to_edge_a()
 
 
@@ -243,7 +157,7 @@ def test_agent_killed_then_restarted_applies_what_changed_meanwhile(stack: Stack
     stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
     assert {stack.through_haproxy() for _ in range(5)} == {"edge-a"}  # nobody applied it
     stack.start_agent()
-    stack.traffic_goes_to("edge-b")
+    stack.goes_to("edge-b")
     stack.back_to_edge_a()
 
 
@@ -251,42 +165,33 @@ def test_control_plane_stopped_traffic_keeps_the_last_state(stack: Stack) -> Non
     stack.back_to_edge_a()
     stack.serve.stop(kill=True)  # a crash: no goodbye to the stream either
     try:
-        poll_until(
-            lambda: metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 0,
-            within=10,
-        )
+        poll_until(lambda: stack.agent_metric("pfo_agent_control_plane_up") == 0, within=10)
         deadline = time.monotonic() + 2.5  # a few reconcile periods without the control plane
         while time.monotonic() < deadline:
             assert stack.through_haproxy() == "edge-a"
         assert "control plane unreachable" in (stack.directory / "agent.log").read_text()
     finally:
         stack.serve.start()
-    poll_until(
-        lambda: metric(stack.metrics_url, "pfo_agent_control_plane_up", proxy_id="live") == 1,
-        within=10,
-    )
+    poll_until(lambda: stack.agent_metric("pfo_agent_control_plane_up") == 1, within=10)
     stack.back_to_edge_a()
 
 
 def test_load_balancing_makes_every_eligible_instance_ready_at_its_weight(stack: Stack) -> None:
     stack.back_to_edge_a()
-    body = {"proxyId": "live", "config": {"enableLoadBalancing": True}}
-    stack.cp.call("POST", "/proxy/failover/config", json=body)
-    stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 300})
-    try:
 
-        def weights() -> dict[str, int]:
-            text = stack.haproxy.runtime(f"show servers state {stack.haproxy.backend}")
-            rows = [line.split() for line in text.splitlines() if " relays " in line]
-            return {row[3]: int(row[7]) for row in rows if not int(row[6]) & 0x01}
+    def weights() -> dict[str, int]:
+        text = stack.haproxy.runtime(f"show servers state {stack.haproxy.backend}")
+        rows = [line.split() for line in text.splitlines() if " relays " in line]
+        return {row[3]: int(row[7]) for row in rows if not int(row[6]) & 0x01}
 
-        # Every instance ready; weights 100/100/300 scaled into HAProxy's 0-256.
-        poll_until(lambda: weights() == {"edge-a": 85, "edge-b": 85, "edge-c": 256})
-        poll_until(lambda: {stack.through_haproxy() for _ in range(12)} == set(NAMES))
-    finally:
-        stack.cp.call("PATCH", f"/proxy/instances/{stack.ids['edge-c']}", json={"weight": 100})
-        body = {"proxyId": "live", "config": {"enableLoadBalancing": False}}
-        stack.cp.call("POST", "/proxy/failover/config", json=body)
+    with stack.toggled("enableLoadBalancing", True):
+        stack.set_weight("edge-c", 300)
+        try:
+            # Every instance ready; weights 100/100/300 scaled into HAProxy's 0-256.
+            poll_until(lambda: weights() == {"edge-a": 85, "edge-b": 85, "edge-c": 256})
+            poll_until(lambda: {stack.through_haproxy() for _ in range(12)} == set(NAMES))
+        finally:
+            stack.set_weight("edge-c", 100)
     poll_until(lambda: {stack.through_haproxy() for _ in range(5)} == {"edge-a"})
 
 

@@ -8,42 +8,22 @@ relays healthy for the next, and waits on conditions with deadlines.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.api import SECRET, Tokens
-from tests.helpers.dataplanes import (
-    ControlPlane,
-    Relay,
-    Serve,
-    metric,
-    poll_until,
-    proxy_failover,
-    stop,
-)
+from tests.helpers.dataplanes import poll_until, stop
 from tests.helpers.polled_planes import Load, Nginx, all_answered_by, ask
-from tests.helpers.processes import free_port
+from tests.helpers.relay_stack import NAMES, RelayStack
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("edge-a", "edge-b", "edge-c")
 
-
-@dataclass
-class Stack:
-    serve: Serve
-    relays: dict[str, Relay]
+class Stack(RelayStack):
     nginx: Nginx
-    cp: ControlPlane
-    ids: dict[str, str]
-    directory: Path
     agent: subprocess.Popen[str] | None = None
-    metrics_url: str = ""
 
     @property
     def reload_log(self) -> Path:
@@ -53,63 +33,32 @@ class Stack:
         return len(self.reload_log.read_text().splitlines()) if self.reload_log.exists() else 0
 
     def start_agent(self) -> None:
-        port = free_port()
-        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
         # Each reload is logged, then nginx's own `-s reload` signals the master.
         reload = f"echo reload >> {self.reload_log} && {self.nginx.reload_command}"
-        self.agent = proxy_failover(
-            *("agent", "nginx", "--url", self.serve.url),
-            *("--token", Tokens.signed_with(SECRET).alice),
-            *("--output", str(self.nginx.upstreams), "--map", f"live={self.nginx.upstream}"),
-            *("--reload", reload, "--reconcile-seconds", "1", "--metrics-port", str(port)),
-            log=self.directory / "agent.log",
+        self.agent = self.run_agent(
+            *("agent", "nginx", "--output", str(self.nginx.upstreams)),
+            *("--map", f"live={self.nginx.upstream}", "--reload", reload),
+            log="agent.log",
         )
 
     def goes_to(self, name: str, within: float = 10.0) -> None:
         ports = (self.nginx.http_port, self.nginx.tcp_port)
         poll_until(lambda: all_answered_by(ports, name), within=within)
 
-    def back_to_edge_a(self) -> None:
-        for relay in self.relays.values():
-            if relay.proc is None or relay.proc.poll() is not None:
-                relay.start()
-        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
-        active = self.cp.active()
-        if active != "edge-a":
-            assert active is not None
-            self.cp.switch(self.ids[active], self.ids["edge-a"])
-        self.goes_to("edge-a")
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
-    directory = tmp_path_factory.mktemp("nginx-agent")
-    shutil.copyfile(sqlite_template, directory / "pfo.db")
-    tokens = Tokens.signed_with(SECRET)
-    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
-    relays = {name: Relay(name) for name in NAMES}
-    nginx = Nginx(directory)
-    built: Stack | None = None
-    try:
-        serve.start()
-        for relay in relays.values():
-            relay.start()
-        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
-        ids = cp.create(list(relays.values()))
-        poll_until(lambda: cp.active() == "edge-a", within=15)
-        built = Stack(serve, relays, nginx, cp, ids, directory)
-        # The agent first: nginx's configuration includes the file it writes.
-        built.start_agent()
-        poll_until(nginx.upstreams.exists, within=15)
-        nginx.start()
-        yield built
-    finally:
-        if built is not None:
+    with Stack.running(tmp_path_factory, sqlite_template, "nginx-agent") as built:
+        built.nginx = Nginx(built.directory)
+        try:
+            # The agent first: nginx's configuration includes the file it writes.
+            built.start_agent()
+            poll_until(built.nginx.upstreams.exists, within=15)
+            built.nginx.start()
+            yield built
+        finally:
             stop(built.agent)
-        nginx.stop()
-        for relay in relays.values():
-            relay.kill()
-        serve.stop()
+            built.nginx.stop()
 
 
 def test_the_rendered_file_sends_http_and_stream_traffic_to_the_active_relay(stack: Stack) -> None:
@@ -122,7 +71,7 @@ def test_the_rendered_file_sends_http_and_stream_traffic_to_the_active_relay(sta
     assert {ask(stack.nginx.http_port) for _ in range(10)} == {"edge-a"}
     assert {ask(stack.nginx.tcp_port) for _ in range(10)} == {"edge-a"}
     # Its first reload failed (nginx was not running yet) and was retried.
-    poll_until(lambda: metric(stack.metrics_url, "pfo_agent_data_plane_up", proxy_id="live") == 1)
+    poll_until(lambda: stack.agent_metric("pfo_agent_data_plane_up") == 1)
     assert not list(stack.directory.glob(".upstreams.conf.*"))  # no temporary file left
 
 
@@ -162,24 +111,8 @@ def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> N
 def test_reload_runs_only_when_the_text_changes(stack: Stack) -> None:
     stack.back_to_edge_a()
     before = stack.reloads()
-    applies = metric(
-        stack.metrics_url, "pfo_agent_applies_total", proxy_id="live", trigger="reconcile"
-    )
-    poll_until(
-        lambda: (
-            (
-                metric(
-                    stack.metrics_url,
-                    "pfo_agent_applies_total",
-                    proxy_id="live",
-                    trigger="reconcile",
-                )
-                or 0
-            )
-            >= (applies or 0) + 2
-        ),
-        within=10,
-    )
+    applies = stack.reconciles()
+    poll_until(lambda: stack.reconciles() >= applies + 2, within=10)
     assert stack.reloads() == before  # reconciles of an unchanged state: no reload
     # A standby put in maintenance changes its line (backup -> down): one reload, and one
     # more when it is enabled again.
@@ -202,7 +135,7 @@ def test_agent_restarted_on_an_unchanged_file_does_not_reload(stack: Stack) -> N
     before = stack.reloads()
     stack.start_agent()
     poll_until(
-        lambda: metric(stack.metrics_url, "pfo_agent_data_plane_up", proxy_id="live") == 1,
+        lambda: stack.agent_metric("pfo_agent_data_plane_up") == 1,
         within=15,
     )
     assert stack.reloads() == before

@@ -8,69 +8,37 @@ edge-a active and all three relays healthy for the next, and waits on conditions
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.api import SECRET, Tokens
-from tests.helpers.dataplanes import ControlPlane, Relay, Serve, poll_until
+from tests.helpers.dataplanes import poll_until
 from tests.helpers.polled_planes import Load, Traefik, all_answered_by, ask
+from tests.helpers.relay_stack import NAMES, RelayStack
 
 pytestmark = pytest.mark.slow
 
-NAMES = ("edge-a", "edge-b", "edge-c")
 
-
-@dataclass
-class Stack:
-    serve: Serve
-    relays: dict[str, Relay]
+class Stack(RelayStack):
     traefik: Traefik
-    cp: ControlPlane
-    ids: dict[str, str]
 
     def goes_to(self, name: str, within: float = 10.0) -> None:
         ports = (self.traefik.http_port, self.traefik.tcp_port)
         poll_until(lambda: all_answered_by(ports, name), within=within)
 
-    def back_to_edge_a(self) -> None:
-        for relay in self.relays.values():
-            if relay.proc is None or relay.proc.poll() is not None:
-                relay.start()
-        poll_until(lambda: self.cp.healthy() == set(NAMES), within=15)
-        active = self.cp.active()
-        if active != "edge-a":
-            assert active is not None
-            self.cp.switch(self.ids[active], self.ids["edge-a"])
-        self.goes_to("edge-a")
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
-    directory = tmp_path_factory.mktemp("traefik")
-    shutil.copyfile(sqlite_template, directory / "pfo.db")
-    tokens = Tokens.signed_with(SECRET)
-    serve = Serve(f"sqlite+aiosqlite:///{directory / 'pfo.db'}", SECRET, directory / "serve.log")
-    relays = {name: Relay(name) for name in NAMES}
-    traefik = Traefik(directory, f"{serve.url}/providers/traefik", tokens.alice, "live")
-    try:
-        serve.start()
-        for relay in relays.values():
-            relay.start()
-        cp = ControlPlane(serve.url, tokens.alice, tokens.admin, "live")
-        ids = cp.create(list(relays.values()))
-        poll_until(lambda: cp.active() == "edge-a", within=15)
-        traefik.start()
-        yield Stack(serve, relays, traefik, cp, ids)
-    finally:
-        traefik.stop()
-        for relay in relays.values():
-            relay.kill()
-        serve.stop()
+    with Stack.running(tmp_path_factory, sqlite_template, "traefik") as built:
+        endpoint = f"{built.serve.url}/providers/traefik"
+        built.traefik = Traefik(built.directory, endpoint, built.tokens.alice, "live")
+        try:
+            built.traefik.start()
+            yield built
+        finally:
+            built.traefik.stop()
 
 
 def test_traefik_sends_http_and_tcp_traffic_to_the_active_relay(stack: Stack) -> None:
@@ -116,13 +84,8 @@ def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> N
 
 def test_load_balancing_spreads_traffic_over_every_eligible_relay(stack: Stack) -> None:
     stack.back_to_edge_a()
-    body = {"proxyId": "live", "config": {"enableLoadBalancing": True}}
-    stack.cp.call("POST", "/proxy/failover/config", json=body)
-    try:
+    with stack.toggled("enableLoadBalancing", True):
         ports = (stack.traefik.http_port, stack.traefik.tcp_port)
         poll_until(lambda: all({ask(p) for _ in range(12)} == set(NAMES) for p in ports))
-    finally:
-        body = {"proxyId": "live", "config": {"enableLoadBalancing": False}}
-        stack.cp.call("POST", "/proxy/failover/config", json=body)
     stack.goes_to("edge-a")
     poll_until(lambda: {ask(stack.traefik.tcp_port) for _ in range(6)} == {"edge-a"})

@@ -146,13 +146,9 @@ global:
   checkNewVersion: false
   sendAnonymousUsage: false
 log:
-  level: WARN
+  level: {level}
 entryPoints:
-  web:
-    address: "127.0.0.1:{http_port}"
-  tcp:
-    address: "127.0.0.1:{tcp_port}"
-providers:
+{entry_points}providers:
   providersThrottleDuration: 10ms
   http:
     endpoint: "{endpoint}"
@@ -164,13 +160,16 @@ providers:
     filename: "{routes}"
 """
 
-TRAEFIK_ROUTES = """\
+TRAEFIK_HTTP_ROUTES = """\
 http:
   routers:
     relays:
       entryPoints: [web]
       rule: "PathPrefix(`/`)"
       service: "{service}@http"
+"""
+
+TRAEFIK_TCP_ROUTES = """\
 tcp:
   routers:
     relays:
@@ -178,6 +177,24 @@ tcp:
       rule: "HostSNI(`*`)"
       service: "{service}@http"
 """
+
+
+def traefik_static(
+    entry_points: dict[str, int],
+    endpoint: str,
+    token: str,
+    poll: str,
+    routes: Path,
+    level: str = "WARN",
+) -> str:
+    """Traefik's static configuration: ``entry_points`` (name -> loopback port), the HTTP provider
+    polling ``endpoint`` every ``poll`` with the token, the file provider reading ``routes``."""
+    points = "".join(
+        f'  {name}:\n    address: "127.0.0.1:{port}"\n' for name, port in entry_points.items()
+    )
+    return TRAEFIK_STATIC.format(
+        level=level, entry_points=points, endpoint=endpoint, poll=poll, token=token, routes=routes
+    )
 
 
 class Traefik:
@@ -192,17 +209,12 @@ class Traefik:
         self.http_port, self.tcp_port = free_port(), free_port()
         self.static = directory / "traefik.yml"
         routes = directory / "routes.yml"
-        routes.write_text(TRAEFIK_ROUTES.format(service=f"pfo-{proxy_id}"))
-        self.static.write_text(
-            TRAEFIK_STATIC.format(
-                http_port=self.http_port,
-                tcp_port=self.tcp_port,
-                endpoint=endpoint,
-                poll=poll,
-                token=token,
-                routes=routes,
-            )
+        service = f"pfo-{proxy_id}"
+        routes.write_text(
+            TRAEFIK_HTTP_ROUTES.format(service=service) + TRAEFIK_TCP_ROUTES.format(service=service)
         )
+        entry_points = {"web": self.http_port, "tcp": self.tcp_port}
+        self.static.write_text(traefik_static(entry_points, endpoint, token, poll, routes))
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Traefik:
