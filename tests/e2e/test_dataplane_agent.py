@@ -7,7 +7,9 @@ tests; only a scripted one can answer with an older epoch on demand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +94,19 @@ def _follower(
     return ProxyFollower("p", client, plane, metrics, settings), metrics, client
 
 
+@contextlib.asynccontextmanager
+async def _running(follower: ProxyFollower, cp: ScriptedControlPlane) -> AsyncIterator[None]:
+    """The follower's loop as a task for the block; held reads let go, then the loop cancelled."""
+    task = asyncio.create_task(follower.run())
+    try:
+        yield
+    finally:
+        if cp.reads_held is not None:
+            cp.reads_held.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def _sample(metrics: AgentMetrics, name: str) -> float:
     value = metrics.registry.get_sample_value(name, {"proxy_id": "p"})
     return value or 0.0
@@ -120,8 +135,7 @@ async def test_an_event_older_than_the_applied_epoch_triggers_nothing_and_the_st
     follower, metrics, client = _follower(cp, plane)
     async with client:
         assert await follower.sync("start")
-        task = asyncio.create_task(follower.run())
-        try:
+        async with _running(follower, cp):
             await wait_for(lambda: _async(follower.last_event_id == 7))
             await wait_for(lambda: _async(_sample(metrics, "pfo_agent_stale_ignored_total") == 1))
             assert {s.epoch for s in plane.applied} == {5}
@@ -131,9 +145,6 @@ async def test_an_event_older_than_the_applied_epoch_triggers_nothing_and_the_st
             cp.events.append((8, "failover.completed", {"epoch": 8}))
             await wait_for(lambda: _async(plane.applied[-1].epoch == 8))
             assert plane.applied[-1].active_instance_id == "i-b"
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_switch_event_is_applied_at_once_and_a_lagging_read_does_not_undo_it() -> None:
@@ -144,16 +155,12 @@ async def test_a_switch_event_is_applied_at_once_and_a_lagging_read_does_not_und
         assert await follower.sync("start")
         # The event arrives; the REST reads still answer epoch 5 (a replica that lags).
         cp.events = [(9, "failover.completed", {"epoch": 6, "data": switch})]
-        task = asyncio.create_task(follower.run())
-        try:
+        async with _running(follower, cp):
             await wait_for(lambda: _async(any(s.epoch == 6 for s in plane.applied)))
             await wait_for(lambda: _async(_sample(metrics, "pfo_agent_stale_ignored_total") >= 1))
             applied = [(s.epoch, s.active_instance_id) for s in plane.applied]
             assert applied[-1] == (6, "i-b")
             assert all(epoch == 6 for epoch, _ in applied[applied.index((6, "i-b")) :])
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
@@ -165,8 +172,7 @@ async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
         assert await follower.sync("start")
         cp.reads_held = asyncio.Event()  # every read from now on hangs
         cp.events = [(9, "failover.started", {"epoch": 6, "data": switch})]
-        task = asyncio.create_task(follower.run())
-        try:
+        async with _running(follower, cp):
             await wait_for(lambda: _async(plane.applied[-1].epoch == 6))
             assert plane.applied[-1].active_instance_id == "i-b"
             source = plane.applied[-1].target("i-a")
@@ -175,10 +181,6 @@ async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
             # The agent's own part of the follow time, from the event's arrival, is measured.
             assert _sample(metrics, "pfo_agent_event_apply_seconds_count") == 1
             assert 0 < _sample(metrics, "pfo_agent_event_apply_seconds_sum") < 10
-        finally:
-            cp.reads_held.set()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_health_event_makes_the_failover_that_follows_cut_the_source() -> None:
@@ -198,8 +200,7 @@ async def test_a_health_event_makes_the_failover_that_follows_cut_the_source() -
             ),
             (4, "failover.completed", {"epoch": 6, "data": failover}),
         ]
-        task = asyncio.create_task(follower.run())
-        try:
+        async with _running(follower, cp):
             await wait_for(lambda: _async(plane.applied[-1].epoch == 6))
             moved = plane.applied[-1]
             source = moved.target("i-a")
@@ -207,10 +208,6 @@ async def test_a_health_event_makes_the_failover_that_follows_cut_the_source() -
             assert source is not None
             assert (source.healthy, source.serving) == (False, False)
             assert leaving_policy(source) is SwitchPolicy.CUT
-        finally:
-            cp.reads_held.set()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_control_plane_down_keeps_the_last_state_and_says_so() -> None:

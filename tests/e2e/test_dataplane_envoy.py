@@ -21,13 +21,13 @@ import pytest
 from tests.helpers.dataplanes import answered_by, poll_until, stop
 from tests.helpers.envoy import (
     Envoy,
-    Load,
     docs_bootstrap,
     file_eds_cluster,
     listener,
     rest_eds_cluster,
     xds_cluster,
 )
+from tests.helpers.load import Load
 from tests.helpers.processes import free_port
 from tests.helpers.relay_stack import NAMES, RelayStack
 
@@ -125,13 +125,10 @@ def test_envoy_authenticates_with_the_owners_token_and_another_users_gets_nothin
 @pytest.mark.parametrize("mode", MODES)
 def test_planned_switchover_loses_no_request(stack: Stack, mode: str) -> None:
     stack.back_to_edge_a()
-    load = Load(stack.url(mode)).start()
-    try:
-        poll_until(lambda: load.answers["edge-a"] >= 20)
-        stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
-        poll_until(lambda: load.answers["edge-b"] >= 20)
-    finally:
-        load.stop()
+    with Load.http(stack.url(mode)) as load:
+        poll_until(lambda: load.count("edge-a") >= 20)
+        stack.switch_to_edge_b()
+        poll_until(lambda: load.count("edge-b") >= 20)
     assert load.errors == []
     assert stack.through(mode) == "edge-b"
     stack.back_to_edge_a()
@@ -140,18 +137,15 @@ def test_planned_switchover_loses_no_request(stack: Stack, mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_kill_9_of_the_active_relay_loses_no_request(stack: Stack, mode: str) -> None:
     stack.back_to_edge_a()
-    load = Load(stack.url(mode)).start()
-    try:
-        poll_until(lambda: load.answers["edge-a"] >= 20)
+    with Load.http(stack.url(mode)) as load:
+        poll_until(lambda: load.count("edge-a") >= 20)
         stack.relays["edge-a"].kill()
         # Envoy retries a refused connect on priority 1 at once; the control plane then moves
         # the active role and EDS takes the dead relay out.
         poll_until(lambda: stack.cp.active() == "edge-b", within=15)
         cluster = f"live-{mode}"
         poll_until(lambda: stack.envoy.hosts(cluster).get(0) == [stack.address("edge-b")])
-        poll_until(lambda: load.answers["edge-b"] >= 20)
-    finally:
-        load.stop()
+        poll_until(lambda: load.count("edge-b") >= 20)
     assert load.errors == []
     assert stack.envoy.hosts(f"live-{mode}") == {
         0: [stack.address("edge-b")],

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.dataplanes import poll_until, stop
-from tests.helpers.polled_planes import Load, Nginx, all_answered_by, ask
+from tests.helpers.load import all_answered_by, ask, moved_under_load
+from tests.helpers.polled_planes import Nginx
 from tests.helpers.relay_stack import NAMES, RelayStack
 
 pytestmark = pytest.mark.slow
@@ -41,9 +42,12 @@ class Stack(RelayStack):
             log="agent.log",
         )
 
+    @property
+    def listeners(self) -> tuple[int, int]:
+        return (self.nginx.http_port, self.nginx.tcp_port)
+
     def goes_to(self, name: str, within: float = 10.0) -> None:
-        ports = (self.nginx.http_port, self.nginx.tcp_port)
-        poll_until(lambda: all_answered_by(ports, name), within=within)
+        poll_until(lambda: all_answered_by(self.listeners, name), within=within)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +82,8 @@ def test_the_rendered_file_sends_http_and_stream_traffic_to_the_active_relay(sta
 def test_planned_switchover_loses_no_request_and_reloads_once(stack: Stack) -> None:
     stack.back_to_edge_a()
     before = stack.reloads()
-    with Load(stack.nginx.http_port) as http, Load(stack.nginx.tcp_port) as tcp:
-        poll_until(lambda: http.answered_by("edge-a") and tcp.answered_by("edge-a"))
-        stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
-        poll_until(lambda: http.answered_by("edge-b") and tcp.answered_by("edge-b"))
-    for load in (http, tcp):
+    loads, _ = moved_under_load(stack.listeners, stack.switch_to_edge_b)
+    for load in loads:
         counts = load.counts()
         assert counts[None] == 0, counts  # not one request lost
         assert counts["edge-a"] > 0, counts
@@ -93,14 +94,10 @@ def test_planned_switchover_loses_no_request_and_reloads_once(stack: Stack) -> N
 
 def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
     stack.back_to_edge_a()
-    with Load(stack.nginx.http_port) as http, Load(stack.nginx.tcp_port) as tcp:
-        poll_until(lambda: http.answered_by("edge-a") and tcp.answered_by("edge-a"))
-        stack.relays["edge-a"].kill()
-        poll_until(lambda: stack.cp.active() == "edge-b", within=10)
-        poll_until(lambda: http.answered_by("edge-b") and tcp.answered_by("edge-b"))
+    loads, _ = moved_under_load(stack.listeners, stack.kill_edge_a)
     # nginx moves a refused connect to the backup servers itself (edge-b and edge-c in turn),
     # before the control plane decides; the agent then makes edge-b the primary, edge-a down.
-    for load in (http, tcp):
+    for load in loads:
         counts = load.counts()
         assert counts["edge-b"] >= 5, counts
         assert counts[None] <= 1, counts

@@ -8,14 +8,14 @@ edge-a active and all three relays healthy for the next, and waits on conditions
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.dataplanes import poll_until
-from tests.helpers.polled_planes import Load, Traefik, all_answered_by, ask
+from tests.helpers.load import all_answered_by, ask, moved_under_load
+from tests.helpers.polled_planes import Traefik
 from tests.helpers.relay_stack import NAMES, RelayStack
 
 pytestmark = pytest.mark.slow
@@ -24,9 +24,12 @@ pytestmark = pytest.mark.slow
 class Stack(RelayStack):
     traefik: Traefik
 
+    @property
+    def listeners(self) -> tuple[int, int]:
+        return (self.traefik.http_port, self.traefik.tcp_port)
+
     def goes_to(self, name: str, within: float = 10.0) -> None:
-        ports = (self.traefik.http_port, self.traefik.tcp_port)
-        poll_until(lambda: all_answered_by(ports, name), within=within)
+        poll_until(lambda: all_answered_by(self.listeners, name), within=within)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +52,8 @@ def test_traefik_sends_http_and_tcp_traffic_to_the_active_relay(stack: Stack) ->
 
 def test_planned_switchover_loses_no_request_and_follows_within_the_poll(stack: Stack) -> None:
     stack.back_to_edge_a()
-    with Load(stack.traefik.http_port) as http, Load(stack.traefik.tcp_port) as tcp:
-        poll_until(lambda: http.answered_by("edge-a") and tcp.answered_by("edge-a"))
-        committed = time.monotonic()
-        stack.cp.switch(stack.ids["edge-a"], stack.ids["edge-b"])
-        poll_until(lambda: http.answered_by("edge-b") and tcp.answered_by("edge-b"))
-    for load in (http, tcp):
+    loads, committed = moved_under_load(stack.listeners, stack.switch_to_edge_b)
+    for load in loads:
         counts = load.counts()
         assert counts[None] == 0, counts  # not one request lost
         assert counts["edge-a"] > 0, counts
@@ -68,12 +67,8 @@ def test_planned_switchover_loses_no_request_and_follows_within_the_poll(stack: 
 
 def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
     stack.back_to_edge_a()
-    with Load(stack.traefik.http_port) as http, Load(stack.traefik.tcp_port) as tcp:
-        poll_until(lambda: http.answered_by("edge-a") and tcp.answered_by("edge-a"))
-        stack.relays["edge-a"].kill()
-        poll_until(lambda: stack.cp.active() == "edge-b", within=10)
-        poll_until(lambda: http.answered_by("edge-b") and tcp.answered_by("edge-b"))
-    for load in (http, tcp):
+    loads, _ = moved_under_load(stack.listeners, stack.kill_edge_a)
+    for load in loads:
         counts = load.counts()
         # Between the kill and the control plane's decision (2 failed probes 0.2 s apart)
         # Traefik still sends to edge-a: those requests fail (502 / a closed connection).
@@ -85,7 +80,6 @@ def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> N
 def test_load_balancing_spreads_traffic_over_every_eligible_relay(stack: Stack) -> None:
     stack.back_to_edge_a()
     with stack.toggled("enableLoadBalancing", True):
-        ports = (stack.traefik.http_port, stack.traefik.tcp_port)
-        poll_until(lambda: all({ask(p) for _ in range(12)} == set(NAMES) for p in ports))
+        poll_until(lambda: all({ask(p) for _ in range(12)} == set(NAMES) for p in stack.listeners))
     stack.goes_to("edge-a")
     poll_until(lambda: {ask(stack.traefik.tcp_port) for _ in range(6)} == {"edge-a"})

