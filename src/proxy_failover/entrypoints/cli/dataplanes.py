@@ -10,15 +10,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from proxy_failover.adapters.dataplanes.haproxy import DEFAULT_SERVER_OPTIONS
 from proxy_failover.core.dataplane import SwitchPolicy, split_host_port
 from proxy_failover.entrypoints.cli.common import DEFAULT_URL, TokenOption, UrlOption, fail
+
+if TYPE_CHECKING:  # the commands import the agent library when they run, not when listed
+    from proxy_failover.adapters.dataplanes.agent import DataPlane
+    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
 
 agent_app = typer.Typer(
     help="Data-plane agents that make traffic follow the control plane.",
@@ -59,6 +63,53 @@ def _setup(token: str | None, log_level: str) -> str:
     configure_logging(log_level.lower())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return token
+
+
+def _maps(
+    maps: list[str], target: str, valid: Callable[[str], bool] = bool, rule: str = ""
+) -> dict[str, str]:
+    """``--map PROXY_ID=TARGET`` items (repeatable) as proxy id -> target; a bad one is a usage
+    error naming the ``target`` and its ``rule``."""
+    parsed: dict[str, str] = {}
+    for item in maps:
+        proxy_id, sep, value = item.partition("=")
+        if not sep or not proxy_id or not valid(value):
+            raise typer.BadParameter(
+                f"expected PROXY_ID={target}{rule}, got {item!r}", param_hint="--map"
+            )
+        parsed[proxy_id] = value
+    return parsed
+
+
+def _run_agent(
+    kind: str,
+    plane: Callable[[AgentMetrics], DataPlane],
+    proxy_ids: Sequence[str],
+    *,
+    url: str,
+    token: str | None,
+    reconcile_seconds: float,
+    metrics_port: int | None,
+    log_level: str,
+) -> None:
+    """What every ``agent ...`` command does once its options are checked: logging, the
+    ``pfo_agent_*`` metrics of ``kind``, then one ``Agent`` over ``plane(metrics)`` following
+    ``proxy_ids`` until SIGINT/SIGTERM."""
+    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
+    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+    from proxy_failover.client import AsyncFailoverClient
+
+    token = _setup(token, log_level)
+    metrics = AgentMetrics(kind)
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    async def main() -> None:
+        async with AsyncFailoverClient(url, token) as client:
+            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
+            await Agent(client, plane(metrics), list(proxy_ids), metrics, settings).run()
+
+    _run_until_signalled(main())
 
 
 def _listen_address(text: str, option: str) -> tuple[str, int]:
@@ -104,44 +155,38 @@ def agent_haproxy(
     log_level: _LOG_LEVEL = "info",
 ) -> None:
     """Drive HAProxy backends through the Runtime API: servers follow the proxies' instances."""
-    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
     from proxy_failover.adapters.dataplanes.haproxy import (
         HaproxyDataPlane,
         RuntimeApi,
         parse_server_options,
     )
-    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
-    from proxy_failover.client import AsyncFailoverClient
 
-    backends: dict[str, str] = {}
-    for item in maps:
-        proxy_id, sep, backend = item.partition("=")
-        if not sep or not proxy_id or not backend:
-            raise typer.BadParameter(f"expected PROXY_ID=BACKEND, got {item!r}", param_hint="--map")
-        backends[proxy_id] = backend
+    backends = _maps(maps, "BACKEND")
     try:
         options = parse_server_options(server_options)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--server-options") from error
-    token = _setup(token, log_level)
-    metrics = AgentMetrics("haproxy")
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
 
-    async def main() -> None:
-        async with AsyncFailoverClient(url, token) as client:
-            plane = HaproxyDataPlane(
-                RuntimeApi(socket_address),
-                backends,
-                metrics,
-                on_switchover=on_switchover,
-                server_options=options,
-                standby_backups=standby_backups,
-            )
-            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
-            await Agent(client, plane, list(backends), metrics, settings).run()
+    def plane(metrics: AgentMetrics) -> HaproxyDataPlane:
+        return HaproxyDataPlane(
+            RuntimeApi(socket_address),
+            backends,
+            metrics,
+            on_switchover=on_switchover,
+            server_options=options,
+            standby_backups=standby_backups,
+        )
 
-    _run_until_signalled(main())
+    _run_agent(
+        "haproxy",
+        plane,
+        list(backends),
+        url=url,
+        token=token,
+        reconcile_seconds=reconcile_seconds,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
 
 
 @agent_app.command("envoy")
@@ -166,25 +211,20 @@ def agent_envoy(
     log_level: _LOG_LEVEL = "info",
 ) -> None:
     """Write Envoy EDS files (one DiscoveryResponse per proxy), renamed into place atomically."""
-    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
     from proxy_failover.adapters.dataplanes.envoy import EnvoyFileDataPlane
-    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
-    from proxy_failover.client import AsyncFailoverClient
 
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a directory", param_hint="--dir")
-    token = _setup(token, log_level)
-    metrics = AgentMetrics("envoy")
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
-
-    async def main() -> None:
-        async with AsyncFailoverClient(url, token) as client:
-            plane = EnvoyFileDataPlane(directory, metrics)
-            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
-            await Agent(client, plane, list(dict.fromkeys(proxies)), metrics, settings).run()
-
-    _run_until_signalled(main())
+    _run_agent(
+        "envoy",
+        lambda metrics: EnvoyFileDataPlane(directory, metrics),
+        list(dict.fromkeys(proxies)),
+        url=url,
+        token=token,
+        reconcile_seconds=reconcile_seconds,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
 
 
 def forward(

@@ -17,23 +17,19 @@ from proxy_failover.entrypoints.cli.dataplanes import (
     _LOG_LEVEL,
     _METRICS_PORT,
     _RECONCILE,
-    _run_until_signalled,
-    _setup,
+    _maps,
+    _run_agent,
     agent_app,
 )
 
 
 def _upstreams(maps: list[str]) -> dict[str, str]:
-    upstreams: dict[str, str] = {}
-    for item in maps:
-        proxy_id, sep, upstream = item.partition("=")
-        if not sep or not proxy_id or not UPSTREAM_NAME.match(upstream):
-            raise typer.BadParameter(
-                f"expected PROXY_ID=UPSTREAM (upstream of [A-Za-z0-9_.:-]), got {item!r}",
-                param_hint="--map",
-            )
-        upstreams[proxy_id] = upstream
-    return upstreams
+    return _maps(
+        maps,
+        "UPSTREAM",
+        lambda upstream: bool(UPSTREAM_NAME.match(upstream)),
+        " (upstream of [A-Za-z0-9_.:-])",
+    )
 
 
 def agent_nginx(
@@ -59,26 +55,21 @@ def agent_nginx(
     log_level: _LOG_LEVEL = "info",
 ) -> None:
     """Render nginx upstream blocks (active instance; the others backup) and reload on a change."""
-    from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
-    from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
     from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane
-    from proxy_failover.client import AsyncFailoverClient
 
     upstreams = _upstreams(maps)
     if not output.parent.is_dir():
         raise typer.BadParameter(f"{output.parent} is not a directory", param_hint="--output")
-    token = _setup(token, log_level)
-    metrics = AgentMetrics("nginx")
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
-
-    async def main() -> None:
-        async with AsyncFailoverClient(url, token) as client:
-            plane = NginxDataPlane(output, upstreams, reload, metrics)
-            settings = AgentSettings(reconcile_seconds=reconcile_seconds)
-            await Agent(client, plane, list(upstreams), metrics, settings).run()
-
-    _run_until_signalled(main())
+    _run_agent(
+        "nginx",
+        lambda metrics: NginxDataPlane(output, upstreams, reload, metrics),
+        list(upstreams),
+        url=url,
+        token=token,
+        reconcile_seconds=reconcile_seconds,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
 
 
 def register(app: typer.Typer) -> None:
