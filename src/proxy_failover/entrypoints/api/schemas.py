@@ -44,11 +44,20 @@ from proxy_failover.entrypoints.api.openapi_docs import document_schema
 
 
 def iso_z(value: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z`` (like JavaScript's ``toISOString``)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """ISO 8601 UTC with milliseconds and ``Z`` (like JavaScript's ``toISOString``).
+
+    Formatted by hand: a quarter of ``strftime``'s cost, and a list renders hundreds. Years are
+    four digits (``0001``), as ISO 8601 has them."""
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (the fastest formatting)
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 1000,
     )
 
 
