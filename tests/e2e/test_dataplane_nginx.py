@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.dataplanes import poll_until, stop
-from tests.helpers.load import all_answered_by, ask, moved_under_load
+from tests.helpers.load import ask, moved_under_load
 from tests.helpers.polled_planes import Nginx
-from tests.helpers.relay_stack import NAMES, RelayStack
+from tests.helpers.relay_stack import NAMES, ListenersStack
 
 pytestmark = pytest.mark.slow
 
 
-class Stack(RelayStack):
+class Stack(ListenersStack):
     nginx: Nginx
     agent: subprocess.Popen[str] | None = None
 
@@ -45,9 +45,6 @@ class Stack(RelayStack):
     @property
     def listeners(self) -> tuple[int, int]:
         return (self.nginx.http_port, self.nginx.tcp_port)
-
-    def goes_to(self, name: str, within: float = 10.0) -> None:
-        poll_until(lambda: all_answered_by(self.listeners, name), within=within)
 
 
 @pytest.fixture(scope="module")

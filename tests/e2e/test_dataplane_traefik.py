@@ -14,22 +14,19 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.dataplanes import poll_until
-from tests.helpers.load import all_answered_by, ask, moved_under_load
+from tests.helpers.load import ask, moved_under_load
 from tests.helpers.polled_planes import Traefik
-from tests.helpers.relay_stack import NAMES, RelayStack
+from tests.helpers.relay_stack import NAMES, ListenersStack
 
 pytestmark = pytest.mark.slow
 
 
-class Stack(RelayStack):
+class Stack(ListenersStack):
     traefik: Traefik
 
     @property
     def listeners(self) -> tuple[int, int]:
         return (self.traefik.http_port, self.traefik.tcp_port)
-
-    def goes_to(self, name: str, within: float = 10.0) -> None:
-        poll_until(lambda: all_answered_by(self.listeners, name), within=within)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from tests.helpers.dataplanes import (
     poll_until,
     proxy_failover,
 )
+from tests.helpers.load import all_answered_by
 from tests.helpers.processes import free_port
 
 NAMES = ("edge-a", "edge-b", "edge-c")
@@ -169,3 +170,16 @@ class RelayStack:
         poll_until(lambda: cut.closed, within=10)
         assert through() in ("edge-a", "edge-c")
         cut.close()
+
+
+class ListenersStack(RelayStack):
+    """A plane with an HTTP and a TCP listener (nginx, Traefik): new traffic goes to ``name``
+    when a new request on each listener is answered by it."""
+
+    @property
+    def listeners(self) -> tuple[int, int]:
+        """(HTTP port, TCP port)."""
+        raise NotImplementedError
+
+    def goes_to(self, name: str, within: float = 10.0) -> None:
+        poll_until(lambda: all_answered_by(self.listeners, name), within=within)
