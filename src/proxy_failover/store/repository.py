@@ -385,14 +385,10 @@ class UnitOfWork(Reader):
                 statements.ROUTINE_STATE_SQLITE, {"p_ids": json.dumps(instance_ids)}
             )
         else:
-            rows = (
-                await self._execute(
-                    statements.ROUTINE_STATE.where(
-                        instances.c.id.in_(sa.bindparam("p_ids", expanding=True))
-                    ),
-                    {"p_ids": list(instance_ids)},
-                )
-            ).all()
+            found = await self._execute(
+                statements.ROUTINE_STATE_POSTGRES, {"p_ids": list(instance_ids)}
+            )
+            rows = found.all()
         status_of = _HEALTH_STATUS
         maintenance = AdminState.MAINTENANCE.value
         new = tuple.__new__  # CheckCounters without its generated __new__'s Python frame
@@ -428,6 +424,11 @@ class UnitOfWork(Reader):
         if not successes:
             return
         shared = {"p_now": now, "p_updated": now}
+        if self.connection.dialect.name == "postgresql":
+            columns = map(list, zip(*successes, strict=True))
+            arrays = dict(zip(statements.ROUTINE_SUCCESS_PARAMETERS, columns, strict=True))
+            await self._execute(statements.ROUTINE_SUCCESS_POSTGRES, {**arrays, **shared})
+            return
         await statements.ROUTINE_SUCCESS.execute_many(
             self.connection, successes, statements.ROUTINE_SUCCESS_PARAMETERS, shared
         )
@@ -437,12 +438,7 @@ class UnitOfWork(Reader):
         already held)."""
         if self.connection.dialect.name == "sqlite" or not proxy_ids:
             return
-        await self._execute(
-            sa.select(redundancy.c.proxy_id)
-            .where(redundancy.c.proxy_id.in_(sorted(proxy_ids)))
-            .order_by(redundancy.c.proxy_id)
-            .with_for_update()
-        )
+        await self._execute(statements.LOCK_PROXIES_POSTGRES, {"p_ids": sorted(proxy_ids)})
 
     async def delete_proxy(self, proxy_id: str) -> None:
         """Delete the proxy's metric samples, instances, redundancy row and configuration (its
