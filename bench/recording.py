@@ -8,8 +8,11 @@ engine's flush makes it. Figures: results per CPU-second of this process (``time
 so the database's own CPU on PostgreSQL is not in it) and per wall-second, and the CPU per
 result. ``--profile`` prints a pyinstrument profile of the timed rounds instead of saving.
 
-Compare versions under the same conditions: the machine's other load changes the wall figure,
-much less the CPU one. Run: ``.venv/bin/python bench/recording.py [--postgres URL]``.
+Goal (issue 9): a routine result costs no more than before the split of the service and the
+engine (9f6c737). CPU time on the shared machine moves by 20-40 % between runs, so versions are
+compared by instructions (``bench/_callgrind.py``, the "Earlier figures" below).
+
+Run: ``.venv/bin/python bench/recording.py [--postgres URL]``.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def save_result(store: str, figures: dict[str, Any]) -> None:
     table = Table(
         title=(
             f"{figures['instances']:,} healthy instances, batches of {figures['batch']} routine "
-            f"successes, {figures['rounds']} batches per pass, median of the passes:"
+            f"successes, {figures['rounds']} batches per pass, median of the passes"
         ),
         columns=[
             "store",
@@ -164,7 +167,7 @@ def save_result(store: str, figures: dict[str, Any]) -> None:
         ],
         formats=["", ",", ".1f", ",", "", ".2f"],
     )
-    save(f"recording-{store}", title=__doc__.split("\n\n")[0], tables=[table])
+    save(f"recording-{store}", title="Probe recording", tables=[table])
 
 
 if __name__ == "__main__":
