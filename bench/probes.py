@@ -320,31 +320,22 @@ async def compare_clients(ports: list[int], count: int, rounds: int) -> dict[str
     async def raw_round() -> int:
         return sum(await asyncio.gather(*(raw_one(t) for t in targets)))
 
-    async def httpx_round() -> int:
-        async def one(url: str) -> bool:
-            async with gate:
-                try:
-                    response = await client.get(url + "/health")
-                except httpx.HTTPError:
-                    return False
-            return response.status_code < 400
+    async def httpx_one(pool: httpx.AsyncClient, url: str) -> bool:
+        async with gate:
+            try:
+                response = await pool.get(url + "/health")
+            except httpx.HTTPError:
+                return False
+        return response.status_code < 400
 
-        return sum(await asyncio.gather(*(one(u) for u in urls)))
+    async def httpx_round() -> int:
+        return sum(await asyncio.gather(*(httpx_one(client, u) for u in urls)))
 
     own_clients = [httpx.AsyncClient(timeout=10) for _ in urls]  # one pool per instance
 
     async def httpx_own_round() -> int:
-        async def one(own: httpx.AsyncClient, url: str) -> bool:
-            async with gate:
-                try:
-                    response = await own.get(url + "/health")
-                except httpx.HTTPError:
-                    return False
-            return response.status_code < 400
-
-        return sum(
-            await asyncio.gather(*(one(c, u) for c, u in zip(own_clients, urls, strict=True)))
-        )
+        pairs = zip(own_clients, urls, strict=True)
+        return sum(await asyncio.gather(*(httpx_one(c, u) for c, u in pairs)))
 
     out: dict[str, Any] = {"instances": count, "rounds": rounds}
     for name, round_ in (
