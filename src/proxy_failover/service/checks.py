@@ -1,6 +1,7 @@
 """Check results: one probe or external check (``record_check_result``), many in order
 (``record_check_results``) and the engine's cheap bulk form (``record_probe_results``), each
-through the rise/fall state machine and ``health.apply_health_change``."""
+through the rise/fall state machine and ``health.follow_health_change`` (the step every path
+that applies several health changes of a proxy in one transaction takes)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from proxy_failover.core.model import (
     Instance,
 )
 from proxy_failover.service.context import ServiceContext
-from proxy_failover.service.health import apply_health_change, counters_of, with_health
+from proxy_failover.service.health import counters_of, follow_health_change, with_health
 from proxy_failover.store import RoutineSuccess, UnitOfWork
 
 #: Up to this many instances of one proxy in a batch of check results are loaded one by one;
@@ -243,8 +244,9 @@ async def _apply_checks(
             if everyone is None:
                 everyone = {i.id: i for i in await unit.list_instances(proxy_id)}
             everyone.update(current)
-            locked = await apply_health_change(
-                unit, before, after, now, locked, list(everyone.values()), record_recovery=True
+            locked = await follow_health_change(
+                unit, before, after, now, locked, everyone, record_recovery=True
             )
+            current.update((i, everyone[i]) for i in current)  # the is_active mirror, if moved
         answers.append(after)
     return answers

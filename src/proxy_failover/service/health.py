@@ -197,6 +197,37 @@ async def apply_health_change(
     return recomputed
 
 
+async def follow_health_change(
+    unit: UnitOfWork,
+    before: Instance,
+    after: Instance,
+    now: datetime,
+    status: RedundancyStatus,
+    current: dict[str, Instance],
+    *,
+    record_recovery: bool,
+) -> RedundancyStatus:
+    """``apply_health_change`` for one step of a loop applying several health changes of one
+    proxy in one unit of work (reports, check results, expiries), keeping the loop's view in
+    step: ``current`` (the proxy's instances as this unit sees them, updated in place) gets
+    ``after``, and the ``is_active`` mirror when the redundancy recompute moved it in the
+    database (a later write of another instance must not put back the old mirror).
+
+    Returns the redundancy row as it now is (for the next step).
+    """
+    recomputed = await apply_health_change(
+        unit, before, after, now, status, list(current.values()), record_recovery=record_recovery
+    )
+    current[after.id] = after
+    if recomputed.active_instance_id != status.active_instance_id or status.overridden:
+        active = recomputed.active_instance_id
+        for instance_id, instance in list(current.items()):
+            is_active = instance_id == active
+            if instance.is_active != is_active:
+                current[instance_id] = dataclasses.replace(instance, is_active=is_active)
+    return recomputed
+
+
 # --- the report path ----------------------------------------------------------------------------
 
 
@@ -306,20 +337,10 @@ async def _apply_health_reports(
                     new_id(), after.id, after.proxy_id, after.user_id, report.sample, now
                 )
             )
-        recomputed = await apply_health_change(
-            unit, before, after, now, locked, list(current.values()), record_recovery=False
+        recomputed = await follow_health_change(
+            unit, before, after, now, locked, current, record_recovery=False
         )
-        current[after.id] = after
         changed[after.id] = None
-        if recomputed.active_instance_id != locked.active_instance_id or locked.overridden:
-            # recompute moved the is_active mirror in the database: keep ours in step.
-            active = recomputed.active_instance_id
-            current = {
-                i: dataclasses.replace(v, is_active=i == active)
-                if v.is_active != (i == active)
-                else v
-                for i, v in current.items()
-            }
         locked = recomputed
         quiet = quiet and is_repeat(before, after)
         outcomes.append(after)
@@ -353,18 +374,9 @@ async def expire_health_reports(ctx: ServiceContext, proxy_id: str) -> list[Inst
                     continue
                 state = core_health.report(before.health, HealthStatus.UNHEALTHY)
                 after = with_health(before, state, now, last_error=core_health.REPORT_EXPIRED)
-                recomputed = await apply_health_change(
-                    unit, before, after, now, locked, list(current.values()), record_recovery=False
+                locked = await follow_health_change(
+                    unit, before, after, now, locked, current, record_recovery=False
                 )
-                active = recomputed.active_instance_id
-                current[after.id] = after
-                current = {
-                    i: dataclasses.replace(v, is_active=i == active)
-                    if v.is_active != (i == active)
-                    else v
-                    for i, v in current.items()
-                }
-                locked = recomputed
                 expired.append(after)
             for instance in expired:
                 await unit.save_instance(current[instance.id])
