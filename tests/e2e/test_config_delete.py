@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from proxy_failover.core.model import EventStatus, EventType
 from proxy_failover.core.webhooks import DeliveryStatus
-from tests.helpers.api import Api
+from proxy_failover.entrypoints.api import create_app
+from tests.helpers.api import Api, api_settings
+from tests.helpers.processes import wait_for
 
 CONFIG = "/proxy/failover/config"
 
@@ -110,3 +114,37 @@ async def test_admin_deletes_any_proxy_without_instances(api: Api) -> None:
         400,
         "PROXY_FAILOVER_001",
     )
+
+
+async def test_an_id_taken_again_by_another_owner_changes_hands_here_at_once_and_on_replicas(
+    api: Api, database_url: str
+) -> None:
+    """Owners are remembered per process for the read cache's TTL: this process forgets at its
+    own delete, another replica (a second app on the same database) within the TTL."""
+    alice, bob = api.tokens.alice, api.tokens.bob
+    replica_app = create_app(api_settings(database_url))
+    transport = httpx.ASGITransport(app=replica_app)
+    async with (
+        replica_app.router.lifespan_context(replica_app),
+        httpx.AsyncClient(transport=transport, base_url="http://replica") as http,
+    ):
+        replica = Api(http, api.tokens, replica_app)
+        await api.ok("POST", CONFIG, alice, 201, json={"proxyId": "taken", "config": {}})
+        for side in (api, replica):  # both remember alice as the owner
+            await side.ok("GET", "/proxy/taken/redundancy", alice)
+            assert await side.error("GET", "/proxy/taken/redundancy", bob) == (
+                404,
+                "PROXY_FAILOVER_002",
+            )
+
+        await api.ok("DELETE", f"{CONFIG}/taken", alice)
+        await api.ok("POST", CONFIG, bob, 201, json={"proxyId": "taken", "config": {}})
+        await api.ok("GET", "/proxy/taken/redundancy", bob)  # here: at once
+        assert (await api.call("GET", "/proxy/taken/redundancy", alice)).status_code == 404
+
+        async def replica_follows() -> bool:
+            bobs = await replica.call("GET", "/proxy/taken/redundancy", bob)
+            alices = await replica.call("GET", "/proxy/taken/redundancy", alice)
+            return bobs.status_code == 200 and alices.status_code == 404
+
+        await wait_for(replica_follows, within=5)  # the TTL is 1 s

@@ -93,6 +93,11 @@ class ProxyFailoverService:
         return self._ctx.store
 
     @property
+    def cache_ttl_seconds(self) -> float:
+        """How stale a cached read may be across processes (0: reads are not cached)."""
+        return self._ctx.cache.ttl
+
+    @property
     def logger(self) -> LoggerLike:
         return self._ctx.logger
 

@@ -7,6 +7,7 @@ A proxy's owner and an instance's proxy never change, so both are remembered per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -43,12 +44,27 @@ class Ownership:
     def __init__(self, service: ProxyFailoverService) -> None:
         self._service = service
         self._instance_proxy: dict[str, str] = {}
+        self._owners: dict[str, tuple[float, str]] = {}  # proxy -> (good until, owner)
 
     async def owner_of(self, proxy_id: str) -> str | None:
-        """Read through the service's short read cache, not kept here for good: a deleted proxy's
-        id may be created again by another owner, also through another replica."""
+        """The proxy's owner, remembered as long as the service caches reads (1 s), not for good:
+        a deleted proxy's id may be created again by another owner, also through another replica.
+
+        Remembered here rather than read through the service's cache, which every write of the
+        proxy clears: each health report made the next request's owner check a database read
+        (half the throughput of ``PUT …/health``). Only a delete and re-create changes an owner;
+        this process forgets at its own deletes, other replicas' are seen within the TTL."""
+        now = time.monotonic()
+        known = self._owners.get(proxy_id)
+        if known is not None and known[0] > now:
+            return known[1]
         config = await self._service.get_failover_configuration(proxy_id)
-        return None if config is None else config.user_id
+        if config is None:
+            return None  # not remembered: a configuration created next is seen at once
+        if len(self._owners) >= _CACHE_LIMIT:
+            self._owners.clear()
+        self._owners[proxy_id] = (now + self._service.cache_ttl_seconds, config.user_id)
+        return config.user_id
 
     async def check_proxy(self, caller: Caller, proxy_id: str) -> None:
         """Admins pass; others only for a proxy they own, else 404/002."""
@@ -82,7 +98,8 @@ class Ownership:
         self._instance_proxy.pop(instance_id, None)
 
     def forget_proxy(self, proxy_id: str) -> None:
-        """After a delete: its instances are gone."""
+        """After a delete: its owner and its instances are gone."""
+        self._owners.pop(proxy_id, None)
         for instance_id in [i for i, p in self._instance_proxy.items() if p == proxy_id]:
             del self._instance_proxy[instance_id]
 
