@@ -23,8 +23,10 @@ from tests.helpers.processes import InstanceProcess, wait_for
 pytestmark = pytest.mark.slow
 
 FAST = {
-    "healthCheckIntervalSeconds": 0.1,
-    "healthCheckTimeoutSeconds": 0.08,
+    # Killed instances refuse at once, so no test here waits on the timeout; 80 ms made a
+    # healthy instance's first probe miss once on a busy machine (the wrong one was activated).
+    "healthCheckIntervalSeconds": 0.2,
+    "healthCheckTimeoutSeconds": 0.2,
     "unhealthyThreshold": 2,
     "healthyThreshold": 2,
 }
