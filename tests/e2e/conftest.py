@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from proxy_failover.entrypoints.api import create_app
+from proxy_failover.store.repository import Store
 from tests.helpers.api import SECRET, Api, Tokens, api_settings
+from tests.helpers.notifications import Repositories, repositories
 from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 
 
@@ -54,3 +56,19 @@ def serve_process(sqlite_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
         yield server
     finally:
         stop_serve(server)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A store on an empty, migrated database (SQLite, then PostgreSQL: tests/conftest.py)."""
+    store = Store(database_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def repos(store: Store) -> Repositories:
+    """``store``'s notification-side repositories (tests/helpers/notifications.py)."""
+    return repositories(store)

@@ -23,11 +23,9 @@ from proxy_failover.core.model import FailoverConfig, Instance, Notification
 from proxy_failover.core.outbound import OutboundPolicy, parse_rules
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api import create_app
-from proxy_failover.store.deliveries import DeliveryQueue
-from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
-from proxy_failover.store.webhooks import WebhookStore
 from tests.helpers.api import Api, Tokens, api_settings
+from tests.helpers.notifications import Repositories
 from tests.helpers.processes import wait_for
 from tests.helpers.webhook_receiver import WebhookReceiver
 
@@ -200,15 +198,11 @@ async def test_recovery_posts_go_only_where_the_registrant_may_reach() -> None:
 
 
 async def test_webhook_deliveries_follow_the_subscribers_role_at_connect_time(
-    database_url: str,
+    store: Store, repos: Repositories
 ) -> None:
-    store = Store(database_url)
-    store.notification_writers.append(NotificationLog(store.engine).write_notifications)
-    hooks = WebhookStore(store.engine)
+    hooks = repos.webhooks
     receiver = await WebhookReceiver(SECRET).start()
-    worker = DeliveryWorker(
-        DeliveryQueue(store.engine), poll_interval_seconds=0.05, guard=REBINDING
-    )
+    worker = DeliveryWorker(repos.queue, poll_interval_seconds=0.05, guard=REBINDING)
     url = f"http://{REBOUND}:{receiver.port}/hook"
     now = datetime.now(UTC)
     try:
@@ -242,7 +236,6 @@ async def test_webhook_deliveries_follow_the_subscribers_role_at_connect_time(
     finally:
         await worker.stop()
         await receiver.stop()
-        await store.close()
 
 
 def test_settings_parse_the_rules_and_refuse_bad_ones() -> None:

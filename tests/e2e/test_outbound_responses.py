@@ -20,10 +20,8 @@ from proxy_failover.adapters.probes import Prober
 from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import DeliveryStatus
-from proxy_failover.store.deliveries import DeliveryQueue
-from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
-from proxy_failover.store.webhooks import WebhookStore
+from tests.helpers.notifications import Repositories
 from tests.helpers.outbound import LOOPBACK_ALLOWED
 from tests.helpers.processes import wait_for
 
@@ -106,14 +104,10 @@ async def test_a_recovery_endpoint_that_floods_or_drips_ends_within_the_timeout(
 
 
 async def test_a_webhook_receiver_streaming_gigabytes_is_delivered_to_without_reading_them(
-    database_url: str,
+    store: Store, repos: Repositories
 ) -> None:
-    store = Store(database_url)
-    store.notification_writers.append(NotificationLog(store.engine).write_notifications)
-    hooks = WebhookStore(store.engine)
-    worker = DeliveryWorker(
-        DeliveryQueue(store.engine), poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED
-    )
+    hooks = repos.webhooks
+    worker = DeliveryWorker(repos.queue, poll_interval_seconds=0.05, guard=LOOPBACK_ALLOWED)
     try:
         async with flooding("chunked") as receiver:
             now = datetime.now(UTC)
@@ -133,4 +127,3 @@ async def test_a_webhook_receiver_streaming_gigabytes_is_delivered_to_without_re
         assert receiver.sent < 64 * 1024 * 1024, receiver.sent
     finally:
         await worker.stop()
-        await store.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,49 +18,17 @@ from proxy_failover.adapters.webhooks import DeliveryWorker
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
 from proxy_failover.store import database
-from proxy_failover.store.audit import AuditLog, current_actor
+from proxy_failover.store.audit import current_actor
 from proxy_failover.store.deliveries import DeliveryQueue
-from proxy_failover.store.gauges import Gauges
-from proxy_failover.store.notifications import NotificationLog
 from proxy_failover.store.repository import Store
-from proxy_failover.store.webhooks import WebhookStore
 from tests.helpers.clock import FakeClock
+from tests.helpers.notifications import Repositories
 from tests.helpers.outbound import LOOPBACK_ALLOWED
 from tests.helpers.processes import free_port, wait_for
 from tests.helpers.webhook_receiver import WebhookReceiver
 
 SECRET = "a-webhook-secret-of-some-length"
 PROXY = "edge-1"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    """A store on an empty, migrated database (SQLite, then PostgreSQL: tests/conftest.py)."""
-    store = Store(database_url)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@dataclass(frozen=True)
-class Repositories:
-    """The store's notification-side repositories, on one engine."""
-
-    webhooks: WebhookStore
-    queue: DeliveryQueue
-    audit: AuditLog
-    gauges: Gauges
-
-
-@pytest.fixture
-def repos(store: Store) -> Repositories:
-    """The repositories, with the notification log writing inside every change's transaction."""
-    store.notification_writers.append(NotificationLog(store.engine).write_notifications)
-    engine = store.engine
-    return Repositories(
-        WebhookStore(engine), DeliveryQueue(engine), AuditLog(engine), Gauges(engine)
-    )
 
 
 def _note(kind: str, epoch: int, **data: object) -> Notification:
