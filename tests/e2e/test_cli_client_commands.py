@@ -137,6 +137,15 @@ def test_switchover_drain_maintain_enable_and_events(
     assert "relay-c" in output
     assert "root" in output  # who triggered the switchovers
 
+    # a full page says how to read on; the next page holds the older events, then none
+    (more,) = [line for line in output.splitlines() if line.startswith("older: ")]
+    cursor = more.rsplit("--cursor ", 1)[1]
+    older = cli(serve_process, "events", "edge", "--limit", "3", "--cursor", cursor, token=ALICE)
+    rest = client.get_failover_events("edge", 100)[3:]
+    assert 0 < len(rest) < 3  # the activation: so a page that ignored the cursor would show 3
+    assert older.count("completed") == len(rest)
+    assert "older: " not in older  # the last page
+
 
 @pytest.mark.slow
 def test_switchover_refused_cases_are_one_line_errors(

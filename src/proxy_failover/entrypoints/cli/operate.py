@@ -114,6 +114,10 @@ def events(
     limit: Annotated[
         int, typer.Option(min=1, max=1000, help="How many events, newest first.")
     ] = 20,
+    cursor: Annotated[
+        str | None,
+        typer.Option(help="Continue after the page that printed this cursor (older events)."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
@@ -121,9 +125,10 @@ def events(
     out = console()
     with connect(url, token) as client:
         names = names_by_id(client.get_proxy_instances(proxy))
-        found = client.get_failover_events(proxy, limit)
+        page = client.failover_events_page(proxy, limit, cursor=cursor)
+    found = page.items
     if not found:
-        out.print(f"no events for {proxy}")
+        out.print(f"no {'more ' if cursor else ''}events for {proxy}")
         return
     table = Table(title=f"Events of {proxy}", title_justify="left")
     for column in ("Started (UTC)", "Type", "Status", "From", "To", "Epoch", "Took", "By"):
@@ -143,6 +148,9 @@ def events(
             event.reason + (f" ({event.error_message})" if event.error_message else ""),
         )
     out.print(table)
+    if page.next_cursor is not None:
+        more = f"proxy-failover events {proxy} --limit {limit} --cursor {page.next_cursor}"
+        out.print(f"older: {more}", soft_wrap=True)  # one line, to copy whole
 
 
 def _name(names: dict[str, str], instance_id: str | None) -> str:
