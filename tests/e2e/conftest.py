@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.store.repository import Store
-from tests.helpers.api import SECRET, Api, Tokens, api_settings
+from tests.helpers.api import SECRET, Api, Tokens, api_settings, in_process
 from tests.helpers.notifications import Repositories, repositories
 from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 
@@ -28,24 +27,16 @@ def tokens() -> Tokens:
 async def api(database_url: str, tokens: Tokens) -> AsyncIterator[Api]:
     """The whole app (lifespan included) on a fresh database, called in-process."""
     app = create_app(api_settings(database_url))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
-        yield Api(http, tokens, app)
+    async with in_process(app, tokens) as api:
+        yield api
 
 
 @pytest.fixture
 async def sqlite_api(sqlite_url: str, tokens: Tokens) -> AsyncIterator[Api]:
     """Like ``api``, SQLite only: for behaviour that does not depend on the database."""
     app = create_app(api_settings(sqlite_url))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
-        yield Api(http, tokens, app)
+    async with in_process(app, tokens) as api:
+        yield api
 
 
 @pytest.fixture

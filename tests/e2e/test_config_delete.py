@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from proxy_failover.core.model import EventStatus, EventType
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api import create_app
-from tests.helpers.api import Api, api_settings
+from tests.helpers.api import Api, api_settings, in_process
 from tests.helpers.processes import wait_for
 
 CONFIG = "/proxy/failover/config"
@@ -123,12 +121,7 @@ async def test_an_id_taken_again_by_another_owner_changes_hands_here_at_once_and
     own delete, another replica (a second app on the same database) within the TTL."""
     alice, bob = api.tokens.alice, api.tokens.bob
     replica_app = create_app(api_settings(database_url))
-    transport = httpx.ASGITransport(app=replica_app)
-    async with (
-        replica_app.router.lifespan_context(replica_app),
-        httpx.AsyncClient(transport=transport, base_url="http://replica") as http,
-    ):
-        replica = Api(http, api.tokens, replica_app)
+    async with in_process(replica_app, api.tokens, "http://replica") as replica:
         await api.ok("POST", CONFIG, alice, 201, json={"proxyId": "taken", "config": {}})
         for side in (api, replica):  # both remember alice as the owner
             await side.ok("GET", "/proxy/taken/redundancy", alice)

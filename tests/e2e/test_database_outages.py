@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from proxy_failover.config import Settings
 from proxy_failover.entrypoints.api import create_app
-from tests.helpers.api import SECRET, Api, Tokens
+from tests.helpers.api import SECRET, Api, Tokens, in_process
 from tests.helpers.pg_cluster import PgCluster, own_cluster
 from tests.helpers.processes import wait_for
 
@@ -35,12 +35,8 @@ PROXY = "chaos"
 async def api_on(url: str) -> AsyncIterator[Api]:
     settings = Settings(database_url=url, jwt_secret=SECRET, database_timeout_seconds=TIMEOUT)
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as http,
-    ):
-        yield Api(http, Tokens.signed_with(SECRET), app)
+    async with in_process(app, Tokens.signed_with(SECRET), "http://api") as api:
+        yield api
 
 
 async def _timed(api: Api, method: str, path: str, **kw: object) -> tuple[httpx.Response, float]:

@@ -19,7 +19,7 @@ from proxy_failover.adapters.metrics import Metrics
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.leadership import ENGINE_LEASE
 from proxy_failover.store.leases import Leases
-from tests.helpers.api import Api, Tokens, api_settings
+from tests.helpers.api import Api, Tokens, api_settings, in_process
 from tests.helpers.processes import InstanceProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -61,12 +61,8 @@ def instances() -> Iterator[list[InstanceProcess]]:
 async def engine_api(sqlite_url: str, tokens: Tokens) -> AsyncIterator[Api]:
     """The app with its engine running (the lease is free: this process leads at once)."""
     app = create_app(api_settings(sqlite_url), run_engine=True)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
-        yield Api(http, tokens, app)
+    async with in_process(app, tokens) as api:
+        yield api
 
 
 async def test_engine_counters_lag_and_leadership_move_as_the_engine_works(

@@ -24,7 +24,7 @@ from proxy_failover.core.outbound import OutboundPolicy, parse_rules
 from proxy_failover.core.webhooks import DeliveryStatus
 from proxy_failover.entrypoints.api import create_app
 from proxy_failover.store.repository import Store
-from tests.helpers.api import Api, Tokens, api_settings
+from tests.helpers.api import Api, Tokens, api_settings, in_process
 from tests.helpers.notifications import Repositories
 from tests.helpers.processes import wait_for
 from tests.helpers.webhook_receiver import WebhookReceiver
@@ -48,12 +48,8 @@ async def strict_api(database_url: str, tokens: Tokens) -> AsyncIterator[Api]:
     10.9.0.0/16 denied and 10.8.0.0/16 allowed."""
     settings = api_settings(database_url, outbound_allow="10.8.0.0/16", outbound_deny="10.9.0.0/16")
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
-        yield Api(http, tokens, app)
+    async with in_process(app, tokens) as api:
+        yield api
 
 
 REFUSED_TO_EVERYONE = [

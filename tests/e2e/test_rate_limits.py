@@ -21,7 +21,7 @@ from proxy_failover.entrypoints.api import create_app
 from proxy_failover.entrypoints.api.auth import mint_token
 from proxy_failover.entrypoints.api.ratelimit import requested_rows
 from proxy_failover.store.tables import events
-from tests.helpers.api import SECRET, Api, Tokens, api_settings
+from tests.helpers.api import SECRET, Api, Tokens, api_settings, in_process
 
 #: Budgets that refill so slowly that no test's own pace adds a token (timing-proof).
 TIGHT = {
@@ -37,12 +37,8 @@ TIGHT = {
 
 async def _api(database_url: str, tokens: Tokens, **settings: Any) -> AsyncIterator[Api]:
     app = create_app(api_settings(database_url, **settings))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
-        yield Api(http, tokens, app)
+    async with in_process(app, tokens) as api:
+        yield api
 
 
 @pytest.fixture

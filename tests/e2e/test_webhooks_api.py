@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from proxy_failover.entrypoints.api import create_app
-from tests.helpers.api import Api, Tokens, api_settings
+from tests.helpers.api import Api, Tokens, api_settings, in_process
 from tests.helpers.live_app import fail_over, setup_proxy
 from tests.helpers.processes import free_port, wait_for
 from tests.helpers.webhook_receiver import WebhookReceiver
@@ -23,12 +22,8 @@ SECRET = "receiver-secret-0123456789"
 async def hooks_api(database_url: str, tokens: Tokens) -> AsyncIterator[Api]:
     """The app in-process (lifespan: the delivery worker runs), retries 1000x faster."""
     app = create_app(api_settings(database_url, webhook_time_scale=0.001))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
-        yield Api(http, tokens)
+    async with in_process(app, tokens) as api:
+        yield api
 
 
 async def test_subscriptions_are_validated_owned_and_never_show_the_secret(

@@ -3,6 +3,8 @@ request as one of them and unwraps SPEC's envelopes."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,3 +68,16 @@ class Api:
 def api_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for an app on ``database_url`` whose tokens are signed with ``SECRET``."""
     return Settings(database_url=database_url, jwt_secret=SECRET, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    app: FastAPI, tokens: Tokens, base_url: str = "http://testserver"
+) -> AsyncIterator[Api]:
+    """``app`` with its lifespan run (service, workers), called in-process through httpx."""
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=base_url) as http,
+    ):
+        yield Api(http, tokens, app)
