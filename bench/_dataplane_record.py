@@ -13,6 +13,7 @@ PLANES = {
     "b_haproxy_agent": "(b) HAProxy + agent",
     "c_forwarder": "(c) forwarder",
     "d_traefik": "(d) Traefik, HTTP provider",
+    "d_traefik_http": "(d') Traefik, HTTP router",
     "e_nginx": "(e) nginx + agent",
     "f_envoy_rest": "(f) Envoy, REST EDS",
     "g_envoy_file": "(g) Envoy, file EDS + agent",

@@ -2,9 +2,11 @@
 
 Both proxy TCP (like the HAProxy planes, which run in TCP mode): Traefik a TCP router
 (``HostSNI(`*`)``) on the service ``pfo-<proxy>@http`` that its HTTP provider polls from
-``GET /providers/traefik`` every ``poll``; nginx a ``stream`` server on the upstream that
-``proxy-failover agent nginx`` renders (reload: ``kill -HUP`` of the master). Binaries and
-Traefik's static configuration are the tests' (``tests/helpers/polled_planes.py``).
+``GET /providers/traefik`` every ``poll`` (and, for (d'), an HTTP router on the same service,
+whose HTTP side is a failover chain over the active instance and its standbys); nginx a
+``stream`` server on the upstream that ``proxy-failover agent nginx`` renders (reload:
+``kill -HUP`` of the master). Binaries and Traefik's static configuration are the tests'
+(``tests/helpers/polled_planes.py``).
 """
 
 from __future__ import annotations
@@ -14,21 +16,36 @@ from pathlib import Path
 from _dataplane_procs import PROXY, Launch, wait_for_file
 from tests.helpers.polled_planes import (
     STREAM_MODULE,
+    TRAEFIK_HTTP_ROUTES,
     TRAEFIK_TCP_ROUTES,
     nginx_binary,
     traefik_binary,
     traefik_static,
 )
 
+#: The Traefik planes: (d) its TCP router, (d') its HTTP router, on one Traefik.
+TRAEFIK_TCP, TRAEFIK_HTTP = "d_traefik", "d_traefik_http"
+
 
 def traefik_command(
-    directory: Path, port: int, endpoint: str, token: str, proxy: str, poll: str
+    directory: Path, ports: dict[str, int], endpoint: str, token: str, proxy: str, poll: str
 ) -> list[str]:
-    """Traefik with a TCP entry point on ``port`` routed to ``pfo-<proxy>@http``."""
-    routes = directory / "traefik-routes.yml"
-    routes.write_text(TRAEFIK_TCP_ROUTES.format(service=f"pfo-{proxy}"))
+    """Traefik with a TCP entry point (``tcp``) and/or an HTTP one (``web``), as in ``ports``
+    (plane -> port), each routed to ``pfo-<proxy>@http``."""
+    service = f"pfo-{proxy}"
+    routes, entry_points = "", {}
+    if TRAEFIK_TCP in ports:
+        routes += TRAEFIK_TCP_ROUTES.format(service=service)
+        entry_points["tcp"] = ports[TRAEFIK_TCP]
+    if TRAEFIK_HTTP in ports:
+        routes += TRAEFIK_HTTP_ROUTES.format(service=service)
+        entry_points["web"] = ports[TRAEFIK_HTTP]
+    routes_file = directory / "traefik-routes.yml"
+    routes_file.write_text(routes)
     static = directory / "traefik.yml"
-    static.write_text(traefik_static({"tcp": port}, endpoint, token, poll, routes, level="ERROR"))
+    static.write_text(
+        traefik_static(entry_points, endpoint, token, poll, routes_file, level="ERROR")
+    )
     return [traefik_binary(), f"--configFile={static}"]
 
 
@@ -66,11 +83,14 @@ stream {{
     return command, upstreams, f"kill -HUP $(cat {directory}/nginx.pid)"
 
 
-def start_traefik(launch: Launch, port: int, url: str, token: str, poll: str) -> None:
-    """(d): Traefik polling the provider of the control plane at ``url``."""
-    endpoint = f"{url}/providers/traefik?proxy={PROXY}"
+def start_traefik(
+    launch: Launch, ports: dict[str, int], url: str, token: str, poll: str, standby: bool
+) -> None:
+    """(d) and/or (d'): Traefik polling the provider of the control plane at ``url`` (with
+    ``standby``: HTTP services fail over to the standbys)."""
+    endpoint = f"{url}/providers/traefik?proxy={PROXY}&standby={str(standby).lower()}"
     launch.start(
-        traefik_command(launch.directory, port, endpoint, token, PROXY, poll), "traefik.log"
+        traefik_command(launch.directory, ports, endpoint, token, PROXY, poll), "traefik.log"
     )
 
 

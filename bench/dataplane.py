@@ -3,7 +3,8 @@
 (a) HAProxy failing over by itself: ``check inter 200 fall 2 rise 2``, edge-b and edge-c as
     ``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy``;
 (c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET /providers/traefik`` every
-``--traefik-poll``; (e) nginx (``stream``) with ``proxy-failover agent nginx`` rendering its
+``--traefik-poll`` and (d') the same Traefik's HTTP router (the HTTP service fails over to the
+standbys); (e) nginx (``stream``) with ``proxy-failover agent nginx`` rendering its
 upstream and reloading it (``_polled_planes.py``); (f) Envoy polling the REST-JSON EDS
 ``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS file that
 ``proxy-failover agent envoy`` renames into place (one Envoy, HTTP listeners retrying a failed
@@ -86,6 +87,7 @@ async def start_planes(
     token: str,
     traefik_poll: str,
     envoy_refresh: float,
+    traefik_standby: bool = True,
 ) -> EventApplyMeter:
     """Every plane of ``planes`` (name -> its port) started, each answered by edge-a; the meter of
     the agents' own event-to-applied time."""
@@ -101,8 +103,9 @@ async def start_planes(
         )
     if "c_forwarder" in planes:
         start_forwarder(launch, planes["c_forwarder"], agent_metrics["c_forwarder"])
-    if "d_traefik" in planes:
-        start_traefik(launch, planes["d_traefik"], cp.url, token, traefik_poll)
+    traefik_ports = {p: port for p, port in planes.items() if p.startswith("d_")}
+    if traefik_ports:
+        start_traefik(launch, traefik_ports, cp.url, token, traefik_poll, traefik_standby)
     if "e_nginx" in planes:
         await start_nginx(launch, planes["e_nginx"])
     envoy_ports = {p: port for p, port in planes.items() if p.startswith(("f_", "g_"))}
@@ -122,6 +125,7 @@ async def main(
     record_name: str = "dataplane",
     traefik_poll: str = "50ms",
     envoy_refresh: float = 1.0,
+    traefik_standby: bool = True,
 ) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
     relays = {name: Relay(name) for name in NAMES}
@@ -133,7 +137,9 @@ async def main(
         cp = await start_control_plane(launch, relays)
         launch.agent = ["--url", cp.url, "--token", token, "--log-level", "warning"]
         planes = {plane: free_port() for plane in PLANES if plane in wanted}
-        meter = await start_planes(launch, planes, relays, cp, token, traefik_poll, envoy_refresh)
+        meter = await start_planes(
+            launch, planes, relays, cp, token, traefik_poll, envoy_refresh, traefik_standby
+        )
 
         report: dict[str, Any] = {"rate": rate, "streams": streams, "kill": {}, "switchover": {}}
         report["cut"] = {}
@@ -206,6 +212,11 @@ if __name__ == "__main__":
     parser.add_argument("--record", default="dataplane", help="name of the JSON record")
     parser.add_argument("--traefik-poll", default="50ms", help="Traefik's provider pollInterval")
     parser.add_argument("--envoy-refresh", type=float, default=1.0, help="Envoy's REST EDS poll, s")
+    parser.add_argument(
+        "--no-traefik-standby",
+        action="store_true",
+        help="GET /providers/traefik?standby=false: HTTP services without the failover chain",
+    )
     arguments = parser.parse_args()
     chosen = [p.strip() for p in arguments.planes.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(PLANES))
@@ -220,5 +231,6 @@ if __name__ == "__main__":
             arguments.record,
             arguments.traefik_poll,
             arguments.envoy_refresh,
+            not arguments.no_traefik_standby,
         )
     )

@@ -20,7 +20,7 @@ A, B, C = (
 
 def test_traefik_one_server_the_active_instance_for_http_and_tcp() -> None:
     state = desired_state(PROXY, [A, B, C], "b", 4, load_balanced=False)
-    config = traefik_configuration([state])
+    config = traefik_configuration([state], standby=False)
     name = f"pfo-{PROXY}"
     assert config == {
         "http": {
@@ -28,10 +28,50 @@ def test_traefik_one_server_the_active_instance_for_http_and_tcp() -> None:
         },
         "tcp": {"services": {name: {"loadBalancer": {"servers": [{"address": "10.0.0.2:8080"}]}}}},
     }
-    https = traefik_configuration([state], scheme=ServerScheme.HTTPS)
+    https = traefik_configuration([state], scheme=ServerScheme.HTTPS, standby=False)
     assert https["http"]["services"][name]["loadBalancer"]["servers"] == [
         {"url": "https://10.0.0.2:8080"}
     ]
+
+
+def test_traefik_http_service_fails_over_to_the_standbys_in_preference_order() -> None:
+    state = desired_state(PROXY, [A, B, C], "b", 4, load_balanced=False)
+    config = traefik_configuration([state], scheme=ServerScheme.HTTPS)
+    name = service_name(PROXY)
+    errors = {"status": ["502", "504"]}
+    assert config["http"]["services"] == {
+        name: {
+            "failover": {"service": f"{name}-b", "fallback": f"{name}-standby-1", "errors": errors}
+        },
+        f"{name}-standby-1": {
+            "failover": {"service": f"{name}-a", "fallback": f"{name}-c", "errors": errors}
+        },
+        f"{name}-a": {"loadBalancer": {"servers": [{"url": "https://10.0.0.1:1935"}]}},
+        f"{name}-b": {"loadBalancer": {"servers": [{"url": "https://10.0.0.2:8080"}]}},
+        f"{name}-c": {"loadBalancer": {"servers": [{"url": "https://[fd00::3]:1935"}]}},
+    }
+    # TCP has no failover service in Traefik: the active instance alone.
+    assert config["tcp"]["services"] == {
+        name: {"loadBalancer": {"servers": [{"address": "10.0.0.2:8080"}]}}
+    }
+    # One standby: one link; unhealthy or disabled instances are no standby.
+    two = desired_state(
+        PROXY,
+        [A, B, inst("c", priority=3, endpoint="10.0.0.3:1", health=HealthStatus.UNHEALTHY)],
+        "a",
+        4,
+        load_balanced=False,
+    )
+    services = traefik_configuration([two])["http"]["services"]
+    assert services[name] == {
+        "failover": {"service": f"{name}-a", "fallback": f"{name}-b", "errors": errors}
+    }
+    assert set(services) == {name, f"{name}-a", f"{name}-b"}
+    # No standby at all: the plain one-server load balancer.
+    alone = desired_state(PROXY, [A], "a", 4, load_balanced=False)
+    assert traefik_configuration([alone])["http"]["services"] == {
+        name: {"loadBalancer": {"servers": [{"url": "http://10.0.0.1:1935"}]}}
+    }
 
 
 def test_traefik_no_active_instance_is_an_empty_load_balancer() -> None:
@@ -72,7 +112,7 @@ def test_traefik_load_balancing_is_a_weighted_service_over_one_service_per_insta
 def test_traefik_several_proxies_and_instances_without_an_address() -> None:
     first = desired_state("one", [inst("x")], "x", 1, load_balanced=False)  # no address
     second = desired_state("two", [A], "a", 1, load_balanced=False)
-    services = traefik_configuration([first, second])["http"]["services"]
+    services = traefik_configuration([first, second], standby=False)["http"]["services"]
     assert services == {
         "pfo-one": {"loadBalancer": {"servers": []}},
         "pfo-two": {"loadBalancer": {"servers": [{"url": "http://10.0.0.1:1935"}]}},

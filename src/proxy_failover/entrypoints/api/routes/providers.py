@@ -58,6 +58,14 @@ async def traefik_provider(
         ServerScheme,
         Query(description="How Traefik speaks HTTP to the instances (server URLs' scheme)."),
     ] = ServerScheme.HTTP,
+    standby: Annotated[
+        bool,
+        Query(
+            description="HTTP services as a failover chain over the active instance and its "
+            "standbys, so Traefik retries a request the active instance refused on the next one "
+            "(request bodies are buffered): false = the active instance alone."
+        ),
+    ] = True,
 ) -> Response:
     if len(proxy) > MAX_PROXIES:
         raise InvalidInput(f"at most {MAX_PROXIES} proxy ids per request", details={"proxy": None})
@@ -76,5 +84,5 @@ async def traefik_provider(
             if proxy:  # named by the caller (an admin): unknown, 404/002
                 raise
             # deleted since it was listed: left out
-    body = json.dumps(traefik_configuration(states, scheme=scheme), sort_keys=True)
+    body = json.dumps(traefik_configuration(states, scheme=scheme, standby=standby), sort_keys=True)
     return Response(body.encode(), media_type="application/json")
