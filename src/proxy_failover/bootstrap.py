@@ -129,6 +129,10 @@ async def build(settings: Settings) -> Runtime:
     except BaseException:
         await stack.aclose()
         raise
+    # A reported failure (or posted check result) that makes the active instance unhealthy fails
+    # over in its own transaction, on any replica: no wait for the engine's thread, which may be
+    # busy or on another replica. The engine's own probes keep its decision loop.
+    service.fails_over_on_health_change = True
     notifier = build_notifier(settings, service)
     stack.push_async_callback(notifier.stop)
     engine = EngineThread(settings, service, notifier) if settings.engine_enabled else None
@@ -242,8 +246,8 @@ class EngineThread:
     two sides talk only by hand-offs between loops: the API service's commits wake the engine
     (``notify``, thread-safe), and the engine's commits reach the API side's listeners (webhook
     worker, event streams, metrics) and drop the API service's cached reads of that proxy. Each
-    side's transactions are its own (a report-driven failover is still the report's commit, then
-    the engine's one switch transaction). ``run()`` is awaited on the API's loop like the engine
+    side's transactions are its own (a reported failure of the active instance fails over in the
+    report's own transaction: ``health.fail_over_if_due``). ``run()`` is awaited on the API's loop like the engine
     was; ``stop()`` may be called from it.
     """
 

@@ -15,12 +15,20 @@ from proxy_failover.core.model import (
     AdminState,
     CheckResult,
     FailoverConfig,
+    FailoverEvent,
     HealthRules,
     HealthState,
     Instance,
 )
 from proxy_failover.service.context import ServiceContext
-from proxy_failover.service.health import counters_of, follow_health_change, with_health
+from proxy_failover.service.failover import log_switch
+from proxy_failover.service.health import (
+    counters_of,
+    fail_over_if_due,
+    follow_health_change,
+    went_down,
+    with_health,
+)
 from proxy_failover.store import RoutineSuccess, UnitOfWork
 
 #: Up to this many instances of one proxy in a batch of check results are loaded one by one;
@@ -67,19 +75,24 @@ async def record_check_results(
     batches = [groups] if ctx.store.dialect_name == "sqlite" else [[g] for g in groups]
     for batch in batches:
         applied: list[str] = []
+        switches: list[FailoverEvent] = []
         for proxy_id, _ in batch:
             ctx.cache.invalidate(proxy_id)
         async with ctx.store.write() as unit:
             for proxy_id, indexes in batch:
                 items = [results[i] for i in indexes]
                 for index, after in zip(
-                    indexes, await _apply_checks(ctx, unit, proxy_id, items, now), strict=True
+                    indexes,
+                    await _apply_checks(ctx, unit, proxy_id, items, now, switches),
+                    strict=True,
                 ):
                     answers[index] = after
                 if any(answers[i] is not None for i in indexes):
                     applied.append(proxy_id)
         for proxy_id, _ in batch:
             ctx.cache.invalidate(proxy_id)
+        for event in switches:
+            log_switch(ctx, event)
         ctx.announce(unit, applied)
     return answers
 
@@ -108,6 +121,7 @@ async def record_probe_results(
     batch = sorted(by_proxy.items())
     seen = Counter(instance_id for instance_id, _ in results)
     loud: list[str] = []
+    switches: list[FailoverEvent] = []
     for proxy_id, _ in batch:
         ctx.cache.invalidate(proxy_id)
     async with ctx.store.write() as unit:
@@ -153,13 +167,15 @@ async def record_probe_results(
                 rest.append(i)
             if rest:
                 items = [results[i] for i in rest]
-                applied = await _apply_checks(ctx, unit, proxy_id, items, now)
+                applied = await _apply_checks(ctx, unit, proxy_id, items, now, switches)
                 for i, after in zip(rest, applied, strict=True):
                     answers[i] = None if after is None else after.health
                 loud.append(proxy_id)
         await unit.record_routine_successes(routine, now)
     for proxy_id, _ in batch:
         ctx.cache.invalidate(proxy_id)
+    for event in switches:
+        log_switch(ctx, event)
     ctx.announce(unit, loud)
     return answers
 
@@ -187,8 +203,11 @@ async def _apply_checks(
     proxy_id: str,
     items: Sequence[tuple[str, CheckResult]],
     now: datetime,
+    switches: list[FailoverEvent],
 ) -> list[Instance | None]:
-    """Lock ``proxy_id`` and apply its check results in order (core of one result and many).
+    """Lock ``proxy_id`` and apply its check results in order (core of one result and many);
+    a failover they make due is applied too (``health.fail_over_if_due``) and added to
+    ``switches``.
 
     Only the instances checked are loaded; the proxy's other instances only when a result
     moves a status (or the redundancy row was overridden): otherwise redundancy, events and
@@ -209,6 +228,7 @@ async def _apply_checks(
                 current[instance_id] = found
     answers: list[Instance | None] = []
     config: FailoverConfig | None = None
+    at_start = dict(current)
     for instance_id, result in items:
         before = current.get(instance_id)
         if locked is None or before is None:
@@ -249,4 +269,8 @@ async def _apply_checks(
             )
             current.update((i, everyone[i]) for i in current)  # the is_active mirror, if moved
         answers.append(after)
+    if locked is not None and everyone is not None and went_down(locked, at_start, everyone):
+        switched = await fail_over_if_due(ctx, unit, locked, everyone, now)
+        if switched is not None:
+            switches.append(switched)
     return answers

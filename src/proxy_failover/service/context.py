@@ -105,6 +105,9 @@ class ServiceContext:
         self.route_cursors: dict[str, strategies.RouteCursor] = {}
         #: An instance's proxy never changes: remembered to lock the right proxy without a read.
         self.instance_proxy: dict[str, str] = {}
+        #: A health change that makes the active instance unhealthy fails over in its own
+        #: transaction (``health.fail_over_if_due``): what ``serve`` runs; off for the bare library.
+        self.fails_over_on_health_change = False
         #: Outside the per-proxy units of work: each writes in a short transaction of its own.
         self.webhooks = WebhookStore(store.engine)
         self.audit = AuditLog(store.engine)

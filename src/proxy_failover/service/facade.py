@@ -114,6 +114,17 @@ class ProxyFailoverService:
     def on_change(self, listener: ChangeListener | None) -> None:
         self._ctx.on_change = listener
 
+    @property
+    def fails_over_on_health_change(self) -> bool:
+        """Whether a health report or check result that makes the active instance unhealthy
+        fails over in its own transaction (``serve`` turns it on; see docs/engine.md). Off by
+        default: the bare library starts no automatic action (SPEC §6)."""
+        return self._ctx.fails_over_on_health_change
+
+    @fails_over_on_health_change.setter
+    def fails_over_on_health_change(self, on: bool) -> None:
+        self._ctx.fails_over_on_health_change = on
+
     def forget_cached(self, proxy_id: str) -> None:
         """Another writer of this process (the engine on its own thread and connection pool)
         committed a change of ``proxy_id``: drop the cached reads of it now, not at their TTL."""

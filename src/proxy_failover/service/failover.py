@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from proxy_failover.core import failover as core_failover
-from proxy_failover.core import fields, limits
+from proxy_failover.core import fields, limits, strategies
 from proxy_failover.core import redundancy as core_redundancy
 from proxy_failover.core.errors import InvalidInput, config_not_found
 from proxy_failover.core.model import (
@@ -15,9 +16,11 @@ from proxy_failover.core.model import (
     Evaluation,
     EventStatus,
     FailoverEvent,
+    Instance,
     Notification,
     NotificationType,
     ProxySnapshot,
+    RedundancyStatus,
 )
 from proxy_failover.service.common import (
     DEFAULT_REASON,
@@ -121,10 +124,7 @@ async def apply_decision(
 
     Compare-and-swap against the locked state: the active pointer must still be the
     decision's source, the target still eligible, an unhealthy/unavailable source still so,
-    and automatic failover (failback) still enabled. The event is recorded already
-    ``completed`` (``triggeredBy: system``, ``durationMs`` from detection to commit); an open
-    manual switch is closed ``failed`` ("superseded by automatic failover"). The re-check is
-    ``core.failover.decision_holds``.
+    and automatic failover (failback) still enabled (``core.failover.decision_holds``).
     """
     if decision.action is DecisionAction.NONE or decision.target_instance_id is None:
         return None  # nothing to apply (decision_holds would refuse it): spare the transaction
@@ -133,62 +133,116 @@ async def apply_decision(
         if locked is None:
             return None
         snapshot = await read_snapshot(unit, proxy_id, locked)
-        if not core_failover.decision_holds(snapshot, decision):
-            return None
-        open_event = snapshot.open_switch_event
-        if open_event is not None:
-            superseded = dataclasses.replace(
-                open_event,
-                status=EventStatus.FAILED,
-                error_message=SUPERSEDED_MESSAGE,
-                completed_at=now,
-                duration_ms=ms_between(open_event.created_at, now),
-            )
-            await unit.save_event(superseded)
-            unit.notify(
-                Notification(
-                    NotificationType.FAILOVER_FAILED,
-                    proxy_id,
-                    locked.epoch,
-                    now,
-                    event_data(superseded),
-                )
-            )
-        started = min(detected_at.astimezone(UTC), now)
-        event = FailoverEvent(
-            id=new_id(),
-            proxy_id=proxy_id,
-            user_id=snapshot.config.user_id,
-            event_type=decision.event_type,
-            source_instance_id=locked.active_instance_id,
-            target_instance_id=decision.target_instance_id,
-            reason=decision.reason,
-            status=EventStatus.COMPLETED,
-            triggered_by="system",
-            epoch=core_redundancy.next_epoch(locked.epoch),
-            created_at=started,
-            duration_ms=ms_between(started, now),
+        event = await _switch(unit, snapshot, decision, detected_at, now)
+    if event is not None:
+        log_switch(ctx, event)
+    return event
+
+
+async def fail_over_in(
+    unit: UnitOfWork, locked: RedundancyStatus, instances: Iterable[Instance], now: datetime
+) -> FailoverEvent | None:
+    """The engine's failover, decided and applied in ``unit``: for the health paths (reports,
+    check results, probe batches) whose change just made the active instance unhealthy.
+
+    ``locked`` is the proxy's redundancy row as this unit holds it (under its lock) and
+    ``instances`` its instances as this unit wrote them. ``core.failover.decide`` decides, as
+    for the engine; only a failover away from the active instance is applied here (activation
+    and failback stay with the engine, which times them). So a reported failure of the active
+    instance is one transaction: no window where it is unhealthy and still active, and no wait
+    for the engine's thread, which may be busy or on another replica.
+    """
+    config = await unit.get_config(locked.proxy_id)
+    if config is None:
+        return None
+    snapshot = ProxySnapshot(
+        config,
+        tuple(strategies.in_preference_order(list(instances))),
+        locked,
+        await unit.open_switch_event(locked.proxy_id),
+    )
+    decision = core_failover.decide(snapshot, now)
+    if decision.action is not DecisionAction.FAILOVER:
+        return None
+    return await _switch(unit, snapshot, decision, now, now)
+
+
+async def _switch(
+    unit: UnitOfWork,
+    snapshot: ProxySnapshot,
+    decision: Decision,
+    detected_at: datetime,
+    now: datetime,
+) -> FailoverEvent | None:
+    """An automatic switch on the locked ``snapshot``, or None if ``decision`` no longer holds.
+
+    The event is recorded already ``completed`` (``triggeredBy: system``, ``durationMs`` from
+    detection to commit); an open manual switch is closed ``failed`` ("superseded by automatic
+    failover").
+    """
+    if not core_failover.decision_holds(snapshot, decision):
+        return None
+    assert decision.target_instance_id is not None  # decision_holds refuses a decision without
+    locked = snapshot.redundancy
+    proxy_id = locked.proxy_id
+    open_event = snapshot.open_switch_event
+    if open_event is not None:
+        superseded = dataclasses.replace(
+            open_event,
+            status=EventStatus.FAILED,
+            error_message=SUPERSEDED_MESSAGE,
             completed_at=now,
+            duration_ms=ms_between(open_event.created_at, now),
         )
-        await unit.insert_event(event)
-        await recompute(
-            unit,
-            locked,
-            now,
-            move_to=decision.target_instance_id,
-            epoch=event.epoch,
-            failover_reason=decision.reason,
-        )
+        await unit.save_event(superseded)
         unit.notify(
             Notification(
-                NotificationType.FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)
+                NotificationType.FAILOVER_FAILED,
+                proxy_id,
+                locked.epoch,
+                now,
+                event_data(superseded),
             )
         )
-    ctx.logger.info(
-        "proxy %s: %s (epoch %d)",
-        proxy_id,
-        decision.reason,
-        event.epoch,
-        extra=log_fields(proxy_id, event.target_instance_id, event.epoch, event.id),
+    started = min(detected_at.astimezone(UTC), now)
+    event = FailoverEvent(
+        id=new_id(),
+        proxy_id=proxy_id,
+        user_id=snapshot.config.user_id,
+        event_type=decision.event_type,
+        source_instance_id=locked.active_instance_id,
+        target_instance_id=decision.target_instance_id,
+        reason=decision.reason,
+        status=EventStatus.COMPLETED,
+        triggered_by="system",
+        epoch=core_redundancy.next_epoch(locked.epoch),
+        created_at=started,
+        duration_ms=ms_between(started, now),
+        completed_at=now,
+    )
+    await unit.insert_event(event)
+    await recompute(
+        unit,
+        locked,
+        now,
+        move_to=decision.target_instance_id,
+        epoch=event.epoch,
+        failover_reason=decision.reason,
+    )
+    unit.notify(
+        Notification(
+            NotificationType.FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)
+        )
     )
     return event
+
+
+def log_switch(ctx: ServiceContext, event: FailoverEvent) -> None:
+    """The log line of a committed automatic switch."""
+    ctx.logger.info(
+        "proxy %s: %s (epoch %d)",
+        event.proxy_id,
+        event.reason,
+        event.epoch,
+        extra=log_fields(event.proxy_id, event.target_instance_id, event.epoch, event.id),
+    )

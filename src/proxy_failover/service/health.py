@@ -30,6 +30,7 @@ from proxy_failover.service.common import (
     ms_between,
 )
 from proxy_failover.service.context import ServiceContext
+from proxy_failover.service.failover import fail_over_in, log_switch
 from proxy_failover.service.redundancy import recompute
 from proxy_failover.store import UnitOfWork, new_id
 from proxy_failover.store.group_commit import GroupCommit
@@ -228,6 +229,39 @@ async def follow_health_change(
     return recomputed
 
 
+def went_down(
+    status: RedundancyStatus,
+    before: Mapping[str, Instance],
+    after: Mapping[str, Instance],
+) -> bool:
+    """Whether the proxy's active instance was in ``before`` and not unhealthy, and is
+    unhealthy in ``after``: a change this unit applied took the active instance down."""
+    active_id = status.active_instance_id or ""
+    was, now = before.get(active_id), after.get(active_id)
+    return (
+        was is not None
+        and was.health_status is not HealthStatus.UNHEALTHY
+        and now is not None
+        and now.health_status is HealthStatus.UNHEALTHY
+    )
+
+
+async def fail_over_if_due(
+    ctx: ServiceContext,
+    unit: UnitOfWork,
+    status: RedundancyStatus,
+    current: Mapping[str, Instance],
+    now: datetime,
+) -> FailoverEvent | None:
+    """A health path's change made the active instance unhealthy: the failover, in the same
+    transaction, when this service takes it there (``fails_over_on_health_change``; ``serve``
+    does, the bare library leaves automatic failover to an engine). See
+    ``failover.fail_over_in``."""
+    if not ctx.fails_over_on_health_change:
+        return None
+    return await fail_over_in(unit, status, current.values(), now)
+
+
 # --- the report path ----------------------------------------------------------------------------
 
 
@@ -262,6 +296,7 @@ async def commit_health_reports(
     arrive while it waits for the row lock join it.
     """
     touched: set[str] = set()
+    switches: list[FailoverEvent] = []
     try:
         async with ctx.store.write() as unit:
             first = await unit.lock_proxy_with_instances(key) if key else None
@@ -284,7 +319,7 @@ async def commit_health_reports(
                     else await unit.lock_proxy_with_instances(proxy_id)
                 )
                 applied, quiet = await _apply_health_reports(
-                    ctx, unit, loaded, [reports[i] for i in indexes], now
+                    ctx, unit, loaded, [reports[i] for i in indexes], now, switches
                 )
                 for index, outcome in zip(indexes, applied, strict=True):
                     outcomes[index] = outcome
@@ -293,6 +328,8 @@ async def commit_health_reports(
     finally:
         for proxy_id in touched:
             ctx.cache.invalidate(proxy_id)
+    for event in switches:
+        log_switch(ctx, event)
     ctx.announce(unit, sorted(touched), quiet=touched - loud)
     return outcomes
 
@@ -303,6 +340,7 @@ async def _apply_health_reports(
     loaded: tuple[RedundancyStatus | None, list[Instance]],
     reports: Sequence[HealthReport],
     now: datetime,
+    switches: list[FailoverEvent],
 ) -> tuple[list[Instance | Exception], bool]:
     """Apply one proxy's reports in order under its lock; (outcomes, all were repeats).
 
@@ -311,6 +349,7 @@ async def _apply_health_reports(
     """
     locked, instances = loaded
     current = {instance.id: instance for instance in instances}
+    at_start = dict(current)
     outcomes: list[Instance | Exception] = []
     changed: dict[str, None] = {}
     quiet = True
@@ -346,6 +385,10 @@ async def _apply_health_reports(
         outcomes.append(after)
     for instance_id in changed:
         await unit.save_instance(current[instance_id])
+    if locked is not None and went_down(locked, at_start, current):
+        switched = await fail_over_if_due(ctx, unit, locked, current, now)
+        if switched is not None:
+            switches.append(switched)
     return outcomes, quiet
 
 
