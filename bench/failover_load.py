@@ -12,7 +12,8 @@ keep-alive or closing their connection after each answer (``--close``). Phases, 
 
 Switch times come from the database, not the API (whose answers queue behind the load): kill (wall
 clock) → the ``failover.completed`` notification's ``occurred_at`` (the switch transaction's
-time), and for a report, its ``instance.unhealthy`` notification → that switch. Goals: loaded p95
+time), and for a report, its ``instance.unhealthy`` notification → that switch (the same
+transaction under ``serve``: docs/engine.md). Goals: loaded p95
 ≤ 1.1 x quiet p95 and ≤ HAProxy's loaded p95; report → switch p99 < 20 ms.
 """
 
@@ -207,8 +208,8 @@ def kill_trials(
 def reported_trials(
     http: httpx.Client, notes: Notes, count: int
 ) -> tuple[list[float], list[float], list[float]]:
-    """Report → switch (database times), of which the engine's part (woken → committed), and
-    the report's HTTP round trip under the load."""
+    """Report → switch (database times; one transaction since the report fails over itself),
+    the switch event's ``durationMs``, and the report's HTTP round trip under the load."""
     switch: list[float] = []
     engine: list[float] = []
     round_trip: list[float] = []
