@@ -247,8 +247,8 @@ class EngineThread:
     (``notify``, thread-safe), and the engine's commits reach the API side's listeners (webhook
     worker, event streams, metrics) and drop the API service's cached reads of that proxy. Each
     side's transactions are its own (a reported failure of the active instance fails over in the
-    report's own transaction: ``health.fail_over_if_due``). ``run()`` is awaited on the API's loop like the engine
-    was; ``stop()`` may be called from it.
+    report's own transaction: ``health.fail_over_if_due``). ``run()`` is awaited on the API's
+    loop like the engine was; ``stop()`` may be called from it.
     """
 
     def __init__(
