@@ -58,13 +58,19 @@ async def start_envoy(
     control_plane: tuple[str, int],
     token: str,
     refresh: float,
+    metrics_port: int,
 ) -> None:
-    """(f) and/or (g), as in ``ports``; for (g) the agent first: Envoy reads the file at start."""
+    """(f) and/or (g), as in ``ports``; for (g) the agent first (its metrics on
+    ``metrics_port``): Envoy reads the file at start."""
     if FILE in ports:
         eds = launch.directory / "eds"
         eds.mkdir()
         launch.start(
-            [*launch.pfo("agent", "envoy"), "--dir", str(eds), "--proxy", PROXY], "agent-envoy.log"
+            [
+                *launch.pfo("agent", "envoy"),
+                *("--dir", str(eds), "--proxy", PROXY, "--metrics-port", str(metrics_port)),
+            ],
+            "agent-envoy.log",
         )
         await wait_for_file(eds / f"{PROXY}.json")
     command = envoy_command(

@@ -94,13 +94,14 @@ def start_traefik(
     )
 
 
-async def start_nginx(launch: Launch, port: int) -> None:
+async def start_nginx(launch: Launch, port: int, metrics_port: int) -> None:
     """(e): the agent first (nginx's configuration includes the file it writes), then nginx."""
     nginx, upstreams, reload = nginx_files(launch.directory, port)
     launch.start(
         [
             *launch.pfo("agent", "nginx"),
             *("--map", f"{PROXY}=relays", "--output", str(upstreams), "--reload", reload),
+            *("--metrics-port", str(metrics_port)),
         ],
         "agent-nginx.log",
     )

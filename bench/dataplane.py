@@ -76,7 +76,7 @@ from _tcp_planes import start_forwarder, start_haproxy_agent, start_haproxy_alon
 from proxy_failover.entrypoints.api.auth import mint_token  # noqa: E402
 
 #: The planes followed by an agent that exports pfo_agent_event_apply_seconds.
-METERED = ("b_haproxy_agent", "c_forwarder")
+METERED = ("b_haproxy_agent", "c_forwarder", "e_nginx", "g_envoy_file")
 
 
 async def start_planes(
@@ -107,11 +107,13 @@ async def start_planes(
     if traefik_ports:
         start_traefik(launch, traefik_ports, cp.url, token, traefik_poll, traefik_standby)
     if "e_nginx" in planes:
-        await start_nginx(launch, planes["e_nginx"])
+        await start_nginx(launch, planes["e_nginx"], agent_metrics["e_nginx"])
     envoy_ports = {p: port for p, port in planes.items() if p.startswith(("f_", "g_"))}
     if envoy_ports:
         control_plane = ("127.0.0.1", int(cp.url.rsplit(":", 1)[1]))
-        await start_envoy(launch, envoy_ports, control_plane, token, envoy_refresh)
+        await start_envoy(
+            launch, envoy_ports, control_plane, token, envoy_refresh, agent_metrics["g_envoy_file"]
+        )
     for port in planes.values():
         await wait_answered_by(port, "edge-a")
     return meter

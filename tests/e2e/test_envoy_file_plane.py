@@ -58,3 +58,19 @@ def test_a_directory_that_cannot_be_written_is_a_data_plane_error(tmp_path: Path
     plane = EnvoyFileDataPlane(tmp_path / "missing", AgentMetrics("envoy"))
     with pytest.raises(DataPlaneError, match="cannot write"):
         _apply(plane, _state("a", 1))
+
+
+def test_an_event_compares_with_what_was_written_a_full_apply_with_the_file(
+    tmp_path: Path,
+) -> None:
+    plane = EnvoyFileDataPlane(tmp_path, AgentMetrics("envoy"))
+    path = eds_path(tmp_path, PROXY)
+    asyncio.run(plane.apply_from_event(_state("a", 1)))  # nothing written yet: reads, writes
+    assert path.read_bytes() == render(_state("a", 1))
+    path.write_text("{}")  # changed behind the agent's back
+    asyncio.run(plane.apply_from_event(_state("a", 1)))  # the switch's path reads nothing
+    assert path.read_text() == "{}"
+    _apply(plane, _state("a", 1))  # a reconcile reads the file and heals it
+    assert path.read_bytes() == render(_state("a", 1))
+    asyncio.run(plane.apply_from_event(_state("b", 2)))
+    assert path.read_bytes() == render(_state("b", 2))
