@@ -5,6 +5,8 @@ Run: python examples/relay.py --name edge-a --port 9001   (port 0: any free port
 HTTP/1.1 with keep-alive: ``GET /health`` answers 200, ``GET /`` answers ``<name>\\n``,
 ``GET /stream`` sends ``<name> <n>\\n`` every ``--interval`` seconds until the client leaves (a
 long-lived stream, as an RTMP/SRT/HLS relay would hold); ``GET /bulk`` sends 32 MiB (throughput).
+UDP on the same port number (SRT's transport): each datagram is answered with ``<name> <the
+datagram>`` (skipped, with a line on stderr, when that UDP port is taken).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from typing import cast
 
 
 def _response(status: str, body: bytes, *, close: bool) -> bytes:
@@ -80,6 +83,19 @@ async def _serve(
         writer.close()
 
 
+class _UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, name: str) -> None:
+        self.prefix = f"{name} ".encode()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(self.prefix + data, addr)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
@@ -94,7 +110,14 @@ async def main() -> None:
         reuse_address=True,
         backlog=1024,
     )
-    sys.stdout.write(f"{server.sockets[0].getsockname()[1]}\n")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UdpEcho(args.name), local_addr=(args.host, port)
+        )
+    except OSError as error:
+        sys.stderr.write(f"relay {args.name}: no UDP echo on port {port}: {error}\n")
+    sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
     async with server:
         await server.serve_forever()

