@@ -10,9 +10,10 @@ its own thread, and `--switchovers` planned switchovers, one at a time: `POST
 execute's HTTP round trip; `createdAt` (stamped when the execute's transaction starts; milliseconds,
 truncated, so this reads up to 1 ms long) → the event at the stream client; the execute's answer →
 the event at the stream client (negative: the stream had it first); the complete's round trip and
-its `completedAt` → stream. With the engine on (as `serve` runs) and off (`PFO_ENGINE_ENABLED=false`:
-what the engine thread's reaction to each commit costs the stream). `--compare-src DIR` runs the
-same against another tree's `src/` (e.g. `git archive` of an older commit) for a before/after.
+its `completedAt` → stream. With the engine on (as `serve` runs) and off
+(`PFO_ENGINE_ENABLED=false`: what the engine thread's reaction to each commit costs the stream).
+`--compare-src DIR` runs the same against another tree's `src/` (e.g. `git archive` of an older
+commit) for a before/after.
 
 Goal (issue 11's follow time, the control plane's share): execute over HTTP ≤ 2.5 ms p50,
 `createdAt` → stream client ≤ 3 ms p50, on a quiet machine.

@@ -48,10 +48,13 @@ class EventStream:
 
 
 @contextlib.asynccontextmanager
-async def live_api(settings: Settings, tokens: Any) -> AsyncIterator[Api]:
-    """``create_app(settings)`` on uvicorn (lifespan on); an ``Api`` client pointed at it."""
+async def live_api(
+    settings: Settings, tokens: Any, *, run_engine: bool = False
+) -> AsyncIterator[Api]:
+    """``create_app(settings)`` on uvicorn (lifespan on; the engine's thread with
+    ``run_engine``); an ``Api`` client pointed at it."""
     port = free_port()
-    app = create_app(settings)
+    app = create_app(settings, run_engine=run_engine)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy_failover.bootstrap import open_service
 from proxy_failover.core.model import Notification
@@ -49,7 +49,7 @@ async def test_a_read_racing_a_write_does_not_cache_the_old_value(database_url: 
     seen_during: list[int] = []
     holder: list[ProxyFailoverService] = []
 
-    async def read_during_write(session: AsyncSession, notes: Sequence[Notification]) -> None:
+    async def read_during_write(_conn: AsyncConnection, notes: Sequence[Notification]) -> None:
         status = await holder[0].get_redundancy_status("p1")
         assert status is not None
         seen_during.append(status.epoch)
@@ -114,9 +114,9 @@ async def test_a_zero_ttl_disables_the_cache(database_url: str) -> None:
 async def test_notification_writers_run_inside_the_transaction(database_url: str) -> None:
     received: list[tuple[list[str], int]] = []
 
-    async def outbox(session: AsyncSession, notes: Sequence[Notification]) -> None:
+    async def outbox(conn: AsyncConnection, notes: Sequence[Notification]) -> None:
         # the event written by this very transaction is visible to the writer
-        count = (await session.execute(sa.select(sa.func.count()).select_from(events))).scalar()
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(events))).scalar()
         received.append(([n.type for n in notes], int(count or 0)))
 
     async with open_service(database_url, notification_writers=[outbox], migrate=False) as service:
@@ -129,7 +129,7 @@ async def test_notification_writers_run_inside_the_transaction(database_url: str
 async def test_a_failing_notification_writer_rolls_the_change_back(database_url: str) -> None:
     armed: list[bool] = []
 
-    async def broken_outbox(session: AsyncSession, notes: Sequence[Notification]) -> None:
+    async def broken_outbox(_conn: AsyncConnection, notes: Sequence[Notification]) -> None:
         if armed:
             raise RuntimeError("outbox unavailable")
 

@@ -40,9 +40,9 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> Non
     store = Store(sqlite_url)
     try:
         async with store.read() as reader:
-            journal = (await reader.session.execute(sa.text("PRAGMA journal_mode"))).scalar()
-            keys = (await reader.session.execute(sa.text("PRAGMA foreign_keys"))).scalar()
-            busy = (await reader.session.execute(sa.text("PRAGMA busy_timeout"))).scalar()
+            journal = (await reader.connection.execute(sa.text("PRAGMA journal_mode"))).scalar()
+            keys = (await reader.connection.execute(sa.text("PRAGMA foreign_keys"))).scalar()
+            busy = (await reader.connection.execute(sa.text("PRAGMA busy_timeout"))).scalar()
     finally:
         await store.close()
     assert journal == "wal"

@@ -26,7 +26,7 @@ from proxy_failover.adapters.outbound import GuardedTransport, OutboundGuard, po
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.outbound import OutboundPolicy
-from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus
+from proxy_failover.core.webhooks import ClaimedDelivery, DeliveryStatus, LoggedBatch
 from proxy_failover.store.deliveries import DeliveryQueue
 from proxy_failover.store.gauges import Gauges
 from proxy_failover.store.notifications import NotificationLog
@@ -83,6 +83,7 @@ class DeliveryWorker:
         self._guard = guard or OutboundGuard(OutboundPolicy())
         self._clients: dict[bool, httpx.AsyncClient] = {}  # by the subscriber's trust
         self._wakeup = asyncio.Event()
+        self.wakes = 0  # commits that queued deliveries (tests look)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -128,6 +129,7 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         """New deliveries may be due: look now rather than at the next poll."""
+        self.wakes += 1
         self._wakeup.set()
 
     # --- the loop ------------------------------------------------------------------------------
@@ -293,14 +295,51 @@ class DeliveryWorker:
             log.info("webhook deliveries to %s succeed again", delivery.url)
 
 
+class Feed:
+    """One live stream's inbox: the log entries this process committed for its proxy, handed
+    over from memory, and a flag telling it to read the log instead (news from elsewhere, or
+    more than it can hold)."""
+
+    #: Batches held for a stream that is not reading (a slow client); past it, the log is read.
+    LIMIT = 100
+
+    def __init__(self) -> None:
+        self.woken = asyncio.Event()
+        self._batches: list[LoggedBatch] = []
+        self._must_read = False
+
+    def offer(self, batch: LoggedBatch) -> None:
+        if self._must_read:
+            pass  # the stream reads the log anyway, which holds this batch too
+        elif len(self._batches) >= self.LIMIT:
+            self._batches.clear()
+            self._must_read = True
+        else:
+            self._batches.append(batch)
+        self.woken.set()
+
+    def read_log(self) -> None:
+        """The log has news this feed was not handed (another replica's commit)."""
+        self._must_read = True
+        self.woken.set()
+
+    def take(self) -> tuple[list[LoggedBatch], bool]:
+        """The batches handed over since the last take, and whether to read the log."""
+        self.woken.clear()
+        batches, self._batches = self._batches, []
+        must_read, self._must_read = self._must_read, False
+        return batches, must_read
+
+
 class Notifier:
     """The notification side of a running process: the notification log and gauges it reads,
     the delivery worker, metrics, live feeds. (Subscriptions and the audit log are the
     service's: ``ProxyFailoverService.create_webhook_subscription``, ``record_audit``, ...)
 
-    ``on_change`` is the service's after-commit listener: it counts what happened, wakes the
-    delivery worker, and wakes the live streams of that proxy (which then read the durable event
-    log, so a stream also sees what other replicas committed, within its poll interval).
+    ``on_change`` is the service's after-commit listener: it counts what happened. ``logged``
+    is the notification log's: each commit's entries go to the live streams of their proxy from
+    memory, and the delivery worker is woken when the commit queued deliveries. The streams
+    read the durable log to resume, to catch up, and for other replicas' commits.
     """
 
     def __init__(
@@ -315,43 +354,69 @@ class Notifier:
         self.gauges = gauges
         self.worker = worker
         self.metrics = metrics
-        self._feeds: dict[str, set[asyncio.Event]] = {}
+        self._feeds: dict[str, set[Feed]] = {}
+        #: The loop the feeds and the worker live on (set by ``start``); commits made on another
+        #: thread (the engine's) are handed over to it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        notification_log.on_logged = self.logged
 
     def on_change(self, proxy_id: str, notifications: Sequence[Notification]) -> None:
-        if not notifications:
+        if notifications:
+            self.metrics.observe_notifications(proxy_id, notifications)
+
+    def logged(self, batches: Sequence[LoggedBatch], queued_deliveries: bool) -> None:
+        """After a commit (any thread): hand its entries to the live streams, wake the worker."""
+        loop = self._loop
+        if loop is not None and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._hand_over, batches, queued_deliveries)
             return
-        self.metrics.observe_notifications(proxy_id, notifications)
-        self.worker.wake()
-        self.wake(proxy_id)
+        self._hand_over(batches, queued_deliveries)
+
+    def _hand_over(self, batches: Sequence[LoggedBatch], queued_deliveries: bool) -> None:
+        for batch in batches:
+            for feed in self._feeds.get(batch.proxy_id, ()):
+                feed.offer(batch)
+        if queued_deliveries:
+            self.worker.wake()
 
     def wake(self, proxy_id: str) -> None:
-        """Wake the live streams of ``proxy_id`` (its log has news, from here or elsewhere)."""
-        for event in self._feeds.get(proxy_id, ()):
-            event.set()
+        """The log has news for ``proxy_id`` from elsewhere: its live streams read it."""
+        for feed in self._feeds.get(proxy_id, ()):
+            feed.read_log()
 
     def watched_proxies(self) -> set[str]:
         """The proxies some live stream of this process follows."""
         return set(self._feeds)
 
     @contextlib.contextmanager
-    def feed(self, proxy_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever ``proxy_id`` commits notifications in this process."""
-        event = asyncio.Event()
-        self._feeds.setdefault(proxy_id, set()).add(event)
+    def feed(self, proxy_id: str) -> Iterator[Feed]:
+        """The feed of one live stream of ``proxy_id``, on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        feed = Feed()
+        self._feeds.setdefault(proxy_id, set()).add(feed)
         try:
-            yield event
+            yield feed
         finally:
             feeds = self._feeds.get(proxy_id)
             if feeds is not None:
-                feeds.discard(event)
+                feeds.discard(feed)
                 if not feeds:
                     del self._feeds[proxy_id]
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.worker.start()
 
     async def stop(self) -> None:
         await self.worker.stop()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a thread without a loop
+        return None
 
 
 async def _cancel_until_done(task: asyncio.Task[None]) -> None:

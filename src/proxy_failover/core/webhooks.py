@@ -116,6 +116,19 @@ class StoredNotification:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedBatch:
+    """What one committed change appended to one proxy's log, handed to this process's live
+    streams from memory: the entries in ``seq`` order and ``after_seq``, the ``seq`` of the
+    proxy's entry just before them (0: none). A stream that has sent exactly up to ``after_seq``
+    may send them as they are; any other must read the log (another replica's entries, or a
+    hand-over it missed, lie in between)."""
+
+    proxy_id: str
+    after_seq: int
+    entries: tuple[StoredNotification, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """Who did what to which target, with what result, and when."""
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
@@ -31,12 +31,13 @@ _PENDING = DeliveryStatus.PENDING.value
 
 
 async def queue_deliveries(
-    session: AsyncSession,
+    connection: AsyncConnection,
     subscriptions: Sequence[Subscription],
     notification: Notification,
     event_id: str,
-) -> None:
-    """Queue one delivery of the logged notification ``event_id`` per interested subscription."""
+) -> bool:
+    """Queue one delivery of the logged notification ``event_id`` per interested subscription;
+    True when it queued any."""
     deliveries = [
         {
             "id": new_id(),
@@ -53,7 +54,8 @@ async def queue_deliveries(
         if sub.proxy_id == notification.proxy_id and webhooks.wants(sub.events, notification.type)
     ]
     if deliveries:
-        await session.execute(sa.insert(webhook_deliveries), deliveries)
+        await connection.execute(sa.insert(webhook_deliveries), deliveries)
+    return bool(deliveries)
 
 
 def _lease_free(now: datetime) -> sa.ColumnElement[bool]:

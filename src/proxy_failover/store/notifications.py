@@ -2,71 +2,120 @@
 
 ``NotificationLog.write_notifications`` is a ``store.NotificationWriter``: it runs inside the
 transaction of the change that produced the notifications, so an event, its webhook deliveries and
-the audit row of an automatic action are committed together with the change or not at all.
-The live event streams (SSE) read the log back by sequence number.
+the audit row of an automatic action are committed together with the change or not at all. Once
+the change committed, it hands what it logged to ``on_logged`` (this process's live streams and
+delivery worker) from memory; the streams read the log back by sequence number to resume, to catch
+up, and for what other replicas commit.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
-from proxy_failover.core.webhooks import StoredNotification
+from proxy_failover.core.webhooks import LoggedBatch, StoredNotification
 from proxy_failover.store import audit, database, deliveries
+from proxy_failover.store.prepared import PreparedStatement
+from proxy_failover.store.repository import AfterCommit
 from proxy_failover.store.rows import new_id
 from proxy_failover.store.tables import audit_log, notification_log, webhook_deliveries
 from proxy_failover.store.webhooks import subscriptions_of
+
+#: Told after a commit what it logged, one batch per proxy, and whether it queued webhook
+#: deliveries; called on the committing thread (the engine's commits too).
+LoggedListener = Callable[[Sequence[LoggedBatch], bool], None]
+
+_n = notification_log
+#: A proxy's newest entry: where a new stream starts, and (read under the proxy's lock, inside the
+#: change's transaction) the entry the change's own entries follow.
+LAST_SEQ = PreparedStatement(
+    "notification_last_seq",
+    sa.select(sa.func.max(_n.c.seq)).where(_n.c.proxy_id == sa.bindparam("p_proxy_id")),
+)
+INSERT_ENTRY = PreparedStatement(
+    "notification_insert",
+    sa.insert(_n)
+    .values(
+        {
+            name: sa.bindparam(f"p_{name}", type_=_n.c[name].type)
+            for name in ("id", "proxy_id", "type", "epoch", "occurred_at", "body")
+        }
+    )
+    .returning(_n.c.seq),
+)
 
 
 class NotificationLog:
     """Writes ``notification_log`` (with deliveries and system audit rows) and reads it back."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_logged: LoggedListener | None = None) -> None:
         self._db = database.EngineAccess(engine)
+        self.on_logged = on_logged
 
     async def write_notifications(
-        self, session: AsyncSession, notifications: Sequence[Notification]
-    ) -> None:
+        self, connection: AsyncConnection, notifications: Sequence[Notification]
+    ) -> AfterCommit | None:
         """Log each notification, queue a delivery per interested subscription, audit system acts.
 
-        Runs before the change commits: all of it is durable exactly when the change is.
+        Runs before the change commits: all of it is durable exactly when the change is. Each
+        entry's ``seq`` is read back, and so is the proxy's newest entry before them: the change
+        holds the proxy's lock, so no other writer's entry of that proxy can fall in between
+        (``LoggedBatch``).
         """
         if not notifications:
-            return
-        subscriptions = await subscriptions_of(session, sorted({n.proxy_id for n in notifications}))
+            return None
+        proxy_ids = sorted({n.proxy_id for n in notifications})
+        subscriptions = await subscriptions_of(connection, proxy_ids)
+        last: dict[str, int] = {}
+        for proxy_id in proxy_ids:
+            found = await LAST_SEQ.tuples(connection, {"p_proxy_id": proxy_id})
+            last[proxy_id] = int(found[0][0] or 0) if found else 0
+        entries: dict[str, list[StoredNotification]] = {proxy_id: [] for proxy_id in proxy_ids}
         actor = audit.current_actor.get()
+        queued = False
         for notification in notifications:
             event_id = new_id()
             body = webhooks.encode_payload(webhooks.build_payload(event_id, notification))
-            await session.execute(
-                sa.insert(notification_log).values(
-                    id=event_id,
-                    proxy_id=notification.proxy_id,
-                    type=notification.type,
-                    epoch=notification.epoch,
-                    occurred_at=notification.occurred_at,
-                    body=body,
-                )
+            rows = await INSERT_ENTRY.tuples(
+                connection,
+                {
+                    "p_id": event_id,
+                    "p_proxy_id": notification.proxy_id,
+                    "p_type": notification.type,
+                    "p_epoch": notification.epoch,
+                    "p_occurred_at": notification.occurred_at,
+                    "p_body": body,
+                },
             )
-            await deliveries.queue_deliveries(session, subscriptions, notification, event_id)
+            entries[notification.proxy_id].append(
+                StoredNotification(int(rows[0][0]), event_id, notification.type, body)
+            )
+            queued |= await deliveries.queue_deliveries(
+                connection, subscriptions, notification, event_id
+            )
             if actor is None:  # API calls are audited by the API itself, with their caller
                 row = audit.system_row(notification, json.loads(body)["data"])
-                await session.execute(sa.insert(audit_log).values(**row))
+                await connection.execute(sa.insert(audit_log).values(**row))
+        listener = self.on_logged
+        if listener is None:
+            return None
+        batches = tuple(
+            LoggedBatch(proxy_id, last[proxy_id], tuple(logged))
+            for proxy_id, logged in entries.items()
+        )
+        return lambda: listener(batches, queued)
 
     async def last_notification_seq(self, proxy_id: str) -> int:
         """Where a new stream starts: it sees only what happens after it connected."""
-        n = notification_log
         async with self._db.read() as conn:
-            last = (
-                await conn.execute(sa.select(sa.func.max(n.c.seq)).where(n.c.proxy_id == proxy_id))
-            ).scalar()
-        return int(last or 0)
+            found = await LAST_SEQ.tuples(conn, {"p_proxy_id": proxy_id})
+        return int(found[0][0] or 0) if found else 0
 
     async def proxies_with_news(
         self, after_seq: int | None, since: datetime | None = None, batch: int = 1000

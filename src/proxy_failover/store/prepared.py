@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-#: What can be prepared: a SELECT (rows) or an UPDATE (none).
-Statement = sa.Select[Any] | sa.Update
+#: What can be prepared: a SELECT (rows), an UPDATE (none) or an INSERT (rows with RETURNING).
+Statement = sa.Select[Any] | sa.Update | sa.Insert
 
 
 class _Compiled:
@@ -48,7 +48,7 @@ class _Compiled:
             for name, bind in compiled.binds.items()
             if not name.startswith("p_")
         }
-        columns = list(getattr(statement, "selected_columns", ()))
+        columns = list(statement.exported_columns)  # a SELECT's columns, a DML's RETURNING
         processors = (
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
@@ -188,7 +188,7 @@ class PreparedStatement:
         return await compiled.run(connection, parameters)
 
     async def execute(self, connection: AsyncConnection, parameters: Mapping[str, Any]) -> None:
-        """Run a statement that returns nothing (an UPDATE) once."""
+        """Run a statement that returns nothing (an UPDATE, an INSERT) once."""
         compiled = self.compiled_for(connection)
         if compiled is None:
             await connection.execute(self.statement, dict(parameters))

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy_failover.core.health import CheckCounters
 from proxy_failover.core.model import (
@@ -53,12 +54,21 @@ from proxy_failover.store.rows import (
 )
 from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
 
-#: Called inside a write transaction, just before commit, with the notifications it produced — so
-#: the notification log (webhook deliveries, audit) is written atomically with the change.
 #: A stored health status's value -> the enum member (a dict lookup; calling the enum costs more).
 _HEALTH_STATUS = {status.value: status for status in HealthStatus}
 
-NotificationWriter = Callable[[AsyncSession, Sequence[Notification]], Awaitable[None]]
+#: What a notification writer asks to be done once the change committed (e.g. hand the entries it
+#: logged to live streams); called on the committing thread, never raising into the commit.
+AfterCommit = Callable[[], None]
+
+#: Called inside a write transaction, just before commit, on its connection, with the
+#: notifications it produced — so the notification log (webhook deliveries, audit) is written
+#: atomically with the change. May return an ``AfterCommit``.
+NotificationWriter = Callable[
+    [AsyncConnection, Sequence[Notification]], Awaitable[AfterCommit | None]
+]
+
+_log = logging.getLogger("proxy_failover.store")
 
 
 #: What the bulk probe path reads of an instance (and its proxy's redundancy row) to decide, with
@@ -80,22 +90,6 @@ class Reader:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
-        self._session: AsyncSession | None = None
-
-    @property
-    def session(self) -> AsyncSession:
-        """An ORM session joined to this transaction (made on first use; it never commits it).
-
-        The queries here run Core statements on ``connection`` directly: nothing uses ORM
-        entities, and the session's per-call machinery cost more CPU than the SQL itself.
-        """
-        if self._session is None:
-            self._session = AsyncSession(bind=self.connection, expire_on_commit=False)
-        return self._session
-
-    async def _close_session(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def _execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
         result: sa.CursorResult[Any] = await self.connection.execute(statement, parameters)
@@ -152,14 +146,16 @@ class Reader:
     async def get_instance(self, instance_id: str) -> Instance | None:
         if not is_uuid(instance_id):
             return None
-        row = await self._one(sa.select(instances).where(instances.c.id == instance_id))
-        return None if row is None else instance_from(row)
+        rows = await self._rows(
+            statements.SELECT_INSTANCE, statements.INSTANCE_NAMES, {"p_id": instance_id}
+        )
+        return instance_from(rows[0]) if rows else None
 
     async def get_event(self, event_id: str) -> FailoverEvent | None:
         if not is_uuid(event_id):
             return None
-        row = await self._one(sa.select(events).where(events.c.id == event_id))
-        return None if row is None else event_from(row)
+        rows = await self._rows(statements.SELECT_EVENT, statements.EVENT_NAMES, {"p_id": event_id})
+        return event_from(rows[0]) if rows else None
 
     async def open_switch_event(self, proxy_id: str) -> FailoverEvent | None:
         """The proxy's pending/in-progress failover, failback or switchover (at most one)."""
@@ -288,8 +284,10 @@ class UnitOfWork(Reader):
     async def lock_proxy(self, proxy_id: str) -> RedundancyStatus | None:
         """Lock the proxy's redundancy row (serialises writers per proxy); None if no proxy."""
         self.changed.add(proxy_id)
-        row = await self._one(statements.LOCK_REDUNDANCY, {"p_proxy_id": proxy_id})
-        return None if row is None else redundancy_from(row)
+        rows = await self._rows(
+            statements.LOCK_REDUNDANCY, statements.REDUNDANCY_NAMES, {"p_proxy_id": proxy_id}
+        )
+        return redundancy_from(rows[0]) if rows else None
 
     async def lock_proxy_with_instances(
         self, proxy_id: str
@@ -454,33 +452,23 @@ class UnitOfWork(Reader):
 
     async def mark_active(self, proxy_id: str, active_instance_id: str | None) -> None:
         """Keep the ``is_active`` mirror in step with the redundancy row's pointer."""
-        await self._execute(
-            sa.update(instances)
-            .where(
-                instances.c.proxy_id == proxy_id,
-                instances.c.is_active.is_(True),
-                instances.c.id != (active_instance_id or ""),
-            )
-            .values(is_active=False)
+        await statements.MARK_OTHERS_INACTIVE.execute(
+            self.connection, {"p_proxy_id": proxy_id, "p_active_id": active_instance_id or ""}
         )
         if active_instance_id is not None:
-            await self._execute(
-                sa.update(instances)
-                .where(instances.c.id == active_instance_id)
-                .values(is_active=True)
-            )
+            await statements.MARK_ACTIVE.execute(self.connection, {"p_id": active_instance_id})
 
     async def save_redundancy(self, status: RedundancyStatus) -> None:
         parameters = {f"p_{name}": value for name, value in redundancy_values(status).items()}
         await statements.UPDATE_REDUNDANCY.execute(self.connection, parameters)
 
     async def insert_event(self, event: FailoverEvent) -> None:
-        await self._execute(sa.insert(events).values(**event_values(event)))
+        parameters = {f"p_{name}": value for name, value in event_values(event).items()}
+        await statements.INSERT_EVENT.execute(self.connection, parameters)
 
     async def save_event(self, event: FailoverEvent) -> None:
-        values = event_values(event)
-        values.pop("id")
-        await self._execute(sa.update(events).where(events.c.id == event.id).values(**values))
+        parameters = {f"p_{name}": value for name, value in event_values(event).items()}
+        await statements.UPDATE_EVENT.execute(self.connection, parameters)
 
     async def insert_metric(self, sample: StoredMetricSample) -> None:
         await self._execute(sa.insert(metrics).values(**metric_values(sample)))
@@ -563,18 +551,17 @@ class Store:
             self._read_engine.connect() as connection,
             connection.begin(),
         ):
-            reader = Reader(connection)
-            try:
-                yield reader
-            finally:
-                await reader._close_session()
+            yield Reader(connection)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success, else rolls back.
 
         The caller locks the proxy it changes with ``UnitOfWork.lock_proxy`` as its first step.
+        What the notification writers ask for after commit runs once the commit succeeded,
+        before the caller goes on (streams hear of the change before anything else runs).
         """
+        after: list[AfterCommit] = []
         async with (
             database.write_gate(self.engine),
             database.mapped_errors(),
@@ -582,11 +569,15 @@ class Store:
             connection.begin(),
         ):
             unit = UnitOfWork(connection)
+            yield unit
+            await unit.bump_versions()
+            if unit.notifications:
+                for writer in self.notification_writers:
+                    action = await writer(connection, tuple(unit.notifications))
+                    if action is not None:
+                        after.append(action)
+        for action in after:
             try:
-                yield unit
-                await unit.bump_versions()
-                if unit.notifications:
-                    for writer in self.notification_writers:
-                        await writer(unit.session, tuple(unit.notifications))
-            finally:
-                await unit._close_session()
+                action()
+            except Exception:  # the change is committed: a follower's error must not undo it
+                _log.exception("after-commit action failed")

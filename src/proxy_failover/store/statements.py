@@ -32,7 +32,9 @@ SWITCH_TYPES = tuple(sorted(t.value for t in SWITCHING_EVENT_TYPES))
 
 
 SELECT_REDUNDANCY = sa.select(redundancy).where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))
-LOCK_REDUNDANCY = SELECT_REDUNDANCY.with_for_update()
+# The first statement of every write unit of work (SQLite compiles it without FOR UPDATE: its
+# BEGIN IMMEDIATE already holds the write lock).
+LOCK_REDUNDANCY = PreparedStatement("lock_redundancy", SELECT_REDUNDANCY.with_for_update())
 SELECT_INSTANCES = PreparedStatement(
     "select_instances",
     sa.select(instances)
@@ -70,6 +72,27 @@ UPDATE_INSTANCE = PreparedStatement(
             for name in SAVED_INSTANCE_FIELDS
         }
     ),
+)
+
+
+SELECT_INSTANCE = PreparedStatement(
+    "select_instance", sa.select(instances).where(instances.c.id == sa.bindparam("p_id"))
+)
+# The ``is_active`` mirror of the redundancy row's pointer (``UnitOfWork.mark_active``): every
+# other instance of the proxy off, then the active one on.
+MARK_OTHERS_INACTIVE = PreparedStatement(
+    "mark_others_inactive",
+    sa.update(instances)
+    .where(
+        instances.c.proxy_id == sa.bindparam("p_proxy_id"),
+        instances.c.is_active.is_(True),
+        instances.c.id != sa.bindparam("p_active_id"),
+    )
+    .values(is_active=False),
+)
+MARK_ACTIVE = PreparedStatement(
+    "mark_active",
+    sa.update(instances).where(instances.c.id == sa.bindparam("p_id")).values(is_active=True),
 )
 
 
@@ -112,6 +135,29 @@ SELECT_VERSIONS = PreparedStatement(
 )
 CONFIG_NAMES = tuple(column.name for column in configurations.c)
 EVENT_NAMES = tuple(column.name for column in events.c)
+
+# A failover event: read by id, recorded, closed (execute, complete, the engine's decisions).
+SELECT_EVENT = PreparedStatement(
+    "select_event", sa.select(events).where(events.c.id == sa.bindparam("p_id"))
+)
+INSERT_EVENT = PreparedStatement(
+    "insert_event",
+    sa.insert(events).values(
+        {name: sa.bindparam(f"p_{name}", type_=events.c[name].type) for name in EVENT_NAMES}
+    ),
+)
+UPDATE_EVENT = PreparedStatement(
+    "update_event",
+    sa.update(events)
+    .where(events.c.id == sa.bindparam("p_id"))
+    .values(
+        {
+            name: sa.bindparam(f"p_{name}", type_=events.c[name].type)
+            for name in EVENT_NAMES
+            if name != "id"
+        }
+    ),
+)
 
 # A probe's success on a steadily healthy instance moves only its counters and timestamps: one
 # UPDATE setting the values core.health computed (``count``, ``count_check``) from the row as

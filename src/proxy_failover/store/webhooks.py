@@ -6,12 +6,12 @@ the change, and worked off by the delivery workers through ``store.deliveries``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy_failover.core import retention
 from proxy_failover.core.webhooks import (
@@ -21,6 +21,7 @@ from proxy_failover.core.webhooks import (
     Subscription,
 )
 from proxy_failover.store import database
+from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.rows import new_id
 from proxy_failover.store.tables import (
     webhook_deliveries,
@@ -62,7 +63,7 @@ async def retire_subscriptions(
 # --- row <-> value ---------------------------------------------------------------------------
 
 
-def _subscription_from(row: sa.RowMapping) -> Subscription:
+def _subscription_from(row: Mapping[str, Any]) -> Subscription:
     events = row["events"]
     return Subscription(
         id=row["id"],
@@ -105,20 +106,32 @@ def _delivery_from(row: sa.RowMapping, attempts: Sequence[DeliveryAttempt]) -> D
     )
 
 
-def _active_subscriptions(proxy_ids: Sequence[str]) -> sa.Select[Any]:
-    """The live (not deleted) subscriptions of these proxies, oldest first."""
-    s = webhook_subscriptions
-    return (
-        sa.select(s)
-        .where(s.c.proxy_id.in_(list(proxy_ids)), s.c.deleted_at.is_(None))
-        .order_by(s.c.created_at, s.c.id)
+#: The live (not deleted) subscriptions of a proxy, oldest first. Prepared: every change that
+#: notifies reads it (``store.notifications``), most often to find none.
+ACTIVE_SUBSCRIPTIONS = PreparedStatement(
+    "active_subscriptions",
+    sa.select(webhook_subscriptions)
+    .where(
+        webhook_subscriptions.c.proxy_id == sa.bindparam("p_proxy_id"),
+        webhook_subscriptions.c.deleted_at.is_(None),
     )
+    .order_by(webhook_subscriptions.c.created_at, webhook_subscriptions.c.id),
+)
+_SUBSCRIPTION_NAMES = tuple(column.name for column in webhook_subscriptions.c)
 
 
-async def subscriptions_of(session: AsyncSession, proxy_ids: Sequence[str]) -> list[Subscription]:
-    """The live subscriptions of these proxies, read in the caller's transaction."""
-    rows = (await session.execute(_active_subscriptions(proxy_ids))).mappings().all()
-    return [_subscription_from(row) for row in rows]
+async def subscriptions_of(
+    connection: AsyncConnection, proxy_ids: Sequence[str]
+) -> list[Subscription]:
+    """The live subscriptions of these proxies (each proxy's oldest first), read in the
+    caller's transaction."""
+    found: list[Subscription] = []
+    for proxy_id in proxy_ids:
+        rows = await ACTIVE_SUBSCRIPTIONS.rows(
+            connection, _SUBSCRIPTION_NAMES, {"p_proxy_id": proxy_id}
+        )
+        found += [_subscription_from(row) for row in rows]
+    return found
 
 
 class WebhookStore:
@@ -166,8 +179,7 @@ class WebhookStore:
 
     async def list_subscriptions(self, proxy_id: str) -> list[Subscription]:
         async with self._db.read() as conn:
-            rows = (await conn.execute(_active_subscriptions([proxy_id]))).mappings().all()
-        return [_subscription_from(row) for row in rows]
+            return await subscriptions_of(conn, [proxy_id])
 
     async def delete_subscription(self, proxy_id: str, subscription_id: str, now: datetime) -> bool:
         """Remove a subscription and cancel its pending deliveries; False when there is none."""

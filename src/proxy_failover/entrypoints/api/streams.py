@@ -1,12 +1,17 @@
 """The live event stream (SSE) and what keeps many of them cheap and bounded.
 
-``GET /proxy/{proxyId}/stream`` sends a proxy's notifications read from the durable event log, so
-``Last-Event-ID`` resumes where a client left off. A stream waits, doing nothing, until it is woken:
-commits of this process wake it at once (``Notifier.on_change``), and one shared watch per process
-reads the log's newest entries once a second and wakes the streams of the proxies that have news
-(commits of other replicas). Before, every stream re-read the log every second on its own, and
-1,000 idle streams cost 85 % of a core. Streams are capped per caller and in total
-(``PFO_STREAM_MAX_PER_CALLER``, ``PFO_STREAM_MAX_TOTAL``): a held connection is a resource.
+``GET /proxy/{proxyId}/stream`` sends a proxy's notifications as the durable event log holds them
+(``id`` is the entry's ``seq``), so ``Last-Event-ID`` resumes where a client left off. A stream
+waits, doing nothing, until it is woken. Commits of this process hand their entries to it from
+memory right after the commit (``Notifier.logged``, a ``LoggedBatch`` per proxy): a stream that
+has sent exactly up to the entry the batch follows sends it without reading the log, the shortest
+path from a commit to the data planes that follow the stream. Anything else reads the log: the
+first round (what committed before the stream was following), a batch that does not follow on
+(another replica's entries lie in between), and the proxies one shared watch per process finds
+with news when it reads the log's newest entries once a second (other replicas' commits). Before
+the watch, every stream re-read the log every second on its own, and 1,000 idle streams cost 85 %
+of a core. Streams are capped per caller and in total (``PFO_STREAM_MAX_PER_CALLER``,
+``PFO_STREAM_MAX_TOTAL``): a held connection is a resource.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
-from proxy_failover.adapters.webhooks import Notifier
+from proxy_failover.adapters.webhooks import Feed, Notifier
 from proxy_failover.core import fields, limits, webhooks
 from proxy_failover.core.errors import ErrorCode, TooBusy
 from proxy_failover.core.ratelimit import Slots
@@ -62,6 +67,7 @@ class StreamHub:
         self._open = 0
         self._watch: asyncio.Task[None] | None = None
         self.watch_reads = 0  # log reads made by the watch (tests and benchmarks look)
+        self.log_reads = 0  # log reads made by the streams (the rest came from memory)
 
     def take_slot(self, caller: Caller) -> Callable[[], None]:
         """A slot for one more stream of ``caller`` and the function giving it back (once);
@@ -92,14 +98,14 @@ class StreamHub:
         return release
 
     @contextlib.contextmanager
-    def follow(self, proxy_id: str) -> Iterator[asyncio.Event]:
-        """An event set when ``proxy_id`` has news; the shared watch runs while any is held."""
-        with self.notifier.feed(proxy_id) as woken:
+    def follow(self, proxy_id: str) -> Iterator[Feed]:
+        """The feed of ``proxy_id``'s news; the shared watch runs while any is held."""
+        with self.notifier.feed(proxy_id) as feed:
             self._open += 1
             if self._watch is None or self._watch.done():
                 self._watch = asyncio.create_task(self._watch_log(), name="pfo-stream-watch")
             try:
-                yield woken
+                yield feed
             finally:
                 self._open -= 1
 
@@ -193,18 +199,33 @@ async def stream(
     async def events() -> AsyncIterator[bytes]:
         last = start
         yield b"retry: 2000\n: connected\n\n"
-        with hub.follow(proxy_id) as woken:
+        with hub.follow(proxy_id) as feed:
+            catching_up = True  # the first round reads the log: what came before the feed
             while True:  # ends when the client goes: the response cancels this generator
-                woken.clear()
-                batch = await stored.notifications_after(proxy_id, last, STREAM_BATCH)
-                for item in batch:
-                    last = item.seq
-                    yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
-                if len(batch) == STREAM_BATCH:
-                    continue  # a client catching up: read on without waiting
+                batches, must_read = feed.take()
+                for batch in batches:
+                    if must_read or catching_up:
+                        break  # the log has these too
+                    if batch.entries[-1].seq <= last:
+                        continue  # already sent, read from the log
+                    if batch.after_seq != last:
+                        must_read = True  # entries this stream has not seen lie in between
+                        break
+                    for item in batch.entries:
+                        last = item.seq
+                        yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
+                if must_read or catching_up:
+                    hub.log_reads += 1
+                    page = await stored.notifications_after(proxy_id, last, STREAM_BATCH)
+                    for item in page:
+                        last = item.seq
+                        yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
+                    catching_up = len(page) == STREAM_BATCH
+                    if catching_up:
+                        continue  # a client catching up: read on without waiting
                 try:
                     async with asyncio.timeout(STREAM_KEEPALIVE_SECONDS):
-                        await woken.wait()
+                        await feed.woken.wait()
                 except TimeoutError:
                     yield b": keepalive\n\n"
 
