@@ -4,9 +4,9 @@ Both proxy TCP (like the HAProxy planes, which run in TCP mode): Traefik a TCP r
 (``HostSNI(`*`)``) on the service ``pfo-<proxy>@http`` that its HTTP provider polls from
 ``GET /providers/traefik`` every ``poll`` (and, for (d'), an HTTP router on the same service,
 whose HTTP side is a failover chain over the active instance and its standbys); nginx a
-``stream`` server on the upstream that ``proxy-failover agent nginx`` renders (reload:
-``kill -HUP`` of the master). Binaries and Traefik's static configuration are the tests'
-(``tests/helpers/polled_planes.py``).
+``stream`` server on the upstream that ``proxy-failover agent nginx`` renders (reload: the
+agent's SIGHUP to the master, ``--reload-pid-file``). Binaries and Traefik's static
+configuration are the tests' (``tests/helpers/polled_planes.py``).
 """
 
 from __future__ import annotations
@@ -96,11 +96,12 @@ def start_traefik(
 
 async def start_nginx(launch: Launch, port: int, metrics_port: int) -> None:
     """(e): the agent first (nginx's configuration includes the file it writes), then nginx."""
-    nginx, upstreams, reload = nginx_files(launch.directory, port)
+    nginx, upstreams, _reload = nginx_files(launch.directory, port)
     launch.start(
         [
             *launch.pfo("agent", "nginx"),
-            *("--map", f"{PROXY}=relays", "--output", str(upstreams), "--reload", reload),
+            *("--map", f"{PROXY}=relays", "--output", str(upstreams)),
+            *("--reload-pid-file", str(launch.directory / "nginx.pid")),
             *("--metrics-port", str(metrics_port)),
         ],
         "agent-nginx.log",

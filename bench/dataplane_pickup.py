@@ -8,9 +8,11 @@ plane, the event stream or the agent's loop is in the figure:
 
 - (g) Envoy, file EDS: ``EnvoyFileDataPlane.apply`` (render, write, rename: what ``agent envoy``
   does) then Envoy's ``watched_directory`` inotify, its parse and its workers' update;
-- (e) nginx ``stream``: ``NginxDataPlane.apply`` (render, write, rename, the reload command
-  ``kill -HUP <master>``), then nginx's reload: it parses its configuration, starts new workers,
-  and tells the old ones to stop accepting.
+- (e) nginx ``stream``: ``NginxDataPlane.apply`` (render, write, rename, then the reload: the
+  command ``kill -HUP $(cat nginx.pid)`` through a shell, or with ``--reload-pid-file`` the
+  agent's own SIGHUP), then nginx's reload: it parses its configuration, starts new workers,
+  sleeps 100 ms (hard-coded in its master: "allow new processes to start") and only then tells
+  the old ones to stop accepting.
 
 For each switch (edge-a → edge-b → edge-a ..., ``--switches`` of them, 0.3 s apart) under a
 closed loop of ``--clients`` clients making requests back to back (``GET /``, each on a new
@@ -197,12 +199,20 @@ async def main(switches: int, clients: int, workers: int, record_name: str | Non
         )
         # The file nginx starts on; the plane finds it and reloads only on a change.
         upstreams.write_text(render_upstreams([("relays", first)]))
-        nginx_plane = NginxDataPlane(upstreams, {PROXY: "relays"}, reload, metrics)
+        maps = {PROXY: "relays"}
         launch.start(command, "nginx.log")
         await wait_answered_by(nginx_port, "edge-a")
-        nginx = await run_switches(nginx_port, nginx_plane.apply, relays, switches, clients, 0.8)
-        rows.append(summary(f"(e) nginx stream, {workers} worker(s)", nginx))
-        print(rows[-1], flush=True)
+        pid_file = directory / "nginx.pid"
+        for how, plane in (
+            ("--reload 'kill -HUP $(cat pid)'", NginxDataPlane(upstreams, maps, reload, metrics)),
+            (
+                "--reload-pid-file",
+                NginxDataPlane(upstreams, maps, None, metrics, reload_pid_file=pid_file),
+            ),
+        ):
+            nginx = await run_switches(nginx_port, plane.apply, relays, switches, clients, 0.8)
+            rows.append(summary(f"(e) nginx stream, {workers} worker(s), {how}", nginx))
+            print(rows[-1], flush=True)
     finally:
         launch.stop_all()
         for relay in relays.values():
@@ -244,7 +254,7 @@ async def main(switches: int, clients: int, workers: int, record_name: str | Non
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--switches", type=int, default=20)
+    parser.add_argument("--switches", type=int, default=20, help="an even number")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--nginx-workers", type=int, default=1)
     parser.add_argument("--record", default=None, help="name of the JSON record (none: print)")

@@ -4,6 +4,8 @@ of its options (the real nginx is driven in tests/e2e/test_dataplane_nginx.py)."
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,11 +40,17 @@ def output(tmp_path: Path) -> Path:
     return tmp_path / "upstreams.conf"
 
 
-def _plane(output: Path, command: str | None = None, **kwargs: float) -> NginxDataPlane:
+def _plane(
+    output: Path, command: str | None = None, reload_timeout: float = 10.0
+) -> NginxDataPlane:
     log = output.parent / "reloads.log"
     reload = command or f"echo reload >> {log}"
     return NginxDataPlane(
-        output, {"one": "up_one", "two": "up_two"}, reload, AgentMetrics("nginx"), **kwargs
+        output,
+        {"one": "up_one", "two": "up_two"},
+        reload,
+        AgentMetrics("nginx"),
+        reload_timeout=reload_timeout,
     )
 
 
@@ -129,9 +137,45 @@ async def test_an_unhealthy_standby_goes_down(output: Path) -> None:
     assert _reloads(output) == 2
 
 
+_HUP_COUNTER = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGHUP, lambda *_: print('hup', flush=True))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+async def test_with_a_pid_file_the_agent_sends_sighup_to_the_master_itself(output: Path) -> None:
+    # Stands for nginx's master: counts the SIGHUPs it gets.
+    master = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HUP_COUNTER, stdout=asyncio.subprocess.PIPE
+    )
+    assert master.stdout is not None
+    try:
+        assert await master.stdout.readline() == b"ready\n"
+        pid_file = output.parent / "nginx.pid"
+        pid_file.write_text(f"{master.pid}\n")
+        plane = NginxDataPlane(
+            output, {"one": "up_one"}, None, AgentMetrics("nginx"), reload_pid_file=pid_file
+        )
+        await plane.apply(_state("one", "a"))
+        assert await master.stdout.readline() == b"hup\n"
+        await plane.apply(_state("one", "a"))  # same text: no signal
+        await plane.apply(_state("one", "b", epoch=2))
+        assert await master.stdout.readline() == b"hup\n"
+        assert plane.reloads == 2
+        pid_file.unlink()
+        with pytest.raises(DataPlaneError, match="cannot signal nginx's master"):
+            await plane.apply(_state("one", "c", epoch=3))
+    finally:
+        master.kill()
+        await master.wait()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
+        (["--map", "live=relays", "--reload-pid-file", "/run/nginx.pid"], "one of --reload"),
         (["--map", "live"], "PROXY_ID=UPSTREAM"),
         (["--map", "live=bad name"], "PROXY_ID=UPSTREAM"),
         (
@@ -149,3 +193,13 @@ def test_the_command_refuses_bad_options(
     result = CliRunner().invoke(app, [*base, *arguments])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_the_command_needs_a_reload_command_or_a_pid_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PFO_TOKEN", "t")
+    base = ["agent", "nginx", "--map", "live=relays", "--output", str(tmp_path / "u.conf")]
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 2
+    assert "one of --reload" in result.output

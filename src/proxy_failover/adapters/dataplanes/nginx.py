@@ -4,9 +4,12 @@ nginx has no runtime API in its open-source build, so the agent owns one file (`
 nginx ``include``s in its ``http`` or ``stream`` context: one ``upstream`` block per mapped proxy
 (``core.nginx``). Every apply renders the whole file from the latest state of every proxy; when
 the text differs from what was last loaded it is written atomically (a temporary file in the same
-directory, fsync, rename: nginx never reads half a file) and the reload command runs (``nginx -s
-reload`` or ``kill -HUP <master pid>``). nginx reloads gracefully: new workers take new
-connections with the new upstreams, old workers finish the open ones, so every move drains.
+directory, rename: nginx never reads half a file) and nginx is reloaded: by the reload command
+(``nginx -s reload`` or ``kill -HUP <master pid>``), or, with a pid file, by the agent sending
+SIGHUP to the master itself (no shell to start: tens of milliseconds less on a busy machine).
+nginx reloads gracefully: new workers take new connections with the new upstreams, old workers
+finish the open ones, so every move drains. No ``fsync``: it sits on the switch's path, and after
+a host crash the agent rewrites (and reloads) a file that differs from the state at start.
 
 Nothing is written until every mapped proxy has a state (a file without one of the upstreams the
 configuration names would fail nginx's reload). A failed reload is retried by the agent (the text
@@ -41,8 +44,6 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
@@ -58,14 +59,18 @@ class NginxDataPlane:
         self,
         output: Path,
         upstreams: Mapping[str, str],
-        reload_command: str,
+        reload_command: str | None,
         metrics: AgentMetrics,
         *,
         reload_timeout: float = RELOAD_TIMEOUT,
+        reload_pid_file: Path | None = None,
     ) -> None:
+        if (reload_command is None) == (reload_pid_file is None):
+            raise ValueError("one of reload_command and reload_pid_file")
         self.output = output
         self.upstreams = dict(upstreams)  # proxy id -> upstream name, in --map order
         self.reload_command = reload_command
+        self.reload_pid_file = reload_pid_file
         self.metrics = metrics
         self.reload_timeout = reload_timeout
         self.states: dict[str, DesiredState] = {}
@@ -101,6 +106,10 @@ class NginxDataPlane:
             log.info("nginx: %s written and reloaded", self.output)
 
     async def _reload(self) -> None:
+        if self.reload_pid_file is not None:
+            self._signal_master(self.reload_pid_file)
+            return
+        assert self.reload_command is not None
         try:
             process = await asyncio.create_subprocess_shell(
                 self.reload_command,
@@ -124,3 +133,13 @@ class NginxDataPlane:
         if process.returncode != 0:
             said = output.decode(errors="replace").strip()[-500:]
             raise DataPlaneError(f"reload command exited {process.returncode}: {said}")
+
+    @staticmethod
+    def _signal_master(pid_file: Path) -> None:
+        """SIGHUP to the pid in nginx's pid file: what ``nginx -s reload`` does, without a shell
+        or a second nginx process on the switch's path."""
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as error:
+            raise DataPlaneError(f"cannot signal nginx's master ({pid_file}): {error}") from error

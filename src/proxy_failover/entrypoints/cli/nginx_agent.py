@@ -41,13 +41,21 @@ def agent_nginx(
     ],
     maps: Annotated[list[str], typer.Option("--map", help="PROXY_ID=UPSTREAM (repeatable)")],
     reload: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--reload",
             help='Shell command that reloads nginx, run when the file changed (e.g. "nginx -s '
             'reload" or "kill -HUP $(cat /run/nginx.pid)")',
         ),
-    ],
+    ] = None,
+    reload_pid_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--reload-pid-file",
+            help="Instead of --reload: send SIGHUP to the pid in this file (nginx's pid "
+            "directive, e.g. /run/nginx.pid) when the file changed; no shell, faster",
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     reconcile_seconds: _RECONCILE = 5.0,
@@ -58,11 +66,17 @@ def agent_nginx(
     from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane
 
     upstreams = _upstreams(maps)
+    if (reload is None) == (reload_pid_file is None):
+        raise typer.BadParameter(
+            "give one of --reload COMMAND and --reload-pid-file FILE", param_hint="--reload"
+        )
     if not output.parent.is_dir():
         raise typer.BadParameter(f"{output.parent} is not a directory", param_hint="--output")
     _run_agent(
         "nginx",
-        lambda metrics: NginxDataPlane(output, upstreams, reload, metrics),
+        lambda metrics: NginxDataPlane(
+            output, upstreams, reload, metrics, reload_pid_file=reload_pid_file
+        ),
         list(upstreams),
         url=url,
         token=token,
