@@ -11,6 +11,7 @@ from _report import Table, save
 PLANES = {
     "a_haproxy_alone": "(a) HAProxy alone",
     "b_haproxy_agent": "(b) HAProxy + agent",
+    "b_haproxy_agent_http": "(b') HAProxy + agent, mode http",
     "c_forwarder": "(c) forwarder",
     "d_traefik": "(d) Traefik, HTTP provider",
     "d_traefik_http": "(d') Traefik, HTTP router",

@@ -1,5 +1,6 @@
 """The TCP planes of ``bench/dataplane.py``: (a) HAProxy failing over by itself, (b) HAProxy driven
-by ``proxy-failover agent haproxy`` and (c) ``proxy-failover forward``.
+by ``proxy-failover agent haproxy`` ((b'): the same HAProxy in ``mode http``) and (c)
+``proxy-failover forward``.
 
 (a) has ``check inter 200 fall 2 rise 2`` on every server, edge-b and edge-c as ``backup``;
 (b)'s agent adds the same checks and marks a server down at its first refused connect
@@ -28,15 +29,17 @@ def haproxy_binary() -> str:
 
 
 def haproxy_config(
-    directory: Path, name: str, port: int, servers: str, socket_path: str
+    directory: Path, name: str, port: int, servers: str, socket_path: str, mode: str = "tcp"
 ) -> list[str]:
+    """HAProxy in ``mode`` (tcp, or http: it parses each request and answer, and its
+    ``retries``/``option redispatch`` also move a refused request to another server)."""
     config = directory / f"{name}.cfg"
     config.write_text(
         f"""global
     stats socket {socket_path} mode 600 level admin
     maxconn 4000
 defaults
-    mode tcp
+    mode {mode}
     timeout connect 1s
     timeout client 30s
     timeout server 30s
@@ -64,10 +67,16 @@ def start_haproxy_alone(launch: Launch, port: int, relays: dict[str, Relay]) -> 
     launch.start(haproxy_config(launch.directory, "a", port, servers, socket_path), "haproxy-a.log")
 
 
-async def start_haproxy_agent(launch: Launch, port: int, metrics_port: int) -> None:
-    """(b): an empty backend, filled by the agent once HAProxy's socket is there."""
-    socket_path = str(launch.directory / "b.sock")
-    launch.start(haproxy_config(launch.directory, "b", port, "", socket_path), "haproxy-b.log")
+async def start_haproxy_agent(
+    launch: Launch, port: int, metrics_port: int, mode: str = "tcp"
+) -> None:
+    """(b), or (b') with ``mode`` http: an empty backend, filled by the agent once HAProxy's
+    socket is there."""
+    name = "b" if mode == "tcp" else f"b-{mode}"
+    socket_path = str(launch.directory / f"{name}.sock")
+    launch.start(
+        haproxy_config(launch.directory, name, port, "", socket_path, mode), f"haproxy-{name}.log"
+    )
     await asyncio.sleep(0.5)
     launch.start(
         [
@@ -76,7 +85,7 @@ async def start_haproxy_agent(launch: Launch, port: int, metrics_port: int) -> N
             *("--server-options", f"{CHECKS} {OBSERVE}"),
             *("--metrics-port", str(metrics_port)),
         ],
-        "agent.log",
+        f"agent-{name}.log",
     )
 
 

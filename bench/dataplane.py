@@ -1,12 +1,12 @@
 """Traffic through the data planes, side by side in one run, same relays, same load.
 
 (a) HAProxy failing over by itself: ``check inter 200 fall 2 rise 2``, edge-b and edge-c as
-    ``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy``;
-(c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET /providers/traefik`` every
-``--traefik-poll`` and (d') the same Traefik's HTTP router (the HTTP service fails over to the
-standbys); (e) nginx (``stream``) with ``proxy-failover agent nginx`` rendering its
-upstream and reloading it (``_polled_planes.py``); (f) Envoy polling the REST-JSON EDS
-``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS file that
+``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy`` ((b'):
+the same in ``mode http``); (c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET
+/providers/traefik`` every ``--traefik-poll`` and (d') the same Traefik's HTTP router (the HTTP
+service fails over to the standbys); (e) nginx (``stream``) with ``proxy-failover agent nginx``
+rendering its upstream and reloading it (``_polled_planes.py``); (f) Envoy polling the REST-JSON
+EDS ``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS file that
 ``proxy-failover agent envoy`` renames into place (one Envoy, HTTP listeners retrying a failed
 upstream on another priority: ``_envoy_plane.py``). (b)-(g) follow one real ``serve`` (SQLite,
 probes every 0.2 s, down after 2 failures: the same detection budget as (a)). The relays are
@@ -76,7 +76,7 @@ from _tcp_planes import start_forwarder, start_haproxy_agent, start_haproxy_alon
 from proxy_failover.entrypoints.api.auth import mint_token  # noqa: E402
 
 #: The planes followed by an agent that exports pfo_agent_event_apply_seconds.
-METERED = ("b_haproxy_agent", "c_forwarder", "e_nginx", "g_envoy_file")
+METERED = ("b_haproxy_agent", "b_haproxy_agent_http", "c_forwarder", "e_nginx", "g_envoy_file")
 
 
 async def start_planes(
@@ -100,6 +100,13 @@ async def start_planes(
     if "b_haproxy_agent" in planes:
         await start_haproxy_agent(
             launch, planes["b_haproxy_agent"], agent_metrics["b_haproxy_agent"]
+        )
+    if "b_haproxy_agent_http" in planes:
+        await start_haproxy_agent(
+            launch,
+            planes["b_haproxy_agent_http"],
+            agent_metrics["b_haproxy_agent_http"],
+            mode="http",
         )
     if "c_forwarder" in planes:
         start_forwarder(launch, planes["c_forwarder"], agent_metrics["c_forwarder"])
