@@ -58,6 +58,24 @@ async def test_each_caller_gets_its_own_proxies_and_an_admin_every_one(api: Api)
     }
 
 
+async def test_standby_false_leaves_the_http_service_the_active_instance_alone(
+    api: Api,
+) -> None:
+    first = await _proxy(api, api.tokens.alice, "pair", "10.0.0.1:1935")
+    second = {"proxyId": "pair", "instanceData": {"instanceName": "b", "endpoint": "10.0.0.2:1"}}
+    standby = await api.ok("POST", "/proxy/instances", api.tokens.alice, 201, json=second)
+    health = {"healthStatus": "healthy"}
+    path = f"/proxy/instances/{standby['id']}/health"
+    await api.ok("PUT", path, api.tokens.alice, json=health)
+    chained = (await _config(api, api.tokens.alice))["http"]["services"]
+    assert chained["pfo-pair"]["failover"]["service"] == f"pfo-pair-{first}"
+    assert chained["pfo-pair"]["failover"]["fallback"] == f"pfo-pair-{standby['id']}"
+    alone = await _config(api, api.tokens.alice, standby="false")
+    assert alone["http"]["services"] == {
+        "pfo-pair": {"loadBalancer": {"servers": [{"url": "http://10.0.0.1:1935"}]}}
+    }
+
+
 async def test_an_unchanged_state_answers_the_same_bytes(api: Api) -> None:
     await _proxy(api, api.tokens.alice, "same", "10.0.0.1:1935")
     first = await api.call("GET", PATH, api.tokens.alice)
@@ -83,6 +101,10 @@ async def test_errors_are_spec_errors(api: Api) -> None:
         "PROXY_FAILOVER_001",
     )
     assert await api.error("GET", PATH, tokens.alice, params={"scheme": "ftp"}) == (
+        400,
+        "PROXY_FAILOVER_001",
+    )
+    assert await api.error("GET", PATH, tokens.alice, params={"standby": "maybe"}) == (
         400,
         "PROXY_FAILOVER_001",
     )
