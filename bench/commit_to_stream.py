@@ -10,7 +10,8 @@ its own thread, and `--switchovers` planned switchovers, one at a time: `POST
 execute's HTTP round trip; `createdAt` (stamped when the execute's transaction starts; milliseconds,
 truncated, so this reads up to 1 ms long) → the event at the stream client; the execute's answer →
 the event at the stream client (negative: the stream had it first); the complete's round trip and
-its `completedAt` → stream. With the engine on (as `serve` runs) and off
+its `completedAt` → stream; and the server's CPU time per switchover (both threads; what the
+machine's load disturbs least). With the engine on (as `serve` runs) and off
 (`PFO_ENGINE_ENABLED=false`: what the engine thread's reaction to each commit costs the stream).
 `--compare-src DIR` runs the same against another tree's `src/` (e.g. `git archive` of an older
 commit) for a before/after.
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import Cell, Table, save
-from api import DEFAULT_POSTGRES, Server, _postgres, mint, with_database
+from api import DEFAULT_POSTGRES, Server, _postgres, cpu_seconds, mint, with_database
 
 PROXY = "switch"
 WARMUP = 10
@@ -165,14 +166,28 @@ def active(api: Api) -> str | None:
     return found
 
 
-def switchovers(url: str, token: str, count: int) -> dict[str, list[float]]:
-    """``count`` planned switchovers after ``WARMUP`` unmeasured ones; milliseconds by figure."""
+def settled(api: Api, engine: bool) -> None:
+    """With the engine on, it activates an instance of its own once they are healthy: wait for
+    that, so no switchover races it."""
+    deadline = time.monotonic() + 30
+    while engine and active(api) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the engine activated no instance")
+        time.sleep(0.05)
+
+
+def switchovers(url: str, token: str, count: int, pid: int, engine: bool) -> dict[str, list[float]]:
+    """``count`` planned switchovers after ``WARMUP`` unmeasured ones; milliseconds by figure
+    (``cpu``: the server's CPU time per switchover, both threads: less sensitive to the
+    machine's load than the latencies)."""
     api = Api(url, token)
     ids = prepare(api)
+    settled(api, engine)
     stream = StreamClient(url, token)
     figures: dict[str, list[float]] = {
         key: [] for key in ("execute", "created", "answer", "sent", "complete", "completed")
     }
+    cpu_before = 0.0
     try:
         for at in range(WARMUP + count):
             source = active(api)
@@ -187,6 +202,8 @@ def switchovers(url: str, token: str, count: int) -> dict[str, list[float]]:
                 "PUT", f"/proxy/failover/events/{event['id']}/complete", {"status": "completed"}
             )
             completed = stream.wait("failover.completed", event["id"])
+            if at == WARMUP - 1:
+                cpu_before = cpu_seconds(pid)
             if at < WARMUP:
                 continue
             figures["execute"].append(rtt * 1000)
@@ -196,6 +213,7 @@ def switchovers(url: str, token: str, count: int) -> dict[str, list[float]]:
             figures["complete"].append(rtt_complete * 1000)
             figures["completed"].append((completed - seconds(closed["completedAt"])) * 1000)
             time.sleep(0.02)  # quiet between switchovers: each is measured alone
+        figures["cpu"] = [(cpu_seconds(pid) - cpu_before) * 1000 / count]
     finally:
         stream.close()
         api.close()
@@ -217,18 +235,21 @@ def run(
     log = workdir / f"serve-{uuid.uuid4().hex[:6]}.log"
     server = Server(database_url, secret, log, env)
     try:
-        figures = switchovers(server.url, mint(secret, "bench-admin", admin=True), count)
+        token = mint(secret, "bench-admin", admin=True)
+        figures = switchovers(server.url, token, count, server.proc.pid, engine)
     finally:
         server.stop()
     row: list[Cell] = [label, "on" if engine else "off"]
     for key in ("execute", "created", "answer", "sent", "complete", "completed"):
         values = figures[key]
         row += [round(statistics.median(values), 2), round(percentile(values, 0.99), 2)]
+    row.append(round(figures["cpu"][0], 2))
     print(
         f"{label:<28} engine {row[1]:<3}  execute {row[2]:6.2f} / {row[3]:6.2f} ms   "
         f"createdAt→stream {row[4]:6.2f} / {row[5]:6.2f}   answer→stream {row[6]:6.2f} / "
         f"{row[7]:6.2f}   sent→stream {row[8]:6.2f} / {row[9]:6.2f}   complete {row[10]:6.2f} / "
-        f"{row[11]:6.2f}   completedAt→stream {row[12]:6.2f} / {row[13]:6.2f}",
+        f"{row[11]:6.2f}   completedAt→stream {row[12]:6.2f} / {row[13]:6.2f}   "
+        f"server CPU {row[14]:5.2f} ms a switchover",
         flush=True,
     )
     return row
@@ -249,6 +270,7 @@ COLUMNS = [
     "p99",
     "completedAt → stream p50",
     "p99",
+    "server CPU a switchover",
 ]
 
 
@@ -300,7 +322,7 @@ def main() -> int:
                             "unmeasured), milliseconds",
                             COLUMNS,
                             rows,
-                            ["", ""] + [".2f"] * 12,
+                            ["", ""] + [".2f"] * 13,
                         )
                     ],
                     notes=[

@@ -14,17 +14,18 @@ import collections
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import AuditEntry
 from proxy_failover.store import database
 from proxy_failover.store.group_commit import GroupCommit
+from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.tables import audit_log
 
 log = logging.getLogger("proxy_failover.audit")
@@ -36,6 +37,33 @@ current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 SYSTEM_ACTOR = "system"
+
+_COLUMNS = (
+    "occurred_at",
+    "actor",
+    "action",
+    "proxy_id",
+    "target",
+    "result",
+    "status_code",
+    "request_id",
+    "details",
+)
+_PARAMETERS = tuple(f"p_{name}" for name in _COLUMNS)
+#: Every audit row is written by this one statement: the API's rows (after each mutating call,
+#: group-committed) and the system rows of automatic actions (in their change's transaction).
+INSERT_ROWS = PreparedStatement(
+    "audit_insert",
+    sa.insert(audit_log).values(
+        {name: sa.bindparam(f"p_{name}", type_=audit_log.c[name].type) for name in _COLUMNS}
+    ),
+)
+
+
+async def insert_rows(connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert audit rows (dicts of ``audit_log`` columns; absent ones are NULL) in one go."""
+    values = [tuple(row.get(name) for name in _COLUMNS) for row in rows]
+    await INSERT_ROWS.execute_many(connection, values, _PARAMETERS, {})
 
 
 def _audit_target(notification: Notification) -> str | None:
@@ -106,7 +134,7 @@ class AuditLog:
             rows = list(self._backlog)
             try:
                 async with self._db.write() as conn:
-                    await conn.execute(sa.insert(audit_log), rows)
+                    await insert_rows(conn, rows)
             except Exception as error:
                 log.warning("audit: %d rows still waiting for the database: %s", len(rows), error)
                 self._retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
@@ -151,7 +179,7 @@ class AuditLog:
         """One multi-row INSERT of the audit rows waiting when the write gate opens."""
         async with self._db.write() as conn:
             rows = take()
-            await conn.execute(sa.insert(audit_log), rows)
+            await insert_rows(conn, rows)
         return [None] * len(rows)
 
     async def prune(self, before: datetime, limit: int) -> int:

@@ -24,7 +24,7 @@ from proxy_failover.store import audit, database, deliveries
 from proxy_failover.store.prepared import PreparedStatement
 from proxy_failover.store.repository import AfterCommit
 from proxy_failover.store.rows import new_id
-from proxy_failover.store.tables import audit_log, notification_log, webhook_deliveries
+from proxy_failover.store.tables import notification_log, webhook_deliveries
 from proxy_failover.store.webhooks import subscriptions_of
 
 #: Told after a commit what it logged, one batch per proxy, and whether it queued webhook
@@ -101,7 +101,7 @@ class NotificationLog:
             )
             if actor is None:  # API calls are audited by the API itself, with their caller
                 row = audit.system_row(notification, json.loads(body)["data"])
-                await connection.execute(sa.insert(audit_log).values(**row))
+                await audit.insert_rows(connection, [row])
         listener = self.on_logged
         if listener is None:
             return None
