@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -237,6 +238,10 @@ def build_leader(
     return leader
 
 
+#: The GIL's switch interval while the engine's thread runs (Python's default: 5 ms).
+ENGINE_GIL_SWITCH_SECONDS = 0.001
+
+
 class EngineThread:
     """The engine as ``serve`` runs it: the leader loop (``build_leader``) on its own event loop,
     in its own thread, over its own service and connection pool on the same database.
@@ -297,8 +302,15 @@ class EngineThread:
                 loop.call_soon_threadsafe(leader.stop)
 
     async def run(self) -> None:
-        """Run the engine's thread until ``stop()``; re-raises what ended it."""
+        """Run the engine's thread until ``stop()``; re-raises what ended it.
+
+        While it runs, the interpreter hands the GIL over every ``ENGINE_GIL_SWITCH_SECONDS``
+        instead of every 5 ms: each step of a probe (timer, send, answer, record, decide) waits
+        for the GIL once, and behind a CPU-bound request handler each wait was up to the whole
+        interval, tens of ms per probe under a saturated API (see docs/engine.md).
+        """
         api_loop = asyncio.get_running_loop()
+        sys.setswitchinterval(ENGINE_GIL_SWITCH_SECONDS)
         self._stop_requested = False
         done: asyncio.Future[None] = api_loop.create_future()
 

@@ -40,19 +40,24 @@ class Probed:
     generation: int = 0  # bumps on reschedule; stale heap entries are skipped
 
 
+def confirms_transition(
+    config: FailoverConfig, status: HealthStatus, failures: int, successes: int
+) -> bool:
+    """Whether the next probe confirms a pending change of status (SPEC §4's ``fastinter``)."""
+    if status is HealthStatus.UNHEALTHY:
+        return config.enable_auto_recovery and 0 < successes < config.healthy_threshold
+    return 0 < failures < config.unhealthy_threshold
+
+
 def interval_for(
     config: FailoverConfig, status: HealthStatus, failures: int, successes: int
 ) -> float:
     """SPEC §4: downinter while unhealthy, fastinter while a transition is pending, else inter."""
-    base = config.health_check_interval_seconds
-    if status is HealthStatus.UNHEALTHY:
-        pending = config.enable_auto_recovery and 0 < successes < config.healthy_threshold
-        if pending:
-            return config.effective_fast_interval_seconds
-        return config.effective_down_interval_seconds
-    if 0 < failures < config.unhealthy_threshold:
+    if confirms_transition(config, status, failures, successes):
         return config.effective_fast_interval_seconds
-    return base
+    if status is HealthStatus.UNHEALTHY:
+        return config.effective_down_interval_seconds
+    return config.health_check_interval_seconds
 
 
 class ProbingSince(Mapping[str, datetime]):
@@ -175,9 +180,15 @@ class ProbeSchedule:
         self.push(probed)
 
     def jittered(self, probed: Probed) -> float:
-        interval = interval_for(probed.config, probed.status, probed.failures, probed.successes)
+        """The interval moved by SPEC §4's jitter (±10 %), except that a probe confirming a
+        pending change is never late: its jitter is only ever earlier (down to -10 %). Jitter
+        spreads routine probes; a late confirmation only delays the failover (with it, kill →
+        switch ran up to twice 10 % of the interval behind HAProxy's, which has no jitter)."""
+        config, status = probed.config, probed.status
+        interval = interval_for(config, status, probed.failures, probed.successes)
         jitter = self._settings.jitter
-        return interval * (1.0 + self._rng.uniform(-jitter, jitter))
+        confirming = confirms_transition(config, status, probed.failures, probed.successes)
+        return interval * (1.0 + self._rng.uniform(-jitter, 0.0 if confirming else jitter))
 
     def _is_stale(self, entry: tuple[float, int, str]) -> bool:
         probed = self.probed.get(entry[2])
