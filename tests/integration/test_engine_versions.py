@@ -78,3 +78,32 @@ async def test_every_locked_write_moves_the_counter_and_routine_successes_do_not
     assert await service.proxy_versions() == after_report
     await service.record_probe_results([(made["a"].id, CheckResult(False, 1.0, "refused"))])
     assert (await service.proxy_versions())["p1"] > after_report["p1"]
+
+
+async def test_evaluations_due_within_the_window_share_a_tick_and_one_counter_read(
+    service: ProxyFailoverService, clock: FakeClock
+) -> None:
+    clock.step = timedelta(0)
+    for proxy_id in ("p1", "p2", "p3"):
+        await proxy_with(service, proxy_id, ["a"])
+    reads: list[int] = []
+    proxy_versions = service.proxy_versions
+
+    async def counted():  # type: ignore[no-untyped-def]
+        reads.append(1)
+        return await proxy_versions()
+
+    service.proxy_versions = counted  # type: ignore[method-assign]
+
+    async def first_tick(window: float) -> set[str]:
+        # first evaluations land at random within 40 ms of discovery (the first-probe spread)
+        settings = EngineSettings(first_probe_spread=0.04, evaluation_window=window)
+        engine = Engine(service, ScriptedProber(clock), settings, clock=clock, rng=random.Random(3))
+        outcomes = await engine.tick(clock.now)
+        await engine.wait_for_probes()
+        return {o.proxy_id for o in outcomes if o.decision is not None}
+
+    assert await first_tick(0.0) == set()  # none due yet without the window: none read
+    assert reads == []
+    assert await first_tick(0.05) == {"p1", "p2", "p3"}  # all due within it: one tick ...
+    assert reads == [1]  # ... and one read of the change counters for the three

@@ -751,6 +751,20 @@ def test_status_matches_exactly_the_inclusive_range(low: int, span: int, status:
     assert status_matches(ranges, status) is (low <= status <= high)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    ranges=st.lists(
+        st.tuples(st.integers(100, 599), st.integers(0, 50)).map(lambda p: (p[0], p[0] + p[1])),
+        max_size=5,
+    ),
+    status=st.integers(0, 999),
+)
+def test_status_matches_any_of_several_ranges(ranges: list[tuple[int, int]], status: int) -> None:
+    # several ranges ("200,301-302"), and none: a match in any one of them, never otherwise
+    expected = any(low <= status <= high for low, high in ranges)
+    assert status_matches(tuple(ranges), status) is expected
+
+
 def _metric_is_valid(key: str, value: object) -> bool:
     if value is None:
         return True

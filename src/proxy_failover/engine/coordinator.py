@@ -144,7 +144,8 @@ class Engine:
         if t >= self._next_prune:
             self._next_prune = t + await self._prune_history()
         due: list[str] = []
-        while self._eval_heap and self._eval_heap[0][0] <= t:
+        horizon = t + self._settings.evaluation_window  # the ones due soon too (settings)
+        while self._eval_heap and self._eval_heap[0][0] <= horizon:
             at, proxy_id = heapq.heappop(self._eval_heap)
             state = self._proxies.get(proxy_id)
             if state is not None and state.next_evaluation == at and proxy_id not in woken:

@@ -70,7 +70,8 @@ async def register_proxy_instance(
                 {"instanceName": instance.instance_name},
             )
         await unit.insert_instance(instance)
-        await recompute(unit, status, now)
+        # the list just read plus the new one: the proxy's instances are read once, not twice
+        await recompute(unit, status, now, instances=[*existing, instance])
     ctx.instance_proxy[instance.id] = proxy_id
     ctx.logger.info(
         "proxy %s: instance %s registered",
