@@ -41,6 +41,7 @@ def save_results(
                 "RSS MiB",
                 "MiB per 1,000",
                 "start → all answered s",
+                "registration s",
                 "load avg",
             ],
             rows=[
@@ -60,6 +61,7 @@ def save_results(
                     _rounded(r.get("rss_mb"), 0),
                     _rounded(r.get("rss_per_1000_mb"), 1),
                     _rounded(r.get("all_probed_once_s"), 1),
+                    _rounded(r.get("registration_s"), 1),
                     round(r["load_average"], 2),
                 ]
                 for r in mine
@@ -78,6 +80,7 @@ def save_results(
                 "",
                 "",
                 "",
+                ".1f",
                 ".1f",
                 ".1f",
                 ".2f",
