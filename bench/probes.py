@@ -50,22 +50,26 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def cpu_seconds(pid: int | str = "self") -> float:
-    """utime + stime of a process from /proc/PID/stat."""
+def cpu_seconds(pid: int | str = "self", *, reaped: bool = False) -> float:
+    """utime + stime of a process from /proc/PID/stat; ``reaped``: plus its exited children's
+    (cutime + cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    own = int(fields[11]) + int(fields[12])
+    return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / ticks
 
 
 def postgres_cpu_seconds() -> float:
-    """CPU of every PostgreSQL process on this machine (server and backends), from /proc."""
+    """CPU of every PostgreSQL process on this machine (server and backends), from /proc,
+    including the backends that exited (the postmaster's reaped children): summing only the
+    live processes went down, even below zero, when backends ended during the window."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                total += cpu_seconds(entry.name)
+                total += cpu_seconds(entry.name, reaped=True)
         except OSError:  # gone meanwhile
             continue
     return total
