@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -92,6 +91,7 @@ class ProbeRecorder:
         if next_due is None or next_due > t:
             return
         started = self._clock().timestamp()  # one reading for the batch: they start together
+        started_at = datetime.fromtimestamp(started, UTC)  # and one conversion (observed_at)
         start = self._prober.start
         stats = self._stats()
         for probed in self._schedule.pop_due(t):
@@ -100,12 +100,15 @@ class ProbeRecorder:
             probed.last_started = started
             stats.probes_started += 1
             stats.lags.append(started - due)
-            if start(probed.target, functools.partial(self._answered, probed, due, started)):
+            answered = functools.partial(self._answered, probed, due, started, started_at)
+            if start(probed.target, answered):
                 self._pooled_in_flight += 1
                 continue
-            self._track(asyncio.create_task(self._probe(probed, due, started)))
+            self._track(asyncio.create_task(self._probe(probed, due, started, started_at)))
 
-    async def _probe(self, probed: Probed, due: float, started: float) -> None:
+    async def _probe(
+        self, probed: Probed, due: float, started: float, started_at: datetime
+    ) -> None:
         """One probe the prober could not start on a pooled connection (a first probe, a new
         connection, TCP): awaited in its own task, then handled as ``_answered`` handles one."""
         try:
@@ -117,10 +120,17 @@ class ProbeRecorder:
             log.warning("engine: probe of %s failed: %s", probed.instance_id, exc)
             self._finish(probed, due, None)
             return
-        if self._after_probe(probed, due, started, result):
+        if self._after_probe(probed, due, started, started_at, result):
             await self.flush()
 
-    def _answered(self, probed: Probed, due: float, started: float, result: CheckResult) -> None:
+    def _answered(
+        self,
+        probed: Probed,
+        due: float,
+        started: float,
+        started_at: datetime,
+        result: CheckResult,
+    ) -> None:
         """A probe started on a pooled connection (``prober.start``) ended: no task was made."""
         self._pooled_in_flight -= 1
         if self._pooled_in_flight == 0 and self._pooled_idle is not None:
@@ -129,7 +139,7 @@ class ProbeRecorder:
             probed.in_flight = False
             return
         try:
-            urgent = self._after_probe(probed, due, started, result)
+            urgent = self._after_probe(probed, due, started, started_at, result)
         except Exception:  # never lose the schedule over one result
             log.exception("engine: handling the probe result of %s failed", probed.instance_id)
             self._finish(probed, due, None)
@@ -162,14 +172,21 @@ class ProbeRecorder:
         return True
 
     # --- recording results ------------------------------------------------------------------------
-    def _after_probe(self, probed: Probed, due: float, started: float, result: CheckResult) -> bool:
+    def _after_probe(
+        self,
+        probed: Probed,
+        due: float,
+        started: float,
+        started_at: datetime,
+        result: CheckResult,
+    ) -> bool:
         """Count the result and queue it for recording (see ``flush``); True when it must be
         recorded at once: a result that may move the instance's state (or a full batch)."""
         stats = self._stats()
         stats.probes_completed += 1
         # When it was made: a result older than the instance's last status change (a report
         # while it was in flight) is discarded by the state machine (core.health.is_out_of_date).
-        result = dataclasses.replace(result, observed_at=datetime.fromtimestamp(started, UTC))
+        result = result.observed(started_at)
         if not result.success:
             stats.probe_failures += 1
             probed.benign_drops = 0
