@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -79,6 +80,17 @@ def test_url_endpoint_keeps_its_scheme_and_gets_path_appended() -> None:
 def test_tcp_check_uses_host_and_port_of_url_endpoint() -> None:
     target = _target("http://[::1]:1935/live", kind=HealthCheckType.TCP)
     assert (target.kind, target.host, target.port) == (HealthCheckType.TCP, "::1", 1935)
+
+
+def test_connection_key_is_scheme_host_and_port_also_after_a_replace() -> None:
+    # made once per target (the pooled path compares it twice per probe); a retry replaces the
+    # timeout, and a target with another host must not reuse the pooled connection
+    target = _target("https://edge.example:9000/api/v1/")
+    assert target.connection_key == ("https", "edge.example", 9000)
+    shorter = dataclasses.replace(target, timeout=0.1)
+    assert shorter.connection_key == ("https", "edge.example", 9000)
+    moved = dataclasses.replace(target, host="other.example", port=9001)
+    assert moved.connection_key == ("https", "other.example", 9001)
 
 
 @pytest.mark.parametrize("endpoint", ["", "host:notaport", "ftp://x:21", "host:70000"])
