@@ -63,7 +63,11 @@ class ProbeRecorder:
         self._wake_proxy = wake_proxy
         self._rescheduled = rescheduled
         self._track = track
-        self._pending: list[_Pending] = []
+        #: Results waiting to be recorded, by proxy (in arrival order within each): a batch
+        #: takes whole proxies, so it locks few proxy rows and finding the proxies no running
+        #: flush holds costs one look per proxy, not one per pending result.
+        self._pending: dict[str, list[_Pending]] = {}
+        self._pending_count = 0
         self._flush_due = float("inf")  # loop time of the next scheduled routine flush
         self._flushing = 0  # flushes running
         self._busy_proxies: set[str] = set()  # proxies of the batches being recorded
@@ -197,13 +201,13 @@ class ProbeRecorder:
             # our own overload, not the instance's fault: record nothing
             self._finish(probed, due, None)
             return False
-        self._pending.append((probed, due, result))
+        self._queue((probed, due, result))
         # Only a routine success (as the engine last saw the instance) can wait for the batch;
         # the service checks the same predicate against the database when it records it.
         seen = HealthState(probed.status, probed.failures, probed.successes)
         routine = is_routine_success(seen, result.success)
         settings = self._settings
-        if not routine or len(self._pending) >= settings.flush_size:
+        if not routine or self._pending_count >= settings.flush_size:
             return True
         window = min(
             settings.flush_window,
@@ -240,29 +244,51 @@ class ProbeRecorder:
                 finally:
                     for probed, _, _ in batch:
                         self._busy_proxies.discard(probed.proxy_id)
-                if self._pending:
+                if self._pending_count:
                     await asyncio.sleep(0)
         finally:
             self._flushing -= 1
 
+    def _queue(self, item: _Pending) -> None:
+        """Add a result to the pending ones of its proxy (see ``_take_batch``)."""
+        waiting = self._pending.get(item[0].proxy_id)
+        if waiting is None:
+            self._pending[item[0].proxy_id] = [item]
+        else:
+            waiting.append(item)
+        self._pending_count += 1
+
     def _take_batch(self) -> list[_Pending]:
         """Up to ``flush_chunk`` pending results (on SQLite a transaction runs on the event loop,
         and a long one would hold up the probes due meanwhile), of proxies no running flush
-        holds; their proxies are held until the batch is recorded."""
-        chunk = self._settings.flush_chunk
+        holds, whole proxies first (the last one taken may be split); their proxies are held
+        until the batch is recorded.
+
+        Why by proxy: a flat queue in arrival order spread every batch over nearly all proxies,
+        so a second flush found almost every proxy held and scanned the whole backlog for the
+        rest; with a backlog of thousands that scan took most of the engine's CPU.
+        """
+        room = self._settings.flush_chunk
         busy = self._busy_proxies
-        if not busy:  # the common case: no other flush running
-            batch = self._pending[:chunk]
-            del self._pending[:chunk]
-        else:
-            batch, rest = [], []
-            for item in self._pending:
-                if len(batch) < chunk and item[0].proxy_id not in busy:
-                    batch.append(item)
-                else:
-                    rest.append(item)
-            self._pending = rest
-        busy.update(probed.proxy_id for probed, _, _ in batch)
+        batch: list[_Pending] = []
+        taken: list[str] = []
+        for proxy_id, waiting in self._pending.items():
+            if proxy_id in busy:
+                continue
+            if len(waiting) <= room:
+                batch.extend(waiting)
+                taken.append(proxy_id)
+                room -= len(waiting)
+            else:
+                batch.extend(waiting[:room])
+                del waiting[:room]
+                room = 0
+            busy.add(proxy_id)
+            if not room:
+                break
+        for proxy_id in taken:
+            del self._pending[proxy_id]
+        self._pending_count -= len(batch)
         return batch
 
     async def _record(self, batch: list[_Pending]) -> None:
