@@ -20,7 +20,9 @@ Goal (issue 11's follow time, the control plane's share): execute over HTTP ≤ 
 `createdAt` → stream client ≤ 3 ms p50, on a quiet machine.
 
     .venv/bin/python bench/commit_to_stream.py [--switchovers 200] [--databases sqlite,postgres]
-        [--engines on,off] [--compare-src DIR] [--record]
+        [--engines on,off] [--compare-src DIR [--compare-label LABEL]] [--record]
+    # a before/after: git archive COMMIT src | tar -x -C /tmp/before, then
+    # --compare-src /tmp/before/src --compare-label "before (COMMIT)"
 """
 
 from __future__ import annotations
@@ -313,6 +315,11 @@ def main() -> int:
             print(f"load average during the run: {min(loads):.2f}-{max(loads):.2f}")
             if args.record:
                 title = {"sqlite": "SQLite", "postgres": "PostgreSQL"}[database]
+                ours = next(row for row in rows if row[0] == args.label and row[1] == "on")
+                headline = {
+                    f"planned switchover: execute over HTTP / createdAt → stream client "
+                    f"({title}, engine on)": f"{ours[2]:.2f} / {ours[4]:.2f} ms p50"
+                }
                 save(
                     f"commit_to_stream-{database}",
                     title="Commit → stream client (planned switchover)",
@@ -334,6 +341,7 @@ def main() -> int:
                         "the moment the client sent the execute) bounds the commit → stream "
                         "time from above with the client's clock alone.",
                     ],
+                    headline=headline if database == "sqlite" else None,
                 )
     return 0
 
