@@ -28,6 +28,8 @@ def save_results(
             columns=[
                 "instances",
                 "commits/s",
+                "flush p50 ms",
+                "flush p99 ms",
                 "probes/s",
                 "expected",
                 "failed",
@@ -48,6 +50,8 @@ def save_results(
                 [
                     r["instances"],
                     round(r["commits_per_s"]),
+                    _rounded(r.get("flush_ms_p50"), 0),
+                    _rounded(r.get("flush_ms_p99"), 0),
                     round(r["probes_per_s"]),
                     round(r["expected_per_s"]),
                     r["failures"],
@@ -69,6 +73,8 @@ def save_results(
             formats=[
                 ",",
                 ",",
+                "",
+                "",
                 ",",
                 ",",
                 "",

@@ -240,6 +240,17 @@ async def run_engine(
         commits[0] += 1
 
     service.store.write = counted
+    flushes: list[tuple[float, int]] = []  # (seconds, results) of each flush transaction
+    record = service.record_probe_results
+
+    async def timed(results: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return await record(results)
+        finally:
+            flushes.append((time.perf_counter() - began, len(results)))
+
+    service.record_probe_results = timed
 
     async def all_instances() -> list[Instance]:
         return [i for p in proxy_ids for i in await service.get_proxy_instances(p)]
@@ -256,6 +267,7 @@ async def run_engine(
     started0 = stats.probes_started
     done0, failed0, inconclusive0 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     commits0 = commits[0]
+    flushes0 = len(flushes)
     cpu0, server0, wall0 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     pg0 = postgres_cpu_seconds() if store == "postgres" else 0.0
     await asyncio.sleep(seconds)
@@ -263,6 +275,8 @@ async def run_engine(
     rss_after = rss_mb()
     done1, failed1, inconclusive1 = stats.probes_completed, stats.probe_failures, stats.inconclusive
     commits1 = commits[0]
+    window_flushes = flushes[flushes0:]
+    flush_seconds = [seconds for seconds, _ in window_flushes]
     cpu1, server1, wall1 = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
     # the lags of the probes started in the window (the deque keeps only the newest ones)
     started = stats.probes_started - started0
@@ -285,6 +299,11 @@ async def run_engine(
         "unhealthy_instances": sum(1 for i in final if i.health_status.value == "unhealthy"),
         "store": store,
         "commits_per_s": (commits1 - commits0) / wall,
+        "flush_ms_p50": percentile(flush_seconds, 0.5) * 1000,
+        "flush_ms_p99": percentile(flush_seconds, 0.99) * 1000,
+        "flush_results_mean": (
+            sum(n for _, n in window_flushes) / len(window_flushes) if window_flushes else 0
+        ),
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
         "cpu_percent": (cpu1 - cpu0) / wall * 100,
@@ -520,6 +539,10 @@ def main() -> None:
             f"{r['rss_per_1000_mb']:>6.1f} | {_opt(r.get('all_probed_once_s'), '12.1f')} | "
             f"{_opt(r.get('registration_s'), '10.1f')} | "
             f"{r['load_average']:>8.2f}"
+        )
+        print(
+            f"  flush transactions: p50 {r['flush_ms_p50']:.0f} ms, p99 {r['flush_ms_p99']:.0f}"
+            f" ms, {r['flush_results_mean']:.0f} results each on average"
         )
 
     if clients is not None:
