@@ -4,10 +4,13 @@ holds, and each proxy's results in arrival order."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from proxy_failover.core.model import CheckResult, FailoverConfig, HealthStatus
+from proxy_failover.engine.ports import EngineStats
 from proxy_failover.engine.recording import ProbeRecorder
 from proxy_failover.engine.schedule import Probed
 from proxy_failover.engine.settings import EngineSettings
@@ -74,3 +77,34 @@ def test_batches_hand_out_every_result_exactly_once_in_order_per_proxy() -> None
     for proxy_id in {p for p, _ in arrivals}:
         mine = [int(name.split("-")[1]) for name in taken if name.startswith(proxy_id + "-")]
         assert mine == sorted(mine)
+
+
+async def test_an_urgent_result_starts_no_flush_while_every_flush_runs() -> None:
+    # the running flushes take it in their next batch; a task each would only return at once
+    tracked: list[object] = []
+    stats = EngineStats()
+    recorder = ProbeRecorder(
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        lambda: stats,
+        EngineSettings(concurrent_flushes=2),
+        lambda: datetime.now(UTC),
+        wake_proxy=cast(Any, None),
+        rescheduled=cast(Any, None),
+        track=tracked.append,
+    )
+    probed, due, _ = _result("p1", 0)
+    now = datetime.now(UTC)
+    failed = CheckResult(False, 1.0, "connection refused")  # urgent: may move the state
+    recorder._flushing = 2
+    recorder._pooled_in_flight = 2
+    recorder._answered(probed, due, now.timestamp(), now, failed)
+    assert tracked == []
+    assert recorder._pending_count == 1
+    recorder._flushing = 1  # a slot is free: a flush is started for it
+    recorder._answered(probed, due, now.timestamp(), now, failed)
+    assert len(tracked) == 1
+    for task in tracked:
+        cast(asyncio.Task[None], task).cancel()
+    await asyncio.gather(*cast(list[asyncio.Task[None]], tracked), return_exceptions=True)

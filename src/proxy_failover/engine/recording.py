@@ -148,7 +148,10 @@ class ProbeRecorder:
             log.exception("engine: handling the probe result of %s failed", probed.instance_id)
             self._finish(probed, due, None)
             return
-        if urgent:
+        if urgent and self._flushing < self._settings.concurrent_flushes:
+            # (with every flush running, one would return at once: the running ones take this
+            # result in their next batch. Past ``flush_size`` pending, every result is urgent,
+            # and a task each for nothing cost the loop the capacity it needed to catch up.)
             self._track(asyncio.get_running_loop().create_task(self.flush()))
 
     def _is_inconclusive(
