@@ -99,8 +99,9 @@ def _collect_what_a_postgres_test_dropped(request: pytest.FixtureRequest) -> Ite
     garbage collector frees it, which for objects in reference cycles can be minutes and many
     tests later (CI once failed a SQLite test that way). Collecting the young generations after
     every other fixture of the test is torn down (this one is set up first), where such a
-    connection still is, makes the warning fail the test that leaked it, at its teardown. Only
-    for PostgreSQL tests, and only generations 0 and 1: a few milliseconds each.
+    connection still is, files the warning under the test that leaked it (in the warnings
+    summary: ResourceWarning is not an error, see pyproject.toml). Only for PostgreSQL tests,
+    and only generations 0 and 1: a few milliseconds each.
     """
     yield
     if request.node.get_closest_marker("postgres") is not None:
