@@ -25,7 +25,7 @@ from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import AuditEntry
 from proxy_failover.store import database
 from proxy_failover.store.group_commit import GroupCommit
-from proxy_failover.store.prepared import PreparedStatement
+from proxy_failover.store.prepared import PreparedStatement, bound_columns
 from proxy_failover.store.tables import audit_log
 
 log = logging.getLogger("proxy_failover.audit")
@@ -54,9 +54,7 @@ _PARAMETERS = tuple(f"p_{name}" for name in _COLUMNS)
 #: group-committed) and the system rows of automatic actions (in their change's transaction).
 INSERT_ROWS = PreparedStatement(
     "audit_insert",
-    sa.insert(audit_log).values(
-        {name: sa.bindparam(f"p_{name}", type_=audit_log.c[name].type) for name in _COLUMNS}
-    ),
+    sa.insert(audit_log).values(bound_columns(audit_log, _COLUMNS)),
 )
 
 

@@ -21,7 +21,7 @@ from proxy_failover.core import webhooks
 from proxy_failover.core.model import Notification
 from proxy_failover.core.webhooks import LoggedBatch, StoredNotification
 from proxy_failover.store import audit, database, deliveries
-from proxy_failover.store.prepared import PreparedStatement
+from proxy_failover.store.prepared import PreparedStatement, bound_columns
 from proxy_failover.store.repository import AfterCommit
 from proxy_failover.store.rows import new_id
 from proxy_failover.store.tables import notification_log, webhook_deliveries
@@ -41,12 +41,7 @@ LAST_SEQ = PreparedStatement(
 INSERT_ENTRY = PreparedStatement(
     "notification_insert",
     sa.insert(_n)
-    .values(
-        {
-            name: sa.bindparam(f"p_{name}", type_=_n.c[name].type)
-            for name in ("id", "proxy_id", "type", "epoch", "occurred_at", "body")
-        }
-    )
+    .values(bound_columns(_n, ("id", "proxy_id", "type", "epoch", "occurred_at", "body")))
     .returning(_n.c.seq),
 )
 

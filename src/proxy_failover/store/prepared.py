@@ -29,6 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 Statement = sa.Select[Any] | sa.Update | sa.Insert
 
 
+def bound_columns(table: sa.Table, names: Sequence[str]) -> dict[str, sa.BindParameter[Any]]:
+    """``{name: :p_name}`` for the ``values`` of a prepared INSERT or UPDATE of ``table``, each
+    parameter typed as its column (so the prepared path applies the column's bind processing)."""
+    return {name: sa.bindparam(f"p_{name}", type_=table.c[name].type) for name in names}
+
+
 class _Compiled:
     """A statement compiled for SQLite, run on the driver connection of the unit's transaction."""
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 from proxy_failover.core import retention
 from proxy_failover.core.model import SWITCHING_EVENT_TYPES, EventStatus
 from proxy_failover.store import database
-from proxy_failover.store.prepared import PreparedStatement
+from proxy_failover.store.prepared import PreparedStatement, bound_columns
 from proxy_failover.store.rows import INSTANCE_FIELDS
 from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
 
@@ -66,12 +66,7 @@ UPDATE_INSTANCE = PreparedStatement(
     "update_instance",
     sa.update(instances)
     .where(instances.c.id == sa.bindparam("p_id"))
-    .values(
-        {
-            name: sa.bindparam(f"p_{name}", type_=instances.c[name].type)
-            for name in SAVED_INSTANCE_FIELDS
-        }
-    ),
+    .values(bound_columns(instances, SAVED_INSTANCE_FIELDS)),
 )
 
 
@@ -142,21 +137,13 @@ SELECT_EVENT = PreparedStatement(
 )
 INSERT_EVENT = PreparedStatement(
     "insert_event",
-    sa.insert(events).values(
-        {name: sa.bindparam(f"p_{name}", type_=events.c[name].type) for name in EVENT_NAMES}
-    ),
+    sa.insert(events).values(bound_columns(events, EVENT_NAMES)),
 )
 UPDATE_EVENT = PreparedStatement(
     "update_event",
     sa.update(events)
     .where(events.c.id == sa.bindparam("p_id"))
-    .values(
-        {
-            name: sa.bindparam(f"p_{name}", type_=events.c[name].type)
-            for name in EVENT_NAMES
-            if name != "id"
-        }
-    ),
+    .values(bound_columns(events, [name for name in EVENT_NAMES if name != "id"])),
 )
 
 # A probe's success on a steadily healthy instance moves only its counters and timestamps: one
