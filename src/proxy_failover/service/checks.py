@@ -23,6 +23,7 @@ from proxy_failover.core.model import (
 from proxy_failover.service.context import ServiceContext
 from proxy_failover.service.failover import log_switch
 from proxy_failover.service.health import (
+    active_of,
     counters_of,
     fail_over_if_due,
     follow_health_change,
@@ -228,7 +229,7 @@ async def _apply_checks(
                 current[instance_id] = found
     answers: list[Instance | None] = []
     config: FailoverConfig | None = None
-    at_start = dict(current)
+    active_at_start = active_of(locked, current)  # None unless the active one is checked
     for instance_id, result in items:
         before = current.get(instance_id)
         if locked is None or before is None:
@@ -269,7 +270,7 @@ async def _apply_checks(
             )
             current.update((i, everyone[i]) for i in current)  # the is_active mirror, if moved
         answers.append(after)
-    if locked is not None and everyone is not None and went_down(locked, at_start, everyone):
+    if locked is not None and everyone is not None and went_down(active_at_start, everyone):
         switched = await fail_over_if_due(ctx, unit, locked, everyone, now)
         if switched is not None:
             switches.append(switched)

@@ -229,21 +229,20 @@ async def follow_health_change(
     return recomputed
 
 
-def went_down(
-    status: RedundancyStatus,
-    before: Mapping[str, Instance],
-    after: Mapping[str, Instance],
-) -> bool:
-    """Whether the proxy's active instance was in ``before`` and not unhealthy, and is
-    unhealthy in ``after``: a change this unit applied took the active instance down."""
-    active_id = status.active_instance_id or ""
-    was, now = before.get(active_id), after.get(active_id)
-    return (
-        was is not None
-        and was.health_status is not HealthStatus.UNHEALTHY
-        and now is not None
-        and now.health_status is HealthStatus.UNHEALTHY
-    )
+def active_of(status: RedundancyStatus | None, current: Mapping[str, Instance]) -> Instance | None:
+    """The proxy's active instance as ``current`` has it (None: none, or not loaded)."""
+    if status is None or status.active_instance_id is None:
+        return None
+    return current.get(status.active_instance_id)
+
+
+def went_down(was: Instance | None, current: Mapping[str, Instance]) -> bool:
+    """Whether the active instance ``was`` (as the unit found it) was not unhealthy and is
+    unhealthy in ``current``: a change this unit applied took the active instance down."""
+    if was is None or was.health_status is HealthStatus.UNHEALTHY:
+        return False
+    now = current.get(was.id)
+    return now is not None and now.health_status is HealthStatus.UNHEALTHY
 
 
 async def fail_over_if_due(
@@ -349,7 +348,7 @@ async def _apply_health_reports(
     """
     locked, instances = loaded
     current = {instance.id: instance for instance in instances}
-    at_start = dict(current)
+    active_at_start = active_of(locked, current)
     outcomes: list[Instance | Exception] = []
     changed: dict[str, None] = {}
     quiet = True
@@ -385,7 +384,7 @@ async def _apply_health_reports(
         outcomes.append(after)
     for instance_id in changed:
         await unit.save_instance(current[instance_id])
-    if locked is not None and went_down(locked, at_start, current):
+    if locked is not None and went_down(active_at_start, current):
         switched = await fail_over_if_due(ctx, unit, locked, current, now)
         if switched is not None:
             switches.append(switched)
