@@ -180,15 +180,13 @@ class ProbeSchedule:
         self.push(probed)
 
     def jittered(self, probed: Probed) -> float:
-        """The interval moved by SPEC §4's jitter (±10 %), except that a probe confirming a
-        pending change is never late: its jitter is only ever earlier (down to -10 %). Jitter
-        spreads routine probes; a late confirmation only delays the failover (with it, kill →
-        switch ran up to twice 10 % of the interval behind HAProxy's, which has no jitter)."""
+        """The interval shortened by up to SPEC §4's 10 % jitter, never lengthened: the
+        configured interval is the longest an instance goes unprobed, as HAProxy's ``inter`` is.
+        Jitter spreads probes either way; a late probe only delays detection (with ±10 %, kill →
+        switch ran up to 10 % of the interval behind HAProxy's per probe it waited for)."""
         config, status = probed.config, probed.status
         interval = interval_for(config, status, probed.failures, probed.successes)
-        jitter = self._settings.jitter
-        confirming = confirms_transition(config, status, probed.failures, probed.successes)
-        return interval * (1.0 + self._rng.uniform(-jitter, 0.0 if confirming else jitter))
+        return interval * (1.0 - self._rng.uniform(0.0, self._settings.jitter))
 
     def _is_stale(self, entry: tuple[float, int, str]) -> bool:
         probed = self.probed.get(entry[2])

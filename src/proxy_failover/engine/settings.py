@@ -46,7 +46,8 @@ class EngineSettings:
     #: never wait on each other's row locks). 1 on SQLite (one writer at a time anyway); more
     #: on PostgreSQL, where a transaction's time is mostly round trips (``bootstrap`` decides).
     concurrent_flushes: int = 1
-    #: Probe intervals move by a uniform ± this share (no lock-step across instances).
+    #: Each probe comes up to this share of its interval early (uniform), never late: no lock-step
+    #: across instances, and the interval stays the longest gap between probes.
     jitter: float = 0.10
     #: A probe starting this late (or half its interval, if more) means the engine is overloaded.
     overload_lag: float = 0.25
