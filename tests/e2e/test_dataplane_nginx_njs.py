@@ -1,0 +1,148 @@
+"""``proxy-failover agent nginx --mode njs`` with real processes: ``serve``, three relays,
+Debian's nginx with njs (an HTTP and a stream listener whose ``proxy_pass`` takes the block the
+agent's njs module picks from its state file) and the agent. A planned switchover moves the
+traffic with no reload (nginx's master and workers are the same processes before and after) and
+no lost request; a kill -9 of the active relay under counted load; a change of the blocks (a
+standby in maintenance) reloads once.
+
+One stack per module; each test leaves edge-a active and all three relays healthy for the next,
+and waits on conditions with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.dataplanes import poll_until, stop
+from tests.helpers.load import ask, moved_under_load
+from tests.helpers.polled_planes import Nginx
+from tests.helpers.relay_stack import NAMES, ListenersStack
+
+pytestmark = pytest.mark.slow
+
+
+class Stack(ListenersStack):
+    nginx: Nginx
+    agent: subprocess.Popen[str] | None = None
+
+    @property
+    def reload_log(self) -> Path:
+        return self.directory / "reloads.log"
+
+    def reloads(self) -> int:
+        return len(self.reload_log.read_text().splitlines()) if self.reload_log.exists() else 0
+
+    def start_agent(self) -> None:
+        reload = f"echo reload >> {self.reload_log} && {self.nginx.reload_command}"
+        self.agent = self.run_agent(
+            *("agent", "nginx", "--mode", "njs", "--output", str(self.nginx.upstreams)),
+            *("--map", f"live={self.nginx.upstream}", "--reload", reload),
+            log="agent.log",
+        )
+
+    @property
+    def listeners(self) -> tuple[int, int]:
+        return (self.nginx.http_port, self.nginx.tcp_port)
+
+    def chosen(self) -> list[str]:
+        """The blocks the state file names for the upstream, best first."""
+        state = json.loads((self.directory / "upstreams.state.json").read_text())
+        names: list[str] = state[self.nginx.upstream]
+        return names
+
+    def block(self, name: str) -> str:
+        return f"{self.nginx.upstream}.{self.ids[name]}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
+    with Stack.running(tmp_path_factory, sqlite_template, "nginx-njs-agent") as built:
+        built.nginx = Nginx(built.directory, njs=True)
+        try:
+            # The agent first: nginx's configuration imports the module and the file it writes.
+            built.start_agent()
+            poll_until(built.nginx.upstreams.exists, within=15)
+            built.nginx.start()
+            yield built
+        finally:
+            stop(built.agent)
+            built.nginx.stop()
+
+
+def test_the_njs_module_sends_http_and_stream_traffic_to_the_active_relays_block(
+    stack: Stack,
+) -> None:
+    stack.goes_to("edge-a")
+    assert stack.chosen() == [stack.block("edge-a"), stack.block("edge-b"), stack.block("edge-c")]
+    text = stack.nginx.upstreams.read_text()
+    a, b, c = (stack.relays[name].address for name in NAMES)
+    # One block per relay, that relay primary and the others backup.
+    assert f"upstream {stack.block('edge-b')} {{\n    server {b};  # edge-b (active)\n" in text
+    assert f"    server {a} backup;  # edge-a (standby)\n    server {c} backup;" in text
+    known = " ".join([*(stack.block(name) for name in NAMES), "relays.none"])
+    assert f'js_var $pfo_upstreams "{known}";\n' in text
+    assert {ask(stack.nginx.http_port) for _ in range(10)} == {"edge-a"}
+    assert {ask(stack.nginx.tcp_port) for _ in range(10)} == {"edge-a"}
+    poll_until(lambda: stack.agent_metric("pfo_agent_data_plane_up") == 1)
+    assert not list(stack.directory.glob(".upstreams.*"))  # no temporary file left
+
+
+def test_planned_switchover_moves_the_traffic_without_a_reload_or_a_lost_request(
+    stack: Stack,
+) -> None:
+    stack.back_to_edge_a()
+    processes, reloads = stack.nginx.processes(), stack.reloads()
+    loads, _ = moved_under_load(stack.listeners, stack.switch_to_edge_b)
+    for load in loads:
+        counts = load.counts()
+        assert counts[None] == 0, counts  # not one request lost
+        assert counts["edge-a"] > 0, counts
+        assert counts["edge-b"] >= 5, counts
+    assert stack.chosen()[0] == stack.block("edge-b")
+    # Same master, same worker: nginx was not reloaded; the agent ran no reload command.
+    assert stack.nginx.processes() == processes
+    assert stack.reloads() == reloads
+    stack.back_to_edge_a()
+    assert stack.nginx.processes() == processes
+
+
+def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    reloads = stack.reloads()
+    loads, _ = moved_under_load(stack.listeners, stack.kill_edge_a)
+    # nginx moves a refused connect to the backups of edge-a's block by itself, before the
+    # control plane decides; the state file then names edge-b's block.
+    for load in loads:
+        counts = load.counts()
+        assert counts["edge-b"] >= 5, counts
+        assert counts[None] <= 1, counts
+    poll_until(lambda: stack.chosen()[0] == stack.block("edge-b"))
+    # edge-a is no longer eligible: it is down in the others' blocks, which took a reload.
+    poll_until(lambda: "edge-a (not eligible)" in stack.nginx.upstreams.read_text())
+    poll_until(lambda: stack.reloads() > reloads)
+    assert stack.block("edge-a") not in stack.chosen()
+    stack.back_to_edge_a()
+
+
+def test_a_change_of_the_blocks_reloads_once_and_the_state_alone_none(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    reloads = stack.reloads()
+    applies = stack.reconciles()
+    poll_until(lambda: stack.reconciles() >= applies + 2, within=10)
+    assert stack.reloads() == reloads  # reconciles of an unchanged state: nothing reloaded
+    path = f"/proxy/instances/{stack.ids['edge-c']}"
+    stack.cp.call("PATCH", path, json={"adminState": "maintenance"})
+    try:
+        poll_until(lambda: "edge-c (not eligible)" in stack.nginx.upstreams.read_text())
+        poll_until(lambda: stack.reloads() == reloads + 1)
+        assert stack.chosen() == [stack.block("edge-a"), stack.block("edge-b")]
+    finally:
+        stack.cp.call("PATCH", path, json={"adminState": "enabled"})
+    poll_until(lambda: "edge-c (not eligible)" not in stack.nginx.upstreams.read_text())
+    poll_until(lambda: stack.reloads() == reloads + 2)
+    stack.goes_to("edge-a")
