@@ -77,12 +77,18 @@ class ScriptedControlPlane:
 @dataclass
 class RecordingPlane:
     applied: list[DesiredState] = field(default_factory=list)
+    #: The states applied through ``apply_from_event`` (also in ``applied``).
+    told: list[DesiredState] = field(default_factory=list)
     failing: bool = False
 
     async def apply(self, state: DesiredState) -> None:
         if self.failing:
             raise DataPlaneError("data plane down")
         self.applied.append(state)
+
+    async def apply_from_event(self, state: DesiredState) -> None:
+        await self.apply(state)
+        self.told.append(state)
 
 
 def _follower(
@@ -175,6 +181,8 @@ async def test_a_switch_event_is_applied_while_a_full_read_hangs() -> None:
         async with _running(follower, cp):
             await wait_for(lambda: _async(plane.applied[-1].epoch == 6))
             assert plane.applied[-1].active_instance_id == "i-b"
+            # The told state took the data plane's event path; the start's read did not.
+            assert plane.told == [plane.applied[-1]]
             source = plane.applied[-1].target("i-a")
             assert source is not None
             assert source.healthy  # a planned move: i-a drains

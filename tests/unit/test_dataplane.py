@@ -15,6 +15,7 @@ from proxy_failover.core.dataplane import (
     moved_by_event,
     split_host_port,
     stopped_serving,
+    told_by_event,
     traffic_address,
     traffic_weights,
     with_health,
@@ -198,6 +199,47 @@ def test_a_health_event_is_folded_in_so_the_move_that_follows_cuts() -> None:
     back = with_health(pool, "b", "healthy")
     assert back is not None
     assert [t.name for t in back.serving] == ["a", "b"]
+
+
+_MOVE = {"eventType": "failover", "targetInstanceId": "b"}
+_SICK = {"instanceId": "a", "status": "unhealthy"}
+
+
+@pytest.mark.parametrize(
+    ("notification", "data", "epoch", "active", "a_healthy"),
+    [
+        ("failover.started", _MOVE, 4, "b", True),
+        ("failover.completed", _MOVE, 4, "b", True),
+        ("failover.completed", {**_MOVE, "eventType": "failback"}, 4, "b", True),
+        ("failover.completed", {**_MOVE, "eventType": "switchover"}, 4, "b", True),
+        ("failover.completed", {**_MOVE, "eventType": "recovery"}, 4, None, None),
+        ("failover.completed", _MOVE, None, None, None),  # no epoch: read the state
+        ("failover.failed", _MOVE, 4, None, None),
+        ("instance.unhealthy", _SICK, 3, "a", False),
+        ("instance.healthy", {**_SICK, "status": "healthy"}, 3, None, None),  # nothing new
+        ("instance.unhealthy", _MOVE, 3, None, None),
+        ("redundancy.degraded", _MOVE, 4, None, None),
+        ("instance.recovery_failed", _SICK, 3, None, None),
+    ],
+)
+def test_what_a_stream_notification_tells_at_once(
+    notification: str,
+    data: dict[str, object],
+    epoch: int | None,
+    active: str | None,
+    a_healthy: bool | None,
+) -> None:
+    """A switching event that started or completed moves the role, a health transition changes
+    one instance; anything else (or what cannot be applied alone) waits for the full read."""
+    before = desired_state(PROXY, [inst("a"), inst("b")], "a", 3, load_balanced=False)
+    told = told_by_event(before, notification, data, epoch)
+    if active is None:
+        assert told is None
+        return
+    assert told is not None
+    a = told.target("a")
+    assert a is not None
+    assert (told.active_instance_id, told.epoch, a.healthy) == (active, epoch, a_healthy)
 
 
 def test_connections_are_cut_on_instances_that_serve_nothing_and_are_not_healthy() -> None:

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from proxy_failover.core.model import HealthStatus, Instance, LoadBalancingAlgorithm
+from proxy_failover.core.model import (
+    SWITCHING_EVENT_TYPES,
+    HealthStatus,
+    Instance,
+    LoadBalancingAlgorithm,
+    NotificationType,
+)
 from proxy_failover.core.strategies import in_preference_order, is_eligible
 
 #: Port of an http(s) endpoint URL that names none.
@@ -187,6 +193,33 @@ def with_health(state: DesiredState, instance_id: object, status: object) -> Des
         load_balanced=state.load_balanced,
         algorithm=state.algorithm,
     )
+
+
+#: Stream notifications that announce a move of the active role (with a switching event's
+#: ``eventType``) and those that change one instance's health.
+_MOVE_NOTIFICATIONS = frozenset(
+    {NotificationType.FAILOVER_STARTED, NotificationType.FAILOVER_COMPLETED}
+)
+_HEALTH_NOTIFICATIONS = frozenset(
+    {NotificationType.INSTANCE_HEALTHY, NotificationType.INSTANCE_UNHEALTHY}
+)
+
+
+def told_by_event(
+    state: DesiredState, notification_type: str, data: Mapping[str, object], epoch: int | None
+) -> DesiredState | None:
+    """What a stream notification tells at once about ``state``, before the full re-read that
+    follows it: a switching event that started or completed moves the active role
+    (``moved_by_event``), a health transition changes one instance (``with_health``). None
+    when it tells nothing that can be applied alone (any other notification, a recovery event,
+    no epoch, or what those two refuse)."""
+    if notification_type in _MOVE_NOTIFICATIONS:
+        if data.get("eventType") not in SWITCHING_EVENT_TYPES or epoch is None:
+            return None
+        return moved_by_event(state, data.get("targetInstanceId"), epoch)
+    if notification_type in _HEALTH_NOTIFICATIONS:
+        return with_health(state, data.get("instanceId"), data.get("status"))
+    return None
 
 
 def is_newer_or_same(epoch: int, applied_epoch: int | None) -> bool:

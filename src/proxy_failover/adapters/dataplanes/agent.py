@@ -11,8 +11,9 @@ touches the database. For each proxy it:
 - keeps the data plane as it is when the control plane is unreachable, and says so once in its
   logs and continuously in ``pfo_agent_control_plane_up``.
 
-A data plane only implements ``DataPlane.apply``: make the traffic follow one ``DesiredState``,
-idempotently, comparing with what the data plane itself reports.
+A data plane implements ``DataPlane.apply``: make the traffic follow one ``DesiredState``,
+idempotently, comparing with what the data plane itself reports; and ``apply_from_event``, the
+same for a state a stream event told (a faster path where it has one, else ``apply``).
 """
 
 from __future__ import annotations
@@ -33,21 +34,15 @@ from proxy_failover.core.dataplane import (
     DesiredState,
     desired_state,
     is_newer_or_same,
-    moved_by_event,
-    with_health,
+    told_by_event,
 )
-from proxy_failover.core.errors import ErrorCode, FailoverError
+from proxy_failover.core.errors import FailoverError, config_not_found
 
 log = logging.getLogger("proxy_failover.agent")
 
 #: Pause before reconnecting a failed stream or retrying a failed apply (then doubling, capped).
 RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 2.0
-#: Stream events that move the active role, and the event types (of their ``data``) that do.
-_SWITCH_NOTIFICATIONS = frozenset({"failover.started", "failover.completed"})
-_SWITCH_EVENT_TYPES = frozenset({"failover", "failback", "switchover"})
-#: Stream events that change one instance's health (folded into the state at once).
-_HEALTH_NOTIFICATIONS = frozenset({"instance.healthy", "instance.unhealthy"})
 
 
 class DataPlaneError(Exception):
@@ -61,8 +56,11 @@ class DataPlane(Protocol):
         """Make the data plane match ``state`` (idempotent); raise ``DataPlaneError`` on failure."""
         ...
 
-    # Optional: ``async def apply_from_event(state)``, used for states told by stream events (a
-    # move, a health change) when a data plane can apply those faster (HAProxy: no read first).
+    async def apply_from_event(self, state: DesiredState) -> None:
+        """Apply a state told by a stream event (a move, a health change; ``told_by_event``):
+        a data plane that can do it faster does (HAProxy: no read first), others call
+        ``apply``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +77,7 @@ async def fetch_desired_state(client: AsyncFailoverClient, proxy_id: str) -> Des
         client.get_redundancy_status(proxy_id),
     )
     if config is None or redundancy is None:
-        raise FailoverError(f"proxy {proxy_id} not found", ErrorCode.CONFIG_NOT_FOUND)
+        raise config_not_found(proxy_id)
     return desired_state(
         proxy_id,
         instances,
@@ -212,9 +210,9 @@ class ProxyFollower:
                 )
                 return True
             # A data plane may apply a state told by an event faster than a whole state.
-            fast = getattr(self.plane, "apply_from_event", None) if trigger == "event" else None
+            apply = self.plane.apply_from_event if trigger == "event" else self.plane.apply
             try:
-                await (fast or self.plane.apply)(state)
+                await apply(state)
             except DataPlaneError as error:
                 self.metrics.apply_failures.labels(self.proxy_id).inc()
                 self._data_plane_changed(False, error)
@@ -288,15 +286,7 @@ class ProxyFollower:
         if self._told is not None and not self.is_stale(self._told.epoch):
             known = self._told
         if known is not None and isinstance(details, dict):
-            announced: DesiredState | None = None
-            if (
-                event.type in _SWITCH_NOTIFICATIONS
-                and details.get("eventType") in _SWITCH_EVENT_TYPES
-                and event.epoch is not None
-            ):
-                announced = moved_by_event(known, details.get("targetInstanceId"), event.epoch)
-            elif event.type in _HEALTH_NOTIFICATIONS:
-                announced = with_health(known, details.get("instanceId"), details.get("status"))
+            announced = told_by_event(known, event.type, details, event.epoch)
             if announced is not None:
                 self._told, self._told_at = announced, self._events_seen
                 self._told_received = time.perf_counter()

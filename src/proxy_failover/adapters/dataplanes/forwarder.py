@@ -97,6 +97,10 @@ class Forwarder:
 
     # --- the data plane side ------------------------------------------------------------------
 
+    async def apply_from_event(self, state: DesiredState) -> None:
+        """No faster path for a state a stream event told: the same as ``apply``."""
+        await self.apply(state)
+
     async def apply(self, state: DesiredState) -> None:
         previous, self.state = self.state, state
         for instance_id, target in stopped_serving(previous, state):

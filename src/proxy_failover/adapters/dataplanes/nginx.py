@@ -90,6 +90,10 @@ class NginxDataPlane:
             self.loaded = None
         self.reloads = 0
 
+    async def apply_from_event(self, state: DesiredState) -> None:
+        """No faster path for a state a stream event told: the same as ``apply``."""
+        await self.apply(state)
+
     async def apply(self, state: DesiredState) -> None:
         async with self._lock:
             before = self.states.get(state.proxy_id)
