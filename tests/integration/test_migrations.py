@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import runpy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from alembic.migration import MigrationContext
 import proxy_failover.store
 from proxy_failover.core.errors import ErrorCode, FailoverError, StorageUnavailable
 from proxy_failover.store import DEFAULT_DATABASE_URL, Store, migrate, normalize_url
-from proxy_failover.store.tables import metadata
+from proxy_failover.store.tables import OPEN_SWITCH, metadata
 
 
 def _load_every_table_module() -> None:
@@ -38,6 +40,15 @@ async def test_migrations_match_table_metadata(database_url: str) -> None:
     finally:
         await store.close()
     assert differences == []
+
+
+def test_the_one_open_switch_index_is_built_from_cores_vocabulary_as_migrated() -> None:
+    """tables.py builds the partial index's predicate from core's open statuses and switching
+    event types; it must stay the text migration 0001 created (autogenerate does not compare
+    a partial index's predicate)."""
+    versions = Path(proxy_failover.store.__file__).parent / "migrations" / "versions"
+    migrated = runpy.run_path(str(versions / "0001_initial.py"))["OPEN_SWITCH"]
+    assert migrated == OPEN_SWITCH
 
 
 async def test_migrate_is_idempotent_and_reaches_head(database_url: str) -> None:

@@ -52,7 +52,15 @@ from proxy_failover.store.rows import (
     redundancy_from,
     redundancy_values,
 )
-from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
+from proxy_failover.store.tables import (
+    OPEN_STATUSES,
+    SWITCH_TYPES,
+    configurations,
+    events,
+    instances,
+    metrics,
+    redundancy,
+)
 
 #: A stored health status's value -> the enum member (a dict lookup; calling the enum costs more).
 _HEALTH_STATUS = {status.value: status for status in HealthStatus}
@@ -170,7 +178,7 @@ class Reader:
             .where(
                 events.c.target_instance_id == instance_id,
                 events.c.event_type == EventType.RECOVERY.value,
-                events.c.status.in_(statements.OPEN_STATUSES),
+                events.c.status.in_(OPEN_STATUSES),
             )
             .order_by(events.c.created_at.desc())
             .limit(1)
@@ -221,8 +229,8 @@ class Reader:
         rows = await self._all(
             sa.select(events)
             .where(
-                events.c.status.in_(statements.OPEN_STATUSES),
-                events.c.event_type.in_(statements.SWITCH_TYPES),
+                events.c.status.in_(OPEN_STATUSES),
+                events.c.event_type.in_(SWITCH_TYPES),
                 events.c.created_at < started_before,
             )
             .order_by(events.c.created_at)

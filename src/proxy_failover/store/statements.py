@@ -14,11 +14,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from proxy_failover.core import retention
-from proxy_failover.core.model import SWITCHING_EVENT_TYPES, EventStatus
 from proxy_failover.store import database
 from proxy_failover.store.prepared import PreparedStatement, bound_columns
 from proxy_failover.store.rows import INSTANCE_FIELDS
-from proxy_failover.store.tables import configurations, events, instances, metrics, redundancy
+from proxy_failover.store.tables import (
+    OPEN_STATUSES,
+    SWITCH_TYPES,
+    configurations,
+    events,
+    instances,
+    metrics,
+    redundancy,
+)
 
 #: A proxy's instances in preference order: priority, weight (desc), registration, id.
 PREFERENCE_ORDER = (
@@ -27,8 +34,6 @@ PREFERENCE_ORDER = (
     instances.c.created_at,
     instances.c.id,
 )
-OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.IN_PROGRESS.value)
-SWITCH_TYPES = tuple(sorted(t.value for t in SWITCHING_EVENT_TYPES))
 
 
 SELECT_REDUNDANCY = sa.select(redundancy).where(redundancy.c.proxy_id == sa.bindparam("p_proxy_id"))

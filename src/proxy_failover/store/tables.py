@@ -14,6 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from proxy_failover.core.model import SWITCHING_EVENT_TYPES, EventStatus, EventType
+
 #: Deterministic constraint/index names, identical on SQLite and PostgreSQL (Alembic needs names).
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -141,10 +143,18 @@ instances = sa.Table(
     sa.UniqueConstraint("proxy_id", "instance_name"),
 )
 
-#: Open (pending/in_progress) switching events; the partial unique index below allows one per proxy.
-_OPEN_SWITCH = (
-    "status IN ('pending', 'in_progress') AND event_type IN ('failover', 'failback', 'switchover')"
-)
+#: Core's open statuses and switching event types, in their enums' order (so the index text below
+#: stays the one migration 0001 created: a test compares them).
+OPEN_STATUSES = tuple(status.value for status in EventStatus if status.is_open)
+SWITCH_TYPES = tuple(kind.value for kind in EventType if kind in SWITCHING_EVENT_TYPES)
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+#: Open switching events; the partial unique index below allows one per proxy.
+OPEN_SWITCH = f"status IN ({_listed(OPEN_STATUSES)}) AND event_type IN ({_listed(SWITCH_TYPES)})"
 
 events = sa.Table(
     "proxy_failover_events",
@@ -170,8 +180,8 @@ events = sa.Table(
         "uq_proxy_failover_events_one_open_switch",
         "proxy_id",
         unique=True,
-        sqlite_where=sa.text(_OPEN_SWITCH),
-        postgresql_where=sa.text(_OPEN_SWITCH),
+        sqlite_where=sa.text(OPEN_SWITCH),
+        postgresql_where=sa.text(OPEN_SWITCH),
     ),
 )
 
