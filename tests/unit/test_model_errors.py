@@ -15,6 +15,7 @@ from proxy_failover.core.errors import (
     InvalidInput,
     NotFound,
     StorageUnavailable,
+    TooBusy,
     Unauthenticated,
 )
 from proxy_failover.core.model import (
@@ -91,3 +92,16 @@ def test_errors_carry_code_status_and_message(
     assert error.details == {}
     assert str(error) == error.message
     assert repr(error) == f"{type(error).__name__}({code.value}: {error.message})"
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(None, 429), (ErrorCode.TOO_MANY_REQUESTS, 429), (ErrorCode.SERVER_BUSY, 503)],
+)
+def test_too_busy_says_when_to_retry_beside_its_details(
+    code: ErrorCode | None, status: int
+) -> None:
+    error = TooBusy("slow down", 7, code, {"limit": 10})
+    assert (error.status_code, error.retry_after_seconds) == (status, 7)
+    assert error.details == {"limit": 10, "retryAfterSeconds": 7}
+    assert TooBusy("slow down", 2).details == {"retryAfterSeconds": 2}

@@ -404,6 +404,29 @@ def test_invalid_instance_data(data: dict[str, Any], field: str) -> None:
         build_instance(PROXY, USER, "i", data, T0)
 
 
+@pytest.mark.parametrize(
+    ("address", "valid"),
+    [
+        ("relay:1935", True),
+        ("10.0.0.1:65535", True),
+        ("[::1]:8080", True),
+        ("relay", False),
+        ("relay:0", False),
+        ("http://relay:80", False),  # where traffic goes is host:port, never a URL
+        ("x" * 262, False),
+    ],
+)
+def test_traffic_address_is_host_and_port(address: str, valid: bool) -> None:
+    data = {"instanceName": "n", "trafficAddress": address}
+    if valid:
+        assert build_instance(PROXY, USER, "i", data, T0).traffic_address == address
+        patched = apply_instance_patch(inst("a"), {"traffic_address": address}, LATER)
+        assert patched.traffic_address == address
+    else:
+        with raises(INVALID, "trafficAddress"):
+            build_instance(PROXY, USER, "i", data, T0)
+
+
 def test_patch_changes_only_given_fields() -> None:
     instance = inst("a", endpoint="a:1", recovery_url="http://r/x", metadata={"k": 1})
     patched = apply_instance_patch(
