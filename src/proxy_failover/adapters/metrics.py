@@ -381,6 +381,7 @@ class Prober(Protocol):
     async def request_recovery(
         self, url: str, payload: dict[str, Any], timeout_s: float, *, trusted: bool
     ) -> CheckResult: ...
+    async def aclose(self) -> None: ...
 
 
 class ObservedProber:
@@ -442,8 +443,8 @@ class ObservedProber:
     def on_connection_lost(self, listener: Callable[[str], None] | None) -> None:
         self._inner.on_connection_lost = listener
 
-    def __getattr__(self, name: str) -> Any:  # aclose, pooled_connections, ...
-        return getattr(self._inner, name)
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 @dataclass(frozen=True, slots=True)

@@ -456,7 +456,7 @@ class Notification:
     change that caused them.
     """
 
-    type: str  # a NotificationType value (plain text once read back from the outbox)
+    type: str  # a NotificationType value (plain text once read back from the notification log)
     proxy_id: str
     epoch: int
     occurred_at: datetime
