@@ -26,6 +26,7 @@ from proxy_failover.core.model import (
     HealthRules,
     HealthState,
     HealthStatus,
+    NotificationType,
 )
 from tests.helpers.clock import T0
 from tests.helpers.factories import PROXY, USER, inst
@@ -64,6 +65,39 @@ def test_event_start_time_in_epoch_milliseconds() -> None:
         T0 + timedelta(milliseconds=1500),
     )
     assert event.start_time_ms == int(T0.timestamp() * 1000) + 1500
+
+
+def _open(kind: EventType) -> FailoverEvent:
+    return FailoverEvent(
+        "e", PROXY, USER, kind, "a", "b", "r", EventStatus.IN_PROGRESS, "system", 1, T0
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "announced"),
+    [
+        (EventType.FAILOVER, EventStatus.COMPLETED, NotificationType.FAILOVER_COMPLETED),
+        (EventType.FAILBACK, EventStatus.COMPLETED, NotificationType.FAILOVER_COMPLETED),
+        (EventType.SWITCHOVER, EventStatus.FAILED, NotificationType.FAILOVER_FAILED),
+        (EventType.FAILOVER, EventStatus.FAILED, NotificationType.FAILOVER_FAILED),
+        (EventType.RECOVERY, EventStatus.FAILED, NotificationType.INSTANCE_RECOVERY_FAILED),
+        (EventType.RECOVERY, EventStatus.COMPLETED, None),  # instance.healthy says it
+    ],
+)
+def test_a_closed_event_is_stamped_once_and_announced_by_its_kind(
+    kind: EventType, status: EventStatus, announced: NotificationType | None
+) -> None:
+    closed = _open(kind).closed(status, T0 + timedelta(milliseconds=2500), "why")
+    assert (closed.status, closed.error_message) == (status, "why")
+    assert (closed.completed_at, closed.duration_ms) == (T0 + timedelta(milliseconds=2500), 2500)
+    assert closed.closing_notification is announced
+
+
+def test_a_closed_events_duration_is_the_callers_or_never_negative() -> None:
+    event = _open(EventType.SWITCHOVER)
+    assert event.closed(EventStatus.COMPLETED, T0, duration_ms=40).duration_ms == 40
+    # another replica's clock behind this event's creation
+    assert event.closed(EventStatus.FAILED, T0 - timedelta(seconds=1)).duration_ms == 0
 
 
 def test_every_code_has_an_http_status() -> None:

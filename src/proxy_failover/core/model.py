@@ -7,6 +7,7 @@ Times are timezone-aware UTC ``datetime`` values; durations are seconds (float) 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -246,6 +247,42 @@ class FailoverEvent:
     @property
     def start_time_ms(self) -> int:
         return int(self.created_at.timestamp() * 1000)
+
+    def closed(
+        self,
+        status: EventStatus,
+        now: datetime,
+        error_message: str | None = None,
+        duration_ms: int | None = None,
+    ) -> FailoverEvent:
+        """This event closed ``status`` (completed or failed) at ``now``; ``durationMs`` from its
+        creation unless given."""
+        return dataclasses.replace(
+            self,
+            status=status,
+            error_message=error_message,
+            completed_at=now,
+            duration_ms=duration_ms
+            if duration_ms is not None
+            else ms_between(self.created_at, now),
+        )
+
+    @property
+    def closing_notification(self) -> NotificationType | None:
+        """What closing this event announces (SPEC §8): a switching event ``failover.completed``
+        or ``failover.failed``, a failed recovery ``instance.recovery_failed``; a completed
+        recovery nothing of its own (its instance's ``instance.healthy`` says it)."""
+        failed = self.status is EventStatus.FAILED
+        if self.event_type in SWITCHING_EVENT_TYPES:
+            return (
+                NotificationType.FAILOVER_FAILED if failed else NotificationType.FAILOVER_COMPLETED
+            )
+        return NotificationType.INSTANCE_RECOVERY_FAILED if failed else None
+
+
+def ms_between(start: datetime, end: datetime) -> int:
+    """Whole milliseconds from ``start`` to ``end``, never negative (clocks of replicas differ)."""
+    return max(0, int((end - start).total_seconds() * 1000))
 
 
 @dataclass(frozen=True, slots=True)

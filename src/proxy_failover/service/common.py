@@ -3,7 +3,6 @@ notifications. (Notification types, not-found errors and limits are core's.)"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from proxy_failover.core import fields, limits
@@ -16,11 +15,6 @@ STALE_MESSAGE = (
     f"timed out: still in progress after {STALE_EVENT_SECONDS:g} s "
     "(the process handling it probably stopped)"
 )
-
-
-def ms_between(start: datetime, end: datetime) -> int:
-    """Whole milliseconds from ``start`` to ``end``, never negative (clocks of replicas differ)."""
-    return max(0, int((end - start).total_seconds() * 1000))
 
 
 def event_data(event: FailoverEvent) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from proxy_failover.core.model import (
     NotificationType,
     ProxySummary,
 )
-from proxy_failover.service.common import event_data, ms_between, require_text
+from proxy_failover.service.common import event_data, require_text
 from proxy_failover.service.context import ServiceContext, log_fields
 from proxy_failover.service.redundancy import ensure_proxy
 from proxy_failover.store import Reader, new_id
@@ -76,16 +76,9 @@ async def delete_failover_configuration(ctx: ServiceContext, proxy_id: str, user
         instances = await unit.list_instances(proxy_id)
         open_events = [await unit.open_switch_event(proxy_id)]
         open_events += [await unit.open_recovery_event(instance.id) for instance in instances]
+        # Closed, not announced: the proxy is gone (its handover below is what data planes act on).
         for event in filter(None, open_events):
-            await unit.save_event(
-                dataclasses.replace(
-                    event,
-                    status=EventStatus.FAILED,
-                    error_message="proxy deleted",
-                    completed_at=now,
-                    duration_ms=ms_between(event.created_at, now),
-                )
-            )
+            await unit.save_event(event.closed(EventStatus.FAILED, now, "proxy deleted"))
         if locked.active_instance_id is not None:
             handover = FailoverEvent(
                 id=new_id(),

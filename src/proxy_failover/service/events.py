@@ -3,29 +3,46 @@ open a recovery, and read them."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from proxy_failover.core import fields, limits, pagination
 from proxy_failover.core.errors import Conflict, ErrorCode, InvalidInput, event_not_found
 from proxy_failover.core.model import (
     STALE_EVENT_SECONDS,
-    SWITCHING_EVENT_TYPES,
     EventStatus,
     EventType,
     FailoverEvent,
     Notification,
-    NotificationType,
 )
 from proxy_failover.service.common import (
     STALE_MESSAGE,
     event_data,
-    ms_between,
     parse_close_status,
     parse_limit,
 )
 from proxy_failover.service.context import ServiceContext, log_fields
-from proxy_failover.store import new_id
+from proxy_failover.store import UnitOfWork, new_id
+
+
+async def close_event_in(
+    unit: UnitOfWork,
+    event: FailoverEvent,
+    status: EventStatus,
+    now: datetime,
+    epoch: int,
+    error_message: str | None = None,
+    duration_ms: int | None = None,
+) -> FailoverEvent:
+    """Close ``event`` in ``unit`` (``FailoverEvent.closed``) and announce it as SPEC §8 says
+    (``FailoverEvent.closing_notification``) at the proxy's ``epoch``: every path that ends an
+    open event (a caller, the engine's recovery, the timeout, a superseding failover, a
+    recovery by health) goes through here."""
+    closed = event.closed(status, now, error_message, duration_ms)
+    await unit.save_event(closed)
+    kind = closed.closing_notification
+    if kind is not None:
+        unit.notify(Notification(kind, closed.proxy_id, epoch, now, event_data(closed)))
+    return closed
 
 
 async def complete_failover_event(
@@ -75,34 +92,8 @@ async def _close_event(
                 ErrorCode.EVENT_ALREADY_CLOSED,
                 {"eventId": event_id, "status": event.status.value},
             )
-        closed = dataclasses.replace(
-            event,
-            status=final,
-            error_message=error_message,
-            duration_ms=(
-                duration_ms if duration_ms is not None else ms_between(event.created_at, now)
-            ),
-            completed_at=now,
-        )
-        await unit.save_event(closed)
-        epoch = locked.epoch if locked is not None else closed.epoch
-        if event.event_type in SWITCHING_EVENT_TYPES:
-            kind = (
-                NotificationType.FAILOVER_COMPLETED
-                if final is EventStatus.COMPLETED
-                else NotificationType.FAILOVER_FAILED
-            )
-            unit.notify(Notification(kind, closed.proxy_id, epoch, now, event_data(closed)))
-        elif final is EventStatus.FAILED:
-            unit.notify(
-                Notification(
-                    NotificationType.INSTANCE_RECOVERY_FAILED,
-                    closed.proxy_id,
-                    epoch,
-                    now,
-                    event_data(closed),
-                )
-            )
+        epoch = locked.epoch if locked is not None else event.epoch
+        closed = await close_event_in(unit, event, final, now, epoch, error_message, duration_ms)
     return closed
 
 
@@ -169,20 +160,8 @@ async def close_stale_events(ctx: ServiceContext) -> list[FailoverEvent]:
             event = await unit.get_event(candidate.id)
             if event is None or not event.status.is_open:
                 continue
-            done = dataclasses.replace(
-                event,
-                status=EventStatus.FAILED,
-                error_message=STALE_MESSAGE,
-                completed_at=now,
-                duration_ms=ms_between(event.created_at, now),
-            )
-            await unit.save_event(done)
             epoch = locked.epoch if locked is not None else event.epoch
-            unit.notify(
-                Notification(
-                    NotificationType.FAILOVER_FAILED, event.proxy_id, epoch, now, event_data(done)
-                )
-            )
+            done = await close_event_in(unit, event, EventStatus.FAILED, now, epoch, STALE_MESSAGE)
         closed.append(done)
         ctx.logger.warning(
             "proxy %s: event %s timed out",

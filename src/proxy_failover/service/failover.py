@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -21,16 +20,17 @@ from proxy_failover.core.model import (
     NotificationType,
     ProxySnapshot,
     RedundancyStatus,
+    ms_between,
 )
 from proxy_failover.service.common import (
     DEFAULT_REASON,
     SUPERSEDED_MESSAGE,
     event_data,
-    ms_between,
     require_text,
 )
 from proxy_failover.service.context import ServiceContext, log_fields, read_snapshot
 from proxy_failover.service.engine_ops import load_snapshot
+from proxy_failover.service.events import close_event_in
 from proxy_failover.service.redundancy import recompute
 from proxy_failover.store import UnitOfWork, new_id
 
@@ -187,22 +187,8 @@ async def _switch(
     proxy_id = locked.proxy_id
     open_event = snapshot.open_switch_event
     if open_event is not None:
-        superseded = dataclasses.replace(
-            open_event,
-            status=EventStatus.FAILED,
-            error_message=SUPERSEDED_MESSAGE,
-            completed_at=now,
-            duration_ms=ms_between(open_event.created_at, now),
-        )
-        await unit.save_event(superseded)
-        unit.notify(
-            Notification(
-                NotificationType.FAILOVER_FAILED,
-                proxy_id,
-                locked.epoch,
-                now,
-                event_data(superseded),
-            )
+        await close_event_in(
+            unit, open_event, EventStatus.FAILED, now, locked.epoch, SUPERSEDED_MESSAGE
         )
     started = min(detected_at.astimezone(UTC), now)
     event = FailoverEvent(

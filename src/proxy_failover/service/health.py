@@ -26,10 +26,8 @@ from proxy_failover.core.model import (
     RedundancyStatus,
     StoredMetricSample,
 )
-from proxy_failover.service.common import (
-    ms_between,
-)
 from proxy_failover.service.context import ServiceContext
+from proxy_failover.service.events import close_event_in
 from proxy_failover.service.failover import fail_over_in, log_switch
 from proxy_failover.service.redundancy import recompute
 from proxy_failover.store import UnitOfWork, new_id
@@ -166,14 +164,7 @@ async def apply_health_change(
     owner = config.user_id if config is not None else after.user_id
     open_recovery = await unit.open_recovery_event(after.id)
     if open_recovery is not None:
-        await unit.save_event(
-            dataclasses.replace(
-                open_recovery,
-                status=EventStatus.COMPLETED,
-                completed_at=now,
-                duration_ms=ms_between(open_recovery.created_at, now),
-            )
-        )
+        await close_event_in(unit, open_recovery, EventStatus.COMPLETED, now, recomputed.epoch)
     elif record_recovery:
         await unit.insert_event(
             FailoverEvent(

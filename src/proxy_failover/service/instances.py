@@ -22,7 +22,6 @@ from proxy_failover.core.model import (
 )
 from proxy_failover.service.common import (
     event_data,
-    ms_between,
     parse_limit,
     require_text,
 )
@@ -161,15 +160,9 @@ async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -
         assert locked is not None
         open_recovery = await unit.open_recovery_event(instance.id)
         if open_recovery is not None:
-            await unit.save_event(
-                dataclasses.replace(
-                    open_recovery,
-                    status=EventStatus.FAILED,
-                    error_message="instance deleted",
-                    completed_at=now,
-                    duration_ms=ms_between(open_recovery.created_at, now),
-                )
-            )
+            # Closed, not announced: the instance is gone, its recovery did not fail.
+            closed = open_recovery.closed(EventStatus.FAILED, now, "instance deleted")
+            await unit.save_event(closed)
         snapshot = await read_snapshot(unit, proxy_id, locked)
         plan = core_failover.plan_deletion(snapshot, instance)
         if not plan.hands_over:
