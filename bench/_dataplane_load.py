@@ -8,6 +8,8 @@ a client saw); a stream is ``GET /stream``, whose lines name the relay that send
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,40 +60,97 @@ async def open_loop(port: int, rate: float, duration: float) -> list[Result]:
     return list(await asyncio.gather(*tasks))
 
 
+#: Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS; Python 3.11 has no constant): each read carries the
+#: kernel's receive time (CLOCK_REALTIME, struct timespec), whenever the client gets to it.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@ll")
+
+
+def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return float(seconds + nanoseconds / 1e9)
+    return None
+
+
+async def _receive(sock: socket.socket) -> tuple[bytes, float]:
+    """The next bytes of ``sock`` (b"" at EOF) and when the kernel received them."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data, ancillary, _flags, _address = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        except BlockingIOError:
+            readable = loop.create_future()
+            loop.add_reader(sock.fileno(), readable.set_result, None)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(sock.fileno())
+            continue
+        return data, _kernel_stamp(ancillary) or time.time()
+
+
 @dataclass
 class Stream:
-    """A long-lived ``GET /stream``; with ``reconnect`` it reconnects at once when closed."""
+    """A long-lived ``GET /stream``; with ``reconnect`` it reconnects at once when closed.
+
+    A line's time is the kernel's receive time of its bytes (``SO_TIMESTAMPNS``), not when this
+    client's event loop, shared with the load and the other streams, got to read it. ``closes``
+    are when the client saw each close, ``connects`` when it started each connect: the client's
+    own delay between the two is part of no data plane's time.
+    """
 
     port: int
     reconnect: bool
     lines: list[tuple[float, str]] = field(default_factory=list)
     closes: list[float] = field(default_factory=list)
+    connects: list[float] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"GET /stream HTTP/1.1\r\nHost: bench\r\n\r\n")
-                while line := await reader.readline():
-                    words = line.decode(errors="replace").split()
-                    if len(words) == 2 and words[1].isdigit():
-                        self.lines.append((time.time(), words[0]))
-            except OSError:
-                pass
+            got_data = False
+            self.connects.append(time.time())
+            with socket.socket() as sock:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                try:
+                    await loop.sock_connect(sock, ("127.0.0.1", self.port))
+                    await loop.sock_sendall(sock, b"GET /stream HTTP/1.1\r\nHost: bench\r\n\r\n")
+                    buffer = b""
+                    while data := (received := await _receive(sock))[0]:
+                        got_data = True
+                        *complete, buffer = (buffer + data).split(b"\n")
+                        for line in complete:
+                            words = line.decode(errors="replace").split()
+                            if len(words) == 2 and words[1].isdigit():
+                                self.lines.append((received[1], words[0]))
+                except OSError:
+                    pass
             self.closes.append(time.time())
             if not self.reconnect:
                 return
-            await asyncio.sleep(0.001)
+            if not got_data:  # refused or reset before any byte: do not spin
+                await asyncio.sleep(0.001)
 
     def first_from(self, name: str, after: float) -> float | None:
         return next((t for t, n in self.lines if n == name and t >= after), None)
 
     def still_from(self, name: str, after: float) -> bool:
         return any(n == name and t >= after for t, n in self.lines)
+
+    def reconnected_after(self, after: float) -> tuple[float, float] | None:
+        """The first close seen at or after ``after`` and the connect that followed it."""
+        for index, closed in enumerate(self.closes):
+            if closed >= after and index + 1 < len(self.connects):
+                return closed, self.connects[index + 1]
+        return None
 
     async def stop(self) -> None:
         if self.task is not None:

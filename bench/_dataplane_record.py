@@ -92,6 +92,8 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                     "event at a stream client ms",
                     "first byte p50 ms after the event",
                     "closed p50 ms after the event",
+                    "client: close seen -> reconnect p50 ms",
+                    "reconnect -> first byte p50 ms",
                     "agent: event to applied, mean ms",
                 ],
                 rows=[
@@ -104,6 +106,8 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                         v.get("event_ms"),
                         v.get("first_byte_after_event_p50_ms"),
                         v.get("closed_after_event_p50_ms"),
+                        v.get("client_reconnect_delay_p50_ms"),
+                        v.get("connect_to_first_byte_p50_ms"),
                         v.get("agent_event_apply_ms"),
                     ]
                     for k, v in report["cut"].items()

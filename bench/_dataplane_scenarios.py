@@ -107,4 +107,19 @@ async def unhealthy_cut(
     closed = [next((t for t in s.closes if t >= commit), None) for s in open_streams]
     closes = [(t - arrived) * 1000 for t in closed if t is not None and arrived is not None]
     summary["closed_after_event_p50_ms"] = round(statistics.median(closes), 1) if closes else None
+    # The client's own part (close seen -> its new connect started: this benchmark's event loop,
+    # shared by the 20 streams and the load), and the rest (connect -> first byte from the new
+    # relay, through the data plane), per stream.
+    client, rest = [], []
+    for stream, first in zip(open_streams, firsts, strict=True):
+        again = stream.reconnected_after(commit)
+        if again is not None and first is not None:
+            client.append((again[1] - again[0]) * 1000)
+            rest.append((first - again[1]) * 1000)
+    summary["client_reconnect_delay_p50_ms"] = _median(client)
+    summary["connect_to_first_byte_p50_ms"] = _median(rest)
     return summary
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
