@@ -43,6 +43,10 @@ log = logging.getLogger("proxy_failover.agent")
 #: Pause before reconnecting a failed stream or retrying a failed apply (then doubling, capped).
 RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 2.0
+#: The full read that follows an event waits this long: the event's own state is applied at once,
+#: and the read (three requests, parsing, a data-plane apply) would otherwise compete for the CPU
+#: with the traffic the event just moved (clients reconnecting after a cut).
+EVENT_READ_DELAY_SECONDS = 0.1
 
 
 class DataPlaneError(Exception):
@@ -67,6 +71,7 @@ class DataPlane(Protocol):
 class AgentSettings:
     reconcile_seconds: float = 5.0
     retry_seconds: float = RETRY_SECONDS
+    event_read_delay: float = EVENT_READ_DELAY_SECONDS
 
 
 async def fetch_desired_state(client: AsyncFailoverClient, proxy_id: str) -> DesiredState:
@@ -156,6 +161,9 @@ class ProxyFollower:
         self.request_sync("start")
         while True:
             await self._wake.wait()
+            if self._trigger == "event" and self.settings.event_read_delay > 0:
+                # Requests made meanwhile join this read (EVENT_READ_DELAY_SECONDS).
+                await asyncio.sleep(self.settings.event_read_delay)
             self._wake.clear()
             if not await self.sync(self._trigger):
                 # Retry soon rather than at the next period: "after reconnecting to either side".

@@ -97,11 +97,16 @@ class Forwarder:
 
     # --- the data plane side ------------------------------------------------------------------
 
-    async def apply_from_event(self, state: DesiredState) -> None:
-        """No faster path for a state a stream event told: the same as ``apply``."""
-        await self.apply(state)
-
     async def apply(self, state: DesiredState) -> None:
+        self._move(state)
+        self._spawn(self._report_connection_counts(state))
+
+    async def apply_from_event(self, state: DesiredState) -> None:
+        """A state told by an event: the move alone. The connection counts are reported by the
+        full apply that follows (by then the clients that were cut have reconnected)."""
+        self._move(state)
+
+    def _move(self, state: DesiredState) -> None:
         previous, self.state = self.state, state
         for instance_id, target in stopped_serving(previous, state):
             policy = self.on_switch or leaving_policy(target)
@@ -123,7 +128,6 @@ class Forwarder:
             for instance_id in connections_to_cut(state, busy):
                 for connection in list(self._counts.open[instance_id]):
                     connection.cut()
-        self._spawn(self._report_connection_counts(state))
 
     def open_connections(self, instance_id: str) -> int:
         return self._counts.count(instance_id)
