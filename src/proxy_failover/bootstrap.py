@@ -25,7 +25,7 @@ from proxy_failover.adapters.webhooks import DeliveryWorker, Notifier
 from proxy_failover.core.model import Notification
 from proxy_failover.core.outbound import OutboundPolicy
 from proxy_failover.core.retention import RetentionPolicy
-from proxy_failover.engine import Engine, EngineSettings, EngineStats
+from proxy_failover.engine import Engine, EngineSettings, EngineStats, can_change_decision
 from proxy_failover.leadership import EngineLeader
 from proxy_failover.service import (
     DEFAULT_CACHE_TTL_SECONDS,
@@ -279,6 +279,8 @@ class EngineThread:
         already queued on that loop, so they send first: woken at once, the engine's thread
         takes the interpreter (the GIL) to react while they wait, ~3 ms per commit measured
         (bench/commit_to_stream.py, engine on vs off)."""
+        if not can_change_decision(notifications):
+            return  # the engine would skip it anyway: no hand-over to its thread
         try:
             api_loop = asyncio.get_running_loop()
         except RuntimeError:  # called off a loop: nothing to let go first

@@ -258,6 +258,25 @@ async def test_reported_unhealthy_wakes_the_engine_without_waiting_for_a_period(
     assert failover.event.duration_ms == 0  # detected and committed at the same fake instant
 
 
+async def test_a_started_switchover_wakes_no_evaluation_and_its_completion_does(
+    make_harness: Callable[..., Awaitable[Harness]],
+) -> None:
+    # failover.started cannot change the decision (tests/unit/test_failover.py): no wake-up;
+    # completing the switch (a failback may have waited for it) wakes one.
+    h = await make_harness(healthCheckIntervalSeconds=30.0, healthCheckTimeoutSeconds=5.0)
+    a, b = await h.add("a", 1), await h.add("b", 2)
+    await activated(h)
+    await h.step(0.01)
+    evaluations = h.engine.stats.evaluations
+    event = await h.service.execute_failover("p", ADMIN, a.id, b.id)
+    await h.step(0.01)
+    assert h.engine.stats.evaluations == evaluations
+    await h.service.complete_failover_event(event.id, "completed")
+    await h.step(0.01)
+    assert h.engine.stats.evaluations == evaluations + 1
+    assert await h.active_id() == b.id
+
+
 async def test_draining_the_active_instance_moves_the_role(
     make_harness: Callable[..., Awaitable[Harness]],
 ) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from proxy_failover.core.errors import Conflict, ErrorCode, FailoverError, NotFound
@@ -28,10 +29,12 @@ from proxy_failover.core.model import (
     FailoverStrategy,
     HealthStatus,
     Instance,
+    NotificationType,
     ProxySnapshot,
     ReasonCode,
 )
 from proxy_failover.core.strategies import is_eligible
+from proxy_failover.engine.coordinator import NO_DECISION_NOTIFICATIONS
 from tests.helpers.clock import T0
 from tests.helpers.factories import PROXY, USER, inst, snapshot
 
@@ -584,6 +587,55 @@ def test_decisions_never_target_an_ineligible_instance(
     explanation = explain(snap, NOW)
     assert [e.preference_rank for e in explanation.instances] == list(range(1, len(instances) + 1))
     assert sum(e.is_active for e in explanation.instances) == (1 if snap.active else 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    instances=fleets,
+    data=st.data(),
+    strategy=st.sampled_from(list(FailoverStrategy)),
+    auto_failback=st.booleans(),
+    auto_failover=st.booleans(),
+    later=st.integers(0, 600),
+)
+def test_no_decision_follows_the_state_a_manual_execute_commits(
+    instances: tuple[Instance, ...],
+    data: st.DataObject,
+    strategy: FailoverStrategy,
+    auto_failback: bool,
+    auto_failover: bool,
+    later: int,
+) -> None:
+    # Why the engine is not woken by a commit that only notified failover.started (only execute
+    # does): on whatever state an accepted execute commits, core's decide answers NONE, now and
+    # at any later time, whatever the probes' start times.
+    active = data.draw(st.sampled_from([None, *(i.id for i in instances)]))
+    eligible = [i.id for i in instances if is_eligible(i, active)]
+    assume(eligible)  # execute refuses any other target (tested above)
+    target = data.draw(st.sampled_from(eligible))
+    before = snapshot(
+        *instances,
+        active=active,
+        failover_strategy=strategy,
+        enable_auto_failback=auto_failback,
+        enable_auto_failover=auto_failover,
+    )
+    try:
+        event_type = check_execute(before, active, target)
+    except FailoverError:
+        return  # refused: nothing committed
+    opened = dataclasses.replace(
+        OPEN_EVENT, event_type=event_type, source_instance_id=active, target_instance_id=target
+    )
+    after = dataclasses.replace(
+        before,
+        redundancy=dataclasses.replace(before.redundancy, active_instance_id=target, epoch=1),
+        open_switch_event=opened,
+    )
+    probing_since = {i.id: NOW - timedelta(seconds=later % 7) for i in instances}
+    when = NOW + timedelta(seconds=later)
+    assert decide(after, when, probing_since).action is DecisionAction.NONE
+    assert {NotificationType.FAILOVER_STARTED.value} == NO_DECISION_NOTIFICATIONS
 
 
 # --- explain --------------------------------------------------------------------------------

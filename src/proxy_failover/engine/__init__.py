@@ -5,7 +5,7 @@ recording their results in batches), ``recovery`` (SPEC §5 recovery actions) an
 ``coordinator`` that ticks them; ``settings`` is its tuning, ``ports`` what it needs and gives.
 """
 
-from proxy_failover.engine.coordinator import Engine
+from proxy_failover.engine.coordinator import Engine, can_change_decision
 from proxy_failover.engine.ports import EngineService, EngineStats, Outcome, ProbeAdapter
 from proxy_failover.engine.settings import MAX_EVALUATION_PERIOD, EngineSettings
 
@@ -17,4 +17,5 @@ __all__ = [
     "EngineStats",
     "Outcome",
     "ProbeAdapter",
+    "can_change_decision",
 ]
