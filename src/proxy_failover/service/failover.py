@@ -97,13 +97,7 @@ async def execute_failover(
             epoch=core_redundancy.next_epoch(locked.epoch),
             created_at=now,
         )
-        await unit.insert_event(event)
-        await recompute(unit, locked, now, move_to=target, epoch=event.epoch, failover_reason=why)
-        unit.notify(
-            Notification(
-                NotificationType.FAILOVER_STARTED, proxy_id, event.epoch, now, event_data(event)
-            )
-        )
+        await record_switch(unit, locked, event, now)
     ctx.logger.info(
         "proxy %s: %s %s -> %s started by %s (epoch %d)",
         proxy_id,
@@ -206,21 +200,34 @@ async def _switch(
         duration_ms=ms_between(started, now),
         completed_at=now,
     )
+    await record_switch(unit, locked, event, now)
+    return event
+
+
+async def record_switch(
+    unit: UnitOfWork, locked: RedundancyStatus, event: FailoverEvent, now: datetime
+) -> None:
+    """Record the switching ``event`` in ``unit`` and move the proxy's active role to its target
+    (None: to nobody) at its epoch, with its reason as the last failover reason; announced as
+    ``failover.started`` while it is open (execute) or ``failover.completed`` when it is recorded
+    already completed (an automatic switch, the hand-over of a deleted instance).
+
+    ``locked`` is the proxy's redundancy row as ``unit`` holds it under its lock."""
     await unit.insert_event(event)
     await recompute(
         unit,
         locked,
         now,
-        move_to=decision.target_instance_id,
+        move_to=event.target_instance_id,
         epoch=event.epoch,
-        failover_reason=decision.reason,
+        failover_reason=event.reason,
     )
-    unit.notify(
-        Notification(
-            NotificationType.FAILOVER_COMPLETED, proxy_id, event.epoch, now, event_data(event)
-        )
+    kind = (
+        NotificationType.FAILOVER_STARTED
+        if event.status.is_open
+        else NotificationType.FAILOVER_COMPLETED
     )
-    return event
+    unit.notify(Notification(kind, event.proxy_id, event.epoch, now, event_data(event)))
 
 
 def log_switch(ctx: ServiceContext, event: FailoverEvent) -> None:

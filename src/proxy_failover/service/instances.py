@@ -16,16 +16,14 @@ from proxy_failover.core.model import (
     EventType,
     FailoverEvent,
     Instance,
-    Notification,
-    NotificationType,
     StoredMetricSample,
 )
 from proxy_failover.service.common import (
-    event_data,
     parse_limit,
     require_text,
 )
 from proxy_failover.service.context import ServiceContext, log_fields, read_snapshot
+from proxy_failover.service.failover import record_switch
 from proxy_failover.service.health import with_sample
 from proxy_failover.service.redundancy import ensure_proxy, recompute
 from proxy_failover.store import Reader, new_id
@@ -184,25 +182,8 @@ async def delete_instance(ctx: ServiceContext, instance_id: str, user_id: str) -
                 duration_ms=0,
                 completed_at=now,
             )
-            await unit.insert_event(event)
             await unit.delete_instance(instance.id)
-            await recompute(
-                unit,
-                locked,
-                now,
-                move_to=plan.target_id,
-                epoch=event.epoch,
-                failover_reason=plan.reason,
-            )
-            unit.notify(
-                Notification(
-                    NotificationType.FAILOVER_COMPLETED,
-                    proxy_id,
-                    event.epoch,
-                    now,
-                    event_data(event),
-                )
-            )
+            await record_switch(unit, locked, event, now)
     ctx.forget_instance(instance_id)
     ctx.logger.info(
         "proxy %s: instance %s deleted by %s",
