@@ -8,7 +8,6 @@ relays healthy for the next, and waits on conditions with deadlines.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,50 +15,16 @@ import pytest
 
 from tests.helpers.dataplanes import poll_until, stop
 from tests.helpers.load import ask, moved_under_load
-from tests.helpers.polled_planes import Nginx
-from tests.helpers.relay_stack import NAMES, ListenersStack
+from tests.helpers.nginx_stack import NginxStack as Stack
+from tests.helpers.relay_stack import NAMES
 
 pytestmark = pytest.mark.slow
 
 
-class Stack(ListenersStack):
-    nginx: Nginx
-    agent: subprocess.Popen[str] | None = None
-
-    @property
-    def reload_log(self) -> Path:
-        return self.directory / "reloads.log"
-
-    def reloads(self) -> int:
-        return len(self.reload_log.read_text().splitlines()) if self.reload_log.exists() else 0
-
-    def start_agent(self) -> None:
-        # Each reload is logged, then nginx's own `-s reload` signals the master.
-        reload = f"echo reload >> {self.reload_log} && {self.nginx.reload_command}"
-        self.agent = self.run_agent(
-            *("agent", "nginx", "--output", str(self.nginx.upstreams)),
-            *("--map", f"live={self.nginx.upstream}", "--reload", reload),
-            log="agent.log",
-        )
-
-    @property
-    def listeners(self) -> tuple[int, int]:
-        return (self.nginx.http_port, self.nginx.tcp_port)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Stack]:
-    with Stack.running(tmp_path_factory, sqlite_template, "nginx-agent") as built:
-        built.nginx = Nginx(built.directory)
-        try:
-            # The agent first: nginx's configuration includes the file it writes.
-            built.start_agent()
-            poll_until(built.nginx.upstreams.exists, within=15)
-            built.nginx.start()
-            yield built
-        finally:
-            stop(built.agent)
-            built.nginx.stop()
+    with Stack.with_nginx(tmp_path_factory, sqlite_template, "nginx-agent") as built:
+        yield built
 
 
 def test_the_rendered_file_sends_http_and_stream_traffic_to_the_active_relay(stack: Stack) -> None:
