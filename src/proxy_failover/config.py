@@ -40,6 +40,8 @@ class Settings(BaseSettings):
         case_sensitive=False,
         extra="ignore",
         validate_default=True,
+        # A refused value is never repeated in the error (a database URL may hold a password).
+        hide_input_in_errors=True,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -221,7 +223,9 @@ class Settings(BaseSettings):
             raise ValueError("PFO_DATABASE_URL must not be empty")
         try:
             url = normalize_url(value.strip())
-        except FailoverError:
+        except FailoverError as error:
+            if error.details.get("unparseable"):
+                raise ValueError(error.message) from None  # the message does not echo the text
             # Unsupported backend: the store refuses it when opened, with the password hidden
             # (a settings error would echo the input, password included).
             return value.strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -71,6 +72,58 @@ def test_a_missing_or_unreachable_database_is_one_line(
             assert len(lines) == 1, result.output
             assert lines[0].startswith("error: cannot open the database at ")
             assert why in lines[0]
+
+
+def test_a_missing_database_directory_is_one_line_in_development_mode_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # no PFO_JWT_SECRET: serve names the database, not the secret file it would keep beside it
+    monkeypatch.setenv("PFO_DATABASE_URL", f"sqlite:///{tmp_path}/missing/dir/x.db")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: cannot open the database at sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db: "
+        f"storage unavailable: cannot create SQLite database '{tmp_path}/missing/dir/x.db': "
+        f"directory '{tmp_path}/missing/dir' does not exist"
+    ]
+    minted = runner.invoke(app, ["token", "--sub", "a"])
+    assert minted.exit_code == 2
+    assert minted.output.strip().splitlines() == [
+        f"error: development secret: the database's directory {tmp_path}/missing/dir does not exist"
+    ]
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "postgresql://ops:hunter2@db:port/pfo", "sqlite:/relative.db"]
+)
+def test_an_unparseable_database_url_is_one_line_that_repeats_no_password(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("PFO_DATABASE_URL", url)
+    for command in (["serve"], ["migrate"], ["token", "--sub", "a"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            "error: invalid configuration (database_url): the database URL cannot be parsed: "
+            "use sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db"
+        ]
+
+
+def test_the_development_secret_file_is_ignored_by_git() -> None:
+    """`make run` leaves proxy-failover.db.secret in the checkout: `git add -A` must not take it."""
+    from proxy_failover.config import Settings
+    from proxy_failover.entrypoints.cli import devmode
+
+    repository = Path(__file__).resolve().parents[2]
+    if not (repository / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist): no .gitignore to check")
+    path = devmode.secret_path(Settings(database_url="sqlite:///./proxy-failover.db"))
+    assert path is not None
+    ignored = subprocess.run(
+        ["git", "-C", str(repository), "check-ignore", "-q", str(path)], check=False
+    )
+    assert ignored.returncode == 0, f"{path} is not in .gitignore"
 
 
 def test_a_short_secret_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:

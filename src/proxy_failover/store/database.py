@@ -46,12 +46,23 @@ MIGRATION_TIMEOUT_SECONDS = 300.0
 _MIGRATION_LOCK_KEY = 0x5046_4F4D  # "PFOM"
 
 
+_SUPPORTED_URLS = "use sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db"
+
+
 def normalize_url(url: str | None) -> URL:
     """Map ``postgresql://``, ``postgres://`` and ``sqlite:///`` URLs to the async drivers."""
     text = url or DEFAULT_DATABASE_URL
     if text.startswith("postgres://"):
         text = "postgresql://" + text[len("postgres://") :]
-    parsed = make_url(text)
+    try:
+        parsed = make_url(text)
+    except (exc.ArgumentError, ValueError):  # no URL at all, or a port that is not a number
+        # The text is not echoed: it may hold a password that could not be told apart.
+        raise FailoverError(
+            f"the database URL cannot be parsed: {_SUPPORTED_URLS}",
+            ErrorCode.INVALID_INPUT,
+            {"unparseable": True},
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+asyncpg")
@@ -59,7 +70,7 @@ def normalize_url(url: str | None) -> URL:
         return parsed.set(drivername="sqlite+aiosqlite")
     raise FailoverError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-        "use sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db",
+        f"{_SUPPORTED_URLS}",
         ErrorCode.INVALID_INPUT,
     )
 

@@ -41,7 +41,10 @@ def serve(
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
-    """Serve the REST API (and whatever background parts the runtime has) with uvicorn."""
+    """Serve the REST API, the engine (probes, automatic failover) and the dashboard at /ui.
+
+    The database at PFO_DATABASE_URL is migrated first. Without PFO_JWT_SECRET (nor a public key
+    or JWKS) this is development mode: an admin token and the dashboard link are printed."""
     import uvicorn
 
     from proxy_failover.entrypoints.api import create_app
@@ -55,6 +58,9 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = _settings(**overrides)
+    # The database first: a missing one is the one line to read (in development mode, before a
+    # secret file is looked for beside it).
+    _open_database(settings)
     if not settings.has_jwt_key:
         secret, where = _development_secret(settings, random_secret)
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
@@ -80,7 +86,6 @@ def serve(
         typer.echo(
             f"  dashboard: http://{settings.host}:{settings.port}/ui#token={token}", err=True
         )
-    _open_database(settings)
     try:
         application = create_app(settings, run_engine=True)
     except ValueError as error:
@@ -162,6 +167,12 @@ def _development_secret(settings: Settings, make_secret: Callable[[], str]) -> t
     path = devmode.secret_path(settings)
     if path is None:
         return make_secret(), "a random secret for this run (tokens stop working on restart)"
+    if not path.parent.is_dir():
+        typer.echo(
+            f"error: development secret: the database's directory {path.parent} does not exist",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     try:
         secret, created = devmode.load_or_create(path, make_secret)
     except (OSError, ValueError) as error:
@@ -209,8 +220,8 @@ def _redacted(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # only for display
-        return url
+    except Exception:  # only for display; never repeat what could not be told apart
+        return "PFO_DATABASE_URL"
 
 
 def register(app: typer.Typer) -> None:
