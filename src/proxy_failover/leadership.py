@@ -113,9 +113,7 @@ class EngineLeader:
     async def run(self) -> None:
         """Stand by, lead, step down, ... until ``stop()``; releases the lease on the way out."""
         self._stopping.clear()
-        log.info(
-            "engine: standing by for the engine lease (holder %s, ttl %gs)", self.holder, self.ttl
-        )
+        log.info("engine: asking for the engine lease as %s (ttl %gs)", self.holder, self.ttl)
         problem: str | None = None
         standing_by_logged = False
         while not self._stopping.is_set():
