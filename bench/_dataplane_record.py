@@ -16,6 +16,7 @@ PLANES = {
     "d_traefik": "(d) Traefik, HTTP provider",
     "d_traefik_http": "(d') Traefik, HTTP router",
     "e_nginx": "(e) nginx + agent",
+    "e_nginx_njs": "(e') nginx + agent, njs",
     "f_envoy_rest": "(f) Envoy, REST EDS",
     "g_envoy_file": "(g) Envoy, file EDS + agent",
 }

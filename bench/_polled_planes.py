@@ -5,16 +5,20 @@ Both proxy TCP (like the HAProxy planes, which run in TCP mode): Traefik a TCP r
 ``GET /providers/traefik`` every ``poll`` (and, for (d'), an HTTP router on the same service,
 whose HTTP side is a failover chain over the active instance and its standbys); nginx a
 ``stream`` server on the upstream that ``proxy-failover agent nginx`` renders (reload: the
-agent's SIGHUP to the master, ``--reload-pid-file``). Binaries and Traefik's static
-configuration are the tests' (``tests/helpers/polled_planes.py``).
+agent's SIGHUP to the master, ``--reload-pid-file``); (e') the same with ``--mode njs``: the
+``stream`` server's ``proxy_pass`` takes the block the agent's njs module picks from its state
+file (no reload on a switch). Binaries and Traefik's static configuration are the tests'
+(``tests/helpers/polled_planes.py``).
 """
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 from _dataplane_procs import PROXY, Launch, wait_for_file
 from tests.helpers.polled_planes import (
+    NJS_MODULES,
     STREAM_MODULE,
     TRAEFIK_HTTP_ROUTES,
     TRAEFIK_TCP_ROUTES,
@@ -49,13 +53,23 @@ def traefik_command(
     return [traefik_binary(), f"--configFile={static}"]
 
 
-def nginx_files(directory: Path, port: int) -> tuple[list[str], Path, str]:
-    """nginx's command, the upstreams file the agent writes, and the reload command."""
+def nginx_files(directory: Path, port: int, njs: bool = False) -> tuple[list[str], Path, str]:
+    """nginx's command, the upstreams file the agent writes, and the reload command; ``njs``:
+    the stream server proxies to the block the agent's njs module picks."""
     binary = nginx_binary()
     upstreams = directory / "upstreams.conf"
     config = directory / "nginx.conf"
+    modules = "\n".join(f"load_module {m};" for m in (STREAM_MODULE, *(NJS_MODULES if njs else ())))
+    # njs reads the state file in the workers: as this user when started as root.
+    user = f"user {getpass.getuser()};" if njs else ""
+    pick = (
+        f"js_import pfo from {directory}/upstreams.js;\n    js_set $pfo_relays pfo.relays;"
+        if njs
+        else ""
+    )
     config.write_text(
-        f"""load_module {STREAM_MODULE};
+        f"""{modules}
+{user}
 daemon off;
 worker_processes 1;
 pid {directory}/nginx.pid;
@@ -63,9 +77,10 @@ error_log {directory}/nginx-error.log error;
 events {{ worker_connections 4096; }}
 stream {{
     include {upstreams};
+    {pick}
     server {{
         listen 127.0.0.1:{port};
-        proxy_pass relays;
+        proxy_pass {"$pfo_relays" if njs else "relays"};
         proxy_connect_timeout 1s;
     }}
 }}
@@ -94,17 +109,21 @@ def start_traefik(
     )
 
 
-async def start_nginx(launch: Launch, port: int, metrics_port: int) -> None:
-    """(e): the agent first (nginx's configuration includes the file it writes), then nginx."""
-    nginx, upstreams, _reload = nginx_files(launch.directory, port)
+async def start_nginx(launch: Launch, port: int, metrics_port: int, njs: bool = False) -> None:
+    """(e), or (e') with ``njs``, in its own directory: the agent first (nginx's configuration
+    includes the file it writes), then nginx."""
+    name = "nginx-njs" if njs else "nginx"
+    directory = launch.directory / name
+    directory.mkdir()
+    nginx, upstreams, _reload = nginx_files(directory, port, njs)
     launch.start(
         [
-            *launch.pfo("agent", "nginx"),
+            *launch.pfo("agent", "nginx", *(("--mode", "njs") if njs else ())),
             *("--map", f"{PROXY}=relays", "--output", str(upstreams)),
-            *("--reload-pid-file", str(launch.directory / "nginx.pid")),
+            *("--reload-pid-file", str(directory / "nginx.pid")),
             *("--metrics-port", str(metrics_port)),
         ],
-        "agent-nginx.log",
+        f"agent-{name}.log",
     )
     await wait_for_file(upstreams)
-    launch.start(nginx, "nginx.log")
+    launch.start(nginx, f"{name}.log")

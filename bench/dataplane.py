@@ -1,16 +1,17 @@
 """Traffic through the data planes, side by side in one run, same relays, same load.
 
 (a) HAProxy failing over by itself: ``check inter 200 fall 2 rise 2``, edge-b and edge-c as
-``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy`` ((b'):
-the same in ``mode http``); (c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET
+``backup``, ``option redispatch``; (b) HAProxy driven by ``proxy-failover agent haproxy`` ((b'): the
+same in ``mode http``); (c) ``proxy-failover forward``; (d) Traefik (TCP router) polling ``GET
 /providers/traefik`` every ``--traefik-poll`` and (d') the same Traefik's HTTP router (the HTTP
 service fails over to the standbys); (e) nginx (``stream``) with ``proxy-failover agent nginx``
-rendering its upstream and reloading it (``_polled_planes.py``); (f) Envoy polling the REST-JSON
-EDS ``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS file that
-``proxy-failover agent envoy`` renames into place (one Envoy, HTTP listeners retrying a failed
-upstream on another priority: ``_envoy_plane.py``). (b)-(g) follow one real ``serve`` (SQLite,
-probes every 0.2 s, down after 2 failures: the same detection budget as (a)). The relays are
-``examples/relay.py`` processes. Load: open loop, ``--rate`` requests/s, each on a new TCP
+rendering its upstream and reloading it, and (e') the same agent in ``--mode njs`` (a switch
+rewrites a state file read by njs, no reload) (``_polled_planes.py``); (f) Envoy polling the
+REST-JSON EDS ``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS
+file that ``proxy-failover agent envoy`` renames into place (one Envoy, HTTP listeners retrying a
+failed upstream on another priority: ``_envoy_plane.py``). (b)-(g) follow one real ``serve``
+(SQLite, probes every 0.2 s, down after 2 failures: the same detection budget as (a)). The relays
+are ``examples/relay.py`` processes. Load: open loop, ``--rate`` requests/s, each on a new TCP
 connection (``GET /``, answered with the relay's name), plus ``--streams`` long-lived streams.
 
 Scenarios, each plane in turn:
@@ -76,7 +77,14 @@ from _tcp_planes import start_forwarder, start_haproxy_agent, start_haproxy_alon
 from proxy_failover.entrypoints.api.auth import mint_token  # noqa: E402
 
 #: The planes followed by an agent that exports pfo_agent_event_apply_seconds.
-METERED = ("b_haproxy_agent", "b_haproxy_agent_http", "c_forwarder", "e_nginx", "g_envoy_file")
+METERED = (
+    "b_haproxy_agent",
+    "b_haproxy_agent_http",
+    "c_forwarder",
+    "e_nginx",
+    "e_nginx_njs",
+    "g_envoy_file",
+)
 
 
 async def start_planes(
@@ -115,6 +123,8 @@ async def start_planes(
         start_traefik(launch, traefik_ports, cp.url, token, traefik_poll, traefik_standby)
     if "e_nginx" in planes:
         await start_nginx(launch, planes["e_nginx"], agent_metrics["e_nginx"])
+    if "e_nginx_njs" in planes:
+        await start_nginx(launch, planes["e_nginx_njs"], agent_metrics["e_nginx_njs"], njs=True)
     envoy_ports = {p: port for p, port in planes.items() if p.startswith(("f_", "g_"))}
     if envoy_ports:
         control_plane = ("127.0.0.1", int(cp.url.rsplit(":", 1)[1]))

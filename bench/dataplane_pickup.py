@@ -12,14 +12,18 @@ plane, the event stream or the agent's loop is in the figure:
   command ``kill -HUP $(cat nginx.pid)`` through a shell, or with ``--reload-pid-file`` the
   agent's own SIGHUP), then nginx's reload: it parses its configuration, starts new workers,
   sleeps 100 ms (hard-coded in its master: "allow new processes to start") and only then tells
-  the old ones to stop accepting.
+  the old ones to stop accepting;
+- (e') nginx ``stream`` with ``--mode njs``: ``NginxNjsDataPlane.apply`` (render, write and
+  rename the state file; the blocks do not change on a switch between eligible relays, so no
+  reload), then the njs module reading the state file on the next connection.
 
 For each switch (edge-a → edge-b → edge-a ..., ``--switches`` of them, 0.3 s apart) under a
 closed loop of ``--clients`` clients making requests back to back (``GET /``, each on a new
 connection): ``apply`` = the apply call's own duration; ``pickup`` = the last request *started*
 after the apply began that was still answered by the old relay, minus that beginning (0 when
 none was); ``first new`` = the first request started after it answered by the new relay. With
-``--nginx-workers`` the nginx reload is measured with that many worker processes.
+``--nginx-workers`` the nginx reload is measured with that many worker processes. Last, what
+njs costs: 16 closed-loop clients (new connection per request, 3 s) through (e) and (e').
 
 Run: ``.venv/bin/python bench/dataplane_pickup.py [--record dataplane-pickup]``.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import statistics
 import sys
@@ -41,16 +46,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _dataplane_load import one_request, wait_answered_by  # noqa: E402
+from _dataplane_load import closed_loop, one_request, wait_answered_by  # noqa: E402
 from _dataplane_procs import PROXY, Launch, Relay, free_port  # noqa: E402
 from _envoy_plane import envoy_command  # noqa: E402
 from _polled_planes import nginx_files  # noqa: E402
 from _report import Table, save  # noqa: E402
 from tests.helpers.factories import inst  # noqa: E402
 
+from proxy_failover.adapters.dataplanes.agent import DataPlaneError  # noqa: E402
 from proxy_failover.adapters.dataplanes.envoy import EnvoyFileDataPlane  # noqa: E402
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics  # noqa: E402
-from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane  # noqa: E402
+from proxy_failover.adapters.dataplanes.nginx import NginxDataPlane, NginxNjsDataPlane  # noqa: E402
 from proxy_failover.core.dataplane import DesiredState, desired_state  # noqa: E402
 from proxy_failover.core.nginx import render_upstreams  # noqa: E402
 
@@ -163,7 +169,8 @@ async def main(switches: int, clients: int, workers: int, record_name: str | Non
     relays = {name: Relay(name) for name in ("edge-a", "edge-b")}
     launch = Launch(directory, [])
     metrics = AgentMetrics("bench")
-    rows = []
+    rows: list[list[Any]] = []
+    cost: list[list[Any]] = []
     try:
         for relay in relays.values():
             relay.start()
@@ -213,6 +220,40 @@ async def main(switches: int, clients: int, workers: int, record_name: str | Non
             nginx = await run_switches(nginx_port, plane.apply, relays, switches, clients, 0.8)
             rows.append(summary(f"(e) nginx stream, {workers} worker(s), {how}", nginx))
             print(rows[-1], flush=True)
+
+        njs_port = free_port()
+        njs_dir = directory / "njs"
+        njs_dir.mkdir()
+        command, upstreams, _reload = nginx_files(njs_dir, njs_port, njs=True)
+        config = njs_dir / "nginx.conf"
+        config.write_text(
+            config.read_text().replace("worker_processes 1;", f"worker_processes {workers};")
+        )
+        njs_plane = NginxNjsDataPlane(
+            upstreams, maps, None, metrics, reload_pid_file=njs_dir / "nginx.pid"
+        )
+        with contextlib.suppress(DataPlaneError):  # the files written; no nginx to signal yet
+            await njs_plane.apply(first)
+        launch.start(command, "nginx-njs.log")
+        await wait_answered_by(njs_port, "edge-a")
+        await njs_plane.apply(first)  # the reload that failed before nginx ran, done now
+        reloads = njs_plane.reloads
+        njs = await run_switches(njs_port, njs_plane.apply, relays, switches, clients)
+        rows.append(summary(f"(e') nginx stream, {workers} worker(s), --mode njs", njs))
+        print(rows[-1], flush=True)
+        assert njs_plane.reloads == reloads, "a switch between eligible relays reloaded nginx"
+
+        for label, port in (
+            ("(e) nginx stream, reload mode", nginx_port),
+            ("(e') nginx stream, --mode njs", njs_port),
+            ("direct to the relay", relays["edge-a"].port),
+        ):
+            await wait_answered_by(port, "edge-a")
+            loop = await closed_loop(port)
+            cost.append(
+                [label, loop["requests_per_s"], loop["p50_ms"], loop["p99_ms"], loop["errors"]]
+            )
+            print(cost[-1], flush=True)
     finally:
         launch.stop_all()
         for relay in relays.values():
@@ -241,7 +282,13 @@ async def main(switches: int, clients: int, workers: int, record_name: str | Non
                         "errors",
                     ],
                     rows=rows,
-                )
+                ),
+                Table(
+                    title="what njs costs: 16 closed-loop clients, a new connection per "
+                    "request, 3 s",
+                    columns=["path", "requests/s", "p50 ms", "p99 ms", "errors"],
+                    rows=cost,
+                ),
             ],
             notes=[
                 "pickup: the last request started after the apply began that the old relay "
