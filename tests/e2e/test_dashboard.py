@@ -35,7 +35,12 @@ def instances() -> Iterator[list[InstanceProcess]]:
 
 
 async def _register_probed_proxy(url: str, token: str, procs: list[InstanceProcess]) -> list[str]:
-    """Proxy ``edge`` with the three real instances, probed five times a second; their ids."""
+    """Proxy ``edge`` with the three real instances, probed twice a second; their ids.
+
+    Probes get the whole interval to answer and three misses to fall: a live instance must not
+    fail over on a loaded machine (with 0.1 s and two misses, three of these tests at once on two
+    cores failed over from a live edge-0 before the kill). A killed one refuses at once: about
+    1.5 s to fall."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
 
@@ -45,9 +50,9 @@ async def _register_probed_proxy(url: str, token: str, procs: list[InstanceProce
             return response.json()["data"]
 
         config = {
-            "healthCheckIntervalSeconds": 0.2,
-            "healthCheckTimeoutSeconds": 0.1,
-            "unhealthyThreshold": 2,
+            "healthCheckIntervalSeconds": 0.5,
+            "healthCheckTimeoutSeconds": 0.5,
+            "unhealthyThreshold": 3,
             "healthyThreshold": 2,
         }
         await data("POST", "/proxy/failover/config", json={"proxyId": "edge", "config": config})
