@@ -1,5 +1,5 @@
 """The OpenAPI document describes the whole API: every operation has a chosen name, every field
-and parameter a description, every request body an example that the body's own model accepts."""
+(at any depth, in components and inline) and parameter a description, every request body an example that the body's own model accepts."""
 
 from __future__ import annotations
 
@@ -48,13 +48,36 @@ def test_every_operation_has_a_chosen_unique_name(document: dict[str, Any]) -> N
     assert by_route[("DELETE", "/proxy/failover/config/{proxyId}")] == "deleteFailoverConfig"
 
 
+def _undescribed_fields(schema: Any, where: str) -> list[str]:
+    """Fields without a description in ``schema``, at any depth: nested properties, array items,
+    map values and every branch of anyOf/oneOf/allOf (a ``$ref`` is walked where it is defined)."""
+    if not isinstance(schema, dict):
+        return []
+    missing = []
+    for field, prop in (schema.get("properties") or {}).items():
+        if not prop.get("description"):
+            missing.append(f"{where}.{field}")
+        missing += _undescribed_fields(prop, f"{where}.{field}")
+    for key in ("items", "additionalProperties"):
+        missing += _undescribed_fields(schema.get(key), f"{where}[{key}]")
+    for key in ("anyOf", "oneOf", "allOf"):
+        for n, branch in enumerate(schema.get(key) or []):
+            missing += _undescribed_fields(branch, f"{where}<{key} {n}>")
+    return missing
+
+
 def test_every_field_and_parameter_has_a_description(document: dict[str, Any]) -> None:
     missing = [
-        f"{name}.{field}"
+        field
         for name, schema in document["components"]["schemas"].items()
-        for field, prop in (schema.get("properties") or {}).items()
-        if not prop.get("description")
+        for field in _undescribed_fields(schema, name)
     ]
+    # schemas written inline in an operation (request or response) rather than as a component
+    for method, path, operation in _operations(document):
+        bodies = [operation.get("requestBody", {}), *operation["responses"].values()]
+        for body in bodies:
+            for media in (body.get("content") or {}).values():
+                missing += _undescribed_fields(media.get("schema"), f"{method} {path}")
     missing += [
         f"{method} {path} parameter {parameter['name']}"
         for method, path, operation in _operations(document)
