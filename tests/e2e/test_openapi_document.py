@@ -1,5 +1,6 @@
 """The OpenAPI document describes the whole API: every operation has a chosen name, every field
-(at any depth, in components and inline) and parameter a description, every request body an example that the body's own model accepts."""
+(at any depth, in components and inline) and parameter a description, every request body an
+example that the body's own model accepts."""
 
 from __future__ import annotations
 
