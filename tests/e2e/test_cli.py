@@ -196,9 +196,37 @@ def test_serve_without_a_secret_prints_a_working_admin_token(
 
 
 @pytest.mark.slow
-def test_production_mode_never_writes_a_secret_file(sqlite_url: str, tmp_path: Path) -> None:
+def test_production_mode_never_writes_nor_reads_a_secret_file(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = start_serve(sqlite_url, tmp_path / "serve.log", {"PFO_JWT_SECRET": SECRET})
     stop_serve(server)
     database = Path(sqlite_url.split("///", 1)[1])
-    assert not database.with_name(database.name + ".secret").exists()
+    secret_file = database.with_name(database.name + ".secret")
+    assert not secret_file.exists()
     assert "development mode" not in (tmp_path / "serve.log").read_text()
+
+    # a file left by an earlier development run signs nothing once PFO_JWT_SECRET is set
+    development_secret = "d" * 40
+    secret_file.write_text(development_secret + "\n")
+    secret_file.chmod(0o600)
+    left_over = jwt.encode(
+        {"sub": "dev-admin", "role": "admin", "exp": int(time.time()) + 600},
+        development_secret,
+        "HS256",
+    )
+    monkeypatch.setenv("PFO_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("PFO_JWT_SECRET", SECRET)
+    minted = runner.invoke(app, ["token", "--sub", "carol"])
+    assert minted.exit_code == 0, minted.output
+    assert jwt.decode(minted.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == "carol"
+    server = start_serve(sqlite_url, tmp_path / "again.log", {"PFO_JWT_SECRET": SECRET})
+    try:
+        for bearer, status in ((left_over, 401), (minted.stdout.strip(), 200)):
+            response = httpx.get(
+                f"{server.url}/proxies", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            assert response.status_code == status, response.text
+    finally:
+        stop_serve(server)
+    assert secret_file.read_text() == development_secret + "\n"
