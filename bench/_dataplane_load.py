@@ -74,7 +74,7 @@ def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     return None
 
 
-async def _receive(sock: socket.socket) -> tuple[bytes, float]:
+async def receive(sock: socket.socket) -> tuple[bytes, float]:
     """The next bytes of ``sock`` (b"" at EOF) and when the kernel received them."""
     loop = asyncio.get_running_loop()
     while True:
@@ -124,7 +124,7 @@ class Stream:
                     await loop.sock_connect(sock, ("127.0.0.1", self.port))
                     await loop.sock_sendall(sock, b"GET /stream HTTP/1.1\r\nHost: bench\r\n\r\n")
                     buffer = b""
-                    while data := (received := await _receive(sock))[0]:
+                    while data := (received := await receive(sock))[0]:
                         got_data = True
                         *complete, buffer = (buffer + data).split(b"\n")
                         for line in complete:

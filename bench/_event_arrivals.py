@@ -2,18 +2,22 @@
 follow time that is the control plane's (commit, notify, stream), measured beside the data planes.
 
 The data planes follow ``GET /proxy/:id/stream`` like this client does, so the arrival here
-estimates when theirs received the event; what a data plane adds is its time after that.
+estimates when theirs received the event; what a data plane adds is its time after that. The
+client reads a raw socket and stamps each event with the kernel's receive time of its bytes
+(``SO_TIMESTAMPNS``): the benchmark's event loop, busy with the load and the streams, does not
+make the control plane look slower.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import json
+import socket
+from urllib.parse import urlsplit
 
 import httpx
-
-from proxy_failover.client import AsyncFailoverClient
+from _dataplane_load import SO_TIMESTAMPNS, receive
 
 
 class EventArrivals:
@@ -32,14 +36,47 @@ class EventArrivals:
         await asyncio.wait_for(opened.wait(), 10)
 
     async def _follow(self, opened: asyncio.Event) -> None:
-        async with AsyncFailoverClient(self.url, self.token) as client:
+        while True:
+            with contextlib.suppress(OSError):
+                await self._read(opened)
+            await asyncio.sleep(0.1)
+
+    async def _read(self, opened: asyncio.Event) -> None:
+        """One stream over HTTP/1.0 (no chunked encoding: the body is the SSE text itself)."""
+        address = urlsplit(self.url)
+        loop = asyncio.get_running_loop()
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            await loop.sock_connect(sock, (address.hostname, address.port))
+            request = (
+                f"GET /proxy/{self.proxy_id}/stream HTTP/1.0\r\nHost: {address.netloc}\r\n"
+                f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            await loop.sock_sendall(sock, request.encode())
+            buffer = b""
             while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    async for event in client.stream_events(self.proxy_id, on_open=opened.set):
-                        details = event.data.get("data")
-                        if event.type.startswith("failover.") and isinstance(details, dict):
-                            self.by_event.setdefault(str(details.get("eventId")), time.time())
-                await asyncio.sleep(0.1)
+                data, stamp = await receive(sock)
+                if not data:
+                    return
+                *blocks, buffer = (buffer + data).replace(b"\r\n", b"\n").split(b"\n\n")
+                for block in blocks:
+                    if b": connected" in block:
+                        opened.set()
+                    self._event(block.decode(errors="replace"), stamp)
+
+    def _event(self, block: str, stamp: float) -> None:
+        kind = data = None
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+        if kind is None or data is None or not kind.startswith("failover."):
+            return
+        details = json.loads(data).get("data")
+        if isinstance(details, dict):
+            self.by_event.setdefault(str(details.get("eventId")), stamp)
 
     def arrival(self, event_id: str) -> float | None:
         return self.by_event.get(event_id)
