@@ -1,8 +1,9 @@
 """The dashboard at ``/ui`` in a real browser (Debian's headless Chromium through Playwright).
 
 An admin opens ``/ui#token=…`` on the real ``serve`` command, watches a killed instance's failover
-arrive without reloading the page, and switches over; an owner who pastes a token sees the same
-proxy on a phone-sized screen without any admin control or health-check detail.
+arrive without reloading the page, switches over, maintains, drains and enables; an owner who
+pastes a token sees the same proxy on a phone-sized screen without any admin control or
+health-check detail.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ async def _redundancy(url: str, token: str) -> Any:
         return response.json()["data"]
 
 
+async def _admin_state(url: str, token: str, instance_id: str) -> str:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        response = await http.get(
+            f"/proxy/instances/{instance_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        return str(response.json()["data"]["adminState"])
+
+
 async def test_admin_watches_a_failover_live_and_switches_over(
     serve_process: ServeProcess, tokens: Tokens, instances: list[InstanceProcess]
 ) -> None:
@@ -143,6 +152,17 @@ async def test_admin_watches_a_failover_live_and_switches_over(
         await expect(page.locator("tr[data-instance=edge-0] .admin-state")).to_have_text(
             "maintenance"
         )
+        # Drain a backup and enable the dead one again: every admin state, each confirmed.
+        await page.locator("tr[data-instance=edge-1] button[data-action=drain]").click()
+        await expect(page.locator("#confirm")).to_be_visible()
+        await page.locator("#confirm-ok").click()
+        await expect(page.locator("tr[data-instance=edge-1] .admin-state")).to_have_text("drain")
+        await page.locator("tr[data-instance=edge-0] button[data-action=enabled]").click()
+        await page.locator("#confirm-ok").click()
+        await expect(page.locator("tr[data-instance=edge-0] .admin-state")).to_have_text("enabled")
+        states = {i: await _admin_state(serve_process.url, tokens.admin, i) for i in ids[:2]}
+        assert states == {ids[0]: "enabled", ids[1]: "drain"}
+        assert (await _redundancy(serve_process.url, tokens.admin))["activeInstanceId"] == ids[2]
         assert await _page_is_marked(page), "the page reloaded"
         assert errors == []
 
