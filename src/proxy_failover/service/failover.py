@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from proxy_failover.core import failover as core_failover
@@ -97,7 +97,7 @@ async def execute_failover(
             epoch=core_redundancy.next_epoch(locked.epoch),
             created_at=now,
         )
-        await record_switch(unit, locked, event, now)
+        await record_switch(unit, locked, event, now, snapshot.instances)
     ctx.logger.info(
         "proxy %s: %s %s -> %s started by %s (epoch %d)",
         proxy_id,
@@ -200,19 +200,24 @@ async def _switch(
         duration_ms=ms_between(started, now),
         completed_at=now,
     )
-    await record_switch(unit, locked, event, now)
+    await record_switch(unit, locked, event, now, snapshot.instances)
     return event
 
 
 async def record_switch(
-    unit: UnitOfWork, locked: RedundancyStatus, event: FailoverEvent, now: datetime
+    unit: UnitOfWork,
+    locked: RedundancyStatus,
+    event: FailoverEvent,
+    now: datetime,
+    instances: Sequence[Instance] | None = None,
 ) -> None:
     """Record the switching ``event`` in ``unit`` and move the proxy's active role to its target
     (None: to nobody) at its epoch, with its reason as the last failover reason; announced as
     ``failover.started`` while it is open (execute) or ``failover.completed`` when it is recorded
     already completed (an automatic switch, the hand-over of a deleted instance).
 
-    ``locked`` is the proxy's redundancy row as ``unit`` holds it under its lock."""
+    ``locked`` is the proxy's redundancy row as ``unit`` holds it under its lock; ``instances``
+    the proxy's instances as ``unit`` has them, when the caller read them (else read here)."""
     await unit.insert_event(event)
     await recompute(
         unit,
@@ -221,6 +226,7 @@ async def record_switch(
         move_to=event.target_instance_id,
         epoch=event.epoch,
         failover_reason=event.reason,
+        instances=instances,
     )
     kind = (
         NotificationType.FAILOVER_STARTED
