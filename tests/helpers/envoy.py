@@ -178,6 +178,22 @@ def file_eds_cluster(name: str, proxy_id: str, directory: Path) -> dict[str, Any
     return _eds_cluster(name, proxy_id, source)
 
 
+#: Outlier detection that ejects a host at its first failed connect (docs/dataplanes.md, Envoy,
+#: ``tcp_proxy``): ``tcp_proxy`` has no retry policy across priorities, the ejection is its way
+#: to priority 1 on a kill -9.
+EJECT_AT_FIRST_CONNECT_FAILURE = {
+    "consecutive_local_origin_failure": 1,
+    "split_external_local_origin_errors": True,
+    "enforcing_consecutive_local_origin_failure": 100,
+    "max_ejection_percent": 100,
+}
+
+
+def ejecting(cluster: dict[str, Any]) -> dict[str, Any]:
+    """``cluster`` with ``EJECT_AT_FIRST_CONNECT_FAILURE``."""
+    return {**cluster, "outlier_detection": EJECT_AT_FIRST_CONNECT_FAILURE}
+
+
 def _eds_cluster(name: str, proxy_id: str, source: dict[str, Any]) -> dict[str, Any]:
     """Envoy allows 3 retries in flight per cluster by default: a dead relay under load makes
     many at once, and each one refused beyond 3 is a client error; so the limit is raised."""
