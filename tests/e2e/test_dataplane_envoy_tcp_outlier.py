@@ -2,9 +2,9 @@
 outlier detection docs/dataplanes.md gives (eject a host at its first failed connect).
 
 ``tcp_proxy`` has no retry policy across priorities: the ejection is its only way to priority 1
-before the control plane moves the active role. Own module and Envoy, the killed relay one that
-has kept priority 0 since Envoy started: the arrangement docs/dataplanes.md reports as tested
-(it also reports one where the ejection did not happen after a switchover and back).
+before the control plane moves the active role. It works for a host that has kept its priority
+since Envoy added it (the first kill: own module and Envoy), not for one an EDS update has moved
+between priorities (after a switchover and back), which every failover and failback does.
 """
 
 from __future__ import annotations
@@ -99,4 +99,18 @@ def test_a_host_that_never_moved_is_ejected_at_the_kill_and_priority_1_answers(
     # ones after it went to priority 1 before the control plane moved anything.
     assert counts[None] <= 3, counts
     assert stack.ejections() > before
+    stack.back_to_edge_a()
+
+
+def test_a_host_moved_between_priorities_is_not_ejected_in_time(stack: Stack) -> None:
+    # A limitation of Envoy 1.40 that docs/dataplanes.md reports, held here so the docs change
+    # when Envoy does: once a switchover and a failback have moved edge-a to priority 1 and back,
+    # its failed connects eject it no more, and every connection until the control plane's move
+    # fails (35 of them, 3 to 228 ms after the kill, in one run).
+    stack.back_to_edge_a()
+    stack.switch_to_edge_b()
+    stack.goes_to("edge-b")
+    stack.back_to_edge_a()
+    load = stack.kill_edge_a_under_load()
+    assert load.counts()[None] > 3, load.counts()
     stack.back_to_edge_a()
