@@ -12,14 +12,18 @@ and waits on conditions with deadlines.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.dataplanes import poll_until
+from tests.helpers.dataplanes import poll_until, stop
 from tests.helpers.load import ask, moved_under_load
 from tests.helpers.nginx_stack import NginxStack
+from tests.helpers.polled_planes import nginx_binary
+from tests.helpers.processes import free_port
 from tests.helpers.relay_stack import NAMES
 
 pytestmark = pytest.mark.slow
@@ -116,3 +120,48 @@ def test_a_change_of_the_blocks_reloads_once_and_the_state_alone_none(stack: Sta
     poll_until(lambda: "edge-c (not eligible)" not in stack.nginx.upstreams.read_text())
     poll_until(lambda: stack.reloads() == reloads + 2)
     stack.goes_to("edge-a")
+
+
+def _docs_nginx_conf(replacements: dict[str, str]) -> str:
+    """The nginx.conf of docs/dataplanes.md's njs walkthrough, with ``replacements`` made."""
+    text = (Path(__file__).parents[2] / "docs" / "dataplanes.md").read_text()
+    opening = "cat > nginx-njs/nginx.conf <<'EOF'\n"
+    start = text.index(opening) + len(opening)
+    conf = text[start : text.index("\nEOF\n", start)]
+    for old, new in replacements.items():
+        assert old in conf, f"{old!r} is no longer in the docs' nginx.conf"
+        conf = conf.replace(old, new)
+    return conf + "\n"
+
+
+def test_the_nginx_conf_of_the_docs_runs_as_written(stack: Stack) -> None:
+    stack.back_to_edge_a()
+    http_port, tcp_port = free_port(), free_port()
+    # Its own prefix beside the agent's files (the docs' paths are relative to the prefix); as
+    # root, the user line the walkthrough's note asks for.
+    user = "daemon off;\nuser root;" if os.geteuid() == 0 else "daemon off;"
+    conf = _docs_nginx_conf(
+        {
+            "127.0.0.1:9080": f"127.0.0.1:{http_port}",
+            "127.0.0.1:9081": f"127.0.0.1:{tcp_port}",
+            "daemon off;": user,
+        }
+    )
+    prefix = stack.directory / "docs-nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    (prefix / "nginx.conf").write_text(conf)
+    for name in ("upstreams.conf", "upstreams.js"):
+        (prefix / name).symlink_to(stack.directory / name)
+    command = [nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-e", "error.log"]
+    nginx = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for port in (http_port, tcp_port):
+            poll_until(lambda p=port: ask(p) == "edge-a")  # type: ignore[misc]
+        stack.switch_to_edge_b()
+        for port in (http_port, tcp_port):
+            poll_until(lambda p=port: ask(p) == "edge-b")  # type: ignore[misc]
+        # njs read the state file (an unreadable one is logged and sends to relays.none).
+        assert "proxy-failover:" not in (prefix / "error.log").read_text()
+    finally:
+        stop(nginx)
+    stack.back_to_edge_a()
