@@ -156,6 +156,23 @@ def test_instance_type_cannot_change_in_place(serve_process: ServeProcess, tmp_p
     assert "instanceType cannot change in place" in result.output
 
 
+def test_what_the_service_keeps_of_an_instance_is_never_a_change(
+    serve_process: ServeProcess, tmp_path: Path
+) -> None:
+    """Health, counters, timestamps and the active role move on the service's side; a file
+    declares only what core lets a client change in place, so applying it again writes nothing."""
+    file = tmp_path / "kept.yaml"
+    file.write_text("proxies:\n  kept:\n    instances:\n      a: {priority: 1, weight: 5}\n")
+    assert apply(serve_process, file).exit_code == 0
+    with FailoverClient(serve_process.url, ALICE) as client:
+        (instance,) = client.get_proxy_instances("kept")
+        reported = client.update_instance_health(instance.id, "unhealthy")
+        assert (reported.health_status.value, reported.consecutive_failures) == ("unhealthy", 1)
+    again = apply(serve_process, file)
+    assert again.exit_code == 0, again.output
+    assert again.output.strip() == "no changes: the service already matches the file"
+
+
 def test_prune_deletes_a_probed_proxy_and_the_engine_stops_probing_it(
     serve_process: ServeProcess, tmp_path: Path
 ) -> None:

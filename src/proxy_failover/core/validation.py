@@ -237,7 +237,8 @@ def build_config(
 
 # --- instances --------------------------------------------------------------------------------
 
-_PATCH_FIELDS = (
+#: What a client may change of an instance in place (PATCH; ``apply`` compares these).
+INSTANCE_PATCH_FIELDS = (
     "priority",
     "weight",
     "endpoint",
@@ -246,7 +247,7 @@ _PATCH_FIELDS = (
     "admin_state",
     "metadata",
 )
-_INSTANCE_FIELDS = ("instance_name", "instance_type", *_PATCH_FIELDS)
+_INSTANCE_FIELDS = ("instance_name", "instance_type", *INSTANCE_PATCH_FIELDS)
 
 
 def _instance_changes(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,7 +308,7 @@ def apply_instance_patch(instance: Instance, data: Mapping[str, Any], now: datet
     empty patch changes nothing.
     """
     changes = _instance_changes(
-        fields.normalise(data, _PATCH_FIELDS, ErrorCode.INVALID_INPUT, "instance")
+        fields.normalise(data, INSTANCE_PATCH_FIELDS, ErrorCode.INVALID_INPUT, "instance")
     )
     if not changes:
         return instance

@@ -35,6 +35,7 @@ from proxy_failover.core.errors import FailoverError, InvalidInput
 from proxy_failover.core.fields import camel
 from proxy_failover.core.model import FailoverConfig, Instance
 from proxy_failover.core.validation import (
+    INSTANCE_PATCH_FIELDS,
     apply_instance_patch,
     build_config,
     build_instance,
@@ -50,33 +51,6 @@ from proxy_failover.entrypoints.cli.common import (
 
 #: Fields of a stored configuration that are not declared by the file.
 _CONFIG_BOOKKEEPING = frozenset({"id", "proxy_id", "user_id", "created_at", "updated_at"})
-#: Fields of an instance that the service keeps (health, counters, timestamps), never declared.
-_INSTANCE_OBSERVED = frozenset(
-    {
-        "id",
-        "proxy_id",
-        "user_id",
-        "instance_name",
-        "instance_type",
-        "health_status",
-        "consecutive_failures",
-        "consecutive_successes",
-        "last_health_check",
-        "last_error",
-        "last_latency_ms",
-        "active_connections",
-        "is_active",
-        "total_requests",
-        "successful_requests",
-        "failed_requests",
-        "average_latency_ms",
-        "error_rate",
-        "status_changed_at",
-        "outbound_trusted",
-        "created_at",
-        "updated_at",
-    }
-)
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -216,7 +190,9 @@ def _config_change(
 
 
 def _declared_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(Instance) if f.name not in _INSTANCE_OBSERVED]
+    """What a file declares of an existing instance, as core lets a client change it in place
+    (its name is the key; its type cannot change); everything else the service keeps."""
+    return [f.name for f in dataclasses.fields(Instance) if f.name in INSTANCE_PATCH_FIELDS]
 
 
 def _instance_change(
