@@ -1,6 +1,7 @@
 """Chaos: the API's own PostgreSQL cluster frozen (SIGSTOP), stopped and restarted; a SQLite file
 locked by another process. Answers come as 503/018 with ``Retry-After`` within the database
 timeout, ``/readyz`` turns unready, both recover by themselves, and nothing acknowledged is lost.
+The full SQLite disk is tests/e2e/test_full_disk.py.
 
 Before: a frozen server held requests for 50 s (new ones 503 after 10 s, the redundancy read 20 s)
 and a SQLite write waited 54.5 s behind another process's lock although the budget said 30 s.
@@ -115,6 +116,61 @@ async def test_a_stopped_postgresql_is_503_and_a_restart_loses_nothing_acknowled
     assert sorted(i["id"] for i in listed) == sorted(acknowledged)
 
 
+async def _write_until(
+    api: Api, stop: asyncio.Event, writer: int, answers: list[int], acknowledged: list[str]
+) -> None:
+    """Register instances back to back until ``stop``; each answer's status joins ``answers``,
+    each 201's instance id ``acknowledged``."""
+    n = 0
+    while not stop.is_set():
+        body = {"proxyId": PROXY, "instanceData": {"instanceName": f"w{writer}-{n}"}}
+        async with asyncio.timeout(30):
+            answer = await api.call("POST", "/proxy/instances", api.tokens.admin, json=body)
+        n += 1
+        if answer.status_code == 201:
+            acknowledged.append(answer.json()["data"]["id"])
+        else:
+            assert answer.status_code == 503, answer.text  # never a 500
+            assert answer.json()["error"]["code"] == "PROXY_FAILOVER_018"
+            await asyncio.sleep(0.05)  # a client backing off, not a busy loop on a dead server
+        answers.append(answer.status_code)
+
+
+@pytest.mark.postgres
+async def test_writes_in_flight_across_a_crash_and_restart_lose_nothing_acknowledged(
+    cluster: PgCluster,
+) -> None:
+    """Four clients write while the server is killed (immediate stop) and restarted: each answer
+    is 201 or 503/018, and every 201 is there afterwards. A 503 may still have committed (its
+    answer was lost with the connection): not acknowledged is no promise either way."""
+    answers: list[int] = []
+    acknowledged: list[str] = []
+
+    async def count(status: int, more_than: int) -> bool:
+        return answers.count(status) > more_than
+
+    async with api_on(cluster.url) as api:
+        await _register(api, "first")
+        stop = asyncio.Event()
+        writers = [
+            asyncio.create_task(_write_until(api, stop, w, answers, acknowledged)) for w in range(4)
+        ]
+        try:
+            await wait_for(lambda: count(201, 20), within=20)  # writes acknowledged
+            cluster.stop("immediate")  # a crash: no checkpoint, WAL replay on start
+            await wait_for(lambda: count(503, 8), within=20)  # writes refused meanwhile
+            cluster.start()
+            await wait_for(lambda: _recovered(api), within=20)
+            after = answers.count(201)
+            await wait_for(lambda: count(201, after + 20), within=20)  # acknowledged again
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        listed = await api.ok("GET", f"/proxy/{PROXY}/instances", api.tokens.admin)
+    assert set(acknowledged) <= {i["id"] for i in listed}
+    assert len(acknowledged) == answers.count(201) > 40
+
+
 async def test_a_sqlite_file_locked_by_another_process_is_503_within_the_timeout(
     sqlite_url: str,
 ) -> None:
@@ -134,9 +190,11 @@ async def test_a_sqlite_file_locked_by_another_process_is_503_within_the_timeout
             ]
             for response, took in await asyncio.gather(*writes):  # queued writers too
                 _assert_unavailable(response, took)
+            _assert_unavailable(*await _timed(api, "GET", "/readyz"))  # writes would be refused
             reads = await api.ok("GET", f"/proxy/{PROXY}/instances", api.tokens.admin)
             assert [i["instanceName"] for i in reads] == ["before"]  # reads go on meanwhile
         finally:
             other.execute("ROLLBACK")
             other.close()
+        assert await _recovered(api)
         await _register(api, "after")  # recovered by itself

@@ -111,6 +111,7 @@ class ServiceContext:
         #: Outside the per-proxy units of work: each writes in a short transaction of its own.
         self.webhooks = WebhookStore(store.engine)
         self.audit = AuditLog(store.engine)
+        store.before_close.append(self.audit.close)  # rows a full disk refused: a last try
 
     def now(self) -> datetime:
         """The clock's now in UTC; a naive clock is a programming error, refused loudly."""

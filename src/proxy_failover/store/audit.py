@@ -10,7 +10,9 @@ public ``ProxyFailoverService`` API, which this layout must not change.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import time
@@ -104,7 +106,8 @@ def _audit_from(row: sa.RowMapping) -> AuditEntry:
 
 #: Audit rows kept in memory while the database refuses them (a full disk), oldest dropped first.
 BACKLOG_LIMIT = 10_000
-#: While rows wait, new ones join the backlog and a write is retried at most this often.
+#: While rows wait, new ones join the backlog and a write is retried this often (by a task of
+#: its own, so rows are written once space returns even if no new row comes to push them).
 BACKLOG_RETRY_SECONDS = 1.0
 
 
@@ -112,7 +115,8 @@ class AuditLog:
     """Writes (group-committed) and reads of ``audit_log``, on the store's engine.
 
     A row the database refuses (a full disk, a lost connection) is not dropped: it waits in a
-    bounded backlog, written before the next row once writes succeed again (``flush_backlog``).
+    bounded backlog, retried every ``BACKLOG_RETRY_SECONDS`` by a task of its own and written
+    before newer rows once writes succeed again (``flush_backlog``); ``close`` tries once more.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -120,6 +124,9 @@ class AuditLog:
         self._audit_rows: GroupCommit[str, dict[str, Any], None] = GroupCommit(self._insert_audit)
         self._backlog: collections.deque[dict[str, Any]] = collections.deque(maxlen=BACKLOG_LIMIT)
         self._retry_at = 0.0
+        self._retrying: asyncio.Task[None] | None = None
+        #: One flush at a time: two would both write the rows still waiting (duplicates).
+        self._flushing = asyncio.Lock()
 
     @property
     def backlog(self) -> int:
@@ -128,18 +135,21 @@ class AuditLog:
 
     async def flush_backlog(self) -> int:
         """Write the rows the database refused earlier, oldest first; returns how many remain."""
-        while self._backlog:
-            rows = list(self._backlog)
-            try:
-                async with self._db.write() as conn:
-                    await insert_rows(conn, rows)
-            except Exception as error:
-                log.warning("audit: %d rows still waiting for the database: %s", len(rows), error)
-                self._retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
-                break
-            for _ in rows:
-                self._backlog.popleft()
-        return len(self._backlog)
+        async with self._flushing:
+            while self._backlog:
+                rows = list(self._backlog)
+                try:
+                    async with self._db.write() as conn:
+                        await insert_rows(conn, rows)
+                except Exception as error:
+                    log.warning(
+                        "audit: %d rows still waiting for the database: %s", len(rows), error
+                    )
+                    self._retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
+                    break
+                for _ in rows:
+                    self._backlog.popleft()
+            return len(self._backlog)
 
     async def record_audit(self, entry: AuditEntry) -> None:
         """Write one audit row; returns once it is committed.
@@ -170,6 +180,28 @@ class AuditLog:
             log.error("audit: the database refused a row, keeping it to retry: %s", error)
             self._backlog.append(row)
             self._retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
+            self._keep_retrying()
+
+    def _keep_retrying(self) -> None:
+        """Start the task that retries the backlog until it is written (unless one runs)."""
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_until_written())
+
+    async def _retry_until_written(self) -> None:
+        while self._backlog:
+            await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
+            if time.monotonic() >= self._retry_at:  # a recorded row may have flushed meanwhile
+                await self.flush_backlog()
+
+    async def close(self) -> None:
+        """Stop retrying; one last attempt at the backlog, and say loudly what could not go."""
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+        if self._backlog and await self.flush_backlog():
+            log.error("audit: %d rows lost: the database refused them until shutdown", self.backlog)
 
     async def _insert_audit(
         self, _key: str, take: Callable[[], list[dict[str, Any]]]
