@@ -1,5 +1,6 @@
 """Event streams are capped per caller (429/022) and in total (503/023), give their slot back when
-they close, and share one watch of the event log that still brings other replicas' commits.
+they close, and share one watch of the event log that still brings other replicas' commits; on
+SQLite and PostgreSQL.
 
 Before: nothing capped streams, and every idle stream re-read the log each second on its own
 (1,000 idle streams cost 85 % of a core).
@@ -48,8 +49,10 @@ def _refusal(response: httpx.Response) -> tuple[int, str, int]:
     return response.status_code, error["code"], int(response.headers["Retry-After"])
 
 
-async def test_streams_are_capped_per_caller_and_in_total(sqlite_url: str, tokens: Tokens) -> None:
-    settings = api_settings(sqlite_url, stream_max_per_caller=2, stream_max_total=3)
+async def test_streams_are_capped_per_caller_and_in_total(
+    database_url: str, tokens: Tokens
+) -> None:
+    settings = api_settings(database_url, stream_max_per_caller=2, stream_max_total=3)
     async with live_api(settings, tokens) as api:
         await setup_proxy(api, PROXY, "a")
         path = f"/proxy/{PROXY}/stream"
@@ -81,9 +84,9 @@ async def _no_slots_held(api: Api) -> bool:
 
 
 async def test_a_refused_stream_leaves_the_open_one_streaming(
-    sqlite_url: str, tokens: Tokens
+    database_url: str, tokens: Tokens
 ) -> None:
-    settings = api_settings(sqlite_url, stream_max_per_caller=1)
+    settings = api_settings(database_url, stream_max_per_caller=1)
     async with live_api(settings, tokens) as api:
         first, _ = await setup_proxy(api, PROXY, "a", "b")
         async with _opened(api, tokens.alice) as (_, stream):
@@ -95,11 +98,11 @@ async def test_a_refused_stream_leaves_the_open_one_streaming(
 
 
 async def test_a_commit_of_another_replica_reaches_the_stream_through_the_shared_watch(
-    sqlite_url: str, tokens: Tokens
+    database_url: str, tokens: Tokens
 ) -> None:
     """Two apps on one database: a stream on the first sees a failover made through the second,
     and five idle streams share one watch that reads the log about once a second."""
-    settings = api_settings(sqlite_url)
+    settings = api_settings(database_url)
     async with live_api(settings, tokens) as here, live_api(settings, tokens) as there:
         first, _ = await setup_proxy(there, PROXY, "a", "b")
         async with contextlib.AsyncExitStack() as held:
