@@ -18,6 +18,7 @@ from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 
 HEAD_TIMEOUT = 0.5
 BODY_TIMEOUT = 0.5
+KEEP_ALIVE = 1
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         "PFO_HTTP_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
         "PFO_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
         "PFO_HTTP_MAX_HEAD_BYTES": "16384",
+        "PFO_HTTP_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE),
         "PFO_ENGINE_ENABLED": "false",
     }
     process = start_serve(f"sqlite+aiosqlite:///{folder / 'pfo.db'}", folder / "serve.log", env)
@@ -133,3 +135,13 @@ def test_ordinary_requests_still_work_on_a_kept_alive_connection(server: ServePr
                 answer += sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200"), answer
             time.sleep(HEAD_TIMEOUT / 2)  # idle between requests, within the keep-alive time
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_time(
+    server: ServeProcess,
+) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive by default
+        answer = _read_until_closed(sock)  # then nothing more is sent: the server hangs up
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert answer.count(b"HTTP/1.1") == 1
