@@ -20,7 +20,10 @@ import pytest
 import sqlalchemy as sa
 
 from proxy_failover.config import Settings
+from proxy_failover.core.errors import StorageTimeout
 from proxy_failover.entrypoints.api import create_app
+from proxy_failover.store import database
+from proxy_failover.store.repository import Store
 from tests.helpers.api import SECRET, Api, Tokens, in_process
 from tests.helpers.pg_cluster import PgCluster, own_cluster
 from tests.helpers.processes import wait_for
@@ -198,3 +201,41 @@ async def test_a_sqlite_file_locked_by_another_process_is_503_within_the_timeout
             other.close()
         assert await _recovered(api)
         await _register(api, "after")  # recovered by itself
+
+
+async def test_a_writer_queued_behind_one_that_missed_the_lock_gives_up_with_it(
+    sqlite_url: str,
+) -> None:
+    """The gate's wait and the file's must not add up: a writer queued behind a holder that then
+    misses its deadline on another process's lock fails with it (before: it took the gate and
+    waited its own full budget on the file, so a request behind the previous one's audit row
+    answered after twice the timeout)."""
+    store = Store(sqlite_url, timeout_seconds=2.0)
+    other = sqlite3.connect(sa.make_url(sqlite_url).database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        async def write() -> None:
+            async with store.write():
+                pass
+
+        holder = asyncio.create_task(write())
+        await wait_for(lambda: _gate_taken(store))
+        # Queue a quarter into the holder's wait: its gate wait ends when the holder fails, well
+        # before its own gate deadline, and (before) it then waited on the file all over again.
+        await asyncio.sleep(0.5)
+        assert not holder.done()
+        queued = asyncio.create_task(write())
+        results = await asyncio.gather(holder, queued, return_exceptions=True)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await store.close()
+    assert all(isinstance(result, StorageTimeout) for result in results), results
+    assert "database is locked" in str(results[0])  # the holder waited on the file
+    assert "locked by another process" in str(results[1])  # the queued one gave up with it
+
+
+async def _gate_taken(store: Store) -> bool:
+    gate = database._write_gates.get(store.engine.sync_engine)
+    return gate is not None and gate.lock.locked()

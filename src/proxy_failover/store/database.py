@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,7 +119,7 @@ def create_engine(
         _gate_timeouts[engine.sync_engine] = timeout_seconds
         return engine
     milliseconds = str(max(1, round(timeout_seconds * 1000)))
-    return create_async_engine(
+    engine = create_async_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -130,6 +131,21 @@ def create_engine(
             "server_settings": {"statement_timeout": milliseconds, "lock_timeout": milliseconds},
         },
     )
+    _terminate_invalidated_at_once(engine)
+    return engine
+
+
+def _terminate_invalidated_at_once(engine: AsyncEngine) -> None:
+    """A connection the pool invalidates (a missed deadline, a failed pre-ping) is dropped at
+    once instead of closed politely: SQLAlchemy's asyncpg adapter asks a frozen server to end the
+    session and waits up to 2 s for an answer that never comes, which doubled the time to 503
+    (1.5 s deadline, 3.0 s answer). The server sees the socket close, as after a crash."""
+    dialect = engine.dialect
+
+    def terminate(dbapi_connection: Any) -> None:
+        dialect.get_driver_connection(dbapi_connection).terminate()
+
+    dialect.do_terminate = terminate  # type: ignore[method-assign]
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
@@ -166,9 +182,20 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+class _Gate:
+    """A SQLite engine's write gate: the lock, and when a holder last missed its deadline on the
+    file's lock (another process holds it)."""
+
+    __slots__ = ("lock", "missed_at")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.missed_at = float("-inf")
+
+
 #: One in-process write gate per SQLite engine, shared by every writer on it (the store's units
 #: of work, ``EngineAccess``). Keyed by the base engine so derived option engines share it.
-_write_gates: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+_write_gates: weakref.WeakKeyDictionary[sa.Engine, _Gate] = weakref.WeakKeyDictionary()
 
 
 #: How long a writer of each SQLite engine may queue on its gate (the engine's database timeout).
@@ -176,31 +203,43 @@ _gate_timeouts: weakref.WeakKeyDictionary[sa.Engine, float] = weakref.WeakKeyDic
 
 
 class _BoundedGate:
-    """Holds ``lock`` for a block; a wait longer than ``seconds`` is an outage (018).
+    """Holds the gate for a block; a wait longer than ``seconds`` is an outage (018).
 
     Writers behind one stuck on another process's lock would otherwise each add their own full
-    wait, so the last of ten waited ten times the budget."""
+    wait, so the last of ten waited ten times the budget. And a writer that queued behind a holder
+    which then missed the deadline on the file's lock gives up with it instead of starting its
+    own full wait: the gate's wait and the file's would otherwise add up to twice the budget (a
+    request behind the previous request's audit row answered 503 after 3.0 s, not 1.5 s)."""
 
-    __slots__ = ("_lock", "_seconds")
+    __slots__ = ("_gate", "_seconds")
 
-    def __init__(self, lock: asyncio.Lock, seconds: float) -> None:
-        self._lock = lock
+    def __init__(self, gate: _Gate, seconds: float) -> None:
+        self._gate = gate
         self._seconds = seconds
 
     async def __aenter__(self) -> None:
-        if not self._lock.locked():
-            await self._lock.acquire()  # free: no timer needed on the hot path
+        lock = self._gate.lock
+        if not lock.locked():
+            await lock.acquire()  # free: no timer needed on the hot path
             return
+        queued_at = time.monotonic()
         try:
             async with asyncio.timeout(self._seconds):
-                await self._lock.acquire()
+                await lock.acquire()
         except TimeoutError:
             raise StorageTimeout(
                 f"storage unavailable: the database stayed locked for {self._seconds:g} s"
             ) from None
+        if self._gate.missed_at >= queued_at:  # the file is locked: no second full wait
+            lock.release()
+            raise StorageTimeout("storage unavailable: the database is locked by another process")
 
-    async def __aexit__(self, *_exc: object) -> None:
-        self._lock.release()
+    async def __aexit__(
+        self, _type: type[BaseException] | None, error: BaseException | None, _tb: object
+    ) -> None:
+        if isinstance(error, StorageTimeout):
+            self._gate.missed_at = time.monotonic()
+        self._gate.lock.release()
 
 
 def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -217,7 +256,7 @@ def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[An
     base = engine.sync_engine
     gate = _write_gates.get(base)
     if gate is None:
-        gate = _write_gates[base] = asyncio.Lock()
+        gate = _write_gates[base] = _Gate()
     return _BoundedGate(gate, _gate_timeouts.get(base, DATABASE_TIMEOUT_SECONDS))
 
 
