@@ -521,3 +521,52 @@ async def test_health_short_path_serves_only_valid_reports_and_replays_the_body(
     for data in (short_instance, routed_instance):
         assert data["healthStatus"] == "unhealthy"
         assert data["activeConnections"] == 3
+
+
+async def test_short_paths_answer_an_unavailable_database_themselves(api: Api) -> None:
+    """A database that does not answer is 503/018 from the short path: the route would only wait
+    on it a second time (the redundancy read answered after twice the deadline, 3.0 s)."""
+    from proxy_failover.core.errors import StorageTimeout
+    from proxy_failover.entrypoints.api.hotpath import ShortPaths
+
+    assert api.app is not None
+    first = await _register(api, "edge-a", 1)
+    service = api.app.state.runtime.service
+    asked: list[str] = []
+
+    async def unavailable(*_args: Any, **_kw: Any) -> Any:
+        asked.append("database")
+        raise StorageTimeout("storage unavailable: no answer in time")
+
+    passed_on: list[str] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        passed_on.append(scope["path"])
+
+    short = ShortPaths(route, api=api.app)
+    service.get_redundancy_status = unavailable
+    service.update_instance_health = unavailable
+    calls = [
+        ("GET", f"/proxy/{PROXY}/redundancy", b""),
+        ("PUT", f"/proxy/instances/{first}/health", b'{"healthStatus":"healthy"}'),
+    ]
+    for method, path, body in calls:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Message, sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(dict(message))
+
+        async def receive(body: bytes = body) -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers = [
+            (b"authorization", f"Bearer {api.tokens.alice}".encode()),
+            (b"content-type", b"application/json"),
+        ]
+        scope = {"type": "http", "method": method, "path": path, "query_string": b""}
+        await short({**scope, "headers": headers}, receive, send)
+        assert sent[0]["status"] == 503, sent
+        assert int(dict(sent[0]["headers"])[b"retry-after"]) >= 1
+        assert b'"code":"PROXY_FAILOVER_018"' in sent[1]["body"]
+    assert passed_on == []  # the route was not asked to try again
+    assert asked == ["database", "database"]  # once per call
