@@ -5,8 +5,9 @@ PostgreSQL cluster of its own (free port; frozen with SIGSTOP, then stopped with
 and started again) and on a SQLite file another process locks (``BEGIN IMMEDIATE``). In each
 outage every request below is sent `--trials` times, each on a fresh connection while the outage
 lasts, and its answer and time are recorded: a list read (``GET /proxy/:id/instances``), the
-redundancy read, a registration (``POST /proxy/instances``) and ``GET /readyz``. Once the
-outage ends, the time until ``/readyz`` answers 200 again (polled every 50 ms) is recovery.
+redundancy read, a registration (``POST /proxy/instances``) and ``GET /readyz``; then 30 list
+reads at once, more than the server's connection pool holds. Once the outage ends, the time
+until ``/readyz`` answers 200 again (polled every 50 ms) is recovery.
 
     .venv/bin/python bench/outages.py [--trials 5]
 
@@ -17,6 +18,7 @@ recover by themselves. Writes ``bench/results/outages.json``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 import sqlite3
 import statistics
@@ -75,6 +77,33 @@ def _during(
             table.setdefault(f"{outage}|{label}", []).append((took, answer))
 
 
+def _concurrent(
+    url: str, token: str, count: int, outage: str, table: dict[str, list[tuple[float, str]]]
+) -> None:
+    """``count`` list reads at once: more than the server's pool (5 + 10 overflow) holds."""
+
+    async def one(http: httpx.AsyncClient) -> tuple[float, str]:
+        started = time.monotonic()
+        response = await http.get(f"/proxy/{PROXY}/instances")
+        took = time.monotonic() - started
+        answer = str(response.status_code)
+        if response.status_code >= 400:
+            answer += "/" + response.json()["error"]["code"].removeprefix("PROXY_FAILOVER_")
+            if "Retry-After" in response.headers:
+                answer += " +Retry-After"
+        return took, answer
+
+    async def run() -> list[tuple[float, str]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        limits = httpx.Limits(max_connections=count)
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=60, limits=limits
+        ) as http:
+            return list(await asyncio.gather(*(one(http) for _ in range(count))))
+
+    table[f"{outage}|{count} list reads at once"] = asyncio.run(run())
+
+
 def _recovery(url: str) -> float:
     """Seconds until /readyz answers 200 (polled every 50 ms, 60 s at most)."""
     started = time.monotonic()
@@ -101,6 +130,7 @@ def _run_outage(
     begin()
     try:
         _during(url, token, trials, outage, answers)
+        _concurrent(url, token, 30, outage, answers)
     finally:
         end()
     recoveries[outage] = _recovery(url)

@@ -119,6 +119,41 @@ async def test_a_stopped_postgresql_is_503_and_a_restart_loses_nothing_acknowled
     assert sorted(i["id"] for i in listed) == sorted(acknowledged)
 
 
+@pytest.mark.postgres
+async def test_more_requests_than_the_pool_holds_all_fail_within_one_deadline(
+    cluster: PgCluster,
+) -> None:
+    """Against a frozen server, requests beyond the pool (5 + 10 overflow) wait for a slot; the
+    wait and the new connection share one deadline instead of adding up (before: those requests
+    answered after twice the timeout). A bound with room for a loaded machine, far from 2x."""
+    deadline = 2.0
+    store = Store(cluster.url, timeout_seconds=deadline)
+    try:
+        async with store.read() as reader:  # the pool holds a live connection when it freezes
+            await reader.connection.execute(sa.text("SELECT 1"))
+        cluster.freeze()
+
+        async def read() -> tuple[BaseException | None, float]:
+            started = time.monotonic()
+            try:
+                async with store.read() as reader:
+                    await reader.connection.execute(sa.text("SELECT 1"))
+            except Exception as error:
+                return error, time.monotonic() - started
+            return None, time.monotonic() - started
+
+        try:
+            answers = await asyncio.gather(*(read() for _ in range(30)))
+        finally:
+            cluster.thaw()
+        assert all(isinstance(error, StorageTimeout) for error, _ in answers), answers
+        assert max(took for _, took in answers) < 1.5 * deadline, sorted(t for _, t in answers)
+        async with store.read() as reader:  # and the pool works again by itself
+            assert (await reader.connection.execute(sa.text("SELECT 1"))).scalar() == 1
+    finally:
+        await store.close()
+
+
 async def _write_until(
     api: Api, stop: asyncio.Event, writer: int, answers: list[int], acknowledged: list[str]
 ) -> None:

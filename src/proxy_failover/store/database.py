@@ -132,7 +132,35 @@ def create_engine(
         },
     )
     _terminate_invalidated_at_once(engine)
+    _checkout_timeouts[engine.sync_engine.pool] = timeout_seconds
     return engine
+
+
+#: PostgreSQL: how long getting a connection may take all told, per pool (``connection``).
+_checkout_timeouts: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """``engine.connect()``; on PostgreSQL the checkout (the wait for a free slot of the pool,
+    the pre-ping, a new connection) is bounded by the database timeout all told.
+
+    Each step has the timeout on its own, so against a frozen server they added up: a request
+    that found the pool taken by requests waiting on the server waited for a slot, then as long
+    again on a new connection (3.0 s at the 1.5 s default). Statements keep their own deadline.
+    Errors are raised as they come: wrap the block in ``mapped_errors``."""
+    seconds = _checkout_timeouts.get(engine.sync_engine.pool)
+    if seconds is None:  # SQLite: a local file, its waits bounded by the write gate and busy budget
+        async with engine.connect() as conn:
+            yield conn
+        return
+    conn = engine.connect()
+    async with asyncio.timeout(seconds):
+        await conn.start()
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def _terminate_invalidated_at_once(engine: AsyncEngine) -> None:
@@ -276,13 +304,18 @@ class EngineAccess:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction; commits when the block ends normally."""
-        async with write_gate(self.engine), mapped_errors(), self._writer.begin() as conn:
+        async with (
+            write_gate(self.engine),
+            mapped_errors(),
+            connection(self._writer) as conn,
+            conn.begin(),
+        ):
             yield conn
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (autobegin; rolled back on release)."""
-        async with mapped_errors(), self.engine.connect() as conn:
+        async with mapped_errors(), connection(self.engine) as conn:
             yield conn
 
 

@@ -571,7 +571,7 @@ class Store:
         """A read-only transaction: one consistent snapshot on both databases."""
         async with (
             database.mapped_errors(),
-            self._read_engine.connect() as connection,
+            database.connection(self._read_engine) as connection,
             connection.begin(),
         ):
             yield Reader(connection)
@@ -588,7 +588,7 @@ class Store:
         async with (
             database.write_gate(self.engine),
             database.mapped_errors(),
-            self._write_engine.connect() as connection,
+            database.connection(self._write_engine) as connection,
             connection.begin(),
         ):
             unit = UnitOfWork(connection)
