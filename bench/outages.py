@@ -139,6 +139,7 @@ def _run_outage(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--note", action="append", default=[], help="a line for the record")
     args = parser.parse_args()
     secret = secrets.token_hex(32)
     token = mint(secret, "root", admin=True)
@@ -236,6 +237,7 @@ def main() -> None:
             f"Slowest answer in any outage: {worst * 1000:,.0f} ms.",
             "The machine's cores are shared with other work (see the load average): figures are a "
             "ceiling on a quiet machine.",
+            *args.note,
         ],
         headline={
             "Database outage → 503/018": f"slowest answer {worst:.2f} s (goal 2 s)",
