@@ -509,8 +509,7 @@ class Store:
             timeout_seconds=timeout_seconds,
         )
         self.notification_writers: list[NotificationWriter] = list(notification_writers)
-        #: Called (in order) before the engine is disposed: last writes of those holding some.
-        self.before_close: list[Callable[[], Awaitable[None]]] = []
+        self.before_close: list[Callable[[], Awaitable[None]]] = []  # last writes, then dispose
         # Reads see one snapshot: SQLite's deferred WAL transaction does; PostgreSQL needs
         # REPEATABLE READ (read-only, so it never meets a serialization failure).
         read_engine = (
@@ -537,19 +536,13 @@ class Store:
         await self.engine.dispose()
 
     async def ping(self) -> None:
-        """Raise ``StorageUnavailable`` unless the database answers (readiness).
-
-        On SQLite the write lock is taken for an instant too (through this process's write gate,
-        then ``BEGIN IMMEDIATE`` and an empty commit): a file another process keeps locked reads
-        fine but refuses every write, and a control plane that cannot write cannot fail over."""
+        """Raise ``StorageUnavailable`` unless the database answers (readiness). SQLite: and its
+        write lock is free within the deadline (an empty write transaction): a file another
+        process keeps locked reads fine, but a control plane that cannot write cannot fail over."""
         async with self.read() as reader:
             await reader.connection.execute(sa.text("SELECT 1"))
         if self.dialect_name == "sqlite":
-            async with (
-                database.write_gate(self.engine),
-                database.mapped_errors(),
-                self._write_engine.begin(),
-            ):
+            async with database.EngineAccess(self.engine).write():
                 pass
 
     async def prune_events(self, before: datetime, limit: int) -> int:
