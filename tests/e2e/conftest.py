@@ -1,7 +1,8 @@
 """API fixtures: the app on a real database (in-process httpx, lifespan run), tokens, live servers.
 
 ``api`` runs once on SQLite and once on PostgreSQL (``database_url`` from tests/conftest.py).
-``serve_process`` starts the real ``proxy-failover serve`` command on a free port.
+``serve_process`` starts the real ``proxy-failover serve`` command on a free port; ``instances``
+three real instance servers (HTTP 200 on ``/``, killed at teardown).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from proxy_failover.entrypoints.api import create_app
 from proxy_failover.store.repository import Store
 from tests.helpers.api import SECRET, Api, Tokens, api_settings, in_process
 from tests.helpers.notifications import Repositories, repositories
+from tests.helpers.processes import InstanceProcess
 from tests.helpers.serve import ServeProcess, start_serve, stop_serve
 
 
@@ -63,3 +65,11 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 def repos(store: Store) -> Repositories:
     """``store``'s notification-side repositories (tests/helpers/notifications.py)."""
     return repositories(store)
+
+
+@pytest.fixture
+def instances() -> Iterator[list[InstanceProcess]]:
+    started = [InstanceProcess().start() for _ in range(3)]
+    yield started
+    for proc in started:
+        proc.kill()

@@ -8,7 +8,6 @@ health-check detail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,14 +24,6 @@ pytestmark = pytest.mark.slow
 
 #: Generous: two shared cores, a real engine probing real processes.
 SEEN_WITHIN_MS = 20_000
-
-
-@pytest.fixture
-def instances() -> Iterator[list[InstanceProcess]]:
-    started = [InstanceProcess().start() for _ in range(3)]
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 async def _register_probed_proxy(url: str, token: str, procs: list[InstanceProcess]) -> list[str]:

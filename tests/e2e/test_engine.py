@@ -7,7 +7,7 @@ deadline. Figures (how fast) belong to bench/failover.py, not here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -59,14 +59,6 @@ async def running_engine(service: ProxyFailoverService) -> AsyncIterator[Engine]
         await task
         service.on_change = None
         await prober.aclose()
-
-
-@pytest.fixture
-def instances() -> Iterator[list[InstanceProcess]]:
-    started = [InstanceProcess().start() for _ in range(3)]
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 async def setup_proxy(

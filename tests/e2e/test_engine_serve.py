@@ -6,7 +6,6 @@ event and the degraded redundancy; restart it: the recovery is recorded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,14 +16,6 @@ from tests.helpers.processes import InstanceProcess, wait_for
 from tests.helpers.serve import ServeProcess
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def instances() -> Iterator[list[InstanceProcess]]:
-    started = [InstanceProcess().start() for _ in range(3)]
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 async def test_serve_fails_over_and_records_recovery_of_a_killed_instance(

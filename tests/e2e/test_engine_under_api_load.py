@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,6 @@ pytestmark = pytest.mark.slow
 SECRET = "under-load-secret-for-tests-0123456789abcdef"
 LOAD_SECONDS = 20
 EVENTS = 300
-
-
-@pytest.fixture
-def instances() -> Iterator[list[InstanceProcess]]:
-    started = [InstanceProcess().start() for _ in range(3)]
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 async def _busy_proxy_with_events(database_url: str) -> None:

@@ -6,7 +6,6 @@ engine's actions as ``system``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.slow
 
 SECRET = "serve-receiver-secret"
 PROXY = "edge"
-
-
-@pytest.fixture
-def instances() -> Iterator[list[InstanceProcess]]:
-    started = [InstanceProcess().start() for _ in range(3)]
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 def _completed_to(receiver: WebhookReceiver, target: str) -> list[dict[str, Any]]:
