@@ -8,8 +8,11 @@ Times are wall-clock (``time.time()``) so they compare with the control plane's 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from _dataplane_load import Result, Stream, open_loop, summarise
@@ -17,17 +20,59 @@ from _dataplane_procs import ControlPlane, Relay
 from _event_arrivals import EventArrivals
 
 
+class StreamClients:
+    """``count`` streams in their own process (``_stream_clients.py``)."""
+
+    def __init__(self, port: int, count: int, *, reconnect: bool) -> None:
+        self.args = [str(port), str(count), "reconnect" if reconnect else "once"]
+        self.port, self.reconnect = port, reconnect
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("_stream_clients.py")),
+            *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        ready = await asyncio.wait_for(self.proc.stdout.readline(), 20)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"stream clients: {ready!r}")
+
+    async def stop(self) -> list[Stream]:
+        """Every stream's record (lines, closes, connects); the process ends."""
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(b"stop\n")
+        await self.proc.stdin.drain()
+        report = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), 20))
+        await self.proc.wait()
+        return [
+            Stream(
+                self.port,
+                self.reconnect,
+                lines=[(t, name) for t, name in record["lines"]],
+                closes=record["closes"],
+                connects=record["connects"],
+            )
+            for record in report
+        ]
+
+
 async def streams_under_load(
     port: int, rate: float, streams: int, *, reconnect: bool
-) -> tuple[list[Stream], asyncio.Task[list[Result]]]:
-    """``streams`` open streams, then 3 s of open-loop load of which 1 s has passed."""
-    open_streams = [Stream(port, reconnect=reconnect) for _ in range(streams)]
-    for stream in open_streams:
-        stream.start()
+) -> tuple[StreamClients, asyncio.Task[list[Result]]]:
+    """``streams`` open streams (each with its first line), then 3 s of open-loop load of which
+    1 s has passed."""
+    clients = StreamClients(port, streams, reconnect=reconnect)
+    await clients.start()
     await asyncio.sleep(0.5)
     load = asyncio.create_task(open_loop(port, rate, 3.0))
     await asyncio.sleep(1.0)
-    return open_streams, load
+    return clients, load
 
 
 async def kill_active(
@@ -64,12 +109,12 @@ def delivery(
 async def planned_switchover(
     port: int, cp: ControlPlane, rate: float, streams: int, arrivals: EventArrivals | None = None
 ) -> dict[str, Any]:
-    open_streams, load = await streams_under_load(port, rate, streams, reconnect=False)
+    clients, load = await streams_under_load(port, rate, streams, reconnect=False)
     commit = await cp.switch("edge-a", "edge-b")
     results = await load
+    open_streams = await clients.stop()
     late = [r.started for r in results if r.name == "edge-a" and r.started > commit]
     kept = sum(1 for s in open_streams if s.still_from("edge-a", commit + 1.0))
-    await asyncio.gather(*(stream.stop() for stream in open_streams))
     summary = summarise(results)
     summary["follow_ms"] = round((max(late) - commit) * 1000, 1) if late else 0.0
     summary["streams_kept_on_old"] = f"{kept}/{streams}"
@@ -85,16 +130,16 @@ async def planned_switchover(
 async def unhealthy_cut(
     port: int, cp: ControlPlane, rate: float, streams: int, arrivals: EventArrivals | None = None
 ) -> dict[str, Any]:
-    open_streams, load = await streams_under_load(port, rate, streams, reconnect=True)
+    clients, load = await streams_under_load(port, rate, streams, reconnect=True)
     await cp.call(
         "PUT", f"/proxy/instances/{cp.ids['edge-a']}/health", json={"healthStatus": "unhealthy"}
     )
     results = await load
+    open_streams = await clients.stop()
     committed = await cp.last_failover("failover")
     commit = committed[0]
     firsts = [s.first_from("edge-b", commit) for s in open_streams]
     gaps = [(t - commit) * 1000 for t in firsts if t is not None]
-    await asyncio.gather(*(stream.stop() for stream in open_streams))
     summary = summarise(results)
     summary["streams_moved"] = f"{len(gaps)}/{streams}"
     summary["stream_first_byte_p50_ms"] = round(statistics.median(gaps), 1) if gaps else None
