@@ -18,9 +18,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -40,19 +40,97 @@ from proxy_failover.core.strategies import RouteCursor, pick_route
 
 log = logging.getLogger("proxy_failover.forwarder")
 
-_CHUNK = 65536
+
+class _Side(asyncio.Protocol):
+    """One end of a forwarded connection (the client's or the upstream's): what it receives is
+    written to the other end, its EOF is passed on (half-close), and a full write buffer on one
+    end pauses reading on the other (flow control). Plain protocol callbacks: no task, stream
+    reader or writer per connection, so a burst of reconnecting clients is forwarded at once."""
+
+    __slots__ = ("connection", "early", "eof", "on_made", "peer", "transport")
+
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.eof = False
+        self.early: list[bytes] = []  # received before the two ends were linked
+        self.on_made: Callable[[], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.on_made is not None:
+            self.on_made()
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.early.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            if peer.eof:  # both directions ended
+                self.connection.close()
+                return False
+            if peer.transport.can_write_eof():
+                peer.transport.write_eof()
+        return True  # keep the other direction open
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.close()
 
 
-@dataclass(eq=False, slots=True)
 class _Connection:
-    """One client connection and its upstream; ``cut`` closes both ends."""
+    """One client connection and its upstream; ``cut`` closes both ends at once, ``close``
+    after what is buffered was sent. ``on_closed`` runs once, when either end went."""
 
-    client: asyncio.StreamWriter
-    upstream: asyncio.StreamWriter
+    __slots__ = ("client", "closed", "on_closed", "upstream")
+
+    def __init__(self) -> None:
+        self.client = _Side(self)
+        self.upstream = _Side(self)
+        self.closed = False
+        self.on_closed: Callable[[], None] | None = None
+
+    def link(self) -> None:
+        """Forward both ways from now on, what either end sent meanwhile first."""
+        self.client.peer, self.upstream.peer = self.upstream, self.client
+        for side in (self.client, self.upstream):
+            peer = side.peer
+            assert peer is not None
+            if peer.transport is None:
+                continue
+            for data in side.early:
+                peer.transport.write(data)
+            side.early.clear()
+            if side.eof and peer.transport.can_write_eof():
+                peer.transport.write_eof()
 
     def cut(self) -> None:
-        for writer in (self.client, self.upstream):
-            writer.transport.abort()
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                side.transport.abort()
+
+    def close(self) -> None:
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                side.transport.close()
+        if not self.closed:
+            self.closed = True
+            if self.on_closed is not None:
+                self.on_closed()
 
 
 @dataclass(slots=True)
@@ -62,15 +140,6 @@ class _Counts:
 
     def count(self, instance_id: str) -> int:
         return len(self.open.get(instance_id, ()))
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Bytes from ``reader`` to ``writer`` until EOF, then half-close ``writer``."""
-    while data := await reader.read(_CHUNK):
-        writer.write(data)
-        await writer.drain()
-    if writer.can_write_eof():
-        writer.write_eof()
 
 
 class Forwarder:
@@ -158,7 +227,8 @@ class Forwarder:
     @contextlib.asynccontextmanager
     async def listening(self, host: str, port: int) -> AsyncIterator[asyncio.Server]:
         """Accept clients on ``host:port`` for as long as the context lasts."""
-        server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self._accepted, host, port, reuse_address=True)
         log.info("forwarder %s: listening on %s:%d", self.proxy_id, host, port)
         try:
             yield server
@@ -170,30 +240,40 @@ class Forwarder:
             for task in list(self._background):
                 task.cancel()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        target: TrafficTarget | None = None
+    def _accepted(self) -> asyncio.Protocol:
+        """A new client: its end reads nothing until the upstream is connected."""
+        connection = _Connection()
+        client = connection.client
+
+        def made() -> None:
+            assert client.transport is not None
+            client.transport.pause_reading()
+            self._spawn(self._open_upstream(connection))
+
+        client.on_made = made
+        return client
+
+    async def _open_upstream(self, connection: _Connection) -> None:
+        """Connect the upstream (redispatching a failed connect), then forward both ways."""
         for attempt, candidate in enumerate(self._candidates()):
+            if connection.closed:  # the client went while we were connecting
+                return
             if attempt:
                 self.metrics.redispatches.labels(self.proxy_id).inc()
-            upstream = await self._connect(candidate)
-            if upstream is not None:
-                target = candidate
-                break
-        if upstream is None or target is None:
-            self.metrics.refused.labels(self.proxy_id).inc()
-            writer.transport.abort()
-            return
-        await self._pipe(reader, writer, *upstream, target)
+            if await self._connect(candidate, connection):
+                self._forward(connection, candidate)
+                return
+        self.metrics.refused.labels(self.proxy_id).inc()
+        connection.cut()
 
-    async def _connect(
-        self, target: TrafficTarget
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _connect(self, target: TrafficTarget, connection: _Connection) -> bool:
         assert target.address is not None
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                return await asyncio.open_connection(*target.address)
+                await loop.create_connection(lambda: connection.upstream, *target.address)
+            return True
         except (OSError, TimeoutError) as error:
             latency_ms = (time.perf_counter() - started) * 1000
             self.metrics.connect_failures.labels(self.proxy_id, target.name).inc()
@@ -201,32 +281,28 @@ class Forwarder:
             message += str(error) or type(error).__name__
             log.warning("forwarder %s: %s (%s)", self.proxy_id, message, target.name)
             self._spawn(self._report_failure(target, latency_ms, message))
-            return None
+            return False
 
-    async def _pipe(
-        self,
-        client_reader: asyncio.StreamReader,
-        client_writer: asyncio.StreamWriter,
-        upstream_reader: asyncio.StreamReader,
-        upstream_writer: asyncio.StreamWriter,
-        target: TrafficTarget,
-    ) -> None:
-        connection = _Connection(client_writer, upstream_writer)
-        self._counts.open.setdefault(target.instance_id, set()).add(connection)
+    def _forward(self, connection: _Connection, target: TrafficTarget) -> None:
+        """Counted against ``target`` until either end goes."""
+        open_here = self._counts.open.setdefault(target.instance_id, set())
         gauge = self.metrics.open_connections.labels(self.proxy_id, target.name)
+
+        def closed() -> None:
+            open_here.discard(connection)
+            gauge.dec()
+
+        if connection.closed:  # the client went during the connect: close the upstream too
+            connection.close()
+            return
+        open_here.add(connection)
         gauge.inc()
         self.metrics.connections.labels(self.proxy_id, target.name).inc()
-        try:
-            await asyncio.gather(
-                _copy(client_reader, upstream_writer), _copy(upstream_reader, client_writer)
-            )
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # either side reset: close both below
-        finally:
-            self._counts.open[target.instance_id].discard(connection)
-            gauge.dec()
-            client_writer.close()
-            upstream_writer.close()
+        connection.on_closed = closed
+        connection.link()
+        client = connection.client.transport
+        assert client is not None
+        client.resume_reading()
 
     # --- reports to the control plane ---------------------------------------------------------
 
