@@ -211,15 +211,22 @@ async def stream(
                     if batch.after_seq != last:
                         must_read = True  # entries this stream has not seen lie in between
                         break
-                    for item in batch.entries:
-                        last = item.seq
-                        yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
+                    # One write per commit: a client reads its events (an instance's health and
+                    # the failover it caused) together and acts on them once, not once each.
+                    last = batch.entries[-1].seq
+                    yield b"".join(
+                        _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
+                        for item in batch.entries
+                    )
                 if must_read or catching_up:
                     hub.log_reads += 1
                     page = await stored.notifications_after(proxy_id, last, STREAM_BATCH)
-                    for item in page:
-                        last = item.seq
-                        yield _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
+                    if page:
+                        last = page[-1].seq
+                        yield b"".join(
+                            _sse(item.seq, item.type, _for_caller(item.body, caller.is_admin))
+                            for item in page
+                        )
                     catching_up = len(page) == STREAM_BATCH
                     if catching_up:
                         continue  # a client catching up: read on without waiting
