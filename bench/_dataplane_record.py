@@ -115,6 +115,15 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
                 ],
             )
         )
+    if report.get("burst"):
+        tables.append(
+            Table(
+                title=f"a burst of {streams} new streams at once, no switch: connect -> first "
+                "line p50 (the floor of a cut's reconnect -> first byte)",
+                columns=["path", "connect -> first line p50 ms"],
+                rows=[[k, v] for k, v in report["burst"].items()],
+            )
+        )
     overhead = report["overhead"]
     if overhead:
         tables.append(

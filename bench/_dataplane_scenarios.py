@@ -168,3 +168,19 @@ async def unhealthy_cut(
 
 def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
+
+
+async def burst(port: int, streams: int, rounds: int = 3) -> float | None:
+    """No switch: ``streams`` new streams opened at once on ``port``, connect -> first line p50
+    (ms, the median over ``rounds``). Straight to a relay it is the floor of a cut's
+    reconnect -> first byte: this client and the relay's own answer to that many at once."""
+    medians = []
+    for _ in range(rounds):
+        clients = StreamClients(port, streams, reconnect=False)
+        await clients.start()
+        records = await clients.stop()
+        gaps = [(s.lines[0][0] - s.connects[0]) * 1000 for s in records if s.lines and s.connects]
+        if gaps:
+            medians.append(statistics.median(gaps))
+        await asyncio.sleep(0.2)
+    return _median(medians)

@@ -69,7 +69,12 @@ from _dataplane_procs import (  # noqa: E402
     start_control_plane,
 )
 from _dataplane_record import PLANES, record  # noqa: E402
-from _dataplane_scenarios import kill_active, planned_switchover, unhealthy_cut  # noqa: E402
+from _dataplane_scenarios import (  # noqa: E402
+    burst,
+    kill_active,
+    planned_switchover,
+    unhealthy_cut,
+)
 from _envoy_plane import start_envoy  # noqa: E402
 from _event_arrivals import EventApplyMeter, EventArrivals  # noqa: E402
 from _polled_planes import start_nginx, start_traefik  # noqa: E402
@@ -202,6 +207,15 @@ async def main(
                 json={"healthStatus": "healthy"},
             )
         await cp.settle()
+        # The floor of a cut's reconnect -> first byte: a burst of new streams straight to the
+        # relay, and through each plane that moved traffic, without any switch.
+        report["burst"] = {}
+        if followers:
+            report["burst"]["direct to the relay"] = await burst(relays["edge-a"].port, streams)
+            for plane, port in followers.items():
+                await wait_answered_by(port, "edge-a")
+                report["burst"][PLANES[plane]] = await burst(port, streams)
+            print("burst", report["burst"], flush=True)
         report["overhead"] = {}
         if "b_haproxy_agent" in planes and "c_forwarder" in planes:
             port_b, port_c = planes["b_haproxy_agent"], planes["c_forwarder"]
