@@ -8,6 +8,7 @@ from typing import Any
 
 from proxy_failover.core.envoy import EDS_TYPE_URL
 from tests.helpers.api import Api
+from tests.helpers.live_app import fail_over
 
 PATH = "/v3/discovery:endpoints"
 PROXY = "eds"
@@ -28,19 +29,8 @@ async def _proxy_with_three(api: Api) -> dict[str, str]:
             alice,
             json={"healthStatus": "healthy"},
         )
-    await _switch(api, None, ids["edge-a"])
+    await fail_over(api, PROXY, None, ids["edge-a"])
     return ids
-
-
-async def _switch(api: Api, source: str | None, target: str) -> None:
-    body = {"proxyId": PROXY, "sourceInstanceId": source, "targetInstanceId": target}
-    event = await api.ok("POST", "/proxy/failover/execute", api.tokens.admin, json=body)
-    await api.ok(
-        "PUT",
-        f"/proxy/failover/events/{event['id']}/complete",
-        api.tokens.admin,
-        json={"status": "completed"},
-    )
 
 
 def _request(*names: str, **extra: Any) -> dict[str, Any]:
@@ -83,7 +73,7 @@ async def test_the_owner_gets_the_assignment_and_an_unchanged_state_the_same_ver
     )
     assert again.json() == first
 
-    await _switch(api, ids["edge-a"], ids["edge-b"])
+    await fail_over(api, PROXY, ids["edge-a"], ids["edge-b"])
     moved = (await api.call("POST", PATH, api.tokens.alice, json=body)).json()
     assert moved["version_info"] != first["version_info"]
     assert _priorities(moved) == {0: ["edge-b"], 1: ["edge-a", "edge-c"]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.helpers.api import Api
+from tests.helpers.live_app import fail_over
 
 PATH = "/providers/traefik"
 
@@ -21,10 +22,7 @@ async def _proxy(api: Api, token: str, proxy_id: str, address: str) -> str:
         token,
         json={"healthStatus": "healthy"},
     )
-    switch = {"proxyId": proxy_id, "sourceInstanceId": None, "targetInstanceId": instance["id"]}
-    event = await api.ok("POST", "/proxy/failover/execute", api.tokens.admin, json=switch)
-    complete = f"/proxy/failover/events/{event['id']}/complete"
-    await api.ok("PUT", complete, api.tokens.admin, json={"status": "completed"})
+    await fail_over(api, proxy_id, None, str(instance["id"]))
     return str(instance["id"])
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from proxy_failover.client import AsyncFailoverClient, StreamEvent
 from tests.helpers.api import Api, Tokens, api_settings
-from tests.helpers.live_app import live_api
+from tests.helpers.live_app import fail_over, live_api
 
 PROXY = "traffic"
 
@@ -36,14 +36,7 @@ async def _activate(api: Api, instance_id: str, source: str | None) -> None:
         api.tokens.alice,
         json={"healthStatus": "healthy"},
     )
-    body = {"proxyId": PROXY, "sourceInstanceId": source, "targetInstanceId": instance_id}
-    event = await api.ok("POST", "/proxy/failover/execute", api.tokens.admin, json=body)
-    await api.ok(
-        "PUT",
-        f"/proxy/failover/events/{event['id']}/complete",
-        api.tokens.admin,
-        json={"status": "completed"},
-    )
+    await fail_over(api, PROXY, source, instance_id)
 
 
 async def test_traffic_address_is_stored_returned_and_defaults_to_the_endpoint(api: Api) -> None:
