@@ -11,7 +11,7 @@ import pytest
 from proxy_failover.config import Settings
 from proxy_failover.core.errors import Unauthenticated
 from proxy_failover.entrypoints.api.auth import TokenVerifier
-from tests.helpers.api import SECRET
+from tests.helpers.api import SECRET, Api
 
 
 def _verifier(**settings: Any) -> TokenVerifier:
@@ -54,3 +54,15 @@ async def test_tokens_within_the_maximum_are_accepted_and_the_maximum_is_configu
         await _verifier(jwt_max_ttl_seconds=600).verify(_token(iat=now, exp=now + 3600))
     week = _token(iat=now, exp=now + 7 * 86400)
     assert (await _verifier(jwt_max_ttl_seconds=7 * 86400).verify(week)).user_id == "alice"
+
+
+async def test_through_the_api_a_token_for_ever_is_401_015_and_writes_nothing(api: Api) -> None:
+    """The whole app, on both databases: in the error envelope, and no audit row for it."""
+    forever = _token(sub="root", role="admin", exp=1e300)
+    body = {"proxyId": "edge"}
+    assert await api.error("POST", "/proxy/failover/config", forever, json=body) == (
+        401,
+        "PROXY_FAILOVER_015",
+    )
+    assert await api.ok("GET", "/audit?limit=1000", api.tokens.admin) == []
+    assert (await api.call("GET", "/proxy/edge/redundancy", api.tokens.admin)).status_code == 404
