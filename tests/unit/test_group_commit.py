@@ -126,3 +126,21 @@ async def test_cancelling_the_writer_fails_its_items_as_unavailable(turns: int) 
         await waiting
     script.gate.set()
     assert await group.submit("k", "b") == "k:b"  # a new writer serves later items
+
+
+async def test_an_item_submitted_as_the_writer_finishes_gets_a_writer_of_its_own() -> None:
+    """The writer's task has returned but its done-callback has not run yet: an item submitted in
+    that window used to see a writer (done, not yet cleared), join its queue and wait forever (a
+    health report or an audit row hung; seen across a PostgreSQL crash)."""
+    late: list[asyncio.Future[str]] = []
+
+    async def commit(key: str, take: Callable[[], list[str]]) -> list[str | Exception]:
+        items = take()
+        if items == ["first"]:  # its first step runs before the writer's done-callback
+            late.append(asyncio.ensure_future(group.submit(key, "late")))
+        return list(items)
+
+    group: GroupCommit[str, str, str] = GroupCommit(commit)
+    assert await asyncio.wait_for(group.submit("k", "first"), 5) == "first"
+    assert len(late) == 1
+    assert await asyncio.wait_for(late[0], 5) == "late"

@@ -59,7 +59,9 @@ class GroupCommit(Generic[K, I, R]):
             queue = self._queues[key] = _Queue()
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         queue.pending.append(_Pending(item, done))
-        if queue.writer is None:
+        # A writer whose task has returned may not have been cleared yet (its done-callback runs
+        # later): it takes nothing more, so this item needs a writer of its own.
+        if queue.writer is None or queue.writer.done():
             writer = asyncio.get_running_loop().create_task(self._write(key, queue))
             writer.add_done_callback(lambda task: self._writer_done(key, queue, task))
             queue.writer = writer
@@ -72,8 +74,9 @@ class GroupCommit(Generic[K, I, R]):
     def _writer_done(self, key: K, queue: _Queue[I, R], writer: asyncio.Task[None]) -> None:
         """The writer ended: normally with nothing left; if cancelled (the loop is stopping),
         whatever still waits is told so rather than left waiting forever."""
-        if queue.writer is writer:
-            queue.writer = None
+        if queue.writer is not writer:  # a newer writer has the queue (see ``submit``)
+            return
+        queue.writer = None
         if writer.cancelled() or writer.exception() is not None:
             for pending in queue.pending:
                 _settle(pending, _cancelled())
