@@ -96,6 +96,9 @@ async def test_a_recovery_endpoint_that_floods_or_drips_ends_within_the_timeout(
                 )
             if mode == "chunked":
                 assert result.success, result
+                async with asyncio.timeout(10):  # we hung up after the cap: its writes fail
+                    await receiver.closed.wait()
+                assert receiver.sent < 64 * 1024 * 1024, receiver.sent  # of the 4 GiB offered
             else:  # 0.05 s a byte: the 0.5 s budget ends the exchange, not httpx's read timeout
                 assert not result.success
                 assert result.error == "timed out after 0.5 s"
