@@ -25,6 +25,8 @@ PLANES = {
 def record(report: dict[str, Any], name: str = "dataplane") -> None:
     """The run as ``bench/results/<name>.json`` (tables of plain numbers, a headline)."""
     rate, streams = report["rate"], report["streams"]
+    runs = report.get("repeat", 1)
+    of_runs = f"; medians of {runs} runs, errors summed" if runs > 1 else ""
     tables = []
     if report["kill"]:
         tables.append(
@@ -55,7 +57,7 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
         )
         tables.append(
             Table(
-                title=f"planned switchover (drain) with {streams} open streams",
+                title=f"planned switchover (drain) with {streams} open streams{of_runs}",
                 columns=[
                     "data plane",
                     "requests",
@@ -83,7 +85,7 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
         )
         tables.append(
             Table(
-                title=f"active reported unhealthy (cut); {streams} streams reconnecting",
+                title=f"active reported unhealthy (cut); {streams} streams reconnecting{of_runs}",
                 columns=[
                     "data plane",
                     "errors",

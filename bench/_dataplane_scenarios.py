@@ -184,3 +184,20 @@ async def burst(port: int, streams: int, rounds: int = 3) -> float | None:
             medians.append(statistics.median(gaps))
         await asyncio.sleep(0.2)
     return _median(medians)
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one scenario as one row: errors and requests summed, other figures the
+    median, texts (streams moved or kept) the worst of the runs."""
+    merged: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs if run.get(key) is not None]
+        if not values:
+            merged[key] = None
+        elif key in ("errors", "requests"):
+            merged[key] = sum(values)
+        elif all(isinstance(v, int | float) for v in values):
+            merged[key] = round(statistics.median(values), 1)
+        else:
+            merged[key] = min(values, key=lambda text: int(str(text).split("/")[0]))
+    return merged

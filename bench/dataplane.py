@@ -72,6 +72,7 @@ from _dataplane_record import PLANES, record  # noqa: E402
 from _dataplane_scenarios import (  # noqa: E402
     burst,
     kill_active,
+    merge_runs,
     planned_switchover,
     unhealthy_cut,
 )
@@ -151,6 +152,7 @@ async def main(
     traefik_poll: str = "50ms",
     envoy_refresh: float = 1.0,
     traefik_standby: bool = True,
+    repeat: int = 1,
 ) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
     relays = {name: Relay(name) for name in NAMES}
@@ -172,6 +174,7 @@ async def main(
         gc.collect()
         gc.freeze()
         report: dict[str, Any] = {"rate": rate, "streams": streams, "kill": {}, "switchover": {}}
+        report["repeat"] = repeat
         report["cut"] = {}
         report["planes"] = list(planes)
         arrivals = EventArrivals(cp.url, token, PROXY)
@@ -187,25 +190,29 @@ async def main(
             )
             print(plane, "kill", report["kill"][plane], flush=True)
         for plane, port in followers.items():
-            await cp.settle()
-            await wait_answered_by(port, "edge-a")
-            await meter.start(plane)
-            report["switchover"][plane] = await planned_switchover(
-                port, cp, rate, streams, arrivals
-            )
-            report["switchover"][plane]["agent_event_apply_ms"] = await meter.mean_ms(plane)
-            print(plane, "switchover", report["switchover"][plane], flush=True)
-            await cp.settle()
-            await wait_answered_by(port, "edge-a")
-            await meter.start(plane)
-            report["cut"][plane] = await unhealthy_cut(port, cp, rate, streams, arrivals)
-            report["cut"][plane]["agent_event_apply_ms"] = await meter.mean_ms(plane)
-            print(plane, "cut", report["cut"][plane], flush=True)
-            await cp.call(
-                "PUT",
-                f"/proxy/instances/{cp.ids['edge-a']}/health",
-                json={"healthStatus": "healthy"},
-            )
+            switchovers, cuts = [], []
+            for _ in range(repeat):
+                await cp.settle()
+                await wait_answered_by(port, "edge-a")
+                await meter.start(plane)
+                switchover = await planned_switchover(port, cp, rate, streams, arrivals)
+                switchover["agent_event_apply_ms"] = await meter.mean_ms(plane)
+                print(plane, "switchover", switchover, flush=True)
+                switchovers.append(switchover)
+                await cp.settle()
+                await wait_answered_by(port, "edge-a")
+                await meter.start(plane)
+                cut = await unhealthy_cut(port, cp, rate, streams, arrivals)
+                cut["agent_event_apply_ms"] = await meter.mean_ms(plane)
+                print(plane, "cut", cut, flush=True)
+                cuts.append(cut)
+                await cp.call(
+                    "PUT",
+                    f"/proxy/instances/{cp.ids['edge-a']}/health",
+                    json={"healthStatus": "healthy"},
+                )
+            report["switchover"][plane] = merge_runs(switchovers)
+            report["cut"][plane] = merge_runs(cuts)
         await cp.settle()
         # The floor of a cut's reconnect -> first byte: a burst of new streams straight to the
         # relay, and through each plane that moved traffic, without any switch.
@@ -249,6 +256,13 @@ if __name__ == "__main__":
         help="comma-separated planes to run (default: all): " + ", ".join(PLANES),
     )
     parser.add_argument("--record", default="dataplane", help="name of the JSON record")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="switchover and cut this many times per plane: figures are medians, errors sums "
+        "(the machine's load moves single runs by tens of ms)",
+    )
     parser.add_argument("--traefik-poll", default="50ms", help="Traefik's provider pollInterval")
     parser.add_argument("--envoy-refresh", type=float, default=1.0, help="Envoy's REST EDS poll, s")
     parser.add_argument(
@@ -271,5 +285,6 @@ if __name__ == "__main__":
             arguments.traefik_poll,
             arguments.envoy_refresh,
             not arguments.no_traefik_standby,
+            arguments.repeat,
         )
     )
