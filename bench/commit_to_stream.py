@@ -49,6 +49,18 @@ from _report import Cell, Table, save
 from api import DEFAULT_POSTGRES, Server, _postgres, cpu_seconds, mint, with_database
 
 PROXY = "switch"
+#: The figures of a row, in column order (the server's CPU goes after ``completed``).
+FIGURES = (
+    "execute",
+    "created",
+    "answer",
+    "sent",
+    "complete",
+    "completed",
+    "report",
+    "cut",
+    "cut_sent",
+)
 WARMUP = 10
 
 
@@ -67,6 +79,8 @@ class StreamClient:
             ).encode()
         )
         self.arrivals: dict[tuple[str, str], float] = {}
+        #: ``failover.completed`` events in arrival order: (event id, arrival, occurredAt).
+        self.completions: list[tuple[str, float, float]] = []
         self._cond = threading.Condition()
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -101,9 +115,13 @@ class StreamClient:
                 data = line[6:]
         if kind is None or data is None:
             return
-        details = json.loads(data).get("data") or {}
+        payload = json.loads(data)
+        details = payload.get("data") or {}
         with self._cond:
-            self.arrivals.setdefault((kind, str(details.get("eventId"))), now)
+            key = (kind, str(details.get("eventId")))
+            if kind == "failover.completed" and key not in self.arrivals:
+                self.completions.append((key[1], now, seconds(payload["occurredAt"])))
+            self.arrivals.setdefault(key, now)
             self._cond.notify_all()
 
     def wait(self, kind: str, event_id: str, timeout: float = 10.0) -> float:
@@ -115,6 +133,17 @@ class StreamClient:
                     raise TimeoutError(f"{kind} {event_id} never reached the stream")
                 self._cond.wait(left)
             return self.arrivals[(kind, event_id)]
+
+    def completion(self, index: int, timeout: float = 10.0) -> tuple[str, float, float]:
+        """The ``index``-th ``failover.completed`` to arrive (0-based), waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.completions) <= index:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"failover.completed #{index} never reached the stream")
+                self._cond.wait(left)
+            return self.completions[index]
 
     def close(self) -> None:
         self._sock.shutdown(socket.SHUT_RDWR)
@@ -216,9 +245,34 @@ def switchovers(url: str, token: str, count: int, pid: int, engine: bool) -> dic
             figures["completed"].append((completed - seconds(closed["completedAt"])) * 1000)
             time.sleep(0.02)  # quiet between switchovers: each is measured alone
         figures["cpu"] = [(cpu_seconds(pid) - cpu_before) * 1000 / count]
+        figures.update(cuts(api, stream, ids, count))
     finally:
         stream.close()
         api.close()
+    return figures
+
+
+def cuts(api: Api, stream: StreamClient, ids: list[str], count: int) -> dict[str, list[float]]:
+    """``count`` cuts after ``WARMUP`` unmeasured ones: the active instance reported unhealthy
+    (``PUT /proxy/instances/:id/health``; the report's own transaction fails over), its
+    ``failover.completed`` awaited on the stream, then the instance reported healthy again (no
+    failback: it stays a backup). Figures: the report's round trip, the event's ``completedAt``
+    (its ``occurredAt``) → stream client, and the report sent → stream client."""
+    figures: dict[str, list[float]] = {"report": [], "cut": [], "cut_sent": []}
+    for at in range(WARMUP + count):
+        source = active(api) or ids[0]
+        seen = len(stream.completions)
+        sent = time.time()
+        _, rtt, _ = api.call(
+            "PUT", f"/proxy/instances/{source}/health", {"healthStatus": "unhealthy"}
+        )
+        _, arrived, completed_at = stream.completion(seen)
+        api.call("PUT", f"/proxy/instances/{source}/health", {"healthStatus": "healthy"})
+        if at >= WARMUP:
+            figures["report"].append(rtt * 1000)
+            figures["cut"].append((arrived - completed_at) * 1000)
+            figures["cut_sent"].append((arrived - sent) * 1000)
+        time.sleep(0.02)
     return figures
 
 
@@ -242,16 +296,18 @@ def run(
     finally:
         server.stop()
     row: list[Cell] = [label, "on" if engine else "off"]
-    for key in ("execute", "created", "answer", "sent", "complete", "completed"):
+    for key in FIGURES:
         values = figures[key]
         row += [round(statistics.median(values), 2), round(percentile(values, 0.99), 2)]
-    row.append(round(figures["cpu"][0], 2))
+    row.insert(14, round(figures["cpu"][0], 2))
     print(
         f"{label:<28} engine {row[1]:<3}  execute {row[2]:6.2f} / {row[3]:6.2f} ms   "
         f"createdAt→stream {row[4]:6.2f} / {row[5]:6.2f}   answer→stream {row[6]:6.2f} / "
         f"{row[7]:6.2f}   sent→stream {row[8]:6.2f} / {row[9]:6.2f}   complete {row[10]:6.2f} / "
         f"{row[11]:6.2f}   completedAt→stream {row[12]:6.2f} / {row[13]:6.2f}   "
-        f"server CPU {row[14]:5.2f} ms a switchover",
+        f"server CPU {row[14]:5.2f} ms a switchover   cut: report {row[15]:6.2f} / "
+        f"{row[16]:6.2f}   completedAt→stream {row[17]:6.2f} / {row[18]:6.2f}   sent→stream "
+        f"{row[19]:6.2f} / {row[20]:6.2f}",
         flush=True,
     )
     return row
@@ -273,6 +329,12 @@ COLUMNS = [
     "completedAt → stream p50",
     "p99",
     "server CPU a switchover",
+    "cut: report p50",
+    "p99",
+    "cut: completedAt → stream p50",
+    "p99",
+    "cut: sent → stream p50",
+    "p99",
 ]
 
 
@@ -329,7 +391,7 @@ def main() -> int:
                             "unmeasured), milliseconds",
                             COLUMNS,
                             rows,
-                            ["", ""] + [".2f"] * 13,
+                            ["", ""] + [".2f"] * 19,
                         )
                     ],
                     notes=[
