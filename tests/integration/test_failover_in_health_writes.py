@@ -15,6 +15,7 @@ from proxy_failover.core.model import (
     EventType,
     FailoverEvent,
     ReasonCode,
+    ms_between,
 )
 from proxy_failover.service import ProxyFailoverService
 from tests.helpers.scenario import ADMIN, Recorder, activate, proxy_with
@@ -55,13 +56,18 @@ async def test_a_reported_failure_of_the_active_switches_in_the_reports_own_comm
     assert kinds.index("instance.unhealthy") < kinds.index("failover.completed")
     unhealthy = recorder.of_type("instance.unhealthy")[0]
     completed = recorder.of_type("failover.completed")[0]
-    assert completed.occurred_at == unhealthy.occurred_at
+    # Detected at the report's stamp, recorded at a later reading of the clock, once decided
+    # (the fake clock steps a millisecond per reading): createdAt <= completedAt, durationMs the
+    # difference; the stream's occurredAt of failover.completed is the event's completedAt.
+    assert completed.occurred_at > unhealthy.occurred_at
     [event] = await _automatic(serving, "p1")
+    assert event.created_at == unhealthy.occurred_at
+    assert event.completed_at == completed.occurred_at
+    assert event.duration_ms == ms_between(event.created_at, event.completed_at) >= 1
     assert (event.source_instance_id, event.target_instance_id) == (made["a"].id, made["b"].id)
     assert event.event_type is EventType.FAILOVER
     assert event.status is EventStatus.COMPLETED
     assert event.triggered_by == "system"
-    assert event.duration_ms == 0
     assert event.epoch == completed.epoch == 2  # the set-up's activation was 1
     actives = [i.instance_name for i in await serving.get_proxy_instances("p1") if i.is_active]
     assert actives == ["b"]

@@ -6,6 +6,7 @@ much falls back to reading the log."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -88,6 +89,37 @@ async def test_the_handover_says_when_deliveries_were_queued(
     handed.clear()
     await service.update_instance_health(made["a"].id, "unhealthy")  # not subscribed to
     assert [queued for _, queued in handed] == [False]
+
+
+async def test_a_woken_stream_takes_its_batch_before_the_committing_caller_goes_on(
+    service: ProxyFailoverService,
+) -> None:
+    """The hand-over runs right after the commit and the committer yields the loop once: a
+    stream waiting on its feed has taken the commit's entries (and would have written them)
+    before the call that committed returns to its caller (its answer, audit row, listeners)."""
+    log, _ = _logging(service)
+    made = await proxy_with(service, "p1", ["a", "b"])
+    feed = Feed()
+
+    def hand_over(batches: Sequence[LoggedBatch], _queued: bool) -> None:
+        for batch in batches:
+            feed.offer(batch)
+
+    log.on_logged = hand_over
+    taken: list[list[str]] = []
+
+    async def stream() -> None:
+        await feed.woken.wait()
+        batches, _ = feed.take()
+        taken.append([entry.type for batch in batches for entry in batch.entries])
+
+    waiting = asyncio.create_task(stream())
+    await asyncio.sleep(0)  # the stream waits on its feed
+    event = await service.execute_failover("p1", ADMIN, None, made["a"].id)
+    assert taken, "the stream had not run when execute returned"
+    assert taken[0][-1] == "failover.started"
+    assert event.status.value == "in_progress"
+    await waiting
 
 
 def _batch(seq: int) -> LoggedBatch:

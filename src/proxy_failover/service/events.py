@@ -81,7 +81,6 @@ async def _close_event(
         found = await reader.get_event(event_id)
     if found is None or (only_type is not None and found.event_type is not only_type):
         raise event_not_found(event_id)
-    now = ctx.now()
     async with ctx.write(found.proxy_id) as (unit, locked):
         event = await unit.get_event(event_id)
         if event is None:
@@ -92,6 +91,7 @@ async def _close_event(
                 ErrorCode.EVENT_ALREADY_CLOSED,
                 {"eventId": event_id, "status": event.status.value},
             )
+        now = ctx.now()  # once the close is accepted under the lock (docs/api.md, "Timestamps")
         epoch = locked.epoch if locked is not None else event.epoch
         closed = await close_event_in(unit, event, final, now, epoch, error_message, duration_ms)
     return closed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from proxy_failover.core import failover as core_failover
@@ -76,7 +76,6 @@ async def execute_failover(
     assert user is not None
     assert target is not None
     why = reason if reason and reason.strip() else DEFAULT_REASON
-    now = ctx.now()
     async with ctx.write(proxy_id) as (unit, locked):
         if locked is None:
             raise config_not_found(proxy_id)
@@ -84,6 +83,9 @@ async def execute_failover(
         event_type = core_failover.check_execute(
             snapshot, source, target, target_proxy_id=await _home_of(unit, snapshot, target)
         )
+        # Stamped once the switch is accepted against the locked state, not before the wait for
+        # the lock: ``createdAt`` is when the switch began (see docs/api.md, "Timestamps").
+        now = ctx.now()
         event = FailoverEvent(
             id=new_id(),
             proxy_id=proxy_id,
@@ -122,11 +124,11 @@ async def apply_decision(
     """
     if decision.action is DecisionAction.NONE or decision.target_instance_id is None:
         return None  # nothing to apply (decision_holds would refuse it): spare the transaction
-    now = ctx.now()
     async with ctx.write(proxy_id) as (unit, locked):
         if locked is None:
             return None
         snapshot = await read_snapshot(unit, proxy_id, locked)
+        now = ctx.now()  # under the lock, once the state is read (docs/api.md, "Timestamps")
         event = await _switch(unit, snapshot, decision, detected_at, now)
     if event is not None:
         log_switch(ctx, event)
@@ -134,7 +136,11 @@ async def apply_decision(
 
 
 async def fail_over_in(
-    unit: UnitOfWork, locked: RedundancyStatus, instances: Iterable[Instance], now: datetime
+    unit: UnitOfWork,
+    locked: RedundancyStatus,
+    instances: Iterable[Instance],
+    now: datetime,
+    clock: Callable[[], datetime] | None = None,
 ) -> FailoverEvent | None:
     """The engine's failover, decided and applied in ``unit``: for the health paths (reports,
     check results, probe batches) whose change just made the active instance unhealthy.
@@ -145,6 +151,11 @@ async def fail_over_in(
     and failback stay with the engine, which times them). So a reported failure of the active
     instance is one transaction: no window where it is unhealthy and still active, and no wait
     for the engine's thread, which may be busy or on another replica.
+
+    ``now`` is when the change was detected (the health path's stamp: the event's ``createdAt``);
+    with ``clock``, ``completedAt`` is read from it once the failover is decided, so it is when
+    the switch was recorded, not when the health path's transaction began (``durationMs`` is the
+    difference; docs/api.md, "Timestamps").
     """
     config = await unit.get_config(locked.proxy_id)
     if config is None:
@@ -158,7 +169,8 @@ async def fail_over_in(
     decision = core_failover.decide(snapshot, now)
     if decision.action is not DecisionAction.FAILOVER:
         return None
-    return await _switch(unit, snapshot, decision, now, now)
+    recorded = now if clock is None else max(now, clock())
+    return await _switch(unit, snapshot, decision, now, recorded)
 
 
 async def _switch(

@@ -249,7 +249,7 @@ async def fail_over_if_due(
     ``failover.fail_over_in``."""
     if not ctx.fails_over_on_health_change:
         return None
-    return await fail_over_in(unit, status, current.values(), now)
+    return await fail_over_in(unit, status, current.values(), now, ctx.now)
 
 
 # --- the report path ----------------------------------------------------------------------------

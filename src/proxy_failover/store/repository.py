@@ -9,6 +9,7 @@ Nothing here returns ORM/Core rows: callers get the frozen dataclasses of ``core
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -574,26 +575,25 @@ class Store:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success, else rolls back.
 
         The caller locks the proxy it changes with ``UnitOfWork.lock_proxy`` as its first step.
-        What the notification writers ask for after commit runs once the commit succeeded,
-        before the caller goes on (streams hear of the change before anything else runs).
-        """
+        What the notification writers ask for after commit runs right after it (before the write
+        gate opens: no later commit's hand-over overtakes it); then the caller yields the loop
+        once, so the streams it woke write first (docs/dataplanes.md, "Commit -> stream")."""
         after: list[AfterCommit] = []
-        async with (
-            database.write_gate(self.engine),
-            database.mapped_errors(),
-            database.connection(self._write_engine) as connection,
-            connection.begin(),
-        ):
-            unit = UnitOfWork(connection)
-            yield unit
-            await unit.bump_versions()
-            if unit.notifications:
-                for writer in self.notification_writers:
-                    action = await writer(connection, tuple(unit.notifications))
-                    if action is not None:
-                        after.append(action)
-        for action in after:
-            try:
-                action()
-            except Exception:  # the change is committed: a follower's error must not undo it
-                _log.exception("after-commit action failed")
+        gate, errors = database.write_gate(self.engine), database.mapped_errors()
+        async with gate, errors, database.connection(self._write_engine) as connection:
+            async with connection.begin():
+                unit = UnitOfWork(connection)
+                yield unit
+                await unit.bump_versions()
+                if unit.notifications:
+                    for writer in self.notification_writers:
+                        action = await writer(connection, tuple(unit.notifications))
+                        if action is not None:
+                            after.append(action)
+            for action in after:
+                try:
+                    action()
+                except Exception:  # the change is committed: a follower's error must not undo it
+                    _log.exception("after-commit action failed")
+        if after:
+            await asyncio.sleep(0)
