@@ -6,18 +6,24 @@ path. A real `proxy-failover serve` (SQLite, or PostgreSQL with `--databases pos
 with two healthy instances (no endpoint: nothing is probed), one stream client on a raw socket in
 its own thread, and `--switchovers` planned switchovers, one at a time: `POST
 /proxy/failover/execute` (keep-alive connection), wait for its event on the stream, `PUT
-/proxy/failover/events/:id/complete`, wait for that one too. Figures, p50 / p99 in ms: the
-execute's HTTP round trip; `createdAt` (stamped when the execute's transaction starts; milliseconds,
+/proxy/failover/events/:id/complete`, wait for that one too; then as many cuts: the active
+instance reported unhealthy (`PUT /proxy/instances/:id/health`, whose own transaction fails
+over), its `failover.completed` awaited on the stream, the instance reported healthy again.
+Figures, p50 / p99 in ms: the execute's HTTP round trip; `createdAt` (stamped once the switch is
+accepted under the proxy's lock, docs/api.md "Timestamps of failover events"; milliseconds,
 truncated, so this reads up to 1 ms long) → the event at the stream client; the execute's answer →
-the event at the stream client (negative: the stream had it first); the complete's round trip and
-its `completedAt` → stream; and the server's CPU time per switchover (both threads; what the
-machine's load disturbs least). With the engine on (as `serve` runs) and off
+the event at the stream client (negative: the stream had it first); the execute sent → stream
+(the client's clock only); the complete's round trip and its `completedAt` → stream; the server's
+CPU time per switchover (both threads; what the machine's load disturbs least); and for the cut,
+the report's round trip, the failover's `completedAt` → stream and the report sent → stream.
+With the engine on (as `serve` runs) and off
 (`PFO_ENGINE_ENABLED=false`: what the engine thread's reaction to each commit costs the stream).
 `--compare-src DIR` runs the same against another tree's `src/` (e.g. `git archive` of an older
 commit) for a before/after.
 
-Goal (issue 11's follow time, the control plane's share): execute over HTTP ≤ 2.5 ms p50,
-`createdAt` → stream client ≤ 3 ms p50, on a quiet machine.
+Goal (issues 11 and 14's follow time and cut, the control plane's share): execute over HTTP
+≤ 2.5 ms p50, `createdAt` → stream client and the cut's `completedAt` → stream client ≤ 3 ms p50,
+on a quiet machine.
 
     .venv/bin/python bench/commit_to_stream.py [--switchovers 200] [--databases sqlite,postgres]
         [--engines on,off] [--compare-src DIR [--compare-label LABEL]] [--record]
