@@ -505,8 +505,9 @@ def report_api_load(args: argparse.Namespace, results: dict[str, list[float]]) -
         f"reported → switch p99 {reported99:.1f} ms < 20 ms: {verdict[reported99 < 20]}",
         "reported → switch is measured between the database times of the report's "
         "instance.unhealthy and the failover.completed notifications; the switch is committed in "
-        "the report's own transaction (docs/engine.md), so both carry one time; the report's "
-        "answer itself queues behind the load (its HTTP round trip)",
+        "the report's own transaction (docs/engine.md), stamped once decided, so the gap is the "
+        "decision's own time; the report's answer itself queues behind the load (its HTTP round "
+        "trip)",
     ]
     name = "failover-api-load" + ("-close" if args.close else "")
     save(name, title="Failover vs HAProxy", tables=[table], notes=notes)
