@@ -577,7 +577,7 @@ class Store:
         The caller locks the proxy it changes with ``UnitOfWork.lock_proxy`` as its first step.
         What the notification writers ask for after commit runs right after it (before the write
         gate opens: no later commit's hand-over overtakes it); then the caller yields the loop
-        once, so the streams it woke write first (docs/dataplanes.md, "Commit -> stream")."""
+        once, so the streams it woke write first (docs/dataplanes.md, "The control plane")."""
         after: list[AfterCommit] = []
         gate, errors = database.write_gate(self.engine), database.mapped_errors()
         async with gate, errors, database.connection(self._write_engine) as connection:
