@@ -69,12 +69,17 @@ def _during(
                 started = time.monotonic()
                 response = http.request(method, path, json=body)
                 took = time.monotonic() - started
-            answer = str(response.status_code)
-            if response.status_code >= 400:
-                answer += "/" + response.json()["error"]["code"].removeprefix("PROXY_FAILOVER_")
-                if "Retry-After" in response.headers:
-                    answer += " +Retry-After"
-            table.setdefault(f"{outage}|{label}", []).append((took, answer))
+            table.setdefault(f"{outage}|{label}", []).append((took, _answer(response)))
+
+
+def _answer(response: httpx.Response) -> str:
+    """The status, with the error code and whether Retry-After came (``503/018 +Retry-After``)."""
+    answer = str(response.status_code)
+    if response.status_code >= 400:
+        answer += "/" + response.json()["error"]["code"].removeprefix("PROXY_FAILOVER_")
+        if "Retry-After" in response.headers:
+            answer += " +Retry-After"
+    return answer
 
 
 def _concurrent(
@@ -86,12 +91,7 @@ def _concurrent(
         started = time.monotonic()
         response = await http.get(f"/proxy/{PROXY}/instances")
         took = time.monotonic() - started
-        answer = str(response.status_code)
-        if response.status_code >= 400:
-            answer += "/" + response.json()["error"]["code"].removeprefix("PROXY_FAILOVER_")
-            if "Retry-After" in response.headers:
-                answer += " +Retry-After"
-        return took, answer
+        return took, _answer(response)
 
     async def run() -> list[tuple[float, str]]:
         headers = {"Authorization": f"Bearer {token}"}
