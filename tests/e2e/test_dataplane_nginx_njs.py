@@ -78,11 +78,17 @@ def test_planned_switchover_moves_the_traffic_without_a_reload_or_a_lost_request
         assert counts["edge-a"] > 0, counts
         assert counts["edge-b"] >= 5, counts
     assert stack.chosen()[0] == stack.block("edge-b")
-    # Same master, same worker: nginx was not reloaded; the agent ran no reload command.
-    assert stack.nginx.processes() == processes
+    # Same master, no new worker: nginx was not reloaded; the agent ran no reload command. (A
+    # worker of an earlier test's reload may still be draining and exit meanwhile: a subset.)
+    master, workers = processes
+    after = stack.nginx.processes()
+    assert after[0] == master, (processes, after)
+    assert after[1] <= workers, (processes, after)
     assert stack.reloads() == reloads
     stack.back_to_edge_a()
-    assert stack.nginx.processes() == processes
+    after = stack.nginx.processes()
+    assert after[0] == master, (processes, after)
+    assert after[1] <= workers, (processes, after)
 
 
 def test_kill_9_of_the_active_relay_moves_traffic_to_the_next(stack: Stack) -> None:
