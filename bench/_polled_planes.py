@@ -24,6 +24,7 @@ from tests.helpers.polled_planes import (
     TRAEFIK_TCP_ROUTES,
     nginx_binary,
     traefik_binary,
+    traefik_default_certificate,
     traefik_static,
 )
 
@@ -35,7 +36,8 @@ def traefik_command(
     directory: Path, ports: dict[str, int], endpoint: str, token: str, proxy: str, poll: str
 ) -> list[str]:
     """Traefik with a TCP entry point (``tcp``) and/or an HTTP one (``web``), as in ``ports``
-    (plane -> port), each routed to ``pfo-<proxy>@http``."""
+    (plane -> port), each routed to ``pfo-<proxy>@http``; the default TLS store has its
+    certificate (without one Traefik generates an RSA key on every apply)."""
     service = f"pfo-{proxy}"
     routes, entry_points = "", {}
     if TRAEFIK_TCP in ports:
@@ -45,7 +47,7 @@ def traefik_command(
         routes += TRAEFIK_HTTP_ROUTES.format(service=service)
         entry_points["web"] = ports[TRAEFIK_HTTP]
     routes_file = directory / "traefik-routes.yml"
-    routes_file.write_text(routes)
+    routes_file.write_text(routes + traefik_default_certificate(directory))
     static = directory / "traefik.yml"
     static.write_text(
         traefik_static(entry_points, endpoint, token, poll, routes_file, level="ERROR")

@@ -15,9 +15,14 @@ import shutil
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.helpers.dataplanes import poll_until, stop
 from tests.helpers.processes import free_port
@@ -207,6 +212,49 @@ tcp:
 """
 
 
+#: The default TLS store's certificate, in the file provider's configuration beside the routers.
+#: Without one, Traefik 3.7 generates a new RSA-2048 self-signed certificate on every apply of a
+#: configuration (``generate.DefaultCertificate`` before it logs "No default certificate, fallback
+#: to the internal generated certificate"), even with no TLS router: tens to hundreds of ms of CPU
+#: between the poll that brought a switch and the new routers (docs/dataplanes.md, "Traefik").
+TRAEFIK_DEFAULT_CERTIFICATE = """\
+tls:
+  stores:
+    default:
+      defaultCertificate:
+        certFile: "{cert}"
+        keyFile: "{key}"
+"""
+
+
+def traefik_default_certificate(directory: Path) -> str:
+    """A self-signed ECDSA P-256 certificate and its key written in ``directory``, and the file
+    provider's lines that make them the default TLS store's certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "traefik-default")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = directory / "traefik-default.crt", directory / "traefik-default.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TRAEFIK_DEFAULT_CERTIFICATE.format(cert=cert, key=key_file)
+
+
 def traefik_static(
     entry_points: dict[str, int],
     endpoint: str,
@@ -227,7 +275,8 @@ def traefik_static(
 
 class Traefik:
     """Traefik polling ``GET /providers/traefik`` with a token; routers (file provider) send an
-    HTTP and a TCP entry point to the proxy's service ``pfo-<proxyId>``."""
+    HTTP and a TCP entry point to the proxy's service ``pfo-<proxyId>``; the file provider also
+    gives the default TLS store its certificate."""
 
     def __init__(
         self, directory: Path, endpoint: str, token: str, proxy_id: str, poll: str = "50ms"
@@ -239,7 +288,9 @@ class Traefik:
         routes = directory / "routes.yml"
         service = f"pfo-{proxy_id}"
         routes.write_text(
-            TRAEFIK_HTTP_ROUTES.format(service=service) + TRAEFIK_TCP_ROUTES.format(service=service)
+            TRAEFIK_HTTP_ROUTES.format(service=service)
+            + TRAEFIK_TCP_ROUTES.format(service=service)
+            + traefik_default_certificate(directory)
         )
         entry_points = {"web": self.http_port, "tcp": self.tcp_port}
         self.static.write_text(traefik_static(entry_points, endpoint, token, poll, routes))
