@@ -279,7 +279,13 @@ class Traefik:
     gives the default TLS store its certificate."""
 
     def __init__(
-        self, directory: Path, endpoint: str, token: str, proxy_id: str, poll: str = "50ms"
+        self,
+        directory: Path,
+        endpoint: str,
+        token: str,
+        proxy_id: str,
+        poll: str = "50ms",
+        level: str = "WARN",
     ) -> None:
         self.binary = traefik_binary()
         self.directory = directory
@@ -293,11 +299,12 @@ class Traefik:
             + traefik_default_certificate(directory)
         )
         entry_points = {"web": self.http_port, "tcp": self.tcp_port}
-        self.static.write_text(traefik_static(entry_points, endpoint, token, poll, routes))
+        self.static.write_text(traefik_static(entry_points, endpoint, token, poll, routes, level))
+        self.log = directory / "traefik.log"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Traefik:
-        with (self.directory / "traefik.log").open("a") as sink:
+        with self.log.open("a") as sink:
             self.proc = subprocess.Popen(
                 [self.binary, f"--configFile={self.static}"],
                 stdout=sink,
