@@ -3,8 +3,9 @@ would be: the benchmark's own event loop (the open-loop load, the event client) 
 when a stream notices a close or reconnects.
 
 Run by ``_dataplane_scenarios.StreamClients``: ``python bench/_stream_clients.py PORT COUNT
-RECONNECT`` prints ``ready`` once every stream has its first line, and on ``stop`` (stdin) prints
-each stream's lines, closes and connects as one JSON line and exits.
+RECONNECT`` prints ``ready`` and the relay of each stream's first line (JSON) once every stream
+has its first line, and on ``stop`` (stdin) prints each stream's lines, closes and connects as
+one JSON line and exits.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ async def main(port: int, count: int, reconnect: bool) -> None:
         if all(stream.lines for stream in streams):
             break
         await asyncio.sleep(0.01)
-    print("ready", flush=True)
+    # Which relay each stream's first line came from: the scenario checks they start where it
+    # expects (a reloaded nginx's previous worker still accepts for a while).
+    print("ready", json.dumps([stream.lines[0][1] if stream.lines else None for stream in streams]))
+    sys.stdout.flush()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await asyncio.gather(*(stream.stop() for stream in streams))
     report = [
