@@ -215,12 +215,13 @@ def test_agent_envoy_refuses_a_missing_directory_and_a_missing_token(tmp_path: P
 
 def test_the_bootstrap_of_the_docs_runs_as_written(stack: Stack) -> None:
     stack.back_to_edge_a()
-    ports = {"admin": free_port(), "rest": free_port(), "file": free_port()}
+    ports = {"admin": free_port(), "rest": free_port(), "file": free_port(), "rtmp": free_port()}
     text = docs_bootstrap(
         {
             "port_value: 9901}": f"port_value: {ports['admin']}}}",
             "port_value: 10000}": f"port_value: {ports['rest']}}}",
             "port_value: 10001}": f"port_value: {ports['file']}}}",
+            "port_value: 10002}": f"port_value: {ports['rtmp']}}}",
             "port_value: 8080}": f"port_value: {stack.serve.port}}}",
             "$PWD/eds": str(stack.eds_dir),
             "$PFO_TOKEN": stack.tokens.alice,
@@ -230,7 +231,7 @@ def test_the_bootstrap_of_the_docs_runs_as_written(stack: Stack) -> None:
     directory.mkdir()
     envoy = Envoy.from_text(directory, text, ports["admin"]).start()
     try:
-        for port in (ports["rest"], ports["file"]):
+        for port in (ports["rest"], ports["file"], ports["rtmp"]):
             url = f"http://127.0.0.1:{port}/"
             poll_until(lambda u=url: answered_by(u) == "edge-a")  # type: ignore[misc]
         backups = [stack.address("edge-b"), stack.address("edge-c")]

@@ -122,13 +122,20 @@ _UDP_PROXY = _T + "filters.udp.udp_proxy.v3.UdpProxyConfig"
 _UDP_ROUTE = _T + "filters.udp.udp_proxy.v3.Route"
 
 
+#: ``tcp_proxy``'s pause before it connects again (docs/dataplanes.md, "A kill -9 under
+#: tcp_proxy"): long enough for the ejection of the host that refused to reach the worker first.
+CONNECT_BACKOFF = {"base_interval": "0.025s", "max_interval": "0.25s"}
+
+
 def tcp_proxy_listener(name: str, port: int, cluster: str) -> dict[str, Any]:
-    """Raw TCP (RTMP) -> ``cluster``: ``tcp_proxy``, up to 3 connect attempts per connection."""
+    """Raw TCP (RTMP) -> ``cluster``: ``tcp_proxy``, up to 3 connect attempts per connection,
+    each after ``CONNECT_BACKOFF``."""
     proxy = {
         "@type": _TCP_PROXY,
         "stat_prefix": name,
         "cluster": cluster,
         "max_connect_attempts": 3,
+        "backoff_options": CONNECT_BACKOFF,
     }
     return {
         "name": name,
@@ -178,30 +185,33 @@ def file_eds_cluster(name: str, proxy_id: str, directory: Path) -> dict[str, Any
     return _eds_cluster(name, proxy_id, source)
 
 
-#: Outlier detection that ejects a host at its first failed connect (docs/dataplanes.md, Envoy,
-#: ``tcp_proxy``): ``tcp_proxy`` has no retry policy across priorities, the ejection is its way
-#: to priority 1 on a kill -9.
+#: Outlier detection that ejects a host at its first failed connect (docs/dataplanes.md, "A kill
+#: -9 under tcp_proxy"): ``tcp_proxy`` has no retry policy across priorities, the ejection is its
+#: way to priority 1; HTTP answers (5xx) eject nothing.
 EJECT_AT_FIRST_CONNECT_FAILURE = {
     "consecutive_local_origin_failure": 1,
     "split_external_local_origin_errors": True,
     "enforcing_consecutive_local_origin_failure": 100,
+    "enforcing_consecutive_5xx": 0,
     "max_ejection_percent": 100,
 }
-
-
-def ejecting(cluster: dict[str, Any]) -> dict[str, Any]:
-    """``cluster`` with ``EJECT_AT_FIRST_CONNECT_FAILURE``."""
-    return {**cluster, "outlier_detection": EJECT_AT_FIRST_CONNECT_FAILURE}
+#: Health changes (an ejection) reach Envoy's workers at once, not merged over the default 1 s
+#: after the last EDS update.
+NO_MERGE_WINDOW = {"update_merge_window": "0s"}
 
 
 def _eds_cluster(name: str, proxy_id: str, source: dict[str, Any]) -> dict[str, Any]:
-    """Envoy allows 3 retries in flight per cluster by default: a dead relay under load makes
-    many at once, and each one refused beyond 3 is a client error; so the limit is raised."""
+    """An EDS cluster as the docs' walkthrough has it: ``max_retries`` raised (Envoy allows 3
+    retries in flight per cluster by default: a dead relay under load makes many at once, and each
+    one refused beyond 3 is a client error), ``EJECT_AT_FIRST_CONNECT_FAILURE`` and
+    ``NO_MERGE_WINDOW``."""
     return {
         "name": name,
         "type": "EDS",
         "connect_timeout": "0.5s",
         "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_retries": 1000}]},
+        "common_lb_config": NO_MERGE_WINDOW,
+        "outlier_detection": EJECT_AT_FIRST_CONNECT_FAILURE,
         "eds_cluster_config": {
             "service_name": proxy_id,
             "eds_config": {"resource_api_version": "V3", **source},
