@@ -7,6 +7,7 @@ relays healthy for the next, and waits on conditions with deadlines.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -151,6 +152,14 @@ def test_haproxy_reload_loses_runtime_state_and_the_agent_restores_it(stack: Sta
     stack.back_to_edge_a()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_agent_killed_then_restarted_applies_what_changed_meanwhile(stack: Stack) -> None:
     stack.back_to_edge_a()
     stack.stop_agent(kill=True)
@@ -235,10 +244,17 @@ class RecordingRuntimeApi(RuntimeApi):
     def __init__(self) -> None:
         super().__init__("/nowhere")
         self.lines: list[str] = []
+        self.on_spare: list[str] = []  # lines written on the connection opened ahead of time
+        self.prepared = 0
         self.servers: dict[str, list[str]] = {}
 
-    async def execute(self, command: str) -> str:
+    async def prepare(self) -> None:
+        self.prepared += 1
+
+    async def execute(self, command: str, *, spare: bool = False) -> str:
         self.lines.append(command)
+        if spare:
+            self.on_spare.append(command)
         answers = []
         for part in command.split(";"):
             words = part.split()
@@ -284,14 +300,85 @@ async def test_an_event_moves_haproxy_traffic_in_one_round_trip() -> None:
         "b": "1",
         "b.backup": "0",
     }
+    assert api.on_spare == []
+    assert api.prepared == 1  # the next event's connection
     api.lines.clear()
     moved = moved_by_event(before, "b", 2)
     assert moved is not None
     await plane.apply_from_event(moved)
-    assert api.lines == [
-        "set server relays/b state ready;set server relays/a.backup state ready;"
-        "set server relays/a state maint;set server relays/b.backup state maint"
-    ]
+    assert (
+        api.lines
+        == api.on_spare
+        == [
+            "set server relays/b state ready;set server relays/a.backup state ready;"
+            "set server relays/a state maint;set server relays/b.backup state maint"
+        ]
+    )
+    assert api.prepared == 2
     api.lines.clear()
     await plane.apply(moved)  # the full apply that follows: a read, nothing left to change
     assert api.lines == ["show servers state relays"]
+    assert len(api.on_spare) == 1
+    assert api.prepared == 3
+
+
+async def test_a_line_for_a_spare_connection_haproxy_closed_goes_on_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """HAProxy closes an idle Runtime API connection (its ``stats timeout``): the line meant
+    for it still runs, on a new connection, and its answer is HAProxy's."""
+    haproxy = Haproxy(tmp_path).start()
+    try:
+        api = RuntimeApi(haproxy.socket)
+        await api.prepare()
+        # The spare is the CLI session older than the one asking (age counts whole seconds).
+        spare: list[str] = []
+
+        def spare_seen() -> bool:
+            spare[:] = [
+                line.split(":")[0]
+                for line in haproxy.runtime("show sess").splitlines()
+                if "fe=GLOBAL" in line and " age=0s " not in line
+            ]
+            return len(spare) == 1
+
+        poll_until(spare_seen, within=5)
+        haproxy.runtime(f"shutdown session {spare[0]}")
+        poll_until(lambda: spare[0] not in haproxy.runtime("show sess"), within=5)
+        answer = await api.execute(
+            f"add server {haproxy.backend}/x 127.0.0.1:9 weight 1", spare=True
+        )
+        assert answer.startswith("New server registered")
+        assert "x" in haproxy.servers()
+    finally:
+        haproxy.stop()
+
+
+def _cli_sessions(haproxy: Haproxy) -> int:
+    """Runtime API connections open on the worker answering the socket, the asking one included."""
+    return haproxy.runtime("show sess").count("fe=GLOBAL")
+
+
+async def test_the_connection_kept_for_events_follows_an_haproxy_reload(tmp_path: Path) -> None:
+    """The connection opened ahead of time for the next event is replaced by every full apply:
+    after a reload the one to the old, stopping worker is closed (it would keep that worker
+    alive until HAProxy's 10 s idle timeout and take an event's commands there), and the new
+    worker holds the next one."""
+    haproxy = Haproxy(tmp_path).start()
+    try:
+        api = RuntimeApi(haproxy.socket)
+        plane = HaproxyDataPlane(api, {"p": "relays"}, AgentMetrics("test"))
+        state = desired_state("p", [inst("a", endpoint="127.0.0.1:9")], "a", 1, load_balanced=False)
+        await plane.apply(state)
+        assert _cli_sessions(haproxy) == 2  # the asking one and the one kept for events
+        old_worker = haproxy.worker_pid()
+        assert old_worker is not None
+        haproxy.reload()
+        assert _cli_sessions(haproxy) == 1  # the new worker: nothing kept there yet
+        await plane.apply(state)  # the reconcile after a reload
+        assert haproxy.servers()["a"][1] & 0x01 == 0  # restored, and ready
+        assert _cli_sessions(haproxy) == 2
+        poll_until(lambda: not _alive(old_worker), within=5)
+        api.close()
+    finally:
+        haproxy.stop()

@@ -16,12 +16,14 @@ one). The backups of the eligible standbys are ``ready``; with HAProxy's own che
 (``--server-options``), HAProxy sends new connections to them as soon as *it* sees the active
 instance down, in the gap before the control plane decides; the control plane's choice then
 becomes the one active server, as before. The state changes of one apply go in one Runtime API
-connection (commands separated by ``;``).
+connection (commands separated by ``;``); those of a state told by an event go on a connection
+opened ahead of time, so a cut's ``shutdown sessions`` reaches HAProxy without a connect first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -76,44 +78,96 @@ def parse_server_options(text: str) -> tuple[str, ...]:
 
 
 class RuntimeApi:
-    """HAProxy's Runtime API at a UNIX socket path or ``HOST:PORT``, one connection per command."""
+    """HAProxy's Runtime API at a UNIX socket path or ``HOST:PORT``, one connection per command
+    line (HAProxy answers it and closes).
+
+    The connection for the next line told by an event can be opened ahead of time (``prepare``,
+    one idle connection of the socket's ``stats maxconn``): that line is then written at once,
+    with no connect on the cut's path. Full applies always open their own: a connection opened
+    before an HAProxy reload still reaches the old, stopping worker (and keeps it alive until
+    HAProxy's idle timeout closes it), so the spare is replaced after every apply and is never
+    older than one reconcile period, the bound within which the reconcile restores a reload.
+    """
 
     def __init__(self, address: str, timeout: float = 2.0) -> None:
         self.address = address
         self.timeout = timeout
         host, sep, port = address.rpartition(":")
         self._tcp = (host, int(port)) if sep and port.isdigit() and "/" not in address else None
+        self._spare: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def execute(self, command: str) -> str:
-        """Send one command and return its whole answer; ``DataPlaneError`` when unreachable."""
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._tcp is not None:
+            return await asyncio.open_connection(*self._tcp)
+        return await asyncio.open_unix_connection(self.address)
+
+    async def prepare(self) -> None:
+        """Open the connection the next ``execute(..., spare=True)`` writes on, replacing an
+        older one; nothing when HAProxy cannot be reached (that command then connects itself)."""
+        self.close()
         try:
             async with asyncio.timeout(self.timeout):
-                if self._tcp is not None:
-                    reader, writer = await asyncio.open_connection(*self._tcp)
-                else:
-                    reader, writer = await asyncio.open_unix_connection(self.address)
-                try:
-                    writer.write(command.encode() + b"\n")
-                    await writer.drain()
-                    answer = await reader.read()
-                finally:
-                    writer.close()
+                self._spare = await self._connect()
+        except (OSError, TimeoutError) as error:
+            log.debug("haproxy: no spare Runtime API connection: %s", error)
+
+    def close(self) -> None:
+        """Close the connection opened ahead of time, if any."""
+        if self._spare is not None:
+            self._spare[1].close()
+            self._spare = None
+
+    async def execute(self, command: str, *, spare: bool = False) -> str:
+        """Send one command line and return its whole answer; ``DataPlaneError`` when
+        unreachable. With ``spare``, on the connection ``prepare`` opened if it is still open.
+
+        A line HAProxy processed is answered with at least one line end (an empty line ends each
+        command's output), so an empty answer on the spare means HAProxy had closed it (idle
+        longer than its ``stats timeout``): the line is sent again on a new connection (the
+        agent's commands can be repeated)."""
+        connection = None
+        if spare:
+            connection, self._spare = self._spare, None
+        try:
+            async with asyncio.timeout(self.timeout):
+                if connection is not None and not connection[0].at_eof():
+                    with contextlib.suppress(OSError):
+                        answer = await self._exchange(*connection, command)
+                        if answer:
+                            return answer.decode(errors="replace")
+                    log.debug("haproxy: the spare Runtime API connection was closed")
+                answer = await self._exchange(*await self._connect(), command)
         except (OSError, TimeoutError) as error:
             raise DataPlaneError(f"HAProxy Runtime API at {self.address}: {error}") from error
+        finally:
+            if connection is not None:
+                connection[1].close()
         return answer.decode(errors="replace")
 
-    async def execute_all(self, commands: Sequence[str]) -> None:
+    @staticmethod
+    async def _exchange(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, command: str
+    ) -> bytes:
+        try:
+            writer.write(command.encode() + b"\n")
+            await writer.drain()
+            return await reader.read()
+        finally:
+            writer.close()
+
+    async def execute_all(self, commands: Sequence[str], *, spare: bool = False) -> None:
         """Run commands whose success is an empty answer, several per connection (``;``-
-        separated, in order); ``DataPlaneError`` with HAProxy's answer when any is refused."""
+        separated, in order; the first line on the spare connection with ``spare``);
+        ``DataPlaneError`` with HAProxy's answer when any is refused."""
         batch: list[str] = []
         size = 0
         for command in [*commands, None]:
             if batch and (command is None or size + len(command) > _BATCH_BYTES):
-                answer = (await self.execute(";".join(batch))).strip()
+                answer = (await self.execute(";".join(batch), spare=spare)).strip()
                 if answer:
                     raise DataPlaneError(f"HAProxy refused one of {batch!r}: {answer}")
                 log.debug("haproxy: %s", ";".join(batch))
-                batch, size = [], 0
+                batch, size, spare = [], 0, False
             if command is not None:
                 batch.append(command)
                 size += len(command) + 1
@@ -180,16 +234,32 @@ def haproxy_weights(state: DesiredState) -> dict[str, int]:
 
 async def _resolve(host: str, port: int) -> str:
     """An IP address for ``host`` (HAProxy compares and stores addresses, not names)."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
         raise DataPlaneError(f"cannot resolve {host}: {error}") from error
     return str(infos[0][4][0])
+
+
+async def _resolve_all(addresses: Sequence[tuple[str, int]]) -> list[str | BaseException]:
+    """IP addresses for ``(host, port)`` pairs, in order, an error in place of one that does not
+    resolve: names concurrently, IP addresses as they are (without a turn of the event loop,
+    which would let other work in before an event's commands are written)."""
+    resolved: list[str | BaseException | None] = []
+    for host, _port in addresses:
+        try:
+            resolved.append(str(ipaddress.ip_address(host)))
+        except ValueError:
+            resolved.append(None)
+    names = [i for i, address in enumerate(resolved) if address is None]
+    if names:
+        answers = await asyncio.gather(
+            *(_resolve(*addresses[i]) for i in names), return_exceptions=True
+        )
+        for i, answer in zip(names, answers, strict=True):
+            resolved[i] = answer
+    return [address for address in resolved if address is not None]
 
 
 @dataclass(slots=True)
@@ -240,13 +310,24 @@ class HaproxyDataPlane:
         return name if self.standby_backups and name not in names else None
 
     async def apply(self, state: DesiredState) -> None:
-        await self._apply(state, cached=False)
+        await self._apply_and_prepare(state, cached=False)
 
     async def apply_from_event(self, state: DesiredState) -> None:
         """A move told by an event: the state commands from the servers as the last apply left
-        them, in one round trip. If HAProxy changed meanwhile (a reload), a command is refused
-        or does nothing, and the full read and apply that follows every event puts it right."""
-        await self._apply(state, cached=True)
+        them, in one round trip, on the connection opened ahead of time. If HAProxy changed
+        meanwhile (a reload), a command is refused or does nothing, and the full read and apply
+        that follows every event puts it right."""
+        await self._apply_and_prepare(state, cached=True)
+
+    async def _apply_and_prepare(self, state: DesiredState, *, cached: bool) -> None:
+        """The apply, then the next event's connection opened: never older than this apply, and
+        there for an event that follows at once (a health change, then the move)."""
+        try:
+            await self._apply(state, cached=cached)
+        except DataPlaneError:
+            await self.api.prepare()
+            raise
+        await self.api.prepare()
 
     async def _apply(self, state: DesiredState, *, cached: bool) -> None:
         backend = self.backends[state.proxy_id]
@@ -267,10 +348,7 @@ class HaproxyDataPlane:
             for t in state.serving
             if t not in usable
         ]
-        addresses = await asyncio.gather(
-            *(_resolve(*t.address) for t in usable if t.address is not None),
-            return_exceptions=True,
-        )
+        addresses = await _resolve_all([t.address for t in usable if t.address is not None])
         matched: set[str] = set()
         # 1. every instance has its server (and its backup), at its address and weight
         for target, address in zip(usable, addresses, strict=True):
@@ -291,7 +369,8 @@ class HaproxyDataPlane:
                     servers.pop(name, None)
             # 2. make before break: enable the serving ones, then disable the others
             self._plan_states(backend, state, target, servers, backup, plan)
-        await self.api.execute_all(plan.enable + plan.backups + plan.disable)
+        # An event's line goes on the connection opened ahead of time (no connect on its path).
+        await self.api.execute_all(plan.enable + plan.backups + plan.disable, spare=cached)
         self._known[backend] = {
             name: dataclasses.replace(server, admin_state=plan.admin.get(name, server.admin_state))
             for name, server in servers.items()
