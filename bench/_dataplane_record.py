@@ -19,6 +19,7 @@ PLANES = {
     "e_nginx_njs": "(e') nginx + agent, njs",
     "f_envoy_rest": "(f) Envoy, REST EDS",
     "g_envoy_file": "(g) Envoy, file EDS + agent",
+    "g_envoy_file_tcp": "(g') Envoy, file EDS + agent, tcp_proxy",
 }
 
 

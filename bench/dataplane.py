@@ -9,7 +9,8 @@ rendering its upstream and reloading it, and (e') the same agent in ``--mode njs
 rewrites a state file read by njs, no reload) (``_polled_planes.py``); (f) Envoy polling the
 REST-JSON EDS ``/v3/discovery:endpoints`` every ``--envoy-refresh`` s and (g) Envoy reading the EDS
 file that ``proxy-failover agent envoy`` renames into place (one Envoy, HTTP listeners retrying a
-failed upstream on another priority: ``_envoy_plane.py``). (b)-(g) follow one real ``serve``
+failed upstream on another priority: ``_envoy_plane.py``), and (g') the same Envoy's ``tcp_proxy``
+listener on the file EDS (raw TCP, as an RTMP relay takes it). (b)-(g) follow one real ``serve``
 (SQLite, probes every 0.2 s, down after 2 failures: the same detection budget as (a)). The relays
 are ``examples/relay.py`` processes. Load: open loop, ``--rate`` requests/s, each on a new TCP
 connection (``GET /``, answered with the relay's name), plus ``--streams`` long-lived streams.
@@ -91,6 +92,7 @@ METERED = (
     "e_nginx",
     "e_nginx_njs",
     "g_envoy_file",
+    "g_envoy_file_tcp",
 )
 
 
@@ -107,6 +109,7 @@ async def start_planes(
     """Every plane of ``planes`` (name -> its port) started, each answered by edge-a; the meter of
     the agents' own event-to-applied time."""
     agent_metrics = {plane: free_port() for plane in METERED}
+    agent_metrics["g_envoy_file_tcp"] = agent_metrics["g_envoy_file"]  # one agent feeds both
     meter = EventApplyMeter(
         {p: f"http://127.0.0.1:{port}/metrics" for p, port in agent_metrics.items() if p in planes}
     )
