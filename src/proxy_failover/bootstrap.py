@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proxy_failover.adapters.event_loop import loop_factory
 from proxy_failover.adapters.metrics import Metrics, ObservedProber
 from proxy_failover.adapters.outbound import OutboundGuard
 from proxy_failover.adapters.probes import Prober
@@ -327,7 +328,7 @@ class EngineThread:
         def main() -> None:
             error: BaseException | None = None
             try:
-                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                with asyncio.Runner(loop_factory=loop_factory()) as runner:
                     runner.run(self._main(api_loop))
             except BaseException as exc:  # handed to the awaiting side
                 error = exc
@@ -376,15 +377,6 @@ class EngineThread:
                 self._api_listener(proxy_id, notifications)
             except Exception:  # a listener must never break the hand-off
                 logging.getLogger("proxy_failover.engine").exception("change listener failed")
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop when installed (as ``serve``'s own loop), else asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency of serve
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 def probe_tls_context(verify: bool = True, ca_file: Path | None = None) -> ssl.SSLContext:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
+from prometheus_client import Counter, Gauge
 
 from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
 from proxy_failover.client import AsyncFailoverClient
@@ -39,6 +40,10 @@ from proxy_failover.core.model import CheckResult, LoadBalancingAlgorithm
 from proxy_failover.core.strategies import RouteCursor, pick_route
 
 log = logging.getLogger("proxy_failover.forwarder")
+
+#: What a client may send before its upstream is connected, kept to be sent on; past it the
+#: client's reading pauses until then (a connect lasts ``--connect-timeout`` at most).
+EARLY_LIMIT = 64 * 1024
 
 
 class _Side(asyncio.Protocol):
@@ -66,8 +71,10 @@ class _Side(asyncio.Protocol):
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
-        else:
-            self.early.append(data)
+            return
+        self.early.append(data)
+        if self.transport is not None and sum(map(len, self.early)) >= EARLY_LIMIT:
+            self.transport.pause_reading()  # resumed by link()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -96,18 +103,21 @@ class _Connection:
     """One client connection and its upstream; ``cut`` closes both ends at once, ``close``
     after what is buffered was sent. ``on_closed`` runs once, when either end went."""
 
-    __slots__ = ("client", "closed", "on_closed", "upstream")
+    __slots__ = ("client", "closed", "on_closed", "opening", "upstream")
 
     def __init__(self) -> None:
         self.client = _Side(self)
         self.upstream = _Side(self)
         self.closed = False
         self.on_closed: Callable[[], None] | None = None
+        self.opening: asyncio.Task[None] | None = None  # connects the upstream
 
     def link(self) -> None:
         """Forward both ways from now on, what either end sent meanwhile first."""
         self.client.peer, self.upstream.peer = self.upstream, self.client
         for side in (self.client, self.upstream):
+            if side.transport is not None and not side.transport.is_reading():
+                side.transport.resume_reading()  # paused at EARLY_LIMIT (before the writes below)
             peer = side.peer
             assert peer is not None
             if peer.transport is None:
@@ -163,6 +173,8 @@ class Forwarder:
         self._counts = _Counts()
         self._cursor = RouteCursor()
         self._background: set[asyncio.Task[None]] = set()
+        self._meters: dict[str, tuple[Counter, Gauge]] = {}
+        self._loop: asyncio.AbstractEventLoop  # the loop listening() accepts clients on
 
     # --- the data plane side ------------------------------------------------------------------
 
@@ -227,7 +239,7 @@ class Forwarder:
     @contextlib.asynccontextmanager
     async def listening(self, host: str, port: int) -> AsyncIterator[asyncio.Server]:
         """Accept clients on ``host:port`` for as long as the context lasts."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         server = await loop.create_server(self._accepted, host, port, reuse_address=True)
         log.info("forwarder %s: listening on %s:%d", self.proxy_id, host, port)
         try:
@@ -241,17 +253,19 @@ class Forwarder:
                 task.cancel()
 
     def _accepted(self) -> asyncio.Protocol:
-        """A new client: its end reads nothing until the upstream is connected."""
+        """A new client: what it sends before the upstream is connected is kept (up to
+        ``EARLY_LIMIT``, then its reading pauses)."""
         connection = _Connection()
-        client = connection.client
 
         def made() -> None:
-            assert client.transport is not None
-            client.transport.pause_reading()
-            self._spawn(self._open_upstream(connection))
+            # The loop kept by listening(): asyncio's own lookups of the running loop cost a
+            # getpid() system call each on Python 3.11, and a connection made several.
+            task = connection.opening = self._loop.create_task(self._open_upstream(connection))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
-        client.on_made = made
-        return client
+        connection.client.on_made = made
+        return connection.client
 
     async def _open_upstream(self, connection: _Connection) -> None:
         """Connect the upstream (redispatching a failed connect), then forward both ways."""
@@ -267,42 +281,61 @@ class Forwarder:
         connection.cut()
 
     async def _connect(self, target: TrafficTarget, connection: _Connection) -> bool:
+        """One connect attempt within ``connect_timeout``: a timer that cancels the connection's
+        opening task, as ``asyncio.timeout`` does, without its three lookups of the loop."""
         assert target.address is not None
+        assert connection.opening is not None
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
+        opening, expired = connection.opening, False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            opening.cancel()
+
+        timer = self._loop.call_later(self.connect_timeout, expire)
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                await loop.create_connection(lambda: connection.upstream, *target.address)
+            await self._loop.create_connection(lambda: connection.upstream, *target.address)
             return True
-        except (OSError, TimeoutError) as error:
-            latency_ms = (time.perf_counter() - started) * 1000
-            self.metrics.connect_failures.labels(self.proxy_id, target.name).inc()
-            message = f"forwarder: connect to {target.address[0]}:{target.address[1]} failed: "
-            message += str(error) or type(error).__name__
-            log.warning("forwarder %s: %s (%s)", self.proxy_id, message, target.name)
-            self._spawn(self._report_failure(target, latency_ms, message))
-            return False
+        except asyncio.CancelledError:
+            if not expired or opening.uncancel() > 0:
+                raise  # not (only) the timeout: the forwarder is stopping
+            error: Exception = TimeoutError()
+        except OSError as failure:
+            error = failure
+        finally:
+            timer.cancel()
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.metrics.connect_failures.labels(self.proxy_id, target.name).inc()
+        message = f"forwarder: connect to {target.address[0]}:{target.address[1]} failed: "
+        message += str(error) or type(error).__name__
+        log.warning("forwarder %s: %s (%s)", self.proxy_id, message, target.name)
+        self._spawn(self._report_failure(target, latency_ms, message))
+        return False
 
     def _forward(self, connection: _Connection, target: TrafficTarget) -> None:
         """Counted against ``target`` until either end goes."""
+        if connection.closed:  # the client went during the connect: close the upstream too
+            connection.close()
+            return
         open_here = self._counts.open.setdefault(target.instance_id, set())
-        gauge = self.metrics.open_connections.labels(self.proxy_id, target.name)
+        meters = self._meters.get(target.name)
+        if meters is None:  # the metrics' children, looked up once per instance name
+            meters = self._meters[target.name] = (
+                self.metrics.connections.labels(self.proxy_id, target.name),
+                self.metrics.open_connections.labels(self.proxy_id, target.name),
+            )
+        accepted, gauge = meters
 
         def closed() -> None:
             open_here.discard(connection)
             gauge.dec()
 
-        if connection.closed:  # the client went during the connect: close the upstream too
-            connection.close()
-            return
         open_here.add(connection)
         gauge.inc()
-        self.metrics.connections.labels(self.proxy_id, target.name).inc()
+        accepted.inc()
         connection.on_closed = closed
         connection.link()
-        client = connection.client.transport
-        assert client is not None
-        client.resume_reading()
 
     # --- reports to the control plane ---------------------------------------------------------
 
