@@ -138,3 +138,19 @@ async def test_a_feed_that_holds_too_much_reads_the_log_instead() -> None:
     assert feed.take() == ([], True)  # nothing held: the log has it all
     feed.read_log()  # news from another replica
     assert feed.take() == ([], True)
+
+
+async def test_a_batch_follows_its_proxys_own_last_entry_not_another_proxys(
+    service: ProxyFailoverService,
+) -> None:
+    log, handed = _logging(service)
+    made = await proxy_with(service, "p1", ["a", "b"])
+    await proxy_with(service, "p2", ["c"])  # p2's entries are the log's newest
+    before = await log.last_notification_seq("p1")
+    assert 0 < before < await log.last_notification_seq("p2")
+    handed.clear()
+
+    await service.execute_failover("p1", ADMIN, None, made["a"].id)
+    ((batches, _),) = handed
+    (batch,) = batches
+    assert batch.after_seq == before

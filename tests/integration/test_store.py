@@ -31,8 +31,9 @@ from proxy_failover.core.model import (
     FailoverEvent,
 )
 from proxy_failover.service import ProxyFailoverService
-from proxy_failover.store import Store, new_id
+from proxy_failover.store import Store, database, new_id
 from tests.helpers.clock import FakeClock
+from tests.helpers.processes import wait_for
 from tests.helpers.scenario import ADMIN, OWNER, activate, proxy_with
 
 
@@ -139,6 +140,45 @@ async def test_an_unreachable_database_is_storage_unavailable() -> None:
             with pytest.raises(StorageUnavailable) as caught:
                 await call
             assert caught.value.status_code == 503
+
+
+async def _backend_pid(store: Store) -> int:
+    async with store.read() as reader:
+        found = await reader.connection.execute(sa.text("SELECT pg_backend_pid()"))
+        return int(found.scalar_one())
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_the_server_dropped_is_not_handed_out(
+    postgres_url: str,
+) -> None:
+    store = Store(postgres_url, pool_size=1, max_overflow=0)
+    other = Store(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        dropped = await _backend_pid(store)  # pooled, checked in just now: no ping would be sent
+        async with other.read() as reader:
+            await reader.connection.execute(
+                sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped}
+            )
+
+        async def gone() -> bool:
+            async with other.read() as reader:
+                found = await reader.connection.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                    {"pid": dropped},
+                )
+                return found.scalar() == 0
+
+        await wait_for(gone, within=5)
+        assert await _backend_pid(store) != dropped  # a new connection, and no error
+        kept = await _backend_pid(store)
+        assert await _backend_pid(store) == kept  # a live connection stays in use
+        # Idle past the window: pinged (one round trip) before it is handed out again.
+        await asyncio.sleep(database.PING_BYPASS_SECONDS)
+        assert await _backend_pid(store) == kept
+    finally:
+        await store.close()
+        await other.close()
 
 
 async def test_timestamps_are_stored_as_utc_and_read_back_aware(database_url: str) -> None:

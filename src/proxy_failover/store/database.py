@@ -23,6 +23,7 @@ from alembic.config import Config
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_
 
 from proxy_failover.core.errors import (
     Conflict,
@@ -132,8 +133,15 @@ def create_engine(
         },
     )
     _terminate_invalidated_at_once(engine)
+    _ping_in_one_round_trip_when_idle(engine)
     _checkout_timeouts[engine.sync_engine.pool] = timeout_seconds
     return engine
+
+
+#: A pooled PostgreSQL connection checked in this recently is handed out again without a ping:
+#: its last transaction just got its answers (HikariCP's ``aliveBypassWindowMs`` is the same
+#: idea, at the same 500 ms).
+PING_BYPASS_SECONDS = 0.5
 
 
 #: PostgreSQL: how long getting a connection may take all told, per pool (``connection``).
@@ -174,6 +182,44 @@ def _terminate_invalidated_at_once(engine: AsyncEngine) -> None:
         dialect.get_driver_connection(dbapi_connection).terminate()
 
     dialect.do_terminate = terminate  # type: ignore[method-assign]
+
+
+def _ping_in_one_round_trip_when_idle(engine: AsyncEngine) -> None:
+    """The pre-ping of a pooled PostgreSQL connection: a connection the server dropped is
+    never handed out, at the cost of one round trip, and none on a busy pool.
+
+    SQLAlchemy's asyncpg ping costs three round trips (``BEGIN``, ``;``, ``ROLLBACK``: the
+    transaction is for PgBouncer, whose transaction pooling mishandles an extended-protocol
+    query outside one), about a millisecond before every transaction on a loaded machine.
+    Here: a connection whose socket asyncpg saw close (a restarted or terminated server) fails
+    the ping without a word to the server; one checked in less than ``PING_BYPASS_SECONDS`` ago
+    passes; any other is pinged with ``SELECT 1`` over the simple query protocol, one message
+    that is its own transaction, so PgBouncer's transaction pooling is served too (asyncpg
+    cannot take ``;`` that way: the empty query's missing status breaks its ``execute``). A
+    failed ping is what it was: the pool replaces the connection (and, on a disconnect, every
+    older one). What no ping closes: a server that drops the connection after it, or before
+    the loop has read the socket's end, fails the transaction (503), as it always could."""
+    dialect = engine.dialect
+    checked_in: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:  # None: the connection was invalidated
+            checked_in[dialect.get_driver_connection(dbapi_connection)] = time.monotonic()
+
+    def ping(dbapi_connection: Any) -> bool:
+        driver = dialect.get_driver_connection(dbapi_connection)
+        if driver.is_closed():
+            return False
+        if time.monotonic() - checked_in.get(driver, float("-inf")) < PING_BYPASS_SECONDS:
+            return True
+        try:
+            await_(driver.execute("SELECT 1"))  # no arguments: the simple query protocol
+        except Exception as error:  # raised as the adapter raises it, so the pool can tell a
+            dbapi_connection._handle_exception(error)  # disconnect from another failure
+        return True
+
+    dialect.do_ping = ping  # type: ignore[method-assign]
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:

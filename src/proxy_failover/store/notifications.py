@@ -32,17 +32,31 @@ from proxy_failover.store.webhooks import subscriptions_of
 LoggedListener = Callable[[Sequence[LoggedBatch], bool], None]
 
 _n = notification_log
-#: A proxy's newest entry: where a new stream starts, and (read under the proxy's lock, inside the
-#: change's transaction) the entry the change's own entries follow.
+#: A proxy's newest entry: where a new stream starts.
 LAST_SEQ = PreparedStatement(
     "notification_last_seq",
     sa.select(sa.func.max(_n.c.seq)).where(_n.c.proxy_id == sa.bindparam("p_proxy_id")),
 )
+_before = notification_log.alias("before")
+#: An entry's insert, returning its ``seq`` and the ``seq`` of the proxy's entry just before it
+#: (0: none). Run under the proxy's lock, inside the change's transaction, no other writer's
+#: entry of that proxy can fall in between: the first entry's answer is what the change's
+#: entries follow (``LoggedBatch.after_seq``), read in the insert's round trip.
 INSERT_ENTRY = PreparedStatement(
     "notification_insert",
     sa.insert(_n)
     .values(bound_columns(_n, ("id", "proxy_id", "type", "epoch", "occurred_at", "body")))
-    .returning(_n.c.seq),
+    .returning(
+        _n.c.seq,
+        sa.select(sa.func.coalesce(sa.func.max(_before.c.seq), 0))
+        # The inserted row's own ``seq``, spelled out: SQLAlchemy does not correlate a
+        # subquery with an INSERT's table (it would add the table to the subquery's FROM).
+        .where(
+            _before.c.proxy_id == sa.bindparam("p_proxy_id"),
+            _before.c.seq < sa.literal_column(f"{_n.name}.seq"),
+        )
+        .scalar_subquery(),
+    ),
 )
 
 
@@ -59,18 +73,15 @@ class NotificationLog:
         """Log each notification, queue a delivery per interested subscription, audit system acts.
 
         Runs before the change commits: all of it is durable exactly when the change is. Each
-        entry's ``seq`` is read back, and so is the proxy's newest entry before them: the change
-        holds the proxy's lock, so no other writer's entry of that proxy can fall in between
-        (``LoggedBatch``).
+        entry's ``seq`` is read back, and with a proxy's first entry the ``seq`` of the proxy's
+        entry before it: the change holds the proxy's lock, so no other writer's entry of that
+        proxy can fall in between (``LoggedBatch``).
         """
         if not notifications:
             return None
         proxy_ids = sorted({n.proxy_id for n in notifications})
         subscriptions = await subscriptions_of(connection, proxy_ids)
         last: dict[str, int] = {}
-        for proxy_id in proxy_ids:
-            found = await LAST_SEQ.tuples(connection, {"p_proxy_id": proxy_id})
-            last[proxy_id] = int(found[0][0] or 0) if found else 0
         entries: dict[str, list[StoredNotification]] = {proxy_id: [] for proxy_id in proxy_ids}
         actor = audit.current_actor.get()
         queued = False
@@ -88,6 +99,7 @@ class NotificationLog:
                     "p_body": body,
                 },
             )
+            last.setdefault(notification.proxy_id, int(rows[0][1] or 0))
             entries[notification.proxy_id].append(
                 StoredNotification(int(rows[0][0]), event_id, notification.type, body)
             )

@@ -283,6 +283,8 @@ class UnitOfWork(Reader):
         self.notifications: list[Notification] = []
         #: Proxies this unit locked to change: their change counter is bumped before commit.
         self.changed: set[str] = set()
+        #: Proxies whose counter moved already, with their redundancy row (``save_redundancy``).
+        self.bumped: set[str] = set()
         #: Set by a use case whose change moves nothing a listener acts on (e.g. a repeated
         #: health report): with no notifications either, after-commit listeners are not called.
         self.quiet = False
@@ -373,8 +375,9 @@ class UnitOfWork(Reader):
         await statements.UPDATE_INSTANCE.execute(self.connection, parameters)
 
     async def bump_versions(self) -> None:
-        """Move the change counter of every proxy this unit locked (just before commit)."""
-        changed = sorted(self.changed)
+        """Move the change counter of every proxy this unit locked (just before commit), unless
+        its redundancy row was written, which moved it (one statement fewer per switch)."""
+        changed = sorted(self.changed - self.bumped)
         if not changed:
             return
         await statements.BUMP_VERSION.execute_many(
@@ -461,15 +464,15 @@ class UnitOfWork(Reader):
 
     async def mark_active(self, proxy_id: str, active_instance_id: str | None) -> None:
         """Keep the ``is_active`` mirror in step with the redundancy row's pointer."""
-        await statements.MARK_OTHERS_INACTIVE.execute(
+        await statements.MARK_ACTIVE.execute(
             self.connection, {"p_proxy_id": proxy_id, "p_active_id": active_instance_id or ""}
         )
-        if active_instance_id is not None:
-            await statements.MARK_ACTIVE.execute(self.connection, {"p_id": active_instance_id})
 
     async def save_redundancy(self, status: RedundancyStatus) -> None:
+        """Write the proxy's redundancy row; its change counter moves with it."""
         parameters = {f"p_{name}": value for name, value in redundancy_values(status).items()}
         await statements.UPDATE_REDUNDANCY.execute(self.connection, parameters)
+        self.bumped.add(status.proxy_id)
 
     async def insert_event(self, event: FailoverEvent) -> None:
         parameters = {f"p_{name}": value for name, value in event_values(event).items()}

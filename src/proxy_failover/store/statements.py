@@ -78,21 +78,17 @@ UPDATE_INSTANCE = PreparedStatement(
 SELECT_INSTANCE = PreparedStatement(
     "select_instance", sa.select(instances).where(instances.c.id == sa.bindparam("p_id"))
 )
-# The ``is_active`` mirror of the redundancy row's pointer (``UnitOfWork.mark_active``): every
-# other instance of the proxy off, then the active one on.
-MARK_OTHERS_INACTIVE = PreparedStatement(
-    "mark_others_inactive",
+# The ``is_active`` mirror of the redundancy row's pointer (``UnitOfWork.mark_active``), in one
+# statement: the active instance on, every other instance of the proxy that is on, off (no active
+# instance: ``p_active_id`` is '', which names none).
+MARK_ACTIVE = PreparedStatement(
+    "mark_active",
     sa.update(instances)
     .where(
         instances.c.proxy_id == sa.bindparam("p_proxy_id"),
-        instances.c.is_active.is_(True),
-        instances.c.id != sa.bindparam("p_active_id"),
+        sa.or_(instances.c.is_active.is_(True), instances.c.id == sa.bindparam("p_active_id")),
     )
-    .values(is_active=False),
-)
-MARK_ACTIVE = PreparedStatement(
-    "mark_active",
-    sa.update(instances).where(instances.c.id == sa.bindparam("p_id")).values(is_active=True),
+    .values(is_active=instances.c.id == sa.bindparam("p_active_id")),
 )
 
 
@@ -122,6 +118,8 @@ UPDATE_REDUNDANCY = PreparedStatement(
             for column in redundancy.c
             if column.name not in ("id", "proxy_id", "user_id", "created_at", "change_version")
         }
+        # The change counter moves with the row (``UnitOfWork.bump_versions`` then skips it).
+        | {"change_version": redundancy.c.change_version + 1}
     ),
 )
 BUMP_VERSION = PreparedStatement(
