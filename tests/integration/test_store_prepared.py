@@ -1,6 +1,6 @@
-"""The health report's hot statements run on SQLite's driver connection (``store.prepared``, and the
-``BEGIN`` hook): they must read and write exactly what SQLAlchemy's own execution does, and fail
-the same way."""
+"""The hot statements run on the driver connection (``store.prepared``: SQLite's cursor, asyncpg's
+statement cache; and SQLite's ``BEGIN`` hook): they must read and write exactly what SQLAlchemy's
+own execution does, inside the unit's transaction, and fail the same way."""
 
 from __future__ import annotations
 
@@ -54,16 +54,40 @@ async def test_prepared_lock_and_update_match_sqlalchemy(
         assert await unit.get_instance(changed.id) == changed
     async with store.write() as unit:
         assert await unit.lock_proxy_with_instances("missing") == (None, [])
-    assert (database_url.startswith("sqlite")) == (
-        statements.UPDATE_INSTANCE.compiled_for(unit.connection) is not None
-    )
+    assert statements.UPDATE_INSTANCE.compiled_for(unit.connection) is not None
+
+
+async def test_a_prepared_statement_that_opens_a_unit_runs_in_its_transaction(
+    service: ProxyFailoverService,
+) -> None:
+    """On PostgreSQL the statement itself starts the transaction (SQLAlchemy's asyncpg adapter
+    sends ``BEGIN`` lazily): a write that rolls back leaves nothing behind."""
+    made = await proxy_with(service, "p-tx", ["a"])
+    instance_id = made["a"].id
+
+    class Refused(Exception):
+        pass
+
+    async def activate_then_refuse() -> None:
+        async with service.store.write() as unit:
+            await unit.mark_active("p-tx", instance_id)  # the unit's first statement
+            raise Refused
+
+    with pytest.raises(Refused):
+        await activate_then_refuse()
+    assert (await service.get_instance(instance_id)).is_active is False
+    async with service.store.write() as unit:
+        await unit.mark_active("p-tx", instance_id)
+    assert (await service.get_instance(instance_id)).is_active is True
 
 
 async def test_a_failing_prepared_statement_is_mapped_like_any_other(
     service: ProxyFailoverService, database_url: str
 ) -> None:
     if not database_url.startswith("sqlite"):
-        pytest.skip("the prepared path is SQLite's only")
+        # PostgreSQL's missing table is no outage; its prepared statements' errors are mapped
+        # as SQLAlchemy's: test_two_open_switches_are_refused_by_the_database_too.
+        pytest.skip("a missing table is an outage (OperationalError) on SQLite only")
     made = await proxy_with(service, "p-gone", ["a"])
 
     async def lock_without_the_table() -> None:

@@ -1,10 +1,12 @@
-"""Hot constant statements, declared once at module level and run prepared on SQLite.
+"""Hot constant statements, declared once at module level and run prepared on the driver.
 
 Why: per call, ``Connection.execute`` (compiled-cache lookup, execution context, result and row
-objects, greenlet hops) cost several times what SQLite spends on the statement; a health report
-runs a few of these. On SQLite a ``PreparedStatement`` is compiled once per dialect and run on the
-driver connection of the caller's transaction, with the same bind and result processing
-SQLAlchemy applies; PostgreSQL keeps SQLAlchemy's regular path.
+objects, greenlet hops) cost several times what the database spends on the statement: on SQLite
+several times the statement itself, on PostgreSQL about four times asyncpg's own round trip for
+a one-row read. A ``PreparedStatement`` is compiled once per dialect and run on the driver
+connection of the caller's transaction, with the same bind and result processing SQLAlchemy
+applies: SQLite's cursor, or asyncpg's own statement cache (prepared once per connection, then
+one round trip each).
 
 The compiled form lives on the ``PreparedStatement`` object itself, so the cache holds exactly the
 declared statements: nothing keyed by ``id()`` that could grow with statements built per call, or
@@ -19,7 +21,7 @@ import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -36,7 +38,8 @@ def bound_columns(table: sa.Table, names: Sequence[str]) -> dict[str, sa.BindPar
 
 
 class _Compiled:
-    """A statement compiled for SQLite, run on the driver connection of the unit's transaction."""
+    """A statement compiled for SQLite, run on the driver connection of the unit's transaction
+    (``_CompiledAsyncpg``: the same for PostgreSQL)."""
 
     def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -54,21 +57,25 @@ class _Compiled:
             for name, bind in compiled.binds.items()
             if not name.startswith("p_")
         }
-        columns = list(statement.exported_columns)  # a SELECT's columns, a DML's RETURNING
+        self._dialect = dialect
+        self._columns = list(statement.exported_columns)  # a SELECT's, a DML's RETURNING
+        self._results = self._processors([None] * len(self._columns))
+        self._returns_rows = bool(self._columns)
+
+    def _processors(self, column_types: Sequence[object]) -> list[tuple[int, Callable[[Any], Any]]]:
+        """Only the columns that need converting (datetimes, JSON, booleans), by position;
+        ``column_types`` are the driver's types of the result's columns, where it needs them."""
+        dialect = self._dialect
         processors = (
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+            column.type.dialect_impl(dialect).result_processor(dialect, column_type)
+            for column, column_type in zip(self._columns, column_types, strict=True)
         )
-        # Only the columns that need converting (datetimes, JSON, booleans), by position.
-        self._results = [(at, process) for at, process in enumerate(processors) if process]
-        self._returns_rows = bool(columns)
+        return [(at, process) for at, process in enumerate(processors) if process]
 
     async def run(self, connection: AsyncConnection, values: Mapping[str, Any]) -> list[Any]:
         """Execute with ``values`` (by bind name); the rows in select order (tuples, or lists
         when a column was converted)."""
-        parameters = self._parameters(values)
-        async with self._cursor(connection, parameters) as cursor:
-            await cursor.execute(self.sql, parameters)
-            raw = await cursor.fetchall() if self._returns_rows else []
+        raw = await self._fetch(connection, self._parameters(values))
         if not self._results:
             return raw
         rows = []
@@ -123,6 +130,14 @@ class _Compiled:
                     value = row[index]
                     values[position] = value if process is None else process(value)
                 parameters.append(values)
+        await self._execute_many(connection, parameters)
+
+    async def _fetch(self, connection: AsyncConnection, parameters: tuple[Any, ...]) -> list[Any]:
+        async with self._cursor(connection, parameters) as cursor:
+            await cursor.execute(self.sql, parameters)
+            return list(await cursor.fetchall()) if self._returns_rows else []
+
+    async def _execute_many(self, connection: AsyncConnection, parameters: list[Any]) -> None:
         async with self._cursor(connection, parameters) as cursor:
             await cursor.executemany(self.sql, parameters)
 
@@ -138,6 +153,85 @@ class _Compiled:
             await cursor.close()
         except sqlite3.Error as error:
             raise sa.exc.DBAPIError.instance(self.sql, parameters, error, sqlite3.Error) from error
+
+
+class _CompiledAsyncpg(_Compiled):
+    """A statement compiled for PostgreSQL, run on asyncpg's connection of the unit's
+    transaction through asyncpg's statement cache.
+
+    The transaction is the adapter's: SQLAlchemy's asyncpg adapter sends ``BEGIN`` before the
+    first statement of a transaction, so a statement that opens one starts it through the
+    adapter (which then commits or rolls it back), and a driver error is raised as the adapter
+    and SQLAlchemy raise it (so ``database.mapped_errors`` maps it like any other). Both use
+    the adapter's private ``_transaction``, ``_start_transaction`` and ``_handle_exception``:
+    every PostgreSQL test of a unit of work runs through here, so a SQLAlchemy that changes
+    them fails the suite, not production."""
+
+    def __init__(self, statement: Statement, dialect: Dialect) -> None:
+        super().__init__(statement, dialect)
+        #: asyncpg's result processors need the columns' type OIDs: read from the statement
+        #: prepared by its first run (as SQLAlchemy reads them from each cursor's description).
+        self._typed = not self._returns_rows
+
+    def _processors(self, column_types: Sequence[object]) -> list[tuple[int, Callable[[Any], Any]]]:
+        if any(column_type is None for column_type in column_types):
+            return []  # not known before the first run
+        return super()._processors(column_types)
+
+    async def _fetch(self, connection: AsyncConnection, parameters: tuple[Any, ...]) -> list[Any]:
+        adapter = _adapter(connection)
+        try:
+            driver = await _in_transaction(adapter)
+            if not self._typed:
+                prepared = await driver.prepare(self.sql)
+                oids = [attribute.type.oid for attribute in prepared.get_attributes()]
+                self._results, self._typed = self._processors(oids), True
+            return list(await driver.fetch(self.sql, *parameters))
+        except Exception as error:
+            _raise_as_sqlalchemy(adapter, self.sql, parameters, error)
+
+    async def _execute_many(self, connection: AsyncConnection, parameters: list[Any]) -> None:
+        adapter = _adapter(connection)
+        try:
+            driver = await _in_transaction(adapter)
+            await driver.executemany(self.sql, parameters)
+        except Exception as error:
+            _raise_as_sqlalchemy(adapter, self.sql, parameters, error)
+
+
+def _adapter(connection: AsyncConnection) -> Any:
+    """SQLAlchemy's asyncpg adapter under ``connection`` (its DBAPI connection)."""
+    sync: Any = connection.sync_connection
+    return sync.connection.dbapi_connection
+
+
+async def _in_transaction(adapter: Any) -> Any:
+    """The asyncpg connection of ``adapter``, its transaction begun (``BEGIN`` at the first
+    statement, as the adapter's own cursor does)."""
+    if adapter._transaction is None:
+        await adapter._start_transaction()  # raises the adapter's DBAPI error on failure
+    return adapter.driver_connection
+
+
+def _raise_as_sqlalchemy(adapter: Any, sql: str, parameters: Any, error: Exception) -> NoReturn:
+    """Raise ``error`` as SQLAlchemy's execution would: the adapter's DBAPI error wrapped in
+    ``sqlalchemy.exc.DBAPIError``'s subclass of the same name (IntegrityError, ...), marked
+    ``connection_invalidated`` when the connection is gone; anything the adapter does not
+    translate (a timeout) as it is."""
+    dbapi = adapter.dbapi
+    try:
+        if not isinstance(error, dbapi.Error):
+            adapter._handle_exception(error)
+        raise error
+    except dbapi.Error as translated:
+        gone = adapter.driver_connection.is_closed()
+        raise sa.exc.DBAPIError.instance(
+            sql, parameters, translated, dbapi.Error, connection_invalidated=gone
+        ) from error
+
+
+#: The dialects whose statements run prepared on the driver, and how.
+_COMPILERS: dict[str, type[_Compiled]] = {"sqlite": _Compiled, "postgresql": _CompiledAsyncpg}
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,14 +256,16 @@ class PreparedStatement:
         PreparedStatement._declared.add(self.name)
 
     def compiled_for(self, connection: AsyncConnection) -> _Compiled | None:
-        """The statement compiled for this connection's SQLite dialect (once), or None
-        (PostgreSQL: SQLAlchemy's regular execution)."""
+        """The statement compiled for this connection's dialect (once; the URLs
+        ``database.normalize_url`` accepts use aiosqlite or asyncpg), or None (SQLAlchemy's
+        regular execution)."""
         dialect = connection.dialect
-        if dialect.name != "sqlite":
-            return None
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+            compiler = _COMPILERS.get(dialect.name)
+            if compiler is None:
+                return None
+            compiled = self._compiled[dialect.name] = compiler(self.statement, dialect)
         return compiled
 
     async def rows(

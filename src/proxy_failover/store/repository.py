@@ -311,11 +311,10 @@ class UnitOfWork(Reader):
         """
         self.changed.add(proxy_id)
         parameters = {"p_proxy_id": proxy_id}
-        prepared = statements.LOCK_WITH_INSTANCES.compiled_for(self.connection)
-        if prepared is None:
+        if self.connection.dialect.name != "sqlite":
             locked = await self.lock_proxy(proxy_id)
             return locked, [] if locked is None else await self.list_instances(proxy_id)
-        rows: Sequence[Sequence[Any]] = await prepared.run(self.connection, parameters)
+        rows = await statements.LOCK_WITH_INSTANCES.tuples(self.connection, parameters)
         if not rows:
             return None, []
         status = redundancy_from(
@@ -390,7 +389,7 @@ class UnitOfWork(Reader):
 
         Rows are read as tuples in ``statements.ROUTINE_STATE``'s column order: at thousands of
         results a second a dict per row was a tenth of the bulk path's CPU."""
-        if statements.ROUTINE_STATE_SQLITE.compiled_for(self.connection) is not None:
+        if self.connection.dialect.name == "sqlite":
             rows = await self._tuples(
                 statements.ROUTINE_STATE_SQLITE, {"p_ids": json.dumps(instance_ids)}
             )
