@@ -85,7 +85,7 @@ class RuntimeApi:
     one idle connection of the socket's ``stats maxconn``): that line is then written at once,
     with no connect on the cut's path. Full applies always open their own: a connection opened
     before an HAProxy reload still reaches the old, stopping worker (and keeps it alive until
-    HAProxy's idle timeout closes it), so the spare is replaced after every apply and is never
+    HAProxy's idle timeout closes it), so the spare is replaced after every full apply: never
     older than one reconcile period, the bound within which the reconcile restores a reload.
     """
 
@@ -104,18 +104,21 @@ class RuntimeApi:
     async def prepare(self) -> None:
         """Open the connection the next ``execute(..., spare=True)`` writes on, replacing an
         older one; nothing when HAProxy cannot be reached (that command then connects itself)."""
-        self.close()
+        await self.aclose()
         try:
             async with asyncio.timeout(self.timeout):
                 self._spare = await self._connect()
         except (OSError, TimeoutError) as error:
             log.debug("haproxy: no spare Runtime API connection: %s", error)
 
-    def close(self) -> None:
-        """Close the connection opened ahead of time, if any."""
+    async def aclose(self) -> None:
+        """Close the connection opened ahead of time, if any, and wait until it is closed."""
         if self._spare is not None:
-            self._spare[1].close()
+            writer = self._spare[1]
             self._spare = None
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def execute(self, command: str, *, spare: bool = False) -> str:
         """Send one command line and return its whole answer; ``DataPlaneError`` when
@@ -310,24 +313,22 @@ class HaproxyDataPlane:
         return name if self.standby_backups and name not in names else None
 
     async def apply(self, state: DesiredState) -> None:
-        await self._apply_and_prepare(state, cached=False)
-
-    async def apply_from_event(self, state: DesiredState) -> None:
-        """A move told by an event: the state commands from the servers as the last apply left
-        them, in one round trip, on the connection opened ahead of time. If HAProxy changed
-        meanwhile (a reload), a command is refused or does nothing, and the full read and apply
-        that follows every event puts it right."""
-        await self._apply_and_prepare(state, cached=True)
-
-    async def _apply_and_prepare(self, state: DesiredState, *, cached: bool) -> None:
-        """The apply, then the next event's connection opened: never older than this apply, and
-        there for an event that follows at once (a health change, then the move)."""
+        # Then the next event's connection is opened: after every full apply, so never older
+        # than one reconcile period (not after an event's own apply: that would count in the
+        # agent's event-to-applied time, and the full read follows every event).
         try:
-            await self._apply(state, cached=cached)
+            await self._apply(state, cached=False)
         except DataPlaneError:
             await self.api.prepare()
             raise
         await self.api.prepare()
+
+    async def apply_from_event(self, state: DesiredState) -> None:
+        """A move told by an event: the state commands from the servers as the last apply left
+        them, in one round trip, on the connection opened after the last full apply. If HAProxy
+        changed meanwhile (a reload), a command is refused or does nothing, and the full read
+        and apply that follows every event puts it right."""
+        await self._apply(state, cached=True)
 
     async def _apply(self, state: DesiredState, *, cached: bool) -> None:
         backend = self.backends[state.proxy_id]
