@@ -4,6 +4,7 @@ with a headline (``bench/results/<name>.json``, rendered by ``bench/render.py``)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from _report import Table, save
@@ -23,7 +24,7 @@ PLANES = {
 }
 
 
-def record(report: dict[str, Any], name: str = "dataplane") -> None:
+def record(report: dict[str, Any], name: str = "dataplane", notes: Sequence[str] = ()) -> None:
     """The run as ``bench/results/<name>.json`` (tables of plain numbers, a headline)."""
     rate, streams = report["rate"], report["streams"]
     runs = report.get("repeat", 1)
@@ -163,5 +164,6 @@ def record(report: dict[str, Any], name: str = "dataplane") -> None:
         name,
         title="Data planes: " + ", ".join(PLANES[k].split(" ", 1)[1] for k in report["planes"]),
         tables=tables,
+        notes=list(notes),
         headline=headline,
     )

@@ -156,6 +156,7 @@ async def main(
     envoy_refresh: float = 1.0,
     traefik_standby: bool = True,
     repeat: int = 1,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="pfo-dataplane-"))
     relays = {name: Relay(name) for name in NAMES}
@@ -240,7 +241,7 @@ async def main(
             print("overhead", report["overhead"], flush=True)
         await arrivals.stop()
         await cp.http.aclose()
-        record(report, record_name)
+        record(report, record_name, notes)
         return report
     finally:
         launch.stop_all()
@@ -266,6 +267,9 @@ if __name__ == "__main__":
         help="switchover and cut this many times per plane: figures are medians, errors sums "
         "(the machine's load moves single runs by tens of ms)",
     )
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the record (repeatable)"
+    )
     parser.add_argument("--traefik-poll", default="50ms", help="Traefik's provider pollInterval")
     parser.add_argument("--envoy-refresh", type=float, default=1.0, help="Envoy's REST EDS poll, s")
     parser.add_argument(
@@ -289,5 +293,6 @@ if __name__ == "__main__":
             arguments.envoy_refresh,
             not arguments.no_traefik_standby,
             arguments.repeat,
+            arguments.note,
         )
     )
