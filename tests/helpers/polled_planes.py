@@ -15,17 +15,14 @@ import shutil
 import socket
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.helpers.dataplanes import poll_until, stop
 from tests.helpers.processes import free_port
+from tests.helpers.tls_server import self_signed_certificate
 
 NGINX = "/usr/sbin/nginx"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -228,31 +225,10 @@ tls:
 
 
 def traefik_default_certificate(directory: Path) -> str:
-    """A self-signed ECDSA P-256 certificate and its key written in ``directory``, and the file
-    provider's lines that make them the default TLS store's certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "traefik-default")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    cert, key_file = directory / "traefik-default.crt", directory / "traefik-default.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return TRAEFIK_DEFAULT_CERTIFICATE.format(cert=cert, key=key_file)
+    """A self-signed certificate and its key written in ``directory``, and the file provider's
+    lines that make them the default TLS store's certificate."""
+    cert, key = self_signed_certificate(directory, "traefik-default", timedelta(days=3650))
+    return TRAEFIK_DEFAULT_CERTIFICATE.format(cert=cert, key=key)
 
 
 def traefik_static(

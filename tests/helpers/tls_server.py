@@ -17,8 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """Write a fresh self-signed certificate for 127.0.0.1 and its key; return their paths."""
+def self_signed_certificate(
+    folder: Path, stem: str = "instance", lifetime: timedelta = timedelta(hours=1)
+) -> tuple[Path, Path]:
+    """Write a fresh self-signed certificate for 127.0.0.1 and its key (``<stem>-cert.pem``,
+    ``<stem>-key.pem``, valid for ``lifetime``); return their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.now(UTC)
@@ -29,7 +32,7 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(hours=1))
+        .not_valid_after(now + lifetime)
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
@@ -37,7 +40,7 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = folder / "instance-cert.pem", folder / "instance-key.pem"
+    cert_path, key_path = folder / f"{stem}-cert.pem", folder / f"{stem}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

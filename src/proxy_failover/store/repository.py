@@ -374,8 +374,7 @@ class UnitOfWork(Reader):
         await statements.UPDATE_INSTANCE.execute(self.connection, parameters)
 
     async def bump_versions(self) -> None:
-        """Move the change counter of every proxy this unit locked (just before commit), unless
-        its redundancy row was written, which moved it (one statement fewer per switch)."""
+        """Before commit, move the change counter of each locked proxy no redundancy write moved."""
         changed = sorted(self.changed - self.bumped)
         if not changed:
             return
