@@ -66,7 +66,7 @@ SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@ll")
 
 
-def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+def kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
@@ -88,56 +88,21 @@ async def receive(sock: socket.socket) -> tuple[bytes, float]:
             finally:
                 loop.remove_reader(sock.fileno())
             continue
-        return data, _kernel_stamp(ancillary) or time.time()
+        return data, kernel_stamp(ancillary) or time.time()
 
 
 @dataclass
 class Stream:
-    """A long-lived ``GET /stream``; with ``reconnect`` it reconnects at once when closed.
+    """What one long-lived ``GET /stream`` saw (``_stream_clients.py`` runs them).
 
-    A line's time is the kernel's receive time of its bytes (``SO_TIMESTAMPNS``), not when this
-    client's event loop, shared with the load and the other streams, got to read it. ``closes``
-    are when the client saw each close, ``connects`` when it started each connect: the client's
-    own delay between the two is part of no data plane's time.
+    A line's time is the kernel's receive time of its bytes (``SO_TIMESTAMPNS``), not when the
+    client got to read it. ``closes`` are when the client saw each close, ``connects`` when it
+    started each connect: the client's own delay between the two is part of no data plane's time.
     """
 
-    port: int
-    reconnect: bool
     lines: list[tuple[float, str]] = field(default_factory=list)
     closes: list[float] = field(default_factory=list)
     connects: list[float] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            got_data = False
-            self.connects.append(time.time())
-            with socket.socket() as sock:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                try:
-                    await loop.sock_connect(sock, ("127.0.0.1", self.port))
-                    await loop.sock_sendall(sock, b"GET /stream HTTP/1.1\r\nHost: bench\r\n\r\n")
-                    buffer = b""
-                    while data := (received := await receive(sock))[0]:
-                        got_data = True
-                        *complete, buffer = (buffer + data).split(b"\n")
-                        for line in complete:
-                            words = line.decode(errors="replace").split()
-                            if len(words) == 2 and words[1].isdigit():
-                                self.lines.append((received[1], words[0]))
-                except OSError:
-                    pass
-            self.closes.append(time.time())
-            if not self.reconnect:
-                return
-            if not got_data:  # refused or reset before any byte: do not spin
-                await asyncio.sleep(0.001)
 
     def first_from(self, name: str, after: float) -> float | None:
         return next((t for t, n in self.lines if n == name and t >= after), None)
@@ -151,11 +116,6 @@ class Stream:
             if closed >= after and index + 1 < len(self.connects):
                 return closed, self.connects[index + 1]
         return None
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def wait_answered_by(port: int, name: str, within: float = 20) -> None:

@@ -25,7 +25,6 @@ class StreamClients:
 
     def __init__(self, port: int, count: int, *, reconnect: bool) -> None:
         self.args = [str(port), str(count), "reconnect" if reconnect else "once"]
-        self.port, self.reconnect = port, reconnect
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> list[str | None]:
@@ -56,8 +55,6 @@ class StreamClients:
         await self.proc.wait()
         return [
             Stream(
-                self.port,
-                self.reconnect,
                 lines=[(t, name) for t, name in record["lines"]],
                 closes=record["closes"],
                 connects=record["connects"],
