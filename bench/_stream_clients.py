@@ -62,19 +62,24 @@ class ReconnectingStream:
         if code not in (0, errno.EINPROGRESS):
             self._closed()
             return
-        self.loop.add_writer(sock.fileno(), self._connected)
+        self._send(False)  # on loopback the handshake is over: no turn of the loop
 
-    def _connected(self) -> None:
+    def _send(self, waited: bool) -> None:
         assert self.sock is not None
-        self.loop.remove_writer(self.sock.fileno())
+        if waited:
+            self.loop.remove_writer(self.sock.fileno())
         try:
-            if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                raise ConnectionRefusedError
             self.sock.send(REQUEST)  # a fresh socket's buffer takes these 40 bytes whole
-        except OSError:
-            self._closed()
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:
+            if error.errno != errno.ENOTCONN or waited:
+                self._closed()
+                return
+        else:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
             return
-        self.loop.add_reader(self.sock.fileno(), self._readable)
+        self.loop.add_writer(self.sock.fileno(), self._send, True)
 
     def _readable(self) -> None:
         assert self.sock is not None
