@@ -18,8 +18,7 @@ from proxy_failover.store import database
 from proxy_failover.store.prepared import PreparedStatement, bound_columns
 from proxy_failover.store.rows import INSTANCE_FIELDS
 from proxy_failover.store.tables import (
-    OPEN_STATUSES,
-    SWITCH_TYPES,
+    OPEN_SWITCH,
     configurations,
     events,
     instances,
@@ -99,12 +98,11 @@ SELECT_CONFIG = PreparedStatement(
 SELECT_OPEN_SWITCH = PreparedStatement(
     "select_open_switch",
     sa.select(events)
-    .where(
-        events.c.proxy_id == sa.bindparam("p_proxy_id"),
-        # OR of equalities, not IN: a prepared statement cannot expand a list at run time
-        sa.or_(*(events.c.status == status for status in OPEN_STATUSES)),
-        sa.or_(*(events.c.event_type == kind for kind in SWITCH_TYPES)),
-    )
+    # The partial unique index's own condition, word for word, as constants: SQLite uses a
+    # partial index only for a query whose WHERE repeats its terms, and PostgreSQL's generic plan
+    # of a prepared statement cannot prove it from parameters. Otherwise each snapshot load
+    # walked every event the proxy ever had, newest first (tests/integration/test_query_plans.py).
+    .where(events.c.proxy_id == sa.bindparam("p_proxy_id"), sa.text(OPEN_SWITCH))
     .order_by(events.c.created_at.desc())
     .limit(1),
 )
