@@ -32,8 +32,11 @@ def haproxy_config(
     directory: Path, name: str, port: int, servers: str, socket_path: str, mode: str = "tcp"
 ) -> list[str]:
     """HAProxy in ``mode`` (tcp, or http: it parses each request and answer, and its
-    ``retries``/``option redispatch`` also move a refused request to another server)."""
+    ``retries``/``option redispatch`` also move a refused request to another server; with
+    ``option http-no-delay``, as docs/dataplanes.md tells streaming users: without it HAProxy
+    holds a stream's small chunks up to 200 ms with ``MSG_MORE``)."""
     config = directory / f"{name}.cfg"
+    no_delay = "\n    option http-no-delay" if mode == "http" else ""
     config.write_text(
         f"""global
     stats socket {socket_path} mode 600 level admin
@@ -44,7 +47,7 @@ defaults
     timeout client 30s
     timeout server 30s
     option redispatch
-    retries 2
+    retries 2{no_delay}
 frontend front
     bind 127.0.0.1:{port}
     default_backend relays
