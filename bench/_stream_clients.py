@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 
-from _dataplane_load import SO_TIMESTAMPNS, kernel_stamp
+from _dataplane_load import SO_TIMESTAMPNS, kernel_stamp, send_when_connected
 
 from proxy_failover.adapters.event_loop import loop_factory
 
@@ -62,24 +62,13 @@ class ReconnectingStream:
         if code not in (0, errno.EINPROGRESS):
             self._closed()
             return
-        self._send(False)  # on loopback the handshake is over: no turn of the loop
-
-    def _send(self, waited: bool) -> None:
-        assert self.sock is not None
-        if waited:
-            self.loop.remove_writer(self.sock.fileno())
-        try:
-            self.sock.send(REQUEST)  # a fresh socket's buffer takes these 40 bytes whole
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as error:
-            if error.errno != errno.ENOTCONN or waited:
-                self._closed()
-                return
-        else:
-            self.loop.add_reader(self.sock.fileno(), self._readable)
-            return
-        self.loop.add_writer(self.sock.fileno(), self._send, True)
+        send_when_connected(
+            self.loop,
+            sock,
+            REQUEST,
+            lambda: self.loop.add_reader(sock.fileno(), self._readable),
+            self._closed,
+        )
 
     def _readable(self) -> None:
         assert self.sock is not None

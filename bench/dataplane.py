@@ -284,8 +284,7 @@ if __name__ == "__main__":
     if unknown:
         parser.error(f"unknown planes: {', '.join(unknown)}")
     # The load, the event client and the scenarios on uvloop, as the planes under test are: the
-    # 200 new connections a second cost this process half the CPU they did on asyncio's loop,
-    # CPU the planes then have (2 shared cores; real clients are other machines).
+    # benchmark's own work shares the planes' 2 cores (real clients are other machines).
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(
             main(
