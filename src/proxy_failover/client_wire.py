@@ -54,14 +54,27 @@ def _convert(hint: Any, value: Any) -> Any:
     return value
 
 
+_WIRE_FIELDS: dict[type, tuple[tuple[str, str, Any], ...]] = {}
+
+
+def _wire_fields(cls: type) -> tuple[tuple[str, str, Any], ...]:
+    """Each field of the dataclass ``cls``: its name, its camelCase key and its type. Resolved
+    once per class: ``typing.get_type_hints`` evaluates the string annotations every call (about
+    0.4-0.8 ms for ``Instance``), which every object of every answer paid before."""
+    wire = _WIRE_FIELDS.get(cls)
+    if wire is None:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        wire = _WIRE_FIELDS[cls] = tuple((f.name, camel(f.name), hints[f.name]) for f in fields)
+    return wire
+
+
 def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build the library dataclass ``cls`` from the API's camelCase JSON object."""
-    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = camel(field.name)
+    for name, key, hint in _wire_fields(cls):
         if key in data:
-            values[field.name] = _convert(hints[field.name], data[key])
+            values[name] = _convert(hint, data[key])
     if cls is StoredMetricSample and values.get("sample") is None:
         values["sample"] = MetricSample()  # samples are shown to admins only
     return cls(**values)
