@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -38,16 +39,18 @@ COLUMNS = "id, proxy_id, user_id, event_type, reason, status, triggered_by, epoc
 CLOSED = "{}, '" + PROXY + "', 'u', 'switchover', 'planned', 'completed', 'manual', {}, {}"
 
 
-def _arguments(compiled: Any) -> list[object]:
-    """Positional values in placeholder order: the proxy id, then the statement's constants."""
-    names = tuple(compiled.positiontup or ())
+def _arguments(compiled: Any, names: Sequence[str]) -> list[object]:
+    """Values for the placeholders ``names`` (in their order): the proxy id, else the
+    statement's own constants."""
     return [PROXY if name == "p_proxy_id" else compiled.params[name] for name in names]
 
 
 def _sqlite_plan(path: str, statement: sa.ClauseElement) -> str:
     compiled = statement.compile(dialect=sqlite.dialect())
     with sqlite3.connect(path) as connection:
-        rows = connection.execute(f"EXPLAIN QUERY PLAN {compiled}", _arguments(compiled))
+        rows = connection.execute(
+            f"EXPLAIN QUERY PLAN {compiled}", _arguments(compiled, compiled.positiontup or ())
+        )
         return " | ".join(str(row[3]) for row in rows.fetchall())
 
 
@@ -58,7 +61,7 @@ async def _postgres_generic_plan(
     a generic plan (parameters unknown to the planner)."""
     compiled = statement.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
     names = re.findall(r"%\((\w+)\)s", str(compiled))  # psycopg's placeholders, in order
-    arguments = [PROXY if name == "p_proxy_id" else compiled.params[name] for name in names]
+    arguments = _arguments(compiled, names)
     numbered = str(compiled)
     for position, name in enumerate(names, 1):
         numbered = numbered.replace(f"%({name})s", f"${position}", 1)
