@@ -47,10 +47,9 @@ def _arguments(compiled: Any, names: Sequence[str]) -> list[object]:
 
 def _sqlite_plan(path: str, statement: sa.ClauseElement) -> str:
     compiled = statement.compile(dialect=sqlite.dialect())
+    arguments = _arguments(compiled, getattr(compiled, "positiontup", None) or ())
     with sqlite3.connect(path) as connection:
-        rows = connection.execute(
-            f"EXPLAIN QUERY PLAN {compiled}", _arguments(compiled, compiled.positiontup or ())
-        )
+        rows = connection.execute(f"EXPLAIN QUERY PLAN {compiled}", arguments)
         return " | ".join(str(row[3]) for row in rows.fetchall())
 
 
