@@ -3,6 +3,7 @@ how it refuses; Envoy's own requests against the real binary are in test_datapla
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -115,6 +116,21 @@ async def test_unknown_and_other_owners_proxies_answer_the_same_404(api: Api) ->
     )
     response = await api.call("GET", PATH, bob, params={"resource_names": PROXY})
     assert response.status_code == 404
+
+
+async def test_a_refused_request_leaves_no_read_running_behind_its_answer(api: Api) -> None:
+    """The known proxy's read ends with the request, not after it on a connection nobody
+    waits for (which a shutdown then finds still checked out)."""
+    await _proxy_with_three(api)
+    for names in ((PROXY, "nope"), ("nope", PROXY)):
+        mixed = _request(*names)
+        assert (await api.error("POST", PATH, api.tokens.admin, json=mixed))[0] == 404
+        reads = [
+            task
+            for task in asyncio.all_tasks()
+            if "get_desired_state" in getattr(task.get_coro(), "__qualname__", "")
+        ]
+        assert reads == []
 
 
 async def test_bad_requests_are_refused_with_the_spec_codes(api: Api) -> None:

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from proxy_failover.core import limits
+from proxy_failover.core.dataplane import DesiredState
 from proxy_failover.core.envoy import EDS_TYPE_URL, discovery_response
 from proxy_failover.core.errors import InvalidInput
 from proxy_failover.entrypoints.api.auth import Caller
@@ -147,7 +148,16 @@ async def _answer(
         )
     for proxy_id in names:
         await ownership.check_proxy(caller, proxy_id)
-    states = await asyncio.gather(*(service.get_desired_state(p) for p in names))
+    # Every read runs to its end before the answer: with a plain gather, one unknown name
+    # answered 404 while the other reads went on, on connections nobody waited for.
+    answers = await asyncio.gather(
+        *(service.get_desired_state(p) for p in names), return_exceptions=True
+    )
+    states: list[DesiredState] = []
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer  # the first failure in the order named
+        states.append(answer)
     return JSONResponse(discovery_response(states))
 
 
