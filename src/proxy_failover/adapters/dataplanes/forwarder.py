@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -163,29 +164,36 @@ class Forwarder:
         *,
         on_switch: SwitchPolicy | None = None,
         connect_timeout: float = 1.0,
+        report_counts: bool = True,
     ) -> None:
         self.proxy_id = proxy_id
         self.client = client
         self.metrics = metrics
         self.on_switch = on_switch
         self.connect_timeout = connect_timeout
+        self.report_counts = report_counts  # off in a worker: its parent reports the sum
         self.state: DesiredState | None = None
         self._counts = _Counts()
         self._cursor = RouteCursor()
         self._background: set[asyncio.Task[None]] = set()
         self._meters: dict[str, tuple[Counter, Gauge]] = {}
         self._loop: asyncio.AbstractEventLoop  # the loop listening() accepts clients on
+        self._server: asyncio.Server | None = None
+        self._address = ""
 
     # --- the data plane side ------------------------------------------------------------------
 
     async def apply(self, state: DesiredState) -> None:
         self._move(state)
-        self._spawn(self._report_connection_counts(state))
+        await self._serve()
+        if self.report_counts:
+            self._spawn(self._report_connection_counts(state))
 
     async def apply_from_event(self, state: DesiredState) -> None:
         """A state told by an event: the move alone. The connection counts are reported by the
         full apply that follows (by then the clients that were cut have reconnected)."""
         self._move(state)
+        await self._serve()
 
     def _move(self, state: DesiredState) -> None:
         previous, self.state = self.state, state
@@ -237,11 +245,20 @@ class Forwarder:
     # --- the traffic side ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def listening(self, host: str, port: int) -> AsyncIterator[asyncio.Server]:
-        """Accept clients on ``host:port`` for as long as the context lasts."""
+    async def listening(
+        self, host: str, port: int, *, sock: socket.socket | None = None
+    ) -> AsyncIterator[asyncio.Server]:
+        """Accept clients on ``host:port`` (or on the listening ``sock`` a parent bound for
+        it: ``forward --workers``) for as long as the context lasts."""
         loop = self._loop = asyncio.get_running_loop()
-        server = await loop.create_server(self._accepted, host, port, reuse_address=True)
-        log.info("forwarder %s: listening on %s:%d", self.proxy_id, host, port)
+        if sock is not None:
+            server = await loop.create_server(self._accepted, sock=sock, start_serving=False)
+        else:
+            server = await loop.create_server(
+                self._accepted, host, port, reuse_address=True, start_serving=False
+            )
+        self._server, self._address = server, f"{host}:{port}"
+        await self._serve()
         try:
             yield server
         finally:
@@ -251,6 +268,16 @@ class Forwarder:
                     connection.cut()
             for task in list(self._background):
                 task.cancel()
+
+    async def _serve(self) -> None:
+        """Accept clients once the first desired state is known: a client accepted before it
+        could only be refused, one left in the listen queue is forwarded a moment later (a
+        restarted ``--workers`` worker finds them queued on its socket)."""
+        server = self._server
+        if server is None or self.state is None or server.is_serving():
+            return
+        await server.start_serving()
+        log.info("forwarder %s: listening on %s", self.proxy_id, self._address)
 
     def _accepted(self) -> asyncio.Protocol:
         """A new client: what it sends before the upstream is connected is kept (up to
@@ -354,16 +381,30 @@ class Forwarder:
             log.warning("forwarder %s: could not report a failed check: %s", self.proxy_id, failure)
 
     async def _report_connection_counts(self, state: DesiredState) -> None:
-        """Open connections per instance as ``connectionCount`` samples, when they changed."""
-        for target in state.targets:
-            count = self._counts.count(target.instance_id)
-            if self._counts.reported.get(target.instance_id) == count:
-                continue
-            try:
-                await self.client.record_instance_metrics(
-                    target.instance_id, {"connectionCount": count}
-                )
-            except (FailoverError, httpx.HTTPError) as failure:
-                log.debug("forwarder %s: connection count not reported: %s", self.proxy_id, failure)
-                return
-            self._counts.reported[target.instance_id] = count
+        await report_connection_counts(
+            self.client,
+            state,
+            lambda target: self._counts.count(target.instance_id),
+            self._counts.reported,
+        )
+
+
+async def report_connection_counts(
+    client: AsyncFailoverClient,
+    state: DesiredState,
+    open_connections: Callable[[TrafficTarget], int],
+    reported: dict[str, int],
+) -> None:
+    """Open connections per instance as ``connectionCount`` samples, when they changed since
+    the last one ``reported`` (instance id -> count, updated here); ``least_connections`` reads
+    them. A forwarder reports its own; ``forward --workers`` the sum over its workers."""
+    for target in state.targets:
+        count = open_connections(target)
+        if reported.get(target.instance_id) == count:
+            continue
+        try:
+            await client.record_instance_metrics(target.instance_id, {"connectionCount": count})
+        except (FailoverError, httpx.HTTPError) as failure:
+            log.debug("forwarder %s: connection count not reported: %s", state.proxy_id, failure)
+            return
+        reported[target.instance_id] = count

@@ -1,6 +1,10 @@
 """``pfo_agent_*`` Prometheus metrics of a data-plane agent or forwarder, served on --metrics-port.
 
 One registry per agent process (not the global one), so tests can run several agents side by side.
+Under ``forward --workers`` each worker writes prometheus_client's multiprocess files and the
+parent serves them together (``dataplanes.workers``): every gauge says how its workers' values
+combine (open connections: the sum; "up", epochs and timestamps: the least, so one lagging
+worker shows); counters and histograms add up.
 """
 
 from __future__ import annotations
@@ -21,40 +25,55 @@ class AgentMetrics:
     def __init__(self, data_plane: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        info = Gauge("pfo_agent_info", "The agent's data plane", ["data_plane"], registry=r)
+        info = Gauge(
+            "pfo_agent_info",
+            "The agent's data plane",
+            ["data_plane"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         info.labels(data_plane).set(1)
         self.control_plane_up = Gauge(
             "pfo_agent_control_plane_up",
             "1 when the last read of the desired state succeeded; 0 = keeping the last known state",
             ["proxy_id"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.data_plane_up = Gauge(
             "pfo_agent_data_plane_up",
             "1 when the last apply to the data plane succeeded",
             ["proxy_id"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.stream_up = Gauge(
             "pfo_agent_stream_up",
             "1 while the event stream of the proxy is connected",
             ["proxy_id"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.applied_epoch = Gauge(
-            "pfo_agent_applied_epoch", "Epoch of the state last applied", ["proxy_id"], registry=r
+            "pfo_agent_applied_epoch",
+            "Epoch of the state last applied",
+            ["proxy_id"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.last_applied = Gauge(
             "pfo_agent_last_applied_timestamp_seconds",
             "Unix time of the last successful apply",
             ["proxy_id"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.last_fetched = Gauge(
             "pfo_agent_last_fetch_timestamp_seconds",
             "Unix time the desired state was last read from the control plane",
             ["proxy_id"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.applies = Counter(
             "pfo_agent_applies",
@@ -105,6 +124,7 @@ class AgentMetrics:
             "Open client connections per instance (forwarder)",
             ["proxy_id", "instance"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections = Counter(
             "pfo_agent_connections",

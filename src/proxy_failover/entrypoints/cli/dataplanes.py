@@ -11,6 +11,8 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
+import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -260,32 +262,115 @@ def forward(
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", min=0.01, help="Seconds per connect attempt")
     ] = 1.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Forwarder processes sharing the address (SO_REUSEPORT); more than one for "
+            "more than a core's worth of connections",
+        ),
+    ] = 1,
+    listen_fd: Annotated[
+        int | None, typer.Option("--listen-fd", hidden=True, help="A worker's socket (internal)")
+    ] = None,
     reconcile_seconds: _RECONCILE = 5.0,
     metrics_port: _METRICS_PORT = None,
     log_level: _LOG_LEVEL = "info",
 ) -> None:
     """Forward TCP connections to the proxy's active instance (or load-balanced pick)."""
+    host, port = _listen_address(listen, "--listen")
+    token = _setup(token, log_level)
+    if workers > 1:
+        if listen_fd is not None:
+            raise typer.BadParameter("a worker runs alone", param_hint="--workers")
+        worker_arguments = [
+            *("--proxy", proxy_id, "--listen", listen, "--url", url),
+            *(["--on-switch", on_switch.value] if on_switch is not None else []),
+            *("--connect-timeout", str(connect_timeout)),
+            *("--reconcile-seconds", str(reconcile_seconds), "--log-level", log_level),
+        ]
+        _run_workers(
+            worker_arguments,
+            proxy_id,
+            (host, port),
+            workers,
+            url,
+            token,
+            reconcile_seconds,
+            metrics_port,
+        )
+        return
+
     from proxy_failover.adapters.dataplanes.agent import Agent, AgentSettings
     from proxy_failover.adapters.dataplanes.forwarder import Forwarder
     from proxy_failover.adapters.dataplanes.metrics import AgentMetrics
+    from proxy_failover.adapters.dataplanes.workers import until_parent_ends
     from proxy_failover.client import AsyncFailoverClient
 
-    host, port = _listen_address(listen, "--listen")
-    token = _setup(token, log_level)
     metrics = AgentMetrics("forwarder")
-    if metrics_port is not None:
+    if metrics_port is not None and listen_fd is None:
         metrics.serve(metrics_port)
+    sock = socket.socket(fileno=listen_fd) if listen_fd is not None else None
 
     async def main() -> None:
         async with AsyncFailoverClient(url, token) as client:
             forwarder = Forwarder(
-                proxy_id, client, metrics, on_switch=on_switch, connect_timeout=connect_timeout
+                proxy_id,
+                client,
+                metrics,
+                on_switch=on_switch,
+                connect_timeout=connect_timeout,
+                report_counts=sock is None,  # a worker's parent reports the sum
             )
             settings = AgentSettings(reconcile_seconds=reconcile_seconds)
-            async with forwarder.listening(host, port):
-                await Agent(client, forwarder, [proxy_id], metrics, settings).run()
+            agent = Agent(client, forwarder, [proxy_id], metrics, settings)
+            async with forwarder.listening(host, port, sock=sock):
+                if sock is None:
+                    await agent.run()
+                    return
+                async with asyncio.TaskGroup() as group:  # the agent failing ends the worker
+                    following = group.create_task(agent.run())
+                    await until_parent_ends()  # the parent is gone: stop, as on SIGTERM
+                    following.cancel()
 
     _run_until_signalled(main())
+
+
+def _run_workers(
+    worker_arguments: list[str],
+    proxy_id: str,
+    address: tuple[str, int],
+    workers: int,
+    url: str,
+    token: str,
+    reconcile_seconds: float,
+    metrics_port: int | None,
+) -> None:
+    """``forward --workers N``: bind the N sockets here (a taken address fails now, once), then
+    run and supervise a worker per socket (``adapters.dataplanes.workers``)."""
+    from proxy_failover.adapters.dataplanes.workers import ForwarderWorkers, listening_sockets
+    from proxy_failover.client import AsyncFailoverClient
+
+    try:
+        sockets = listening_sockets(*address, workers)
+    except OSError as error:
+        fail(f"cannot listen on {address[0]}:{address[1]}: {error}")
+    with tempfile.TemporaryDirectory(prefix="pfo-forward-metrics-") as metrics_dir:
+        parent = ForwarderWorkers(worker_arguments, sockets, Path(metrics_dir), token)
+        if metrics_port is not None:
+            parent.serve_metrics(metrics_port)
+
+        async def main() -> None:
+            async with AsyncFailoverClient(url, token) as client:
+                await parent.run(client, proxy_id, reconcile_seconds)
+
+        try:
+            _run_until_signalled(main())
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 def register(app: typer.Typer) -> None:
