@@ -92,13 +92,13 @@ async def start_haproxy_agent(
     )
 
 
-def start_forwarder(launch: Launch, port: int, metrics_port: int) -> None:
-    """(c): ``proxy-failover forward`` listening on ``port``."""
+def start_forwarder(launch: Launch, port: int, metrics_port: int, workers: int = 1) -> None:
+    """(c): ``proxy-failover forward`` listening on ``port``; (c') with ``--workers``."""
     launch.start(
         [
             *launch.pfo("forward"),
             *("--proxy", PROXY, "--listen", f"127.0.0.1:{port}"),
-            *("--metrics-port", str(metrics_port)),
+            *("--metrics-port", str(metrics_port), "--workers", str(workers)),
         ],
-        "forwarder.log",
+        f"forwarder-{workers}.log",
     )

@@ -25,8 +25,9 @@ Scenarios, each plane in turn:
 - both also give when the failover event reached a stream client of the benchmark
   (``_event_arrivals.py``: the control plane's part) and the data plane's part after it: the
   follow time, the old connection's close and the first byte, counted from that arrival;
-- overhead (direct, HAProxy TCP mode, forwarder): closed-loop new-connection requests/s and
-  p50/p99 latency with 16 workers, and bulk download MB/s.
+- overhead (direct, HAProxy TCP mode, forwarder; with (c') in the run, ``forward --workers 2``
+  too): closed-loop new-connection requests/s and p50/p99 latency with 16 workers, and bulk
+  download MB/s.
 
 Goals (issue 11): planned switchover 0 errors and follow time ≤ 5 ms; kill -9: (b) and (c) no
 more errors than (a) and worst latency ≤ (a)'s; streams: drain keeps them, cut moves them (first
@@ -90,6 +91,7 @@ METERED = (
     "b_haproxy_agent",
     "b_haproxy_agent_http",
     "c_forwarder",
+    "c_forwarder_workers",
     "e_nginx",
     "e_nginx_njs",
     "g_envoy_file",
@@ -129,6 +131,9 @@ async def start_planes(
         )
     if "c_forwarder" in planes:
         start_forwarder(launch, planes["c_forwarder"], agent_metrics["c_forwarder"])
+    if "c_forwarder_workers" in planes:
+        port, metrics_port = planes["c_forwarder_workers"], agent_metrics["c_forwarder_workers"]
+        start_forwarder(launch, port, metrics_port, workers=2)
     traefik_ports = {p: port for p, port in planes.items() if p.startswith("d_")}
     if traefik_ports:
         start_traefik(launch, traefik_ports, cp.url, token, traefik_poll, traefik_standby)
@@ -239,6 +244,13 @@ async def main(
                 "haproxy_tcp": {**await closed_loop(port_b), "bulk_MBps": await bulk(port_b)},
                 "forwarder": {**await closed_loop(port_c), "bulk_MBps": await bulk(port_c)},
             }
+            if "c_forwarder_workers" in planes:
+                port = planes["c_forwarder_workers"]
+                await wait_answered_by(port, "edge-a")
+                report["overhead"]["forwarder, 2 workers"] = {
+                    **await closed_loop(port),
+                    "bulk_MBps": await bulk(port),
+                }
             print("overhead", report["overhead"], flush=True)
         await arrivals.stop()
         await cp.http.aclose()
