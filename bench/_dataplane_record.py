@@ -14,7 +14,7 @@ PLANES = {
     "b_haproxy_agent": "(b) HAProxy + agent",
     "b_haproxy_agent_http": "(b') HAProxy + agent, mode http",
     "c_forwarder": "(c) forwarder",
-    "c_forwarder_workers": "(c') forwarder, 2 workers",
+    "c_forwarder_workers": "(c') forwarder --workers 2",
     "d_traefik": "(d) Traefik, HTTP provider",
     "d_traefik_http": "(d') Traefik, HTTP router",
     "e_nginx": "(e) nginx + agent",

@@ -247,7 +247,7 @@ async def main(
             if "c_forwarder_workers" in planes:
                 port = planes["c_forwarder_workers"]
                 await wait_answered_by(port, "edge-a")
-                report["overhead"]["forwarder, 2 workers"] = {
+                report["overhead"]["forwarder --workers 2"] = {
                     **await closed_loop(port),
                     "bulk_MBps": await bulk(port),
                 }

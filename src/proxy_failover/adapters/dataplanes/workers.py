@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -206,8 +207,12 @@ def _counted_in(by_name: dict[str, int]) -> Callable[[TrafficTarget], int]:
 
 
 async def until_parent_ends() -> None:
-    """Return when this worker's stdin reaches end of file: its parent is gone."""
+    """Return when this worker's stdin, a pipe (or socket pair) from its parent, reaches end of
+    file: the parent is gone. Never returns when stdin is neither (a terminal, /dev/null)."""
     loop = asyncio.get_running_loop()
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        await loop.create_future()
     ended = loop.create_future()
 
     def readable() -> None:
