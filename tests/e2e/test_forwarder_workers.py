@@ -47,12 +47,19 @@ def forwarder(stack: Stack, workers: int = 2) -> Iterator[subprocess.Popen[str]]
         *("--workers", str(workers)),
         log="forwarder.log",
     )
+    seen: set[int] = set()
     try:
         poll_until(lambda: len(children(parent.pid)) == workers, within=10)
+        seen.update(children(parent.pid))
         stack.back_to_edge_a()
         yield parent
     finally:
+        seen.update(children(parent.pid))
         stop(parent)
+        for pid in seen:  # a test that failed must not leave workers behind
+            with contextlib.suppress(OSError):
+                if b"--listen-fd" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
 
 
 def children(pid: int) -> list[int]:
