@@ -155,7 +155,7 @@ def record(report: dict[str, Any], name: str = "dataplane", notes: Sequence[str]
             + " ms; errors "
             + " / ".join(str(v["errors"]) for v in switchover.values())
         )
-    if overhead:
+    if "forwarder" in overhead and "haproxy_tcp" in overhead:
         forwarder, haproxy = overhead["forwarder"], overhead["haproxy_tcp"]
         headline["forwarder vs HAProxy TCP: requests/s, p99"] = (
             f"{forwarder['requests_per_s']:,} vs {haproxy['requests_per_s']:,}, "

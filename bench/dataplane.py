@@ -25,9 +25,9 @@ Scenarios, each plane in turn:
 - both also give when the failover event reached a stream client of the benchmark
   (``_event_arrivals.py``: the control plane's part) and the data plane's part after it: the
   follow time, the old connection's close and the first byte, counted from that arrival;
-- overhead (direct, HAProxy TCP mode, forwarder; with (c') in the run, ``forward --workers 2``
-  too): closed-loop new-connection requests/s and p50/p99 latency with 16 workers, and bulk
-  download MB/s.
+- overhead (direct, and through each of HAProxy TCP mode (b), the forwarder (c) and
+  ``forward --workers 2`` (c') in the run): closed-loop new-connection requests/s and p50/p99
+  latency with 16 workers, and bulk download MB/s.
 
 Goals (issue 11): planned switchover 0 errors and follow time ≤ 5 ms; kill -9: (b) and (c) no
 more errors than (a) and worst latency ≤ (a)'s; streams: drain keeps them, cut moves them (first
@@ -234,20 +234,15 @@ async def main(
                 report["burst"][PLANES[plane]] = await burst(port, streams)
             print("burst", report["burst"], flush=True)
         report["overhead"] = {}
-        if "b_haproxy_agent" in planes and "c_forwarder" in planes:
-            port_b, port_c = planes["b_haproxy_agent"], planes["c_forwarder"]
-            for port in (port_b, port_c):
+        measured = {"b_haproxy_agent": "haproxy_tcp", "c_forwarder": "forwarder"}
+        measured["c_forwarder_workers"] = "forwarder --workers 2"
+        paths = {label: planes[plane] for plane, label in measured.items() if plane in planes}
+        if paths:
+            paths = {"direct": relays["edge-a"].port, **paths}
+            for port in paths.values():
                 await wait_answered_by(port, "edge-a")
-            direct = relays["edge-a"].port
-            report["overhead"] = {
-                "direct": {**await closed_loop(direct), "bulk_MBps": await bulk(direct)},
-                "haproxy_tcp": {**await closed_loop(port_b), "bulk_MBps": await bulk(port_b)},
-                "forwarder": {**await closed_loop(port_c), "bulk_MBps": await bulk(port_c)},
-            }
-            if "c_forwarder_workers" in planes:
-                port = planes["c_forwarder_workers"]
-                await wait_answered_by(port, "edge-a")
-                report["overhead"]["forwarder --workers 2"] = {
+            for label, port in paths.items():
+                report["overhead"][label] = {
                     **await closed_loop(port),
                     "bulk_MBps": await bulk(port),
                 }
