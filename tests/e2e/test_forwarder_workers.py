@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.dataplanes import OpenStream, answered_by, poll_until, proxy_failover, stop
+from tests.helpers.dataplanes import (
+    OpenStream,
+    answered_by,
+    metric,
+    poll_until,
+    proxy_failover,
+    stop,
+)
 from tests.helpers.processes import free_port
 from tests.helpers.relay_stack import RelayStack
 
@@ -133,6 +140,8 @@ def test_a_killed_worker_is_restarted_and_serves_what_queued_meanwhile(stack: St
         workers = children(parent.pid)
         assert len(workers) == 2
         assert killed not in workers
+        assert metric(stack.metrics_url, "pfo_agent_worker_restarts_total") == 1
+        assert metric(stack.metrics_url, "pfo_agent_workers") == 2
         for request in requests:
             request.close()
 

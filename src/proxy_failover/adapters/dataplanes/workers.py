@@ -28,11 +28,12 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy_failover.adapters.dataplanes.agent import fetch_desired_state
@@ -93,10 +94,24 @@ class ForwarderWorkers:
         self._stopping = False
 
     def serve_metrics(self, port: int, host: str = "127.0.0.1") -> None:
-        """Serve every worker's metrics together on ``host:port`` (a daemon thread)."""
+        """Serve every worker's metrics together on ``host:port`` (a daemon thread), with the
+        parent's own: workers running and restarts."""
         registry = CollectorRegistry()
         registry.register(self.collector)
+        registry.register(self)
         start_http_server(port, addr=host, registry=registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """The parent's own metrics (a prometheus_client collector: read at each scrape)."""
+        running = sum(p.returncode is None for p in list(self.processes.values()))
+        yield GaugeMetricFamily(
+            "pfo_agent_workers", "Forwarder workers running (forward --workers)", value=running
+        )
+        yield CounterMetricFamily(
+            "pfo_agent_worker_restarts",
+            "Forwarder workers restarted after they ended",
+            value=self.restarts,
+        )
 
     def open_connections(self, proxy_id: str) -> dict[str, int]:
         """Open connections per instance name, summed over the live workers."""
