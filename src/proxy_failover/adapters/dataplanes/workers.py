@@ -221,18 +221,19 @@ def _counted_in(by_name: dict[str, int]) -> Callable[[TrafficTarget], int]:
     return lambda target: by_name.get(target.name, 0)
 
 
-async def until_parent_ends() -> None:
-    """Return when this worker's stdin, a pipe (or socket pair) from its parent, reaches end of
-    file: the parent is gone. Never returns when stdin is neither (a terminal, /dev/null)."""
+async def until_parent_ends(fd: int | None = None) -> None:
+    """Return when ``fd`` (this worker's stdin), a pipe or socket pair from its parent, reaches
+    end of file: the parent is gone. Never returns when it is neither (a terminal, /dev/null)."""
+    fd = sys.stdin.fileno() if fd is None else fd
     loop = asyncio.get_running_loop()
-    mode = os.fstat(sys.stdin.fileno()).st_mode
+    mode = os.fstat(fd).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         await loop.create_future()
     ended = loop.create_future()
 
     def readable() -> None:
         try:
-            data = os.read(sys.stdin.fileno(), 4096)
+            data = os.read(fd, 4096)
         except BlockingIOError:
             return
         except OSError:
@@ -240,9 +241,9 @@ async def until_parent_ends() -> None:
         if not data and not ended.done():
             ended.set_result(None)
 
-    os.set_blocking(sys.stdin.fileno(), False)
-    loop.add_reader(sys.stdin.fileno(), readable)
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
     try:
         await ended
     finally:
-        loop.remove_reader(sys.stdin.fileno())
+        loop.remove_reader(fd)
