@@ -189,13 +189,22 @@ def test_the_workers_end_with_their_parent(stack: Stack) -> None:
         poll_until(lambda: not any(alive(pid) for pid in workers), within=10)
 
 
-def test_a_taken_address_fails_at_once(stack: Stack, tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as taken:
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("reuse_port", [False, True])
+def test_an_address_taken_fails_at_once(
+    stack: Stack, tmp_path: Path, workers: int, reuse_port: bool
+) -> None:
+    """Even one taken with SO_REUSEPORT, which the workers' sockets could join: a second
+    forwarder started by mistake must not take a share of the clients."""
+    with socket.create_server(("127.0.0.1", 0), reuse_port=reuse_port) as taken:
         port = taken.getsockname()[1]
         command = proxy_failover(
-            *("forward", "--proxy", "live", "--listen", f"127.0.0.1:{port}", "--workers", "2"),
-            *("--url", stack.serve.url, "--token", stack.tokens.alice),
+            *("forward", "--proxy", "live", "--listen", f"127.0.0.1:{port}"),
+            *("--workers", str(workers), "--url", stack.serve.url, "--token", stack.tokens.alice),
             log=tmp_path / "taken.log",
         )
-        assert command.wait(timeout=30) == 1
+        try:
+            assert command.wait(timeout=30) == 1
+        finally:
+            stop(command)
     assert f"cannot listen on 127.0.0.1:{port}" in (tmp_path / "taken.log").read_text()

@@ -55,7 +55,11 @@ METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` sockets listening on ``host:port`` with ``SO_REUSEPORT`` (port 0: the port the
-    first one was given). Raises ``OSError`` when the address cannot be bound."""
+    first one was given). Raises ``OSError`` when the address cannot be bound, or when another
+    process listens there, even with ``SO_REUSEPORT`` (a second ``forward`` started by mistake
+    would otherwise take a share of the clients)."""
+    if port:
+        socket.create_server((host, port)).close()  # raises when anyone listens there
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

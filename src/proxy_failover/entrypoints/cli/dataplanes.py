@@ -312,7 +312,13 @@ def forward(
     metrics = AgentMetrics("forwarder")
     if metrics_port is not None and listen_fd is None:
         metrics.serve(metrics_port)
-    sock = socket.socket(fileno=listen_fd) if listen_fd is not None else None
+    if listen_fd is not None:
+        sock = socket.socket(fileno=listen_fd)  # a worker: its parent bound it
+    else:
+        try:
+            sock = socket.create_server((host, port), backlog=1024)
+        except OSError as error:
+            fail(f"cannot listen on {host}:{port}: {error}")
 
     async def main() -> None:
         async with AsyncFailoverClient(url, token) as client:
@@ -322,12 +328,12 @@ def forward(
                 metrics,
                 on_switch=on_switch,
                 connect_timeout=connect_timeout,
-                report_counts=sock is None,  # a worker's parent reports the sum
+                report_counts=listen_fd is None,  # a worker's parent reports the sum
             )
             settings = AgentSettings(reconcile_seconds=reconcile_seconds)
             agent = Agent(client, forwarder, [proxy_id], metrics, settings)
             async with forwarder.listening(host, port, sock=sock):
-                if sock is None:
+                if listen_fd is None:
                     await agent.run()
                     return
                 async with asyncio.TaskGroup() as group:  # the agent failing ends the worker
