@@ -234,8 +234,11 @@ async def main(
                 report["burst"][PLANES[plane]] = await burst(port, streams)
             print("burst", report["burst"], flush=True)
         report["overhead"] = {}
-        measured = {"b_haproxy_agent": "haproxy_tcp", "c_forwarder": "forwarder"}
-        measured["c_forwarder_workers"] = "forwarder --workers 2"
+        measured = {
+            "b_haproxy_agent": "haproxy_tcp",
+            "c_forwarder": "forwarder",
+            "c_forwarder_workers": "forwarder --workers 2",
+        }
         paths = {label: planes[plane] for plane, label in measured.items() if plane in planes}
         if paths:
             paths = {"direct": relays["edge-a"].port, **paths}

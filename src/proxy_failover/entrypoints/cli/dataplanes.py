@@ -285,14 +285,11 @@ def forward(
     if workers > 1:
         if listen_fd is not None:
             raise typer.BadParameter("a worker runs alone", param_hint="--workers")
-        worker_arguments = [
-            *("--proxy", proxy_id, "--listen", listen, "--url", url),
-            *(["--on-switch", on_switch.value] if on_switch is not None else []),
-            *("--connect-timeout", str(connect_timeout)),
-            *("--reconcile-seconds", str(reconcile_seconds), "--log-level", log_level),
-        ]
+        arguments = _worker_arguments(
+            proxy_id, listen, url, on_switch, connect_timeout, reconcile_seconds, log_level
+        )
         _run_workers(
-            worker_arguments,
+            arguments,
             proxy_id,
             (host, port),
             workers,
@@ -342,6 +339,29 @@ def forward(
                     following.cancel()
 
     _run_until_signalled(main())
+
+
+#: The options of ``forward`` a worker is not given: its parent's alone, or passed another way.
+PARENT_ONLY_OPTIONS = frozenset({"workers", "listen_fd", "metrics_port", "token"})
+
+
+def _worker_arguments(
+    proxy_id: str,
+    listen: str,
+    url: str,
+    on_switch: SwitchPolicy | None,
+    connect_timeout: float,
+    reconcile_seconds: float,
+    log_level: str,
+) -> list[str]:
+    """A worker's ``forward`` options: every option but ``PARENT_ONLY_OPTIONS`` (the token goes
+    by the environment, never a command line; a test keeps this list whole)."""
+    return [
+        *("--proxy", proxy_id, "--listen", listen, "--url", url),
+        *(["--on-switch", on_switch.value] if on_switch is not None else []),
+        *("--connect-timeout", str(connect_timeout)),
+        *("--reconcile-seconds", str(reconcile_seconds), "--log-level", log_level),
+    ]
 
 
 def _run_workers(
